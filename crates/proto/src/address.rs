@@ -1,0 +1,295 @@
+//! Reverse-paths and forward-paths (RFC 5321 §4.1.2), borrowed from the input.
+
+use crate::{Error, ErrorKind};
+
+/// A mailbox `local@domain`, borrowed from the command line.
+///
+/// `local` keeps the quotes of a quoted local part; `domain` is empty for the
+/// special `<Postmaster>` recipient; an address literal keeps its brackets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Address<'a> {
+    raw: &'a str,
+    at: usize,
+    ascii: bool,
+}
+
+impl<'a> Address<'a> {
+    /// The whole mailbox as sent (without angle brackets or source route).
+    pub fn as_str(&self) -> &'a str {
+        self.raw
+    }
+
+    /// The local part (quoted form kept).
+    pub fn local(&self) -> &'a str {
+        &self.raw[..self.at]
+    }
+
+    /// The domain, an address literal such as `[192.0.2.1]`, or empty for
+    /// `Postmaster`.
+    pub fn domain(&self) -> &'a str {
+        self.raw.get(self.at + 1..).unwrap_or("")
+    }
+
+    /// `true` when the mailbox is pure ASCII (otherwise it needs SMTPUTF8).
+    pub fn is_ascii(&self) -> bool {
+        self.ascii
+    }
+}
+
+/// A reverse-path or forward-path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path<'a> {
+    /// The null reverse-path `<>`.
+    Null,
+    /// A mailbox.
+    Mailbox(Address<'a>),
+}
+
+impl<'a> Path<'a> {
+    /// The mailbox text, or `""` for the null path.
+    pub fn as_str(&self) -> &'a str {
+        match self {
+            Path::Null => "",
+            Path::Mailbox(a) => a.as_str(),
+        }
+    }
+
+    /// `true` for `<>`.
+    pub fn is_null(&self) -> bool {
+        matches!(self, Path::Null)
+    }
+
+    /// `true` unless the mailbox has non-ASCII bytes.
+    pub fn is_ascii(&self) -> bool {
+        match self {
+            Path::Null => true,
+            Path::Mailbox(a) => a.is_ascii(),
+        }
+    }
+}
+
+// Byte classes, looked up once per byte instead of chains of comparisons.
+const ATEXT: u8 = 1; // RFC 5322 atext (dot-string characters other than '.')
+const LDH: u8 = 2; // letters, digits, hyphen (domain labels)
+const QTEXT: u8 = 4; // qtextSMTP: printable ASCII except '"' and '\'
+const LITERAL: u8 = 8; // dtext inside an address literal
+
+pub(crate) const CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0usize;
+    while b < 256 {
+        let c = b as u8;
+        let mut v = 0;
+        if c.is_ascii_alphanumeric() {
+            v |= ATEXT | LDH;
+        }
+        if matches!(
+            c,
+            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'/' | b'=' | b'?' | b'^' | b'_' | b'`' | b'{' | b'|' | b'}' | b'~'
+        ) {
+            v |= ATEXT;
+        }
+        if c == b'-' {
+            v |= LDH;
+        }
+        if c >= 32 && c <= 126 && c != b'"' && c != b'\\' {
+            v |= QTEXT;
+        }
+        if c >= 33 && c <= 126 && c != b'[' && c != b']' && c != b'\\' {
+            v |= LITERAL;
+        }
+        // UTF-8 (RFC 6531): any non-ASCII byte may appear in local parts and
+        // U-label domains; whether the sequence is valid UTF-8 is checked once.
+        if c >= 0x80 {
+            v |= ATEXT | LDH | QTEXT;
+        }
+        t[b] = v;
+        b += 1;
+    }
+    t
+};
+
+#[inline]
+fn is(class: u8, b: u8) -> bool {
+    CLASS[b as usize] & class != 0
+}
+
+/// Parses a mailbox `local@domain` (or `Postmaster` when `allow_postmaster`)
+/// occupying all of `s`. `base` is the offset of `s` in the original input,
+/// used for error offsets.
+pub(crate) fn parse_mailbox(s: &[u8], base: usize, allow_postmaster: bool) -> Result<Address<'_>, Error> {
+    let bad = |at: usize| Error::at(ErrorKind::InvalidAddress, base + at, 0);
+    let mut i = 0;
+    if s.first() == Some(&b'"') {
+        i = 1;
+        loop {
+            match s.get(i) {
+                None => return Err(bad(i)),
+                Some(b'"') => {
+                    i += 1;
+                    break;
+                }
+                Some(b'\\') => {
+                    match s.get(i + 1) {
+                        Some(&c) if (32..=126).contains(&c) => i += 2,
+                        _ => return Err(bad(i)),
+                    }
+                }
+                Some(&c) if is(QTEXT, c) => i += 1,
+                Some(_) => return Err(bad(i)),
+            }
+        }
+    } else {
+        // Dot-string: atoms separated by single dots.
+        let mut atom_len = 0;
+        while let Some(&c) = s.get(i) {
+            if is(ATEXT, c) {
+                atom_len += 1;
+            } else if c == b'.' && atom_len > 0 {
+                atom_len = 0;
+            } else {
+                break;
+            }
+            i += 1;
+        }
+        if atom_len == 0 {
+            return Err(bad(i));
+        }
+    }
+    let at = i;
+    let ascii = s.is_ascii();
+    if i == s.len() {
+        // No domain: only the special Postmaster recipient (RFC 5321 §4.1.1.3).
+        if allow_postmaster && s.eq_ignore_ascii_case(b"postmaster") {
+            return Ok(Address {
+                raw: as_str(s, base)?,
+                at,
+                ascii,
+            });
+        }
+        return Err(bad(i));
+    }
+    if s[i] != b'@' {
+        return Err(bad(i));
+    }
+    i += 1;
+    let domain = &s[i..];
+    if domain.first() == Some(&b'[') {
+        // Address literal: [192.0.2.1], [IPv6:2001:db8::1] or General-address-literal.
+        if domain.len() < 3 || domain[domain.len() - 1] != b']' {
+            return Err(bad(s.len()));
+        }
+        if let Some(p) = domain[1..domain.len() - 1].iter().position(|&c| !is(LITERAL, c)) {
+            return Err(bad(i + 1 + p));
+        }
+    } else {
+        check_domain(domain).map_err(|p| bad(i + p))?;
+    }
+    Ok(Address {
+        raw: as_str(s, base)?,
+        at,
+        ascii,
+    })
+}
+
+/// Checks a domain of dot-separated LDH labels (U-labels allowed); returns
+/// the offset of the first offending byte.
+pub(crate) fn check_domain(d: &[u8]) -> Result<(), usize> {
+    let mut label_len = 0;
+    for (p, &c) in d.iter().enumerate() {
+        if is(LDH, c) {
+            label_len += 1;
+        } else if c == b'.' && label_len > 0 {
+            label_len = 0;
+        } else {
+            return Err(p);
+        }
+    }
+    // Empty domain, or a trailing dot.
+    if label_len == 0 {
+        return Err(d.len());
+    }
+    Ok(())
+}
+
+fn as_str(s: &[u8], base: usize) -> Result<&str, Error> {
+    std::str::from_utf8(s).map_err(|e| Error::at(ErrorKind::InvalidAddress, base + e.valid_up_to(), 0))
+}
+
+/// Parses `<path>` at the start of `s` (strict), returning the path and the
+/// bytes it used. Source routes (`<@a,@b:user@c>`) are accepted and dropped.
+pub(crate) fn parse_path(s: &[u8], base: usize, allow_postmaster: bool) -> Result<(Path<'_>, usize), Error> {
+    if s.first() != Some(&b'<') {
+        return Err(Error::at(ErrorKind::InvalidAddress, base, 0));
+    }
+    // A quoted local part may contain '>', so find the closing bracket after it.
+    let mut search_from = 1;
+    if s.get(1) == Some(&b'"') {
+        let mut i = 2;
+        while i < s.len() && s[i] != b'"' {
+            i += if s[i] == b'\\' { 2 } else { 1 };
+        }
+        search_from = i.min(s.len());
+    }
+    let close = memchr::memchr(b'>', &s[search_from..])
+        .map(|p| p + search_from)
+        .ok_or(Error::at(ErrorKind::InvalidAddress, base + s.len(), 0))?;
+    let mut inner = &s[1..close];
+    let mut inner_base = base + 1;
+    if inner.is_empty() {
+        return Ok((Path::Null, close + 1));
+    }
+    if inner[0] == b'@' {
+        let colon = memchr::memchr(b':', inner).ok_or(Error::at(ErrorKind::InvalidAddress, inner_base, 0))?;
+        for hop in inner[..colon].split(|&c| c == b',') {
+            let ok = hop.len() > 1 && hop[0] == b'@' && check_domain(&hop[1..]).is_ok();
+            if !ok {
+                return Err(Error::at(ErrorKind::InvalidAddress, inner_base, 0));
+            }
+        }
+        inner = &inner[colon + 1..];
+        inner_base += colon + 1;
+    }
+    let addr = parse_mailbox(inner, inner_base, allow_postmaster)?;
+    Ok((Path::Mailbox(addr), close + 1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path(s: &str) -> Result<Path<'_>, Error> {
+        parse_path(s.as_bytes(), 0, true).map(|(p, n)| {
+            assert_eq!(n, s.len());
+            p
+        })
+    }
+
+    #[test]
+    fn mailbox_forms() {
+        let Path::Mailbox(a) = path("<user@example.com>").unwrap() else { panic!() };
+        assert_eq!((a.local(), a.domain()), ("user", "example.com"));
+        assert!(path("<>").unwrap().is_null());
+        let Path::Mailbox(a) = path("<\"john doe\"@example.com>").unwrap() else { panic!() };
+        assert_eq!(a.local(), "\"john doe\"");
+        let Path::Mailbox(a) = path("<\"a>b\"@x.org>").unwrap() else { panic!() };
+        assert_eq!(a.local(), "\"a>b\"");
+        let Path::Mailbox(a) = path("<@relay1.org,@relay2.org:u@x.org>").unwrap() else { panic!() };
+        assert_eq!(a.as_str(), "u@x.org");
+        let Path::Mailbox(a) = path("<u@[192.0.2.1]>").unwrap() else { panic!() };
+        assert_eq!(a.domain(), "[192.0.2.1]");
+        let Path::Mailbox(a) = path("<u@[IPv6:2001:db8::1]>").unwrap() else { panic!() };
+        assert_eq!(a.domain(), "[IPv6:2001:db8::1]");
+        let Path::Mailbox(a) = path("<Postmaster>").unwrap() else { panic!() };
+        assert_eq!(a.domain(), "");
+        let Path::Mailbox(a) = path("<用户@例子.测试>").unwrap() else { panic!() };
+        assert!(!a.is_ascii());
+    }
+
+    #[test]
+    fn bad_mailboxes() {
+        for s in ["<user>", "<@x>", "<a..b@x>", "<.a@x>", "<a@>", "<a@b..c>", "<a@[1.2>", "<a b@c>", "<a@b", "a@b"] {
+            assert!(path(s).is_err(), "{s} should fail");
+        }
+    }
+}

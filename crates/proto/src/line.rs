@@ -1,0 +1,106 @@
+//! Line framing shared by the command and reply parsers.
+
+use crate::{Error, ErrorKind, Status};
+
+/// A complete line found at the start of a buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Line {
+    /// Length of the line's content, without its terminator.
+    pub content_len: usize,
+    /// Length including the terminator (CRLF, or LF when bare LF is allowed).
+    pub total_len: usize,
+}
+
+/// Finds the first line in `buf`.
+///
+/// `max_len` counts the terminator, as RFC 5321 §4.5.3.1 does. A line that
+/// has not ended within `max_len` bytes is [`ErrorKind::LineTooLong`] as soon
+/// as `max_len` bytes are buffered, so a caller never has to buffer more.
+/// The content is checked for NUL and bare CR; a bare LF terminator is an
+/// error unless `allow_bare_lf`.
+pub fn find_line(buf: &[u8], max_len: usize, allow_bare_lf: bool) -> Result<Status<Line>, Error> {
+    let window = &buf[..buf.len().min(max_len)];
+    let Some(lf) = memchr::memchr(b'\n', window) else {
+        if buf.len() < max_len {
+            return Ok(Status::Partial);
+        }
+        // Drop the whole line if its end is already buffered, else all we have.
+        return Err(match memchr::memchr(b'\n', &buf[max_len..]) {
+            Some(rest) => Error::at(ErrorKind::LineTooLong, max_len, max_len + rest + 1),
+            None => Error {
+                kind: ErrorKind::LineTooLong,
+                offset: max_len,
+                consumed: buf.len(),
+                line_complete: false,
+            },
+        });
+    };
+    let total_len = lf + 1;
+    let content_len = if lf > 0 && buf[lf - 1] == b'\r' {
+        lf - 1
+    } else if allow_bare_lf {
+        lf
+    } else {
+        return Err(Error::at(ErrorKind::BareLf, lf, total_len));
+    };
+    if let Some(bad) = memchr::memchr2(0, b'\r', &buf[..content_len]) {
+        let kind = if buf[bad] == 0 {
+            ErrorKind::NulByte
+        } else {
+            ErrorKind::BareCr
+        };
+        return Err(Error::at(kind, bad, total_len));
+    }
+    Ok(Status::Complete(Line {
+        content_len,
+        total_len,
+    }))
+}
+
+/// Resynchronises after [`ErrorKind::LineTooLong`] with `line_complete ==
+/// false`: returns how many bytes of `buf` to drop to get past the next LF,
+/// or `None` when `buf` holds no LF (drop all of it and call again).
+pub fn skip_line(buf: &[u8]) -> Option<usize> {
+    memchr::memchr(b'\n', buf).map(|i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_crlf_line() {
+        let l = find_line(b"NOOP\r\nX", 512, false).unwrap().complete().unwrap();
+        assert_eq!((l.content_len, l.total_len), (4, 6));
+    }
+
+    #[test]
+    fn exact_limit_is_accepted_and_one_more_is_not() {
+        let mut line = vec![b'a'; 510];
+        line.extend_from_slice(b"\r\n");
+        assert!(find_line(&line, 512, false).unwrap().is_complete());
+        line.insert(0, b'a');
+        let e = find_line(&line, 512, false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::LineTooLong);
+        assert!(e.line_complete);
+        assert_eq!(e.consumed, line.len());
+    }
+
+    #[test]
+    fn too_long_without_lf_is_reported_at_the_limit() {
+        let e = find_line(&[b'x'; 600], 512, false).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::LineTooLong);
+        assert!(!e.line_complete);
+        assert_eq!(e.consumed, 600);
+        assert!(find_line(&[b'x'; 511], 512, false).unwrap().is_partial());
+    }
+
+    #[test]
+    fn bare_lf_nul_and_bare_cr() {
+        assert_eq!(find_line(b"NOOP\n", 512, false).unwrap_err().kind, ErrorKind::BareLf);
+        assert!(find_line(b"NOOP\n", 512, true).unwrap().is_complete());
+        assert_eq!(find_line(b"NO\0OP\r\n", 512, false).unwrap_err().kind, ErrorKind::NulByte);
+        let e = find_line(b"NO\rOP\r\n", 512, false).unwrap_err();
+        assert_eq!((e.kind, e.offset, e.consumed), (ErrorKind::BareCr, 2, 7));
+    }
+}

@@ -85,7 +85,24 @@ pub(crate) const CLASS: [u8; 256] = {
         }
         if matches!(
             c,
-            b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'/' | b'=' | b'?' | b'^' | b'_' | b'`' | b'{' | b'|' | b'}' | b'~'
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'/'
+                | b'='
+                | b'?'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'{'
+                | b'|'
+                | b'}'
+                | b'~'
         ) {
             v |= ATEXT;
         }
@@ -117,7 +134,11 @@ fn is(class: u8, b: u8) -> bool {
 /// Parses a mailbox `local@domain` (or `Postmaster` when `allow_postmaster`)
 /// occupying all of `s`. `base` is the offset of `s` in the original input,
 /// used for error offsets.
-pub(crate) fn parse_mailbox(s: &[u8], base: usize, allow_postmaster: bool) -> Result<Address<'_>, Error> {
+pub(crate) fn parse_mailbox(
+    s: &[u8],
+    base: usize,
+    allow_postmaster: bool,
+) -> Result<Address<'_>, Error> {
     let bad = |at: usize| Error::at(ErrorKind::InvalidAddress, base + at, 0);
     let mut i = 0;
     if s.first() == Some(&b'"') {
@@ -129,12 +150,10 @@ pub(crate) fn parse_mailbox(s: &[u8], base: usize, allow_postmaster: bool) -> Re
                     i += 1;
                     break;
                 }
-                Some(b'\\') => {
-                    match s.get(i + 1) {
-                        Some(&c) if (32..=126).contains(&c) => i += 2,
-                        _ => return Err(bad(i)),
-                    }
-                }
+                Some(b'\\') => match s.get(i + 1) {
+                    Some(&c) if (32..=126).contains(&c) => i += 2,
+                    _ => return Err(bad(i)),
+                },
                 Some(&c) if is(QTEXT, c) => i += 1,
                 Some(_) => return Err(bad(i)),
             }
@@ -179,7 +198,10 @@ pub(crate) fn parse_mailbox(s: &[u8], base: usize, allow_postmaster: bool) -> Re
         if domain.len() < 3 || domain[domain.len() - 1] != b']' {
             return Err(bad(s.len()));
         }
-        if let Some(p) = domain[1..domain.len() - 1].iter().position(|&c| !is(LITERAL, c)) {
+        if let Some(p) = domain[1..domain.len() - 1]
+            .iter()
+            .position(|&c| !is(LITERAL, c))
+        {
             return Err(bad(i + 1 + p));
         }
     } else {
@@ -213,12 +235,17 @@ pub(crate) fn check_domain(d: &[u8]) -> Result<(), usize> {
 }
 
 fn as_str(s: &[u8], base: usize) -> Result<&str, Error> {
-    std::str::from_utf8(s).map_err(|e| Error::at(ErrorKind::InvalidAddress, base + e.valid_up_to(), 0))
+    std::str::from_utf8(s)
+        .map_err(|e| Error::at(ErrorKind::InvalidAddress, base + e.valid_up_to(), 0))
 }
 
 /// Parses `<path>` at the start of `s` (strict), returning the path and the
 /// bytes it used. Source routes (`<@a,@b:user@c>`) are accepted and dropped.
-pub(crate) fn parse_path(s: &[u8], base: usize, allow_postmaster: bool) -> Result<(Path<'_>, usize), Error> {
+pub(crate) fn parse_path(
+    s: &[u8],
+    base: usize,
+    allow_postmaster: bool,
+) -> Result<(Path<'_>, usize), Error> {
     if s.first() != Some(&b'<') {
         return Err(Error::at(ErrorKind::InvalidAddress, base, 0));
     }
@@ -240,7 +267,11 @@ pub(crate) fn parse_path(s: &[u8], base: usize, allow_postmaster: bool) -> Resul
         return Ok((Path::Null, close + 1));
     }
     if inner[0] == b'@' {
-        let colon = memchr::memchr(b':', inner).ok_or(Error::at(ErrorKind::InvalidAddress, inner_base, 0))?;
+        let colon = memchr::memchr(b':', inner).ok_or(Error::at(
+            ErrorKind::InvalidAddress,
+            inner_base,
+            0,
+        ))?;
         for hop in inner[..colon].split(|&c| c == b',') {
             let ok = hop.len() > 1 && hop[0] == b'@' && check_domain(&hop[1..]).is_ok();
             if !ok {
@@ -267,28 +298,47 @@ mod tests {
 
     #[test]
     fn mailbox_forms() {
-        let Path::Mailbox(a) = path("<user@example.com>").unwrap() else { panic!() };
+        let Path::Mailbox(a) = path("<user@example.com>").unwrap() else {
+            panic!()
+        };
         assert_eq!((a.local(), a.domain()), ("user", "example.com"));
         assert!(path("<>").unwrap().is_null());
-        let Path::Mailbox(a) = path("<\"john doe\"@example.com>").unwrap() else { panic!() };
+        let Path::Mailbox(a) = path("<\"john doe\"@example.com>").unwrap() else {
+            panic!()
+        };
         assert_eq!(a.local(), "\"john doe\"");
-        let Path::Mailbox(a) = path("<\"a>b\"@x.org>").unwrap() else { panic!() };
+        let Path::Mailbox(a) = path("<\"a>b\"@x.org>").unwrap() else {
+            panic!()
+        };
         assert_eq!(a.local(), "\"a>b\"");
-        let Path::Mailbox(a) = path("<@relay1.org,@relay2.org:u@x.org>").unwrap() else { panic!() };
+        let Path::Mailbox(a) = path("<@relay1.org,@relay2.org:u@x.org>").unwrap() else {
+            panic!()
+        };
         assert_eq!(a.as_str(), "u@x.org");
-        let Path::Mailbox(a) = path("<u@[192.0.2.1]>").unwrap() else { panic!() };
+        let Path::Mailbox(a) = path("<u@[192.0.2.1]>").unwrap() else {
+            panic!()
+        };
         assert_eq!(a.domain(), "[192.0.2.1]");
-        let Path::Mailbox(a) = path("<u@[IPv6:2001:db8::1]>").unwrap() else { panic!() };
+        let Path::Mailbox(a) = path("<u@[IPv6:2001:db8::1]>").unwrap() else {
+            panic!()
+        };
         assert_eq!(a.domain(), "[IPv6:2001:db8::1]");
-        let Path::Mailbox(a) = path("<Postmaster>").unwrap() else { panic!() };
+        let Path::Mailbox(a) = path("<Postmaster>").unwrap() else {
+            panic!()
+        };
         assert_eq!(a.domain(), "");
-        let Path::Mailbox(a) = path("<用户@例子.测试>").unwrap() else { panic!() };
+        let Path::Mailbox(a) = path("<用户@例子.测试>").unwrap() else {
+            panic!()
+        };
         assert!(!a.is_ascii());
     }
 
     #[test]
     fn bad_mailboxes() {
-        for s in ["<user>", "<@x>", "<a..b@x>", "<.a@x>", "<a@>", "<a@b..c>", "<a@[1.2>", "<a b@c>", "<a@b", "a@b"] {
+        for s in [
+            "<user>", "<@x>", "<a..b@x>", "<.a@x>", "<a@>", "<a@b..c>", "<a@[1.2>", "<a b@c>",
+            "<a@b", "a@b",
+        ] {
             assert!(path(s).is_err(), "{s} should fail");
         }
     }

@@ -149,7 +149,10 @@ const LAST: u64 = pack_upper(b"LAST");
 /// Returns `Ok(Status::Partial)` when no complete line is buffered yet (and
 /// the line limit is not exceeded), or `Ok(Status::Complete((command,
 /// consumed)))`. On error, [`Error::consumed`] says how many bytes to drop.
-pub fn parse_command<'a>(buf: &'a [u8], cfg: &ParserConfig) -> Result<Status<(Command<'a>, usize)>, Error> {
+pub fn parse_command<'a>(
+    buf: &'a [u8],
+    cfg: &ParserConfig,
+) -> Result<Status<(Command<'a>, usize)>, Error> {
     let line = match find_line(buf, cfg.max_line_len, cfg.lenient)? {
         Status::Complete(l) => l,
         Status::Partial => return Ok(Status::Partial),
@@ -197,7 +200,8 @@ fn parse_line(line: &[u8], lenient: bool) -> Result<Command<'_>, Error> {
             domain: parse_helo_arg(args, args_at, lenient)?,
         }),
         MAIL => {
-            let (from, rest, rest_at) = parse_path_arg(args, args_at, FROM_COLON, 5, lenient, false)?;
+            let (from, rest, rest_at) =
+                parse_path_arg(args, args_at, FROM_COLON, 5, lenient, false)?;
             let params = parse_mail_params(rest, rest_at)?;
             if !from.is_ascii() && !params.smtputf8 {
                 return Err(Error::at(ErrorKind::NonAscii, args_at, 0));
@@ -286,7 +290,10 @@ fn parse_path_arg(
         if end == 0 {
             return Err(Error::at(ErrorKind::InvalidAddress, at + i, 0));
         }
-        (Path::Mailbox(parse_mailbox(&rest[..end], at + i, allow_postmaster)?), end)
+        (
+            Path::Mailbox(parse_mailbox(&rest[..end], at + i, allow_postmaster)?),
+            end,
+        )
     } else {
         parse_path(rest, at + i, allow_postmaster)?
     };
@@ -304,7 +311,9 @@ fn parse_bdat(args: &[u8], at: usize) -> Result<Command<'_>, Error> {
     if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
         return Err(syntax(at));
     }
-    let size = digits.iter().fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
+    let size = digits
+        .iter()
+        .fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
     let last = match &args[size_end..] {
         [] => false,
         [b' ', word @ ..] if pack_upper(word) == LAST => true,
@@ -317,7 +326,12 @@ fn parse_auth(args: &[u8], at: usize) -> Result<Command<'_>, Error> {
     let mech_end = memchr::memchr(b' ', args).unwrap_or(args.len());
     let mech = &args[..mech_end];
     // RFC 4422 mechanism names: upper-case letters, digits, '-' and '_'.
-    if mech.is_empty() || mech.len() > 20 || !mech.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_') {
+    if mech.is_empty()
+        || mech.len() > 20
+        || !mech
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+    {
         return Err(syntax(at));
     }
     let initial_response = if mech_end == args.len() {
@@ -325,7 +339,10 @@ fn parse_auth(args: &[u8], at: usize) -> Result<Command<'_>, Error> {
     } else {
         let ir = &args[mech_end + 1..];
         let ok = !ir.is_empty()
-            && (ir == b"=" || ir.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'='));
+            && (ir == b"="
+                || ir
+                    .iter()
+                    .all(|&c| c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'='));
         if !ok {
             return Err(syntax(at + mech_end + 1));
         }

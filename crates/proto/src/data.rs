@@ -320,7 +320,9 @@ mod simd {
             // keeps the unaligned 16-byte load inside `chunk`.
             unsafe {
                 let v = _mm_loadu_si128(chunk.as_ptr().add(16 * k) as *const __m128i);
-                let m = |b: u8| _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u16 as u64;
+                let m = |b: u8| {
+                    _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u16 as u64
+                };
                 lf |= m(b'\n') << (16 * k);
                 cr |= m(b'\r') << (16 * k);
                 dot |= m(b'.') << (16 * k);
@@ -438,10 +440,16 @@ mod tests {
 
     #[test]
     fn simple_message_and_unstuffing() {
-        let (out, end, st) = unstuff_all(b"Subject: x\r\n\r\n..dot\r\n.x\r\nend\r\n.\r\nMAIL", DataConfig::default());
+        let (out, end, st) = unstuff_all(
+            b"Subject: x\r\n\r\n..dot\r\n.x\r\nend\r\n.\r\nMAIL",
+            DataConfig::default(),
+        );
         assert_eq!(out, b"Subject: x\r\n\r\n.dot\r\nx\r\nend\r\n");
         assert_eq!(end, Some(33));
-        assert_eq!((st.bytes, st.lines, st.bare_lf, st.bare_cr), (out.len() as u64, 5, false, false));
+        assert_eq!(
+            (st.bytes, st.lines, st.bare_lf, st.bare_cr),
+            (out.len() as u64, 5, false, false)
+        );
     }
 
     #[test]
@@ -537,10 +545,17 @@ mod tests {
     #[test]
     fn simd_path_agrees_with_byte_at_a_time() {
         for strict in [true, false] {
-            let cfg = DataConfig { max_size: 0, strict };
+            let cfg = DataConfig {
+                max_size: 0,
+                strict,
+            };
             for seed in 1..400u64 {
                 let input = body(seed, 300 + (seed as usize * 7) % 900);
-                assert_eq!(unstuff_all(&input, cfg), one_byte_at_a_time(&input, cfg), "seed {seed} strict {strict}");
+                assert_eq!(
+                    unstuff_all(&input, cfg),
+                    one_byte_at_a_time(&input, cfg),
+                    "seed {seed} strict {strict}"
+                );
             }
         }
     }

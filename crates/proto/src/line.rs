@@ -70,7 +70,10 @@ mod tests {
 
     #[test]
     fn finds_crlf_line() {
-        let l = find_line(b"NOOP\r\nX", 512, false).unwrap().complete().unwrap();
+        let l = find_line(b"NOOP\r\nX", 512, false)
+            .unwrap()
+            .complete()
+            .unwrap();
         assert_eq!((l.content_len, l.total_len), (4, 6));
     }
 
@@ -97,9 +100,15 @@ mod tests {
 
     #[test]
     fn bare_lf_nul_and_bare_cr() {
-        assert_eq!(find_line(b"NOOP\n", 512, false).unwrap_err().kind, ErrorKind::BareLf);
+        assert_eq!(
+            find_line(b"NOOP\n", 512, false).unwrap_err().kind,
+            ErrorKind::BareLf
+        );
         assert!(find_line(b"NOOP\n", 512, true).unwrap().is_complete());
-        assert_eq!(find_line(b"NO\0OP\r\n", 512, false).unwrap_err().kind, ErrorKind::NulByte);
+        assert_eq!(
+            find_line(b"NO\0OP\r\n", 512, false).unwrap_err().kind,
+            ErrorKind::NulByte
+        );
         let e = find_line(b"NO\rOP\r\n", 512, false).unwrap_err();
         assert_eq!((e.kind, e.offset, e.consumed), (ErrorKind::BareCr, 2, 7));
     }

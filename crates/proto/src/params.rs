@@ -137,35 +137,33 @@ fn set_once<T>(slot: &mut Option<T>, v: T, at: usize) -> Result<(), Error> {
 
 pub(crate) fn parse_mail_params(s: &[u8], base: usize) -> Result<MailParams<'_>, Error> {
     let mut p = MailParams::default();
-    for_each_param(s, base, |key, value, at| {
-        match key {
-            SIZE => set_once(&mut p.size, parse_number(value, at)?, at),
-            BODY => {
-                let body = match value.map(pack_upper_value) {
-                    Some(v) if v == pack_upper(b"7BIT") => Body::SevenBit,
-                    Some(v) if v == pack_upper(b"8BITMIME") => Body::EightBitMime,
-                    Some(v) if v == pack_upper_long(b"BINARYMIME") => Body::BinaryMime,
-                    _ => return Err(invalid(at)),
-                };
-                set_once(&mut p.body, body, at)
-            }
-            SMTPUTF8 if value.is_none() && !p.smtputf8 => {
-                p.smtputf8 = true;
-                Ok(())
-            }
-            SMTPUTF8 => Err(invalid(at)),
-            RET => {
-                let ret = match value.map(pack_upper_value) {
-                    Some(v) if v == pack_upper(b"FULL") => Ret::Full,
-                    Some(v) if v == pack_upper(b"HDRS") => Ret::Hdrs,
-                    _ => return Err(invalid(at)),
-                };
-                set_once(&mut p.ret, ret, at)
-            }
-            ENVID => set_once(&mut p.envid, value_str(value, at)?, at),
-            AUTH => set_once(&mut p.auth, value_str(value, at)?, at),
-            _ => Err(Error::at(ErrorKind::UnknownParameter, at, 0)),
+    for_each_param(s, base, |key, value, at| match key {
+        SIZE => set_once(&mut p.size, parse_number(value, at)?, at),
+        BODY => {
+            let body = match value.map(pack_upper_value) {
+                Some(v) if v == pack_upper(b"7BIT") => Body::SevenBit,
+                Some(v) if v == pack_upper(b"8BITMIME") => Body::EightBitMime,
+                Some(v) if v == pack_upper_long(b"BINARYMIME") => Body::BinaryMime,
+                _ => return Err(invalid(at)),
+            };
+            set_once(&mut p.body, body, at)
         }
+        SMTPUTF8 if value.is_none() && !p.smtputf8 => {
+            p.smtputf8 = true;
+            Ok(())
+        }
+        SMTPUTF8 => Err(invalid(at)),
+        RET => {
+            let ret = match value.map(pack_upper_value) {
+                Some(v) if v == pack_upper(b"FULL") => Ret::Full,
+                Some(v) if v == pack_upper(b"HDRS") => Ret::Hdrs,
+                _ => return Err(invalid(at)),
+            };
+            set_once(&mut p.ret, ret, at)
+        }
+        ENVID => set_once(&mut p.envid, value_str(value, at)?, at),
+        AUTH => set_once(&mut p.auth, value_str(value, at)?, at),
+        _ => Err(Error::at(ErrorKind::UnknownParameter, at, 0)),
     })?;
     Ok(p)
 }

@@ -1,0 +1,189 @@
+#!/usr/bin/env bash
+# Run every mailstorm test on a fresh Debian machine: install what is
+# missing, then fmt, clippy and the full test suite.
+#
+#   scripts/test.sh                        # install if needed, then test
+#   MAILSTORM_SKIP_INSTALL=1 scripts/test.sh  # no installs (quick local runs)
+#   MAILSTORM_INSTALL_ONLY=1 scripts/test.sh  # install only, run no tests
+#
+# .ci/run calls exactly this script.
+set -euo pipefail
+
+# Work from the repo root whatever the caller's cwd is.
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+
+SKIP_INSTALL="${MAILSTORM_SKIP_INSTALL:-0}"
+INSTALL_ONLY="${MAILSTORM_INSTALL_ONLY:-0}"
+
+# Bound property tests so a run has a predictable length; callers may override.
+export PROPTEST_CASES="${PROPTEST_CASES:-256}"
+# CI logs are plain text: keep ANSI colour codes out of them.
+if [[ "${CI:-}" == "true" ]]; then
+    export CARGO_TERM_COLOR=never
+fi
+# rustup installs cargo here; a fresh login shell may not have it on PATH yet.
+if [[ -d "$HOME/.cargo/bin" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+banner() {
+    printf '\n==> %s\n' "$*"
+}
+
+# ---------------------------------------------------------------------------
+# Installs
+# ---------------------------------------------------------------------------
+
+# Prefix for root-only commands: nothing when root, sudo when it exists.
+as_root() {
+    if [[ "$(id -u)" -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        echo "error: need root (or sudo) to run: $*" >&2
+        return 1
+    fi
+}
+
+APT_UPDATED=0
+apt_install() {
+    # One `apt-get update` per run, and only if something is missing at all.
+    if [[ "$APT_UPDATED" -eq 0 ]]; then
+        as_root env DEBIAN_FRONTEND=noninteractive \
+            apt-get -o DPkg::Lock::Timeout=120 update -q
+        APT_UPDATED=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive \
+        apt-get -o DPkg::Lock::Timeout=120 install -y -q --no-install-recommends "$@"
+}
+
+install_system_packages() {
+    local pkgs=()
+    command -v swaks >/dev/null 2>&1 || pkgs+=(swaks)
+    command -v curl >/dev/null 2>&1 || pkgs+=(curl ca-certificates)
+    # cargo needs a C linker; fresh Debian images have none.
+    command -v cc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)
+    python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
+
+    local need_postfix=0
+    if ! command -v /usr/sbin/postfix >/dev/null 2>&1 ||
+        ! command -v /usr/sbin/smtp-sink >/dev/null 2>&1; then
+        need_postfix=1
+        pkgs+=(postfix)
+        # Preseed so postfix installs without its interactive dialog and
+        # without writing a mail configuration.
+        printf '%s\n' \
+            'postfix postfix/main_mailer_type select No configuration' \
+            'postfix postfix/mailname string mailstorm.test' |
+            as_root debconf-set-selections
+    fi
+
+    if [[ ${#pkgs[@]} -eq 0 ]]; then
+        echo "system packages: all present"
+        return 0
+    fi
+    echo "system packages: installing ${pkgs[*]}"
+    apt_install "${pkgs[@]}"
+
+    if [[ "$need_postfix" -eq 1 ]]; then
+        # Tests start their own postfix/smtp-sink instances; a system MTA
+        # would squat on port 25 and outlive the run.
+        as_root /usr/sbin/postfix stop 2>/dev/null || true
+        if [[ -d /run/systemd/system ]]; then
+            as_root systemctl disable --now postfix >/dev/null 2>&1 || true
+        fi
+    fi
+}
+
+install_python_peers() {
+    if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
+        echo "python peers: aiosmtpd present"
+        return 0
+    fi
+    echo "python peers: installing aiosmtpd"
+    local out
+    if ! out="$(python3 -m pip install --quiet aiosmtpd 2>&1)"; then
+        # Debian 12+ marks the system Python as externally managed (PEP 668);
+        # this is a throwaway test machine, so override that.
+        if grep -q 'externally-managed' <<<"$out"; then
+            python3 -m pip install --quiet --break-system-packages aiosmtpd
+        else
+            printf '%s\n' "$out" >&2
+            return 1
+        fi
+    fi
+    python3 -c 'import aiosmtpd'
+}
+
+install_rust() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        # The Rust toolchain comes with the machine image (rustup); this
+        # script installs packages, not toolchains.
+        echo "error: cargo not found; install Rust with rustup (https://rustup.rs) first" >&2
+        return 1
+    fi
+    if cargo fmt --version >/dev/null 2>&1 && cargo clippy --version >/dev/null 2>&1; then
+        echo "rust: rustfmt and clippy present"
+    else
+        echo "rust: adding rustfmt and clippy"
+        rustup component add rustfmt clippy
+    fi
+}
+
+if [[ "$SKIP_INSTALL" == "1" ]]; then
+    banner "install: skipped (MAILSTORM_SKIP_INSTALL=1)"
+else
+    banner "install: checking prerequisites"
+    install_start=$SECONDS
+    install_system_packages
+    install_python_peers
+    install_rust
+    echo "install: done in $((SECONDS - install_start))s"
+fi
+
+if [[ "$INSTALL_ONLY" == "1" ]]; then
+    echo "mailstorm test.sh: install only (MAILSTORM_INSTALL_ONLY=1), no tests run"
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------
+# Test steps
+# ---------------------------------------------------------------------------
+
+# Every step runs even if an earlier one failed, so one run reports all
+# problems; the exit status is non-zero if any step failed.
+PASSED=()
+FAILED=()
+step() {
+    local name="$1"
+    shift
+    banner "$name: $*"
+    if "$@"; then
+        PASSED+=("$name")
+    else
+        echo "==> $name: FAILED (exit $?)"
+        FAILED+=("$name")
+    fi
+}
+
+step fmt cargo fmt --all --check
+step clippy cargo clippy --workspace --all-targets -- -D warnings
+# Plain `cargo test` so its "test result:" lines appear in the log.
+step test cargo test --workspace
+
+# --- interop tests (added by later issues) ---
+# Later issues add interop test steps here (swaks, Postfix/smtp-sink and
+# aiosmtpd against mailstorm-sink / mailstorm-blast), each as
+#   step <name> <command...>
+# so they are counted in the summary below.
+
+echo
+if [[ ${#FAILED[@]} -eq 0 ]]; then
+    echo "mailstorm test.sh: ALL PASSED (${PASSED[*]})"
+    exit 0
+else
+    echo "mailstorm test.sh: FAILED: ${FAILED[*]}; passed: ${PASSED[*]:-none}"
+    exit 1
+fi

@@ -20,41 +20,60 @@ pub struct Line {
 /// error unless `allow_bare_lf`.
 pub fn find_line(buf: &[u8], max_len: usize, allow_bare_lf: bool) -> Result<Status<Line>, Error> {
     let window = &buf[..buf.len().min(max_len)];
-    let Some(lf) = memchr::memchr(b'\n', window) else {
-        if buf.len() < max_len {
-            return Ok(Status::Partial);
+    // One pass for the first byte of interest: in a well-formed line that is
+    // the CR of its CRLF, so the common case costs a single memchr3.
+    match memchr::memchr3(b'\r', b'\n', 0, window) {
+        Some(cr) if window[cr] == b'\r' && window.get(cr + 1) == Some(&b'\n') => {
+            Ok(Status::Complete(Line {
+                content_len: cr,
+                total_len: cr + 2,
+            }))
         }
-        // Drop the whole line if its end is already buffered, else all we have.
-        return Err(match memchr::memchr(b'\n', &buf[max_len..]) {
-            Some(rest) => Error::at(ErrorKind::LineTooLong, max_len, max_len + rest + 1),
-            None => Error {
-                kind: ErrorKind::LineTooLong,
-                offset: max_len,
-                consumed: buf.len(),
-                line_complete: false,
-            },
-        });
-    };
-    let total_len = lf + 1;
-    let content_len = if lf > 0 && buf[lf - 1] == b'\r' {
-        lf - 1
-    } else if allow_bare_lf {
-        lf
-    } else {
-        return Err(Error::at(ErrorKind::BareLf, lf, total_len));
-    };
-    if let Some(bad) = memchr::memchr2(0, b'\r', &buf[..content_len]) {
-        let kind = if buf[bad] == 0 {
-            ErrorKind::NulByte
-        } else {
-            ErrorKind::BareCr
-        };
-        return Err(Error::at(kind, bad, total_len));
+        Some(lf) if window[lf] == b'\n' => {
+            if allow_bare_lf {
+                Ok(Status::Complete(Line {
+                    content_len: lf,
+                    total_len: lf + 1,
+                }))
+            } else {
+                Err(Error::at(ErrorKind::BareLf, lf, lf + 1))
+            }
+        }
+        Some(bad) => {
+            // NUL, or CR not followed by LF (or CR last in the window): decide
+            // once the line's LF is in; report the first offending byte.
+            match memchr::memchr(b'\n', &window[bad..]) {
+                Some(p) => {
+                    let lf = bad + p;
+                    let kind = if window[bad] == 0 {
+                        ErrorKind::NulByte
+                    } else {
+                        ErrorKind::BareCr
+                    };
+                    Err(Error::at(kind, bad, lf + 1))
+                }
+                None => too_long_or_partial(buf, max_len),
+            }
+        }
+        None => too_long_or_partial(buf, max_len),
     }
-    Ok(Status::Complete(Line {
-        content_len,
-        total_len,
-    }))
+}
+
+/// No LF within the window: wait for more, or report the over-long line.
+fn too_long_or_partial(buf: &[u8], max_len: usize) -> Result<Status<Line>, Error> {
+    if buf.len() < max_len {
+        return Ok(Status::Partial);
+    }
+    // Drop the whole line if its end is already buffered, else all we have.
+    Err(match memchr::memchr(b'\n', &buf[max_len..]) {
+        Some(rest) => Error::at(ErrorKind::LineTooLong, max_len, max_len + rest + 1),
+        None => Error {
+            kind: ErrorKind::LineTooLong,
+            offset: max_len,
+            consumed: buf.len(),
+            line_complete: false,
+        },
+    })
 }
 
 /// Resynchronises after [`ErrorKind::LineTooLong`] with `line_complete ==
@@ -96,6 +115,63 @@ mod tests {
         assert!(!e.line_complete);
         assert_eq!(e.consumed, 600);
         assert!(find_line(&[b'x'; 511], 512, false).unwrap().is_partial());
+    }
+
+    /// The straightforward two-pass framing the single-pass one replaced.
+    fn two_pass(buf: &[u8], max_len: usize, allow_bare_lf: bool) -> Result<Status<Line>, Error> {
+        let window = &buf[..buf.len().min(max_len)];
+        let Some(lf) = memchr::memchr(b'\n', window) else {
+            return too_long_or_partial(buf, max_len);
+        };
+        let content_len = if lf > 0 && buf[lf - 1] == b'\r' {
+            lf - 1
+        } else if allow_bare_lf {
+            lf
+        } else {
+            return Err(Error::at(ErrorKind::BareLf, lf, lf + 1));
+        };
+        if let Some(bad) = memchr::memchr2(0, b'\r', &buf[..content_len]) {
+            let kind = if buf[bad] == 0 {
+                ErrorKind::NulByte
+            } else {
+                ErrorKind::BareCr
+            };
+            return Err(Error::at(kind, bad, lf + 1));
+        }
+        Ok(Status::Complete(Line {
+            content_len,
+            total_len: lf + 1,
+        }))
+    }
+
+    #[test]
+    fn single_pass_agrees_with_two_pass_on_all_short_inputs() {
+        // Every string of length <= 6 over the bytes that matter.
+        let alphabet = [b'a', b'\r', b'\n', 0];
+        for len in 0..=6u32 {
+            for mut code in 0..4usize.pow(len) {
+                let mut buf = Vec::new();
+                for _ in 0..len {
+                    buf.push(alphabet[code % 4]);
+                    code /= 4;
+                }
+                for max in [3, 5, 512] {
+                    for bare in [false, true] {
+                        let (a, b) = (find_line(&buf, max, bare), two_pass(&buf, max, bare));
+                        match (a, b) {
+                            (Ok(x), Ok(y)) => assert_eq!(x, y, "{buf:?} max {max}"),
+                            // Lines with several faults may name a different one first.
+                            (Err(x), Err(y)) => assert_eq!(
+                                (x.consumed, x.line_complete),
+                                (y.consumed, y.line_complete),
+                                "{buf:?} max {max}"
+                            ),
+                            (x, y) => panic!("{buf:?} max {max} bare {bare}: {x:?} vs {y:?}"),
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -62,6 +62,9 @@ apt_install() {
 install_system_packages() {
     local pkgs=()
     command -v swaks >/dev/null 2>&1 || pkgs+=(swaks)
+    # swaks needs these Perl modules for STARTTLS and AUTH (not hard deps).
+    perl -MNet::SSLeay -MIO::Socket::SSL -MAuthen::SASL -MDigest::HMAC_MD5 -e1 >/dev/null 2>&1 ||
+        pkgs+=(libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl)
     command -v curl >/dev/null 2>&1 || pkgs+=(curl ca-certificates)
     # cargo needs a C linker; fresh Debian images have none.
     command -v cc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)

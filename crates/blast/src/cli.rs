@@ -1,0 +1,367 @@
+//! Command-line interface: flags, `--profile FILE` (YAML with the same
+//! names as the report's `config`), and their merge into a [`Config`].
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{
+    parse_bytes, parse_duration, AuthMech, Config, Mode, RcptRange, SizeDist, StartTls,
+};
+use crate::BlastError;
+
+const AFTER_HELP: &str = "\
+Without --target, an in-process mailstorm sink is started on 127.0.0.1 and
+blasted for a short default run (5 s or 20,000 messages), then a report is
+printed. Targets outside loopback need --allow-remote.
+
+Exit codes:
+  0  run completed and every --threshold held
+  1  one or more --threshold checks failed (each is named on stderr)
+  2  usage or configuration error
+  3  target unreachable (resolution or first connection failed, or no
+     connection could be opened during the run)
+
+Examples:
+  mailstorm-blast
+  mailstorm-blast --target 127.0.0.1:2525 -c 50 -d 10s --report out.json
+  mailstorm-blast --target 127.0.0.1:2525 --rate 200 -d 30s --threshold 'p99<50ms,5xx==0'
+  mailstorm-blast --target mx.test:587 --allow-remote --starttls required --ca ca.pem \\
+      --auth user:secret --auth-mech cram-md5 -n 100";
+
+/// A sharded per-core SMTP load generator with per-stage latency and reply
+/// accounting.
+#[derive(Debug, Parser, Default)]
+#[command(name = "mailstorm-blast", version, after_help = AFTER_HELP)]
+pub struct Args {
+    /// Target `host:port` (port 25 when omitted). Default: an embedded sink.
+    #[arg(long, short = 'T')]
+    pub target: Option<String>,
+    /// Allow a target outside loopback.
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// YAML profile with defaults for any setting (flags override it).
+    #[arg(long)]
+    pub profile: Option<PathBuf>,
+    /// Fault plan for the embedded sink.
+    #[arg(long)]
+    pub sink_plan: Option<PathBuf>,
+
+    /// Shards (threads), each pinned to a CPU. Default: CPU count.
+    #[arg(long, short = 't')]
+    pub threads: Option<usize>,
+    /// CPUs to pin shards to, e.g. `1` or `2,3`.
+    #[arg(long, value_delimiter = ',')]
+    pub cpus: Option<Vec<usize>>,
+    /// Do not pin shard threads.
+    #[arg(long)]
+    pub no_pin: bool,
+    /// Connections (closed loop), or the connection cap (open loop). Default 50.
+    #[arg(long, short = 'c')]
+    pub concurrency: Option<u32>,
+    /// Open loop: messages per second on a fixed schedule.
+    #[arg(long, short = 'r')]
+    pub rate: Option<f64>,
+    /// Stop after this many messages.
+    #[arg(long, short = 'n')]
+    pub messages: Option<u64>,
+    /// Stop starting messages after this long (e.g. 30s). Default 5s when
+    /// neither this nor --messages is given.
+    #[arg(long, short = 'd', value_parser = parse_duration_arg)]
+    pub duration: Option<std::time::Duration>,
+
+    /// Messages per connection (0: unlimited). Default 100.
+    #[arg(long)]
+    pub per_conn: Option<u32>,
+    /// RSET before every transaction after the first on a connection.
+    #[arg(long)]
+    pub rset: bool,
+    /// Recipients per message: `N` or `MIN..MAX`.
+    #[arg(long)]
+    pub rcpts: Option<String>,
+    /// Message size: `2k`, `1k..100k` (uniform) or `lognormal:MEDIAN,P99`.
+    #[arg(long)]
+    pub size: Option<String>,
+    /// Message template with `{{seq}}` and `{{rcpt}}` placeholders.
+    #[arg(long)]
+    pub eml: Option<PathBuf>,
+    /// Sender pattern (`{n}` = message sequence number).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Recipient pattern (`{n}` drawn from 0..--users).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Size of the recipient `{n}` space.
+    #[arg(long)]
+    pub users: Option<u64>,
+    /// EHLO/LHLO domain.
+    #[arg(long)]
+    pub helo: Option<String>,
+    /// Seed for sizes and recipients (0: pick one from the clock; reported).
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// PIPELINING: auto (when advertised), on, off.
+    #[arg(long, value_parser = ["auto", "on", "off"])]
+    pub pipelining: Option<String>,
+    /// CHUNKING/BDAT: auto (when advertised), on, off.
+    #[arg(long, value_parser = ["auto", "on", "off"])]
+    pub chunking: Option<String>,
+    /// STARTTLS: off, opportunistic, required.
+    #[arg(long, value_parser = ["off", "opportunistic", "required"])]
+    pub starttls: Option<String>,
+    /// Implicit TLS from the first byte.
+    #[arg(long)]
+    pub tls: bool,
+    /// Do not verify the server certificate.
+    #[arg(long)]
+    pub insecure: bool,
+    /// PEM file with the CA certificate(s) to trust.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// TLS server name (SNI and verification). Default: the target host.
+    #[arg(long)]
+    pub sni: Option<String>,
+    /// AUTH credentials `user:password`.
+    #[arg(long)]
+    pub auth: Option<String>,
+    /// AUTH mechanism: plain, login, cram-md5.
+    #[arg(long, value_parser = ["plain", "login", "cram-md5"])]
+    pub auth_mech: Option<String>,
+    /// Speak LMTP (LHLO; one reply per recipient after the data).
+    #[arg(long)]
+    pub lmtp: bool,
+
+    /// Disable TCP_NODELAY.
+    #[arg(long)]
+    pub no_nodelay: bool,
+    /// SO_SNDBUF (e.g. 256k).
+    #[arg(long)]
+    pub sndbuf: Option<String>,
+    /// SO_RCVBUF (e.g. 256k).
+    #[arg(long)]
+    pub rcvbuf: Option<String>,
+    /// Close connections with RST (SO_LINGER 0) instead of FIN.
+    #[arg(long)]
+    pub linger0: bool,
+    /// TCP keepalive idle time (e.g. 30s).
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub keepalive: Option<std::time::Duration>,
+    /// Source addresses, round robin (e.g. 127.0.0.2,127.0.0.3).
+    #[arg(long, value_delimiter = ',')]
+    pub source: Option<Vec<IpAddr>>,
+    /// Timeouts: `10s` for all, or `connect=2s,banner=5s,data_end=1m,...`.
+    #[arg(long)]
+    pub timeout: Option<String>,
+    /// Time in-flight messages get to finish after a stop. Default 5s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub grace: Option<std::time::Duration>,
+    /// Open loop: a send starting later than this is counted late. Default 2ms.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub late_after: Option<std::time::Duration>,
+    /// Progress and timeline interval. Default 1s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub interval: Option<std::time::Duration>,
+
+    /// Write the JSON report (schema mailstorm.report/1) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Write a per-interval CSV timeline here.
+    #[arg(long)]
+    pub timeline: Option<PathBuf>,
+    /// Checks at the end, e.g. `p99<200ms,accept_rate>=0.95,5xx==0`.
+    #[arg(long)]
+    pub threshold: Option<String>,
+    /// No live progress.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn mode(s: &str) -> Mode {
+    match s {
+        "on" => Mode::On,
+        "off" => Mode::Off,
+        _ => Mode::Auto,
+    }
+}
+
+impl Args {
+    /// The configuration: profile (if any), then flags on top.
+    pub fn to_config(&self) -> Result<Config, BlastError> {
+        let mut c = match &self.profile {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| BlastError::Config(format!("--profile {}: {e}", p.display())))?;
+                serde_yaml::from_str(&text)
+                    .map_err(|e| BlastError::Config(format!("--profile {}: {e}", p.display())))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! set {
+            ($($f:ident),*) => {$(
+                if let Some(v) = &self.$f {
+                    c.$f = v.clone().into();
+                }
+            )*};
+        }
+        set!(
+            target,
+            threads,
+            concurrency,
+            messages,
+            per_conn,
+            from,
+            to,
+            users,
+            helo,
+            seed
+        );
+        set!(cpus, source);
+        if let Some(v) = self.rate {
+            c.rate = Some(v);
+        }
+        if let Some(v) = self.duration {
+            c.duration = Some(v);
+        }
+        if let Some(v) = self.keepalive {
+            c.keepalive = Some(v);
+        }
+        if let Some(v) = self.grace {
+            c.grace = v;
+        }
+        if let Some(v) = self.late_after {
+            c.late_after = v;
+        }
+        if let Some(v) = self.interval {
+            c.interval = v;
+        }
+        for (src, dst) in [
+            (&self.eml, &mut c.eml),
+            (&self.ca, &mut c.ca),
+            (&self.report, &mut c.report),
+            (&self.timeline, &mut c.timeline),
+        ] {
+            if src.is_some() {
+                dst.clone_from(src);
+            }
+        }
+        for (src, dst) in [
+            (&self.sni, &mut c.sni),
+            (&self.auth, &mut c.auth),
+            (&self.threshold, &mut c.threshold),
+        ] {
+            if src.is_some() {
+                dst.clone_from(src);
+            }
+        }
+        c.allow_remote |= self.allow_remote;
+        c.rset |= self.rset;
+        c.tls |= self.tls;
+        c.insecure |= self.insecure;
+        c.lmtp |= self.lmtp;
+        c.linger0 |= self.linger0;
+        c.quiet |= self.quiet;
+        if self.no_pin {
+            c.pin = false;
+        }
+        if self.no_nodelay {
+            c.nodelay = false;
+        }
+        if let Some(s) = &self.rcpts {
+            c.rcpts = RcptRange::parse(s)?;
+        }
+        if let Some(s) = &self.size {
+            c.size = SizeDist::parse(s)?;
+        }
+        if let Some(s) = &self.pipelining {
+            c.pipelining = mode(s);
+        }
+        if let Some(s) = &self.chunking {
+            c.chunking = mode(s);
+        }
+        if let Some(s) = &self.starttls {
+            c.starttls = match s.as_str() {
+                "opportunistic" => StartTls::Opportunistic,
+                "required" => StartTls::Required,
+                _ => StartTls::Off,
+            };
+        }
+        if let Some(s) = &self.auth_mech {
+            c.auth_mech = match s.as_str() {
+                "login" => AuthMech::Login,
+                "cram-md5" => AuthMech::CramMd5,
+                _ => AuthMech::Plain,
+            };
+        }
+        let bytes = |s: &Option<String>| -> Result<Option<u32>, BlastError> {
+            s.as_deref()
+                .map(|v| parse_bytes(v).map(|n| n.min(u64::from(u32::MAX)) as u32))
+                .transpose()
+        };
+        if self.sndbuf.is_some() {
+            c.sndbuf = bytes(&self.sndbuf)?;
+        }
+        if self.rcvbuf.is_some() {
+            c.rcvbuf = bytes(&self.rcvbuf)?;
+        }
+        if let Some(t) = &self.timeout {
+            c.timeouts.apply(t)?;
+        }
+        if let Some(t) = &c.threshold {
+            crate::threshold::parse(t)?;
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_defaults() {
+        let a = Args::try_parse_from([
+            "mailstorm-blast",
+            "--target",
+            "127.0.0.1:2525",
+            "-c",
+            "7",
+            "--rate",
+            "100",
+            "-d",
+            "2s",
+            "--size",
+            "1k..2k",
+            "--rcpts",
+            "2..3",
+            "--pipelining",
+            "off",
+            "--source",
+            "127.0.0.2,127.0.0.3",
+            "--timeout",
+            "connect=1s",
+            "--auth",
+            "u:p",
+            "--auth-mech",
+            "cram-md5",
+        ])
+        .unwrap();
+        let c = a.to_config().unwrap();
+        assert_eq!(c.target.as_deref(), Some("127.0.0.1:2525"));
+        assert_eq!(c.concurrency, 7);
+        assert_eq!(c.rate, Some(100.0));
+        assert_eq!(c.rcpts, RcptRange { min: 2, max: 3 });
+        assert_eq!(c.pipelining, Mode::Off);
+        assert_eq!(c.source.len(), 2);
+        assert_eq!(c.timeouts.connect, std::time::Duration::from_secs(1));
+        assert_eq!(c.auth_mech, AuthMech::CramMd5);
+        let bad = Args::try_parse_from(["x", "--threshold", "p99<3"]).unwrap();
+        assert!(bad.to_config().is_err());
+    }
+}

@@ -1,0 +1,648 @@
+//! The effective settings of a run: what the CLI or a profile asked for,
+//! with defaults filled in. Serialised verbatim into the report's `config`.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::rng::Rng;
+use crate::BlastError;
+
+/// `auto` (follow the server's EHLO), `on` (always) or `off` (never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Use the extension when the server advertises it.
+    #[default]
+    Auto,
+    /// Use it even when not advertised (to test a server's reaction).
+    On,
+    /// Never use it.
+    Off,
+}
+
+impl Mode {
+    /// Whether to use the extension given what the server advertised.
+    pub fn use_it(self, advertised: bool) -> bool {
+        match self {
+            Mode::Auto => advertised,
+            Mode::On => true,
+            Mode::Off => false,
+        }
+    }
+}
+
+/// STARTTLS policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StartTls {
+    /// Never upgrade.
+    #[default]
+    Off,
+    /// Upgrade when advertised; stay in clear text otherwise.
+    Opportunistic,
+    /// Upgrade, or fail the session when STARTTLS is missing or refused.
+    Required,
+}
+
+/// SASL mechanism for `--auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuthMech {
+    /// RFC 4616 PLAIN, with the initial response on the AUTH line.
+    #[default]
+    Plain,
+    /// The de-facto LOGIN exchange (user, then password, base64).
+    Login,
+    /// RFC 2195 CRAM-MD5.
+    CramMd5,
+}
+
+/// Message size distribution (whole message: headers and body, CRLF lines).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SizeDist {
+    /// Every message has this size.
+    Fixed {
+        /// Bytes.
+        bytes: u64,
+    },
+    /// Uniform between `min` and `max` inclusive.
+    Uniform {
+        /// Smallest size, bytes.
+        min: u64,
+        /// Largest size, bytes.
+        max: u64,
+    },
+    /// Log-normal with the given median and 99th percentile.
+    Lognormal {
+        /// Median size, bytes.
+        median: u64,
+        /// 99th percentile size, bytes.
+        p99: u64,
+    },
+}
+
+/// The largest message the generator builds (lognormal tails are clamped).
+pub const MAX_MESSAGE_SIZE: u64 = 64 << 20;
+
+impl SizeDist {
+    /// Parses `2k`, `1k..100k` or `lognormal:10k,200k`.
+    pub fn parse(s: &str) -> Result<SizeDist, BlastError> {
+        let bad = |why: &str| BlastError::Config(format!("--size {s:?}: {why}"));
+        let s = s.trim();
+        let d = if let Some(rest) = s
+            .strip_prefix("lognormal:")
+            .or_else(|| s.strip_prefix("ln:"))
+        {
+            let (m, p) = rest
+                .split_once(',')
+                .ok_or_else(|| bad("expected lognormal:MEDIAN,P99"))?;
+            let (median, p99) = (parse_bytes(m)?, parse_bytes(p)?);
+            if p99 < median {
+                return Err(bad("p99 must be at least the median"));
+            }
+            SizeDist::Lognormal { median, p99 }
+        } else if let Some((a, b)) = s.split_once("..") {
+            let (min, max) = (parse_bytes(a)?, parse_bytes(b)?);
+            if max < min {
+                return Err(bad("range upper bound below lower bound"));
+            }
+            SizeDist::Uniform { min, max }
+        } else {
+            SizeDist::Fixed {
+                bytes: parse_bytes(s)?,
+            }
+        };
+        if d.max() > MAX_MESSAGE_SIZE {
+            return Err(bad("sizes are limited to 64 MiB"));
+        }
+        Ok(d)
+    }
+
+    /// The largest size this distribution can produce.
+    pub fn max(&self) -> u64 {
+        match *self {
+            SizeDist::Fixed { bytes } => bytes,
+            SizeDist::Uniform { max, .. } => max,
+            SizeDist::Lognormal { p99, .. } => (p99.saturating_mul(8)).min(MAX_MESSAGE_SIZE),
+        }
+    }
+
+    /// Draws one size.
+    pub fn sample(&self, rng: &mut Rng) -> u64 {
+        match *self {
+            SizeDist::Fixed { bytes } => bytes,
+            SizeDist::Uniform { min, max } => rng.range(min, max),
+            SizeDist::Lognormal { median, p99 } => {
+                let mu = (median.max(1) as f64).ln();
+                // z(0.99) = 2.3263: p99 = exp(mu + 2.3263 sigma).
+                let sigma = ((p99.max(1) as f64).ln() - mu) / 2.326_348;
+                let v = (mu + sigma * rng.normal()).exp();
+                (v as u64).min(self.max())
+            }
+        }
+    }
+}
+
+/// Recipients per message: `n` or `lo..hi` (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RcptRange {
+    /// Fewest recipients.
+    pub min: u32,
+    /// Most recipients.
+    pub max: u32,
+}
+
+impl RcptRange {
+    /// Parses `3` or `1..10`.
+    pub fn parse(s: &str) -> Result<RcptRange, BlastError> {
+        let num = |t: &str| {
+            t.trim()
+                .parse::<u32>()
+                .map_err(|_| BlastError::Config(format!("--rcpts {s:?}: not a number")))
+        };
+        let (min, max) = match s.split_once("..") {
+            Some((a, b)) => (num(a)?, num(b)?),
+            None => (num(s)?, num(s)?),
+        };
+        if min == 0 || max < min || max > 1000 {
+            return Err(BlastError::Config(format!(
+                "--rcpts {s:?}: need 1 <= min <= max <= 1000"
+            )));
+        }
+        Ok(RcptRange { min, max })
+    }
+}
+
+/// Per-stage timeouts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// TCP connect.
+    #[serde(with = "dur")]
+    pub connect: Duration,
+    /// TLS handshake (implicit or after STARTTLS).
+    #[serde(with = "dur")]
+    pub tls: Duration,
+    /// The 220 greeting.
+    #[serde(with = "dur")]
+    pub banner: Duration,
+    /// EHLO/HELO/LHLO and STARTTLS replies.
+    #[serde(with = "dur")]
+    pub ehlo: Duration,
+    /// The whole AUTH exchange, per reply.
+    #[serde(with = "dur")]
+    pub auth: Duration,
+    /// MAIL FROM reply.
+    #[serde(with = "dur")]
+    pub mail: Duration,
+    /// Each RCPT TO reply.
+    #[serde(with = "dur")]
+    pub rcpt: Duration,
+    /// DATA's 354 reply, and writing the body.
+    #[serde(with = "dur")]
+    pub data: Duration,
+    /// The reply after the final dot or BDAT LAST.
+    #[serde(with = "dur")]
+    pub data_end: Duration,
+    /// RSET reply.
+    #[serde(with = "dur")]
+    pub rset: Duration,
+    /// QUIT reply.
+    #[serde(with = "dur")]
+    pub quit: Duration,
+}
+
+impl Default for Timeouts {
+    // Shorter than RFC 5321 §4.5.3.2's minutes: a load test wants to see a
+    // stuck server as an error quickly. Each is configurable.
+    fn default() -> Self {
+        let s = Duration::from_secs;
+        Timeouts {
+            connect: s(10),
+            tls: s(10),
+            banner: s(30),
+            ehlo: s(30),
+            auth: s(30),
+            mail: s(30),
+            rcpt: s(30),
+            data: s(30),
+            data_end: s(60),
+            rset: s(30),
+            quit: s(5),
+        }
+    }
+}
+
+impl Timeouts {
+    /// Applies `10s` (all) or `connect=2s,data_end=1m` overrides.
+    pub fn apply(&mut self, spec: &str) -> Result<(), BlastError> {
+        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((name, value)) = part.split_once('=') else {
+                let d = parse_duration(part)?;
+                *self = Timeouts {
+                    connect: d,
+                    tls: d,
+                    banner: d,
+                    ehlo: d,
+                    auth: d,
+                    mail: d,
+                    rcpt: d,
+                    data: d,
+                    data_end: d,
+                    rset: d,
+                    quit: d,
+                };
+                continue;
+            };
+            let d = parse_duration(value)?;
+            let slot = match name.trim() {
+                "connect" => &mut self.connect,
+                "tls" => &mut self.tls,
+                "banner" => &mut self.banner,
+                "ehlo" | "helo" | "lhlo" => &mut self.ehlo,
+                "auth" => &mut self.auth,
+                "mail" => &mut self.mail,
+                "rcpt" => &mut self.rcpt,
+                "data" => &mut self.data,
+                "data_end" => &mut self.data_end,
+                "rset" => &mut self.rset,
+                "quit" => &mut self.quit,
+                other => {
+                    return Err(BlastError::Config(format!(
+                        "--timeout: unknown stage {other:?} (connect, tls, banner, ehlo, auth, mail, rcpt, data, data_end, rset, quit)"
+                    )))
+                }
+            };
+            *slot = d;
+        }
+        Ok(())
+    }
+}
+
+/// Every effective setting of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `host:port`; `None` starts the embedded sink.
+    pub target: Option<String>,
+    /// Allow targets outside loopback.
+    pub allow_remote: bool,
+    /// Shards (threads); 0 means one per available CPU.
+    pub threads: usize,
+    /// CPUs to pin shards to, round robin; empty means every allowed CPU.
+    pub cpus: Vec<usize>,
+    /// Pin each shard thread to a CPU.
+    pub pin: bool,
+    /// Closed loop: connections sending back to back. Open loop: the most
+    /// connections used to keep up with the schedule.
+    pub concurrency: u32,
+    /// Open loop: messages per second on a fixed schedule.
+    pub rate: Option<f64>,
+    /// Stop after this many messages (attempted).
+    pub messages: Option<u64>,
+    /// Stop starting messages after this long.
+    #[serde(with = "opt_dur")]
+    pub duration: Option<Duration>,
+    /// Messages per connection; 0 means unlimited.
+    pub per_conn: u32,
+    /// Send RSET before every transaction after the first on a connection
+    /// (otherwise only after an unfinished one).
+    pub rset: bool,
+    /// Recipients per message.
+    pub rcpts: RcptRange,
+    /// Message sizes.
+    pub size: SizeDist,
+    /// Template file with `{{seq}}`/`{{rcpt}}` placeholders instead of
+    /// generated messages.
+    pub eml: Option<PathBuf>,
+    /// Envelope sender pattern; `{n}` is the message sequence number.
+    pub from: String,
+    /// Recipient pattern; `{n}` is drawn from `0..users`.
+    pub to: String,
+    /// Size of the `{n}` space for recipients.
+    pub users: u64,
+    /// EHLO/LHLO domain.
+    pub helo: String,
+    /// PIPELINING use.
+    pub pipelining: Mode,
+    /// CHUNKING (BDAT) use.
+    pub chunking: Mode,
+    /// STARTTLS policy.
+    pub starttls: StartTls,
+    /// Implicit TLS (SMTPS, port 465 style).
+    pub tls: bool,
+    /// Skip certificate verification.
+    pub insecure: bool,
+    /// PEM file of CA certificates to trust.
+    pub ca: Option<PathBuf>,
+    /// TLS server name; defaults to the target's host.
+    pub sni: Option<String>,
+    /// `user:password` for AUTH (the report shows the user only).
+    pub auth: Option<String>,
+    /// SASL mechanism.
+    pub auth_mech: AuthMech,
+    /// Speak LMTP (LHLO, one reply per recipient after the data).
+    pub lmtp: bool,
+    /// Seed for every random choice (sizes, recipients); 0 picks one
+    /// from the clock (the report shows the one used).
+    pub seed: u64,
+    /// TCP_NODELAY.
+    pub nodelay: bool,
+    /// SO_SNDBUF, bytes.
+    pub sndbuf: Option<u32>,
+    /// SO_RCVBUF, bytes.
+    pub rcvbuf: Option<u32>,
+    /// Close with RST (SO_LINGER 0) instead of FIN.
+    pub linger0: bool,
+    /// TCP keepalive idle time.
+    #[serde(with = "opt_dur")]
+    pub keepalive: Option<Duration>,
+    /// Source addresses, used round robin.
+    pub source: Vec<IpAddr>,
+    /// Per-stage timeouts.
+    pub timeouts: Timeouts,
+    /// How long in-flight messages may take to finish after a stop.
+    #[serde(with = "dur")]
+    pub grace: Duration,
+    /// Open loop: a send starting later than this after its intended time
+    /// counts as late.
+    #[serde(with = "dur")]
+    pub late_after: Duration,
+    /// Live view / timeline interval.
+    #[serde(with = "dur")]
+    pub interval: Duration,
+    /// `--report FILE.json`.
+    pub report: Option<PathBuf>,
+    /// `--timeline FILE.csv`.
+    pub timeline: Option<PathBuf>,
+    /// `--threshold` checks.
+    pub threshold: Option<String>,
+    /// No live progress.
+    pub quiet: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            target: None,
+            allow_remote: false,
+            threads: 0,
+            cpus: Vec::new(),
+            pin: true,
+            concurrency: 50,
+            rate: None,
+            messages: None,
+            duration: None,
+            per_conn: 100,
+            rset: false,
+            rcpts: RcptRange { min: 1, max: 1 },
+            size: SizeDist::Fixed { bytes: 1024 },
+            eml: None,
+            from: "sender{n}@example.test".into(),
+            to: "user{n}@example.test".into(),
+            users: 1000,
+            helo: "mailstorm-blast.example.test".into(),
+            pipelining: Mode::Auto,
+            chunking: Mode::Auto,
+            starttls: StartTls::Off,
+            tls: false,
+            insecure: false,
+            ca: None,
+            sni: None,
+            auth: None,
+            auth_mech: AuthMech::Plain,
+            lmtp: false,
+            seed: 0,
+            nodelay: true,
+            sndbuf: None,
+            rcvbuf: None,
+            linger0: false,
+            keepalive: None,
+            source: Vec::new(),
+            timeouts: Timeouts::default(),
+            grace: Duration::from_secs(5),
+            late_after: Duration::from_millis(2),
+            interval: Duration::from_secs(1),
+            report: None,
+            timeline: None,
+            threshold: None,
+            quiet: false,
+        }
+    }
+}
+
+/// Default run length when neither `--messages` nor `--duration` is given.
+pub const DEFAULT_DURATION: Duration = Duration::from_secs(5);
+
+impl Config {
+    /// Checks the settings against each other.
+    pub fn validate(&self) -> Result<(), BlastError> {
+        let err = |m: String| Err(BlastError::Config(m));
+        if self.concurrency == 0 {
+            return err("--concurrency must be at least 1".into());
+        }
+        if let Some(r) = self.rate {
+            if !(r > 0.0 && r.is_finite()) {
+                return err(format!("--rate {r}: must be a positive number"));
+            }
+        }
+        if self.messages == Some(0) {
+            return err("--messages must be at least 1".into());
+        }
+        if self.duration == Some(Duration::ZERO) {
+            return err("--duration must be positive".into());
+        }
+        if self.tls && self.starttls != StartTls::Off {
+            return err("--tls (implicit TLS) and --starttls are exclusive".into());
+        }
+        if let Some(a) = &self.auth {
+            if !a.contains(':') {
+                return err("--auth expects user:password".into());
+            }
+        }
+        if self.users == 0 {
+            return err("--users must be at least 1".into());
+        }
+        if self.interval < Duration::from_millis(10) {
+            return err("--interval must be at least 10ms".into());
+        }
+        Ok(())
+    }
+
+    /// The configured duration, or the default when no bound was given.
+    pub fn effective_duration(&self) -> Option<Duration> {
+        match (self.duration, self.messages) {
+            (None, None) => Some(DEFAULT_DURATION),
+            (d, _) => d,
+        }
+    }
+
+    /// Uses TLS in any form.
+    pub fn uses_tls(&self) -> bool {
+        self.tls || self.starttls != StartTls::Off
+    }
+
+    /// A copy safe to print or write to a report (password hidden).
+    pub fn redacted(&self) -> Config {
+        let mut c = self.clone();
+        if let Some(a) = &c.auth {
+            let user = a.split_once(':').map_or(a.as_str(), |(u, _)| u);
+            c.auth = Some(format!("{user}:***"));
+        }
+        c
+    }
+}
+
+/// Parses `500ms`, `5s`, `2m`, `1h`, `250us` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, BlastError> {
+    let t = s.trim();
+    let bad = || BlastError::Config(format!("bad duration {s:?} (e.g. 500ms, 5s, 2m)"));
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit.trim() {
+        "" | "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "m" | "min" => v * 60.0,
+        "h" => v * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(secs.is_finite() && secs >= 0.0) {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    let us = d.as_micros();
+    if us % 1_000_000 == 0 {
+        format!("{}s", us / 1_000_000)
+    } else if us % 1000 == 0 {
+        format!("{}ms", us / 1000)
+    } else {
+        format!("{us}us")
+    }
+}
+
+/// Parses `1024`, `2k`, `1.5M`, `10KB`, `1MiB` (k = 1024).
+pub fn parse_bytes(s: &str) -> Result<u64, BlastError> {
+    let t = s.trim();
+    let bad = || BlastError::Config(format!("bad size {s:?} (e.g. 1024, 2k, 1M)"));
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let v: f64 = num.parse().map_err(|_| bad())?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    Ok((v * mult).round() as u64)
+}
+
+/// Serde for `Duration` as a human string ("5s"); numbers are seconds.
+mod dur {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            S(String),
+            N(f64),
+        }
+        match Raw::deserialize(d)? {
+            Raw::S(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+            Raw::N(n) if n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(n)),
+            Raw::N(n) => Err(serde::de::Error::custom(format!("bad duration {n}"))),
+        }
+    }
+}
+
+/// Serde for `Option<Duration>`.
+mod opt_dur {
+    use super::*;
+    use serde::{Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        struct W(#[serde(with = "super::dur")] Duration);
+        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_bytes("2k").unwrap(), 2048);
+        assert_eq!(parse_bytes("1M").unwrap(), 1 << 20);
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format_duration(Duration::from_secs(5)), "5s");
+    }
+
+    #[test]
+    fn size_dists() {
+        assert_eq!(
+            SizeDist::parse("1k..4k").unwrap(),
+            SizeDist::Uniform {
+                min: 1024,
+                max: 4096
+            }
+        );
+        let ln = SizeDist::parse("lognormal:10k,200k").unwrap();
+        let mut r = Rng::new(1);
+        let mut xs: Vec<u64> = (0..20_000).map(|_| ln.sample(&mut r)).collect();
+        xs.sort_unstable();
+        let med = xs[xs.len() / 2] as f64;
+        let p99 = xs[xs.len() * 99 / 100] as f64;
+        assert!((med / 10240.0 - 1.0).abs() < 0.1, "{med}");
+        assert!((p99 / 204_800.0 - 1.0).abs() < 0.2, "{p99}");
+        assert!(SizeDist::parse("4k..1k").is_err());
+    }
+
+    #[test]
+    fn config_yaml_roundtrip_and_timeouts() {
+        let mut c = Config::default();
+        c.timeouts.apply("3s,data_end=1m").unwrap();
+        assert_eq!(c.timeouts.mail, Duration::from_secs(3));
+        assert_eq!(c.timeouts.data_end, Duration::from_secs(60));
+        let y = serde_yaml::to_string(&c).unwrap();
+        let back: Config = serde_yaml::from_str(&y).unwrap();
+        assert_eq!(back, c);
+        let partial: Config = serde_yaml::from_str("rate: 200\nduration: 10s\n").unwrap();
+        assert_eq!(partial.rate, Some(200.0));
+        assert_eq!(partial.duration, Some(Duration::from_secs(10)));
+        assert!(serde_yaml::from_str::<Config>("nope: 1\n").is_err());
+        c.auth = Some("bob:secret".into());
+        assert_eq!(c.redacted().auth.as_deref(), Some("bob:***"));
+    }
+}

@@ -1,0 +1,393 @@
+//! Message generation without per-message allocation: a header template
+//! whose sequence number and send time are patched in place, followed by a
+//! slice of a pre-built filler body, or a user template (`--eml`).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use mailstorm_proto::encode::DotStuffer;
+
+use crate::config::{Config, SizeDist};
+use crate::rng::Rng;
+use crate::BlastError;
+
+const SEQ_WIDTH: usize = 20;
+const TIME_WIDTH: usize = 16;
+const FILLER_LINE: usize = 76;
+
+/// Writes `n` as exactly `dst.len()` decimal digits (zero padded).
+fn put_fixed(dst: &mut [u8], mut n: u64) {
+    for b in dst.iter_mut().rev() {
+        *b = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+}
+
+fn decimal_len(mut n: u64) -> usize {
+    let mut d = 1;
+    while n >= 10 {
+        n /= 10;
+        d += 1;
+    }
+    d
+}
+
+/// Microseconds since the Unix epoch.
+pub(crate) fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// An address pattern such as `user{n}@example.test`.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    prefix: String,
+    suffix: Option<String>,
+}
+
+impl Pattern {
+    /// Splits the pattern at its (first) `{n}`.
+    pub fn new(p: &str) -> Pattern {
+        match p.split_once("{n}") {
+            Some((a, b)) => Pattern {
+                prefix: a.into(),
+                suffix: Some(b.into()),
+            },
+            None => Pattern {
+                prefix: p.into(),
+                suffix: None,
+            },
+        }
+    }
+
+    /// Writes the address for `n` into `out` (cleared first).
+    pub fn write(&self, out: &mut String, n: u64) {
+        out.clear();
+        out.push_str(&self.prefix);
+        if let Some(s) = &self.suffix {
+            // Formatting into a reused String does not allocate once it is
+            // large enough.
+            use std::fmt::Write;
+            let _ = write!(out, "{n}");
+            out.push_str(s);
+        }
+    }
+
+    /// Whether addresses need SMTPUTF8.
+    pub fn is_utf8(&self) -> bool {
+        !self.prefix.is_ascii() || self.suffix.as_deref().is_some_and(|s| !s.is_ascii())
+    }
+}
+
+enum Seg {
+    Lit(std::ops::Range<usize>),
+    Seq,
+    Rcpt,
+}
+
+/// A `--eml` template, CRLF-normalised at load.
+struct Eml {
+    text: Vec<u8>,
+    segs: Vec<Seg>,
+}
+
+impl Eml {
+    fn load(bytes: &[u8]) -> Eml {
+        // Normalise line breaks once so BDAT sends valid CRLF text too.
+        let mut text = Vec::with_capacity(bytes.len() + bytes.len() / 32);
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\r' if bytes.get(i + 1) == Some(&b'\n') => {
+                    text.extend_from_slice(b"\r\n");
+                    i += 1;
+                }
+                b'\r' | b'\n' => text.extend_from_slice(b"\r\n"),
+                c => text.push(c),
+            }
+            i += 1;
+        }
+        if !text.ends_with(b"\r\n") {
+            text.extend_from_slice(b"\r\n");
+        }
+        let mut segs = Vec::new();
+        let mut start = 0;
+        let mut pos = 0;
+        while let Some(off) = memchr::memmem::find(&text[pos..], b"{{") {
+            let at = pos + off;
+            let rest = &text[at..];
+            let (seg, len) = if rest.starts_with(b"{{seq}}") {
+                (Seg::Seq, 7)
+            } else if rest.starts_with(b"{{rcpt}}") {
+                (Seg::Rcpt, 8)
+            } else {
+                pos = at + 2;
+                continue;
+            };
+            if at > start {
+                segs.push(Seg::Lit(start..at));
+            }
+            segs.push(seg);
+            start = at + len;
+            pos = start;
+        }
+        if start < text.len() {
+            segs.push(Seg::Lit(start..text.len()));
+        }
+        Eml { text, segs }
+    }
+
+    fn len(&self, seq: u64, rcpt: &str) -> u64 {
+        self.segs
+            .iter()
+            .map(|s| match s {
+                Seg::Lit(r) => r.len(),
+                Seg::Seq => decimal_len(seq),
+                Seg::Rcpt => rcpt.len(),
+            } as u64)
+            .sum()
+    }
+}
+
+/// Builds messages; one per shard, shared by its connections.
+pub struct MessageFactory {
+    header: Vec<u8>,
+    id_at: usize,
+    seq_at: usize,
+    sent_at: usize,
+    filler: Vec<u8>,
+    dist: SizeDist,
+    eml: Option<Eml>,
+}
+
+impl MessageFactory {
+    /// Prepares the templates for `cfg` (reads `--eml`).
+    pub fn new(cfg: &Config) -> Result<MessageFactory, BlastError> {
+        let eml = match &cfg.eml {
+            Some(p) => {
+                let bytes = std::fs::read(p)
+                    .map_err(|e| BlastError::Config(format!("--eml {}: {e}", p.display())))?;
+                Some(Eml::load(&bytes))
+            }
+            None => None,
+        };
+        let date = rfc5322_date(unix_micros() / 1_000_000);
+        let zeros_seq = "0".repeat(SEQ_WIDTH);
+        let zeros_time = "0".repeat(TIME_WIDTH);
+        let id_prefix = "Message-ID: <";
+        let seq_prefix = format!(
+            "{id_prefix}{zeros_seq}.{:016x}@mailstorm.test>\r\nX-Mailstorm-Seq: ",
+            cfg.seed
+        );
+        let sent_prefix = format!("{seq_prefix}{zeros_seq}\r\nX-Mailstorm-Sent: ");
+        let header = format!(
+            "{sent_prefix}{zeros_time}\r\nDate: {date}\r\nFrom: <mailstorm@example.test>\r\n\
+             To: <undisclosed-recipients@example.test>\r\nSubject: mailstorm load test\r\n\
+             MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n"
+        );
+        // Filler: 76-character lines of varied letters; no line starts with
+        // a dot, so DATA needs no stuffing.
+        let max = cfg.size.max() as usize;
+        let mut filler = Vec::with_capacity(max + FILLER_LINE + 2);
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+        let mut rng = Rng::new(cfg.seed);
+        while filler.len() < max + FILLER_LINE + 2 {
+            for _ in 0..FILLER_LINE {
+                filler.push(alphabet[rng.below(alphabet.len() as u64) as usize]);
+            }
+            filler.extend_from_slice(b"\r\n");
+        }
+        Ok(MessageFactory {
+            id_at: id_prefix.len(),
+            seq_at: seq_prefix.len(),
+            sent_at: sent_prefix.len(),
+            header: header.into_bytes(),
+            filler,
+            dist: cfg.size,
+            eml,
+        })
+    }
+
+    /// The smallest generated message (headers and an empty line).
+    pub fn min_size(&self) -> u64 {
+        self.header.len() as u64 + 2
+    }
+
+    /// Draws the size of message `seq` and returns its exact length in
+    /// bytes as [`MessageFactory::write`] will produce it (before stuffing).
+    pub fn size(&self, rng: &mut Rng, seq: u64, rcpt: &str) -> u64 {
+        match &self.eml {
+            Some(e) => e.len(seq, rcpt),
+            None => self.dist.sample(rng).max(self.min_size()),
+        }
+    }
+
+    /// Appends message `seq` of `size` bytes (from [`MessageFactory::size`]).
+    /// With `dot`, the body is dot-stuffed and ends with `.\r\n` (DATA);
+    /// otherwise it is raw (BDAT).
+    pub fn write(&self, out: &mut Vec<u8>, seq: u64, size: u64, rcpt: &str, dot: bool) {
+        if let Some(eml) = &self.eml {
+            return self.write_eml(eml, out, seq, rcpt, dot);
+        }
+        let base = out.len();
+        out.extend_from_slice(&self.header);
+        let h = &mut out[base..];
+        put_fixed(&mut h[self.id_at..self.id_at + SEQ_WIDTH], seq);
+        put_fixed(&mut h[self.seq_at..self.seq_at + SEQ_WIDTH], seq);
+        put_fixed(
+            &mut h[self.sent_at..self.sent_at + TIME_WIDTH],
+            unix_micros(),
+        );
+        // `size` >= min_size, so at least the final CRLF fits.
+        let k = (size as usize).saturating_sub(self.header.len() + 2);
+        if k > 0 && self.filler[k - 1] == b'\r' {
+            // Cutting between CR and LF: end the line one byte early and
+            // pad it, so no bare CR appears.
+            out.extend_from_slice(&self.filler[..k - 1]);
+            out.push(b'x');
+        } else {
+            out.extend_from_slice(&self.filler[..k]);
+        }
+        out.extend_from_slice(b"\r\n");
+        if dot {
+            out.extend_from_slice(b".\r\n");
+        }
+    }
+
+    fn write_eml(&self, eml: &Eml, out: &mut Vec<u8>, seq: u64, rcpt: &str, dot: bool) {
+        let mut num = [0u8; 20];
+        let digits = decimal_len(seq);
+        put_fixed(&mut num[..digits], seq);
+        let mut stuffer = DotStuffer::new();
+        for seg in &eml.segs {
+            let bytes: &[u8] = match seg {
+                Seg::Lit(r) => &eml.text[r.clone()],
+                Seg::Seq => &num[..digits],
+                Seg::Rcpt => rcpt.as_bytes(),
+            };
+            if dot {
+                stuffer.push(bytes, out);
+            } else {
+                out.extend_from_slice(bytes);
+            }
+        }
+        if dot {
+            stuffer.finish(out);
+        }
+    }
+}
+
+/// `Thu, 01 Jan 1970 00:00:00 +0000` for a Unix time in seconds.
+fn rfc5322_date(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days.rem_euclid(7)) as usize];
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(month - 1) as usize];
+    format!(
+        "{wd}, {day:02} {mon} {year} {:02}:{:02}:{:02} +0000",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn date() {
+        assert_eq!(rfc5322_date(0), "Thu, 01 Jan 1970 00:00:00 +0000");
+        assert_eq!(
+            rfc5322_date(1_700_000_000),
+            "Tue, 14 Nov 2023 22:13:20 +0000"
+        );
+    }
+
+    #[test]
+    fn exact_sizes_and_valid_lines() {
+        let cfg = Config {
+            size: SizeDist::Uniform { min: 0, max: 5000 },
+            seed: 1,
+            ..Config::default()
+        };
+        let f = MessageFactory::new(&cfg).unwrap();
+        let min = f.min_size();
+        for size in min..min + 400 {
+            let mut out = Vec::new();
+            f.write(&mut out, 77, size, "r", false);
+            assert_eq!(out.len() as u64, size);
+            assert!(out.ends_with(b"\r\n"));
+            // Every CR is followed by LF and every LF preceded by CR.
+            for (i, &b) in out.iter().enumerate() {
+                if b == b'\r' {
+                    assert_eq!(out[i + 1], b'\n', "size {size}");
+                }
+                if b == b'\n' {
+                    assert_eq!(out[i - 1], b'\r', "size {size}");
+                }
+            }
+            let mut dotted = Vec::new();
+            f.write(&mut dotted, 77, size, "r", true);
+            // Same bytes apart from the send-time header.
+            let body = f.header.len();
+            assert_eq!(dotted.len(), out.len() + 3);
+            assert_eq!(&dotted[..f.sent_at], &out[..f.sent_at]);
+            assert_eq!(&dotted[body..out.len()], &out[body..]);
+            assert!(dotted.ends_with(b"\r\n.\r\n"));
+        }
+        let mut out = Vec::new();
+        f.write(&mut out, 123, 2000, "r", false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("X-Mailstorm-Seq: 00000000000000000123\r\n"));
+        assert!(text.contains("Message-ID: <00000000000000000123.0000000000000001@mailstorm.test>"));
+    }
+
+    #[test]
+    fn eml_template() {
+        let dir = std::env::temp_dir().join(format!("blast-eml-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.eml");
+        std::fs::write(&p, "Subject: n{{seq}}\nTo: {{rcpt}}\n\n.dot {{x}}\n").unwrap();
+        let cfg = Config {
+            eml: Some(p),
+            ..Config::default()
+        };
+        let f = MessageFactory::new(&cfg).unwrap();
+        let mut rng = Rng::new(1);
+        let n = f.size(&mut rng, 42, "a@b");
+        let mut raw = Vec::new();
+        f.write(&mut raw, 42, n, "a@b", false);
+        assert_eq!(raw, b"Subject: n42\r\nTo: a@b\r\n\r\n.dot {{x}}\r\n");
+        assert_eq!(n, raw.len() as u64);
+        let mut dotted = Vec::new();
+        f.write(&mut dotted, 42, n, "a@b", true);
+        assert_eq!(
+            dotted,
+            b"Subject: n42\r\nTo: a@b\r\n\r\n..dot {{x}}\r\n.\r\n"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn patterns() {
+        let mut s = String::new();
+        Pattern::new("user{n}@example.test").write(&mut s, 7);
+        assert_eq!(s, "user7@example.test");
+        Pattern::new("fixed@example.test").write(&mut s, 7);
+        assert_eq!(s, "fixed@example.test");
+        assert!(Pattern::new("üser{n}@example.test").is_utf8());
+    }
+}

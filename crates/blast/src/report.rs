@@ -1,0 +1,274 @@
+//! Output: the JSON report (schema `mailstorm.report/1`, see
+//! `crates/blast/report.schema.json`), the human summary and the timeline.
+
+use std::fmt::Write;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+use crate::stats::{Stage, Transport};
+use crate::RunResult;
+
+/// The report's schema identifier.
+pub const SCHEMA: &str = "mailstorm.report/1";
+
+/// Latency summary of one histogram, microseconds.
+pub fn latency_summary(h: &Histogram<u64>) -> Value {
+    json!({
+        "count": h.len(),
+        "mean": (h.mean() * 10.0).round() / 10.0,
+        "p50": h.value_at_quantile(0.50),
+        "p90": h.value_at_quantile(0.90),
+        "p99": h.value_at_quantile(0.99),
+        "p999": h.value_at_quantile(0.999),
+        "max": h.max(),
+    })
+}
+
+/// Base64 of the histogram in HdrHistogram's V2 compressed (deflate) format.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut buf = Vec::new();
+    // Serialising into a Vec cannot fail on I/O; only absurd histograms fail.
+    let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
+    B64.encode(buf)
+}
+
+/// Decodes [`encode_histogram`]'s output (to merge reports).
+pub fn decode_histogram(s: &str) -> Option<Histogram<u64>> {
+    let bytes = B64.decode(s).ok()?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .ok()
+}
+
+fn rate(n: u64, secs: f64) -> f64 {
+    if secs > 0.0 {
+        (n as f64 / secs * 100.0).round() / 100.0
+    } else {
+        0.0
+    }
+}
+
+/// The JSON report.
+pub fn to_json(r: &RunResult) -> Value {
+    let t = &r.totals;
+    let c = &t.counters;
+    let secs = r.elapsed.as_secs_f64();
+    let mut replies = Map::new();
+    for (stage, codes) in t.replies_by_stage() {
+        let m: Map<String, Value> = codes.into_iter().map(|(k, v)| (k, json!(v))).collect();
+        replies.insert(stage.name().into(), Value::Object(m));
+    }
+    let transport: Map<String, Value> = Transport::ALL
+        .iter()
+        .map(|k| (k.name().to_string(), json!(t.transport[*k as usize])))
+        .collect();
+    let mut latency = Map::new();
+    let mut hists = Map::new();
+    for stage in Stage::ALL {
+        let h = t.histogram(stage);
+        if h.is_empty() {
+            continue;
+        }
+        latency.insert(stage.name().into(), latency_summary(h));
+        hists.insert(stage.name().into(), json!(encode_histogram(h)));
+    }
+    let config = serde_json::to_value(r.config.redacted()).unwrap_or(Value::Null);
+    json!({
+        "schema": SCHEMA,
+        "targets": [r.target],
+        "config": config,
+        "duration_s": (secs * 1000.0).round() / 1000.0,
+        "interrupted": r.interrupted,
+        "messages": {
+            "attempted": c.attempted,
+            "accepted": c.accepted,
+            "deferred": c.deferred,
+            "rejected": c.rejected,
+            "failed": c.failed,
+        },
+        "schedule": {
+            "mode": if r.config.rate.is_some() { "open" } else { "closed" },
+            "rate": r.config.rate,
+            "scheduled": c.scheduled,
+            "late": c.late,
+            "not_started": c.not_started,
+        },
+        "recipients": {
+            "attempted": c.rcpt_attempted,
+            "accepted": c.rcpt_accepted,
+        },
+        "connections": {
+            "opened": c.conn_opened,
+            "failed": c.conn_failed,
+        },
+        "throughput": {
+            "messages_per_s": rate(c.accepted, secs),
+            "bytes_per_s": rate(c.bytes, secs),
+        },
+        "replies": replies,
+        "transport_errors": transport,
+        "latency_us": latency,
+        "histograms": hists,
+    })
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.3}", us as f64 / 1000.0)
+}
+
+fn pct(n: u64, of: u64) -> String {
+    if of == 0 {
+        "-".into()
+    } else {
+        format!("{:.2}%", n as f64 * 100.0 / of as f64)
+    }
+}
+
+/// The human summary printed at the end.
+pub fn summary(r: &RunResult) -> String {
+    let t = &r.totals;
+    let c = &t.counters;
+    let cfg = &r.config;
+    let secs = r.elapsed.as_secs_f64();
+    let mut s = String::new();
+    let model = match cfg.rate {
+        Some(rate) => format!(
+            "open loop {rate} msg/s (up to {} connections)",
+            cfg.concurrency
+        ),
+        None => format!("closed loop, {} connections", cfg.concurrency),
+    };
+    let _ = writeln!(
+        s,
+        "mailstorm-blast → {}: {secs:.2} s, {} shard(s), {model}{}",
+        r.target,
+        cfg.threads,
+        if r.interrupted {
+            " (interrupted: partial)"
+        } else {
+            ""
+        }
+    );
+    let _ = writeln!(
+        s,
+        "messages:    attempted {}, accepted {} ({}), deferred {}, rejected {}, failed {}",
+        c.attempted,
+        c.accepted,
+        pct(c.accepted, c.attempted),
+        c.deferred,
+        c.rejected,
+        c.failed
+    );
+    let _ = writeln!(
+        s,
+        "throughput:  {:.1} msg/s accepted, {:.2} MB/s of message data",
+        rate(c.accepted, secs),
+        rate(c.bytes, secs) / 1e6
+    );
+    let _ = writeln!(
+        s,
+        "connections: opened {}, failed {}; recipients {} sent, {} accepted",
+        c.conn_opened, c.conn_failed, c.rcpt_attempted, c.rcpt_accepted
+    );
+    if cfg.rate.is_some() {
+        let _ = writeln!(
+            s,
+            "schedule:    {} sends scheduled, {} started late (> {}), {} never started",
+            c.scheduled,
+            c.late,
+            crate::config::format_duration(cfg.late_after),
+            c.not_started
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nlatency (ms)     count       mean        p50        p90        p99      p99.9        max"
+    );
+    for stage in Stage::ALL {
+        let h = t.histogram(stage);
+        if h.is_empty() {
+            continue;
+        }
+        let _ = writeln!(
+            s,
+            "  {:<10} {:>9} {:>10.3} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            stage.name(),
+            h.len(),
+            h.mean() / 1000.0,
+            ms(h.value_at_quantile(0.5)),
+            ms(h.value_at_quantile(0.9)),
+            ms(h.value_at_quantile(0.99)),
+            ms(h.value_at_quantile(0.999)),
+            ms(h.max())
+        );
+    }
+    let by_stage = t.replies_by_stage();
+    if !by_stage.is_empty() {
+        let _ = writeln!(s, "\nreplies");
+        for (stage, codes) in by_stage {
+            let list: Vec<String> = codes.iter().map(|(k, v)| format!("{k} ×{v}")).collect();
+            let _ = writeln!(s, "  {:<10} {}", stage.name(), list.join(", "));
+        }
+    }
+    let errs: Vec<String> = Transport::ALL
+        .iter()
+        .filter(|k| t.transport[**k as usize] > 0)
+        .map(|k| format!("{} {}", k.name(), t.transport[*k as usize]))
+        .collect();
+    if !errs.is_empty() {
+        let _ = writeln!(s, "\ntransport errors: {}", errs.join(", "));
+    }
+    s
+}
+
+/// The timeline CSV: one row per interval.
+pub fn timeline_csv(r: &RunResult) -> String {
+    let mut s = String::from("time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us\n");
+    let step = r.config.interval.as_secs_f64();
+    for (i, row) in r.rows.iter().enumerate() {
+        let h = &row.latency;
+        let (p50, p99) = if h.is_empty() {
+            (0, 0)
+        } else {
+            (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
+        };
+        let _ = writeln!(
+            s,
+            "{},{},{},{},{},{},{},{}",
+            (i + 1) as f64 * step,
+            row.counters.attempted,
+            row.counters.accepted,
+            row.replies_4xx,
+            row.replies_5xx,
+            row.errors,
+            p50,
+            p99
+        );
+    }
+    s
+}
+
+/// One line of live progress.
+pub fn progress_line(p: &crate::Progress<'_>) -> String {
+    let t = &p.totals;
+    let h = &p.row.latency;
+    let p99 = if h.is_empty() {
+        "-".into()
+    } else {
+        ms(h.value_at_quantile(0.99))
+    };
+    format!(
+        "[{:>6.1}s] {:>8.0} msg/s | accepted {} | 4xx {} | 5xx {} | errors {} | p99 {} ms",
+        p.elapsed.as_secs_f64(),
+        p.row.counters.accepted as f64 / p.interval.as_secs_f64(),
+        t.counters.accepted,
+        t.replies_of_class(4),
+        t.replies_of_class(5),
+        t.transport_errors(),
+        p99
+    )
+}

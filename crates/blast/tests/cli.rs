@@ -1,0 +1,239 @@
+//! The binary: exit codes, report schema, thresholds, timeline, SIGINT.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailstorm-blast");
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("blast-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// Runs the binary with a hard time cap.
+fn blast(args: &[&str]) -> Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("mailstorm-blast {args:?} did not finish in 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn schema() -> serde_json::Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/report.schema.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn embedded_run_writes_a_valid_report_and_timeline() {
+    let report = tmp("embedded.json");
+    let timeline = tmp("embedded.csv");
+    let out = blast(&[
+        "-n",
+        "300",
+        "-t",
+        "2",
+        "--seed",
+        "5",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+        "--timeline",
+        timeline.to_str().unwrap(),
+        "--threshold",
+        "accept_rate>=0.99,5xx==0,p99<5s",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("accepted 300"), "{stdout}");
+    assert!(
+        stdout.contains("embedded sink: 300 messages accepted"),
+        "{stdout}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let errs = common::validate(&schema(), &v);
+    assert!(errs.is_empty(), "{errs:#?}");
+    assert_eq!(v["messages"]["accepted"], 300);
+    assert_eq!(v["config"]["seed"], 5);
+    // The histograms decode and agree with the summary.
+    let h = mailstorm_blast::report::decode_histogram(v["histograms"]["message"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(h.len(), 300);
+    assert_eq!(v["latency_us"]["message"]["count"], 300);
+    let csv = std::fs::read_to_string(&timeline).unwrap();
+    assert!(csv.starts_with("time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us\n"));
+    let accepted: u64 = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(accepted, 300);
+}
+
+#[test]
+fn schema_rejects_a_broken_report() {
+    // The validator and schema are strict enough to catch a missing field.
+    let mut v = serde_json::json!({
+        "schema": "mailstorm.report/1", "targets": ["x"], "duration_s": 1.0,
+        "config": {}, "messages": {"attempted": 1}, "connections": {},
+        "throughput": {}, "replies": {}, "transport_errors": {},
+        "latency_us": {}, "histograms": {}
+    });
+    assert!(!common::validate(&schema(), &v).is_empty());
+    v["schema"] = serde_json::json!("mailstorm.report/2");
+    assert!(common::validate(&schema(), &v)
+        .iter()
+        .any(|e| e.contains("mailstorm.report/1")));
+}
+
+#[test]
+fn failed_threshold_exits_1_and_names_the_check() {
+    let out = blast(&[
+        "-n",
+        "50",
+        "-t",
+        "1",
+        "--quiet",
+        "--threshold",
+        "5xx==0,accepted>1000000",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("threshold failed: accepted>1000000"), "{err}");
+    assert!(!err.contains("threshold failed: 5xx"), "{err}");
+}
+
+#[test]
+fn usage_and_configuration_errors_exit_2() {
+    for args in [
+        &["--no-such-flag"][..],
+        &["--threshold", "p99<200"],
+        &["--size", "9k..1k"],
+        &["--target", "192.0.2.1:25", "-n", "1"],
+        &["--sink-plan", "plan.yaml"],
+        &["--tls", "--starttls", "required"],
+    ] {
+        let out = blast(args);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = blast(&["--target", "192.0.2.1:25", "-n", "1"]);
+    assert!(text(&out.stderr).contains("--allow-remote"));
+    let out = blast(&["--sink-plan", "plan.yaml"]);
+    assert!(text(&out.stderr).contains("issue 4"));
+    let help = blast(&["--help"]);
+    let h = text(&help.stdout);
+    assert!(
+        h.contains("Exit codes") && h.contains("3  target unreachable"),
+        "{h}"
+    );
+}
+
+#[test]
+fn unreachable_target_exits_3() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let target = format!("127.0.0.1:{port}");
+    let out = blast(&["--target", &target, "-n", "1", "--quiet"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("unreachable"));
+}
+
+#[test]
+fn sigint_writes_a_partial_report() {
+    let report = tmp("sigint.json");
+    let mut child = Command::new(BIN)
+        .args([
+            "-d",
+            "60s",
+            "--rate",
+            "200",
+            "-t",
+            "1",
+            "--interval",
+            "200ms",
+            "--report",
+            report.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the first progress line on stderr.
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if line.starts_with('[') => break,
+            Ok(_) => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no progress line within 20 s");
+            }
+        }
+    }
+    let started = Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("no exit within 20 s of SIGINT");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(common::validate(&schema(), &v).is_empty());
+    assert_eq!(v["interrupted"], true);
+    assert!(v["duration_s"].as_f64().unwrap() < 30.0);
+    let accepted = v["messages"]["accepted"].as_u64().unwrap();
+    assert!(accepted > 0);
+    assert_eq!(v["messages"]["failed"], 0, "in-flight messages finished");
+}

@@ -1,0 +1,152 @@
+//! STARTTLS, implicit TLS and each AUTH mechanism against the sink.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use mailstorm_blast::config::{AuthMech, Config, StartTls};
+use mailstorm_blast::stats::Stage;
+
+fn tls_sink() -> mailstorm_sink::SinkHandle {
+    sink_builder()
+        .tls(true)
+        .tls_listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .unwrap()
+}
+
+fn small() -> Config {
+    Config {
+        messages: Some(20),
+        concurrency: 2,
+        per_conn: 5,
+        ..config()
+    }
+}
+
+#[test]
+fn starttls_required_verifies_the_certificate() {
+    let sink = tls_sink();
+    let pem = sink.self_signed_cert_pem().unwrap().into_bytes();
+    let cfg = Config {
+        starttls: StartTls::Required,
+        ..small()
+    };
+    let r = run_with(cfg.clone(), sink.local_addr(), Some(pem));
+    assert_eq!(r.totals.counters.accepted, 20);
+    assert_eq!(r.totals.histogram(Stage::Tls).len(), 4);
+    assert_eq!(replies(&r, "ehlo", "250"), 8, "EHLO again after TLS");
+    assert_eq!(sink.stats().tls_handshakes, 4);
+
+    // Without a trusted certificate, the run refuses to start...
+    let err = try_run(cfg.clone(), sink.local_addr(), None).unwrap_err();
+    assert!(err.to_string().contains("--ca"), "{err}");
+    // ...and an untrusted one fails every handshake.
+    let other = mailstorm_sink::tls::generate_self_signed("localhost").unwrap();
+    let r = run_with(
+        cfg.clone(),
+        sink.local_addr(),
+        Some(other.cert_pem.into_bytes()),
+    );
+    let c = r.totals.counters;
+    assert_eq!((c.accepted, c.failed), (0, 20));
+    assert_eq!(
+        r.totals.transport[mailstorm_blast::stats::Transport::TlsFailure as usize],
+        20
+    );
+
+    // --insecure skips verification.
+    let r = run(
+        Config {
+            insecure: true,
+            ..cfg
+        },
+        sink.local_addr(),
+    );
+    assert_eq!(r.totals.counters.accepted, 20);
+}
+
+#[test]
+fn starttls_required_fails_without_the_extension() {
+    // The scripted server never offers STARTTLS.
+    let (addr, _log) = scripted(Script::default());
+    let cfg = Config {
+        starttls: StartTls::Required,
+        insecure: true,
+        ..small()
+    };
+    let r = run(cfg.clone(), addr);
+    assert_eq!(r.totals.counters.accepted, 0);
+    assert_eq!(r.totals.counters.failed, 20);
+    // Opportunistic carries on in clear text.
+    let r = run(
+        Config {
+            starttls: StartTls::Opportunistic,
+            ..cfg
+        },
+        addr,
+    );
+    assert_eq!(r.totals.counters.accepted, 20);
+    assert_eq!(r.totals.histogram(Stage::Tls).len(), 0);
+}
+
+#[test]
+fn implicit_tls() {
+    let sink = tls_sink();
+    let pem = sink.self_signed_cert_pem().unwrap().into_bytes();
+    let cfg = Config {
+        tls: true,
+        ..small()
+    };
+    let r = run_with(cfg, sink.tls_addrs()[0], Some(pem));
+    assert_eq!(r.totals.counters.accepted, 20);
+    assert_eq!(r.totals.histogram(Stage::Tls).len(), 4);
+    assert_eq!(
+        sink.shutdown_with_grace(Duration::from_secs(1))
+            .messages_accepted,
+        20
+    );
+}
+
+#[test]
+fn each_auth_mechanism() {
+    let dir = std::env::temp_dir().join(format!("blast-auth-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let users = dir.join("users");
+    std::fs::write(&users, "alice:s3cret\n").unwrap();
+    let sink = sink_builder()
+        .auth_users(&users)
+        .auth_required(true)
+        .start()
+        .unwrap();
+    for mech in [AuthMech::Plain, AuthMech::Login, AuthMech::CramMd5] {
+        let cfg = Config {
+            auth: Some("alice:s3cret".into()),
+            auth_mech: mech,
+            ..small()
+        };
+        let r = run(cfg.clone(), sink.local_addr());
+        assert_eq!(
+            r.totals.counters.accepted, 20,
+            "{mech:?}: {:?}",
+            r.totals.replies
+        );
+        assert_eq!(
+            replies(&r, "auth", "235 2.7.0"),
+            4,
+            "{mech:?}: {:?}",
+            r.totals.replies
+        );
+        // A wrong password is a 535 and no message gets through.
+        let bad = Config {
+            auth: Some("alice:wrong".into()),
+            ..cfg
+        };
+        let r = run(bad, sink.local_addr());
+        assert_eq!(r.totals.counters.accepted, 0, "{mech:?}");
+        assert_eq!(r.totals.counters.rejected, 20, "{mech:?}");
+        assert_eq!(r.totals.counters.conn_failed, r.totals.counters.conn_opened);
+    }
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -1,0 +1,479 @@
+//! The sink's configuration: defaults, YAML form and validation.
+//!
+//! YAML keys are the long flag names (`max-message-size: 50MiB`). Durations
+//! are written `300ms`, `5s`, `2m`, `1h` (a bare number means seconds);
+//! sizes `512`, `64k`, `50MiB`, `1G` (binary multiples).
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What to do with a DATA body that has a bare LF or bare CR (the raw
+/// material of SMTP smuggling).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum BareLfPolicy {
+    /// Refuse the message with `550 5.7.0` (default; like Postfix's
+    /// `smtpd_forbid_bare_newline`).
+    #[default]
+    Reject,
+    /// Accept it. The end of the message is still only `CRLF . CRLF`.
+    Accept,
+}
+
+impl std::str::FromStr for BareLfPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reject" => Ok(BareLfPolicy::Reject),
+            "accept" => Ok(BareLfPolicy::Accept),
+            _ => Err(format!("expected `reject` or `accept`, got {s:?}")),
+        }
+    }
+}
+
+/// Every setting of the sink. [`SinkConfig::default`] gives the binary's
+/// defaults; [`crate::Sink::builder`] starts from [`SinkConfig::embedded`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SinkConfig {
+    /// Plain SMTP/LMTP listeners (STARTTLS offered when TLS is on).
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (port 465 style).
+    pub tls_listen: Vec<SocketAddr>,
+    /// Shards (threads); `None` = number of CPUs.
+    pub threads: Option<usize>,
+    /// Pin each shard's thread to a CPU.
+    pub pin_threads: bool,
+    /// Listen backlog per shard listener.
+    pub backlog: u32,
+    /// Host name in the greeting and EHLO reply; `None` = the system's.
+    pub hostname: Option<String>,
+    /// Speak LMTP (RFC 2033) instead of SMTP.
+    pub lmtp: bool,
+    /// Longest command line, CRLF included.
+    #[serde(with = "size_serde")]
+    pub max_line_length: u64,
+    /// Largest message in octets (advertised with SIZE); 0 = no limit.
+    #[serde(with = "size_serde")]
+    pub max_message_size: u64,
+    /// Recipients per message; more are answered `452 4.5.3`.
+    pub max_recipients: usize,
+    /// Error replies per session before `421 4.7.0` and close.
+    pub max_errors: u32,
+    /// Close (`421 4.4.2`) after this long without input.
+    #[serde(with = "duration_serde")]
+    pub idle_timeout: Duration,
+    /// Close (`421 4.4.2`) sessions older than this; 0 = no limit.
+    #[serde(with = "duration_serde")]
+    pub max_session_duration: Duration,
+    /// Open connections in total; more get `421 4.7.0`. 0 = no limit.
+    pub max_connections: usize,
+    /// Open connections per client IP; more get `421 4.7.0`. 0 = no limit.
+    pub max_connections_per_ip: usize,
+    /// Bare LF / bare CR in DATA.
+    pub bare_lf: BareLfPolicy,
+    /// Accept what real clients send but RFC 5321 forbids in commands
+    /// (bare-LF line ends, a space after `FROM:`, missing angle brackets).
+    pub lenient: bool,
+    /// Offer STARTTLS and enable `tls-listen` (self-signed unless a
+    /// certificate is given).
+    pub tls: bool,
+    /// PEM certificate chain (leaf first).
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (defaults to the certificate file).
+    pub tls_key: Option<PathBuf>,
+    /// TLS handshake time limit.
+    #[serde(with = "duration_serde")]
+    pub tls_handshake_timeout: Duration,
+    /// `user:password` lines; without it AUTH accepts any credentials.
+    pub auth_users: Option<PathBuf>,
+    /// Refuse MAIL before AUTH (`530 5.7.0`).
+    pub auth_required: bool,
+    /// Write each accepted message to `<id>.eml` in this directory.
+    pub capture: Option<PathBuf>,
+    /// Keep the last N messages in memory for the control API.
+    pub keep: usize,
+    /// Control API address; `None` (YAML `off`) disables it.
+    #[serde(with = "control_serde")]
+    pub control: Option<SocketAddr>,
+    /// Bearer token for the control API (required off loopback).
+    pub control_token: Option<String>,
+    /// Period of the stats line on stderr; 0 = off.
+    #[serde(with = "duration_serde")]
+    pub stats_interval: Duration,
+    /// No stats line and no informational messages.
+    pub quiet: bool,
+    /// How long shutdown waits for sessions to finish.
+    #[serde(with = "duration_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 2525))],
+            tls_listen: Vec::new(),
+            threads: None,
+            pin_threads: true,
+            backlog: 4096,
+            hostname: None,
+            lmtp: false,
+            max_line_length: mailstorm_proto::DEFAULT_MAX_COMMAND_LINE as u64,
+            max_message_size: 50 << 20,
+            max_recipients: 1000,
+            max_errors: 20,
+            idle_timeout: Duration::from_secs(300),
+            max_session_duration: Duration::from_secs(3600),
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            bare_lf: BareLfPolicy::Reject,
+            lenient: false,
+            tls: true,
+            tls_cert: None,
+            tls_key: None,
+            tls_handshake_timeout: Duration::from_secs(10),
+            auth_users: None,
+            auth_required: false,
+            capture: None,
+            keep: 0,
+            control: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
+            control_token: None,
+            stats_interval: Duration::from_secs(1),
+            quiet: false,
+            shutdown_grace: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A configuration that cannot be loaded or used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The YAML is malformed or has an unknown key or a bad value.
+    #[error("{path}{}: {message}", location.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
+    Parse {
+        /// The file (or `<string>`).
+        path: PathBuf,
+        /// Line and column (1-based) when known.
+        location: Option<(usize, usize)>,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A value is out of range or settings contradict each other.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl SinkConfig {
+    /// Defaults for a sink embedded in a test suite: one listener on
+    /// `127.0.0.1:0`, 1 unpinned thread, no control API, quiet.
+    pub fn embedded() -> Self {
+        SinkConfig {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+            threads: Some(1),
+            pin_threads: false,
+            control: None,
+            stats_interval: Duration::ZERO,
+            quiet: true,
+            shutdown_grace: Duration::from_secs(2),
+            ..SinkConfig::default()
+        }
+    }
+
+    /// Parses YAML (unknown keys are errors naming the key and position).
+    pub fn from_yaml_str(yaml: &str, origin: &Path) -> Result<SinkConfig, ConfigError> {
+        // An empty file is an empty mapping, not an error.
+        if yaml.trim().is_empty() {
+            return Ok(SinkConfig::default());
+        }
+        serde_yaml::from_str(yaml).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            location: e.location().map(|l| (l.line(), l.column())),
+            message: e.to_string(),
+        })
+    }
+
+    /// Reads and parses a YAML file.
+    pub fn from_yaml_file(path: &Path) -> Result<SinkConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        SinkConfig::from_yaml_str(&text, path)
+    }
+
+    /// The configuration as YAML (every key, with its current value).
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+
+    /// Shards to run.
+    pub fn thread_count(&self) -> usize {
+        self.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
+    }
+
+    /// The host name to announce.
+    pub fn effective_hostname(&self) -> String {
+        match &self.hostname {
+            Some(h) if !h.is_empty() => h.clone(),
+            _ => system_hostname(),
+        }
+    }
+
+    /// Checks ranges and combinations.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.listen.is_empty() && self.tls_listen.is_empty() {
+            return bad("no listen address".into());
+        }
+        if !self.tls_listen.is_empty() && !self.tls {
+            return bad("tls-listen needs TLS enabled".into());
+        }
+        if self.threads == Some(0) {
+            return bad("threads must be at least 1".into());
+        }
+        if !(16..=1 << 20).contains(&self.max_line_length) {
+            return bad(format!(
+                "max-line-length {} is outside 16..=1MiB",
+                self.max_line_length
+            ));
+        }
+        if self.max_recipients == 0 {
+            return bad("max-recipients must be at least 1".into());
+        }
+        if self.idle_timeout.is_zero() {
+            return bad("idle-timeout must be positive".into());
+        }
+        if self.tls_key.is_some() && self.tls_cert.is_none() {
+            return bad("tls-key given without tls-cert".into());
+        }
+        if let Some(addr) = self.control {
+            let has_token = self.control_token.as_deref().is_some_and(|t| !t.is_empty());
+            if !addr.ip().is_loopback() && !has_token {
+                return bad(format!(
+                    "the control API on non-loopback {addr} requires --control-token"
+                ));
+            }
+        }
+        if let Some(h) = &self.hostname {
+            if h.bytes().any(|c| c <= b' ' || c == 0x7f) {
+                return bad(format!("hostname {h:?} has spaces or control characters"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The system host name (`/proc/sys/kernel/hostname`), or `localhost`.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty() && !s.bytes().any(|c| c <= b' '))
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Parses `300ms`, `5s`, `2m`, `1h`, `1d` or a bare number of seconds
+/// (fractions allowed: `1.5s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 300ms, 5s, 2m)"))?;
+    let scale = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86400.0,
+        u => return Err(format!("bad duration unit {u:?} in {s:?}")),
+    };
+    let secs = n * scale;
+    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
+        return Err(format!("duration {s:?} out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it.
+pub fn format_duration(d: Duration) -> String {
+    if d.subsec_nanos() == 0 {
+        format!("{}s", d.as_secs())
+    } else if d.as_nanos() % 1_000_000 == 0 {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{}s", d.as_secs_f64())
+    }
+}
+
+/// Parses `1024`, `64k`, `50M`, `50MiB`, `1G` (binary multiples).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("bad size {s:?} (e.g. 512, 64k, 50MiB)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        u => return Err(format!("bad size unit {u:?} in {s:?}")),
+    };
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("size {s:?} too large"))
+}
+
+/// Parses `off` or a socket address.
+pub fn parse_control(s: &str) -> Result<Option<SocketAddr>, String> {
+    match s.trim() {
+        "off" | "none" | "" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("bad control address {a:?}: {e} (or `off`)")),
+    }
+}
+
+/// A number or a string, for YAML values that may be either.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumOrStr {
+    Num(f64),
+    Str(String),
+}
+
+mod duration_serde {
+    use super::*;
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        match NumOrStr::deserialize(d)? {
+            NumOrStr::Num(n) => parse_duration(&n.to_string()),
+            NumOrStr::Str(s) => parse_duration(&s),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+mod size_serde {
+    use super::*;
+    pub(super) fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(*n)
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        match NumOrStr::deserialize(d)? {
+            NumOrStr::Num(n) if n >= 0.0 && n.fract() == 0.0 => Ok(n as u64),
+            NumOrStr::Num(n) => Err(format!("bad size {n}")),
+            NumOrStr::Str(s) => parse_size(&s),
+        }
+        .map_err(serde::de::Error::custom)
+    }
+}
+
+mod control_serde {
+    use super::*;
+    pub(super) fn serialize<S: Serializer>(
+        a: &Option<SocketAddr>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match a {
+            Some(a) => s.serialize_str(&a.to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<SocketAddr>, D::Error> {
+        let s = Option::<String>::deserialize(d)?;
+        match s {
+            None => Ok(None),
+            Some(s) => parse_control(&s).map_err(serde::de::Error::custom),
+        }
+    }
+}
+
+impl fmt::Display for BareLfPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BareLfPolicy::Reject => "reject",
+            BareLfPolicy::Accept => "accept",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_round_trip_and_units() {
+        let c = SinkConfig::from_yaml_str(
+            "listen: ['127.0.0.1:2600', '[::1]:2600']\nmax-message-size: 10MiB\nidle-timeout: 1.5s\ncontrol: off\nbare-lf: accept\n",
+            Path::new("t.yaml"),
+        )
+        .unwrap();
+        assert_eq!(c.listen.len(), 2);
+        assert_eq!(c.max_message_size, 10 << 20);
+        assert_eq!(c.idle_timeout, Duration::from_millis(1500));
+        assert_eq!(c.control, None);
+        assert_eq!(c.bare_lf, BareLfPolicy::Accept);
+        assert_eq!(c.max_recipients, 1000, "unset keys keep defaults");
+        let again = SinkConfig::from_yaml_str(&c.to_yaml(), Path::new("x")).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_position() {
+        let e = SinkConfig::from_yaml_str("lmtp: true\nmax-mesage-size: 5\n", Path::new("c.yaml"))
+            .unwrap_err();
+        let msg = e.to_string();
+        assert!(msg.contains("max-mesage-size"), "{msg}");
+        assert!(msg.starts_with("c.yaml:2:"), "{msg}");
+    }
+
+    #[test]
+    fn parsers() {
+        assert_eq!(parse_duration("300ms").unwrap(), Duration::from_millis(300));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_size("64k").unwrap(), 65536);
+        assert_eq!(parse_size("50MiB").unwrap(), 50 << 20);
+        assert!(parse_size("1T").is_err());
+        assert_eq!(parse_control("off").unwrap(), None);
+    }
+
+    #[test]
+    fn control_off_loopback_needs_token() {
+        let mut c = SinkConfig {
+            control: Some("0.0.0.0:8025".parse().unwrap()),
+            ..SinkConfig::default()
+        };
+        assert!(c.validate().is_err());
+        c.control_token = Some("s3cret".into());
+        assert!(c.validate().is_ok());
+    }
+}

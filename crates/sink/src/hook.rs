@@ -1,0 +1,277 @@
+//! The fault-injection seam: a decision hook called at each protocol stage.
+//!
+//! The sink asks a [`StageHook`] (when one is installed) what to do before it
+//! answers a command. With no hook installed the session never builds a
+//! [`StageContext`]: the check is one `Option` test per command.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A point in an SMTP/LMTP session where a hook is consulted and replies are
+/// counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Stage {
+    /// A new connection, before the greeting.
+    Connect,
+    /// `EHLO`, `HELO` or `LHLO`.
+    Ehlo,
+    /// `STARTTLS`.
+    StartTls,
+    /// `AUTH` and its continuation lines.
+    Auth,
+    /// `MAIL FROM`.
+    Mail,
+    /// `RCPT TO`.
+    Rcpt,
+    /// `DATA` (before `354`).
+    Data,
+    /// The end of a message: after the final dot or `BDAT ... LAST`.
+    DataEnd,
+    /// A `BDAT` chunk that is not the last.
+    Bdat,
+    /// `RSET`.
+    Rset,
+    /// `QUIT`.
+    Quit,
+    /// `NOOP` (never consulted, counted only).
+    Noop,
+    /// `VRFY` and `EXPN` (never consulted, counted only).
+    Vrfy,
+    /// `HELP` (never consulted, counted only).
+    Help,
+    /// An unknown verb or a line that failed to parse (counted only).
+    Invalid,
+    /// Replies the sink sends on its own: timeouts, shutdown, error limits.
+    Session,
+}
+
+impl Stage {
+    /// Every stage, in declaration order.
+    pub const ALL: [Stage; 16] = [
+        Stage::Connect,
+        Stage::Ehlo,
+        Stage::StartTls,
+        Stage::Auth,
+        Stage::Mail,
+        Stage::Rcpt,
+        Stage::Data,
+        Stage::DataEnd,
+        Stage::Bdat,
+        Stage::Rset,
+        Stage::Quit,
+        Stage::Noop,
+        Stage::Vrfy,
+        Stage::Help,
+        Stage::Invalid,
+        Stage::Session,
+    ];
+
+    /// The stage's name as used in stats (`snake_case`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Connect => "connect",
+            Stage::Ehlo => "ehlo",
+            Stage::StartTls => "starttls",
+            Stage::Auth => "auth",
+            Stage::Mail => "mail",
+            Stage::Rcpt => "rcpt",
+            Stage::Data => "data",
+            Stage::DataEnd => "data_end",
+            Stage::Bdat => "bdat",
+            Stage::Rset => "rset",
+            Stage::Quit => "quit",
+            Stage::Noop => "noop",
+            Stage::Vrfy => "vrfy",
+            Stage::Help => "help",
+            Stage::Invalid => "invalid",
+            Stage::Session => "session",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Stage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the session does at a stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Proceed normally.
+    Accept,
+    /// Send this reply instead of the normal one. A 2xx/3xx code still
+    /// applies the command (e.g. the recipient is added); 4xx/5xx rejects it.
+    /// At [`Stage::Connect`] a 4xx/5xx reply closes the connection after it.
+    Reply {
+        /// Three-digit reply code.
+        code: u16,
+        /// Enhanced status code such as `"4.7.1"`.
+        enhanced: Option<Cow<'static, str>>,
+        /// Reply text; line breaks make a multi-line reply.
+        text: Cow<'static, str>,
+    },
+    /// Wait this long (replies already produced are sent first), then
+    /// proceed as if [`Decision::Accept`] had been returned.
+    Delay(Duration),
+    /// Close the connection without a reply; `rst: true` resets it
+    /// (SO_LINGER 0) instead of a FIN.
+    Close {
+        /// Abort with a TCP reset.
+        rst: bool,
+    },
+}
+
+/// The accepted recipients of the current transaction, in RCPT order.
+#[derive(Clone, Copy)]
+pub struct Recipients<'a> {
+    pub(crate) buf: &'a str,
+    pub(crate) ends: &'a [u32],
+}
+
+impl<'a> Recipients<'a> {
+    /// Number of recipients.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// `true` when there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The `i`-th recipient.
+    pub fn get(&self, i: usize) -> Option<&'a str> {
+        let end = *self.ends.get(i)? as usize;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        self.buf.get(start..end)
+    }
+
+    /// The recipients in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + '_ {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
+}
+
+impl fmt::Debug for Recipients<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Everything a hook may look at. Borrowed from the session; nothing is
+/// copied to build it.
+#[derive(Debug, Clone, Copy)]
+pub struct StageContext<'a> {
+    /// The stage being decided.
+    pub stage: Stage,
+    /// Process-wide unique session id (also the connection ordinal: the
+    /// n-th accepted connection since start, from 1).
+    pub session_id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The EHLO/HELO/LHLO argument, once given.
+    pub helo: Option<&'a str>,
+    /// The reverse-path once MAIL was accepted (`""` for `<>`).
+    pub sender: Option<&'a str>,
+    /// Recipients accepted so far in this transaction.
+    pub recipients: Recipients<'a>,
+    /// The recipient being decided at [`Stage::Rcpt`].
+    pub rcpt: Option<&'a str>,
+    /// Whether TLS is active.
+    pub tls: bool,
+    /// The authenticated user, if any.
+    pub auth_user: Option<&'a str>,
+    /// Message octets so far (at [`Stage::DataEnd`] and [`Stage::Bdat`]:
+    /// the whole message / the chunks so far including this one).
+    pub message_size: u64,
+    /// The message body at [`Stage::DataEnd`] when the sink keeps bodies
+    /// (`capture` or `keep`); `None` in discard mode.
+    pub message: Option<&'a [u8]>,
+    /// The command line as sent (without CRLF), for command stages.
+    pub command: &'a [u8],
+}
+
+impl<'a> StageContext<'a> {
+    /// The first header field named `name` (case-insensitive) of the
+    /// message, unfolded lines not joined; `None` in discard mode.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        let msg = self.message?;
+        let mut rest = msg;
+        while !rest.is_empty() {
+            let end = memchr::memchr(b'\n', rest).map_or(rest.len(), |i| i + 1);
+            let line = &rest[..end];
+            let trimmed = line.strip_suffix(b"\n").unwrap_or(line);
+            let trimmed = trimmed.strip_suffix(b"\r").unwrap_or(trimmed);
+            if trimmed.is_empty() {
+                return None; // end of the header section
+            }
+            if let Some(colon) = memchr::memchr(b':', trimmed) {
+                if trimmed[..colon].eq_ignore_ascii_case(name.as_bytes()) {
+                    let v = std::str::from_utf8(&trimmed[colon + 1..]).ok()?;
+                    return Some(v.trim());
+                }
+            }
+            rest = &rest[end..];
+        }
+        None
+    }
+}
+
+/// A per-stage decision hook (the fault-injection seam).
+///
+/// Called on the shard's thread, synchronously, before the sink answers:
+/// keep it fast and never block.
+pub trait StageHook: Send + Sync {
+    /// What to do at `ctx.stage`.
+    fn decide(&self, ctx: &StageContext<'_>) -> Decision;
+}
+
+/// A hook from a closure.
+impl<F> StageHook for F
+where
+    F: Fn(&StageContext<'_>) -> Decision + Send + Sync,
+{
+    fn decide(&self, ctx: &StageContext<'_>) -> Decision {
+        self(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recipients_and_headers() {
+        let buf = "a@x.testb@y.test";
+        let ends = [8u32, 16];
+        let r = Recipients { buf, ends: &ends };
+        assert_eq!(r.iter().collect::<Vec<_>>(), ["a@x.test", "b@y.test"]);
+        let ctx = StageContext {
+            stage: Stage::DataEnd,
+            session_id: 1,
+            peer: "127.0.0.1:1".parse().unwrap(),
+            helo: None,
+            sender: None,
+            recipients: r,
+            rcpt: None,
+            tls: false,
+            auth_user: None,
+            message_size: 0,
+            message: Some(b"From: a\r\nSubject:  Hi \r\n\r\nX-Not: header\r\n"),
+            command: b"",
+        };
+        assert_eq!(ctx.header("subject"), Some("Hi"));
+        assert_eq!(ctx.header("x-not"), None);
+    }
+}

@@ -1,0 +1,354 @@
+//! `mailstorm-sink`: the command-line layer over the library. Flags map onto
+//! [`SinkConfig`]; flags override `--config FILE`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Parser;
+use mailstorm_sink::config::{parse_control, parse_duration, parse_size};
+use mailstorm_sink::{BareLfPolicy, Sink, SinkConfig, SinkHandle, StatsSnapshot};
+
+const AFTER_HELP: &str = "\
+Every option can also be set in the YAML file given with --config, under its long
+name (e.g. `max-message-size: 10MiB`); flags override the file. Unknown keys are
+errors. Durations: 300ms, 5s, 2m, 1h. Sizes: 512, 64k, 50MiB.
+
+Signals: SIGINT/SIGTERM stop accepting, answer 421 4.3.2 to each session at its next
+command, wait up to --shutdown-grace, print final stats and exit 0. SIGHUP reloads the
+config file and TLS certificates; running sessions keep their settings.
+
+Exit codes: 0 clean shutdown; 1 runtime failure (cannot bind, TLS/users file
+unreadable, control API refused); 2 invalid command line or configuration.";
+
+/// A per-core ESMTP/LMTP sink that accepts mail at line rate.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "mailstorm-sink", version, about, after_help = AFTER_HELP)]
+struct Args {
+    /// YAML configuration file (keys are the long option names).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen address, repeatable (IPv4 or [IPv6]:port) [default: 127.0.0.1:2525].
+    #[arg(long, value_name = "ADDR")]
+    listen: Vec<SocketAddr>,
+    /// Implicit-TLS listen address, repeatable (port-465 style) [default: none].
+    #[arg(long, value_name = "ADDR")]
+    tls_listen: Vec<SocketAddr>,
+    /// Shards (threads, each pinned to a CPU) [default: number of CPUs].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Do not pin shard threads to CPUs.
+    #[arg(long)]
+    no_pin: bool,
+    /// Listen backlog per shard [default: 4096].
+    #[arg(long, value_name = "N")]
+    backlog: Option<u32>,
+    /// Host name in the greeting and EHLO reply [default: the system host name].
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
+    /// Speak LMTP (LHLO; one reply per recipient after DATA).
+    #[arg(long)]
+    lmtp: bool,
+    /// Longest command line, CRLF included [default: 512].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_line_length: Option<u64>,
+    /// Largest message, advertised with SIZE; 0 = unlimited [default: 50MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_message_size: Option<u64>,
+    /// Recipients per message; more get 452 4.5.3 [default: 1000].
+    #[arg(long, value_name = "N")]
+    max_recipients: Option<usize>,
+    /// Error replies per session before 421 4.7.0 and close [default: 20].
+    #[arg(long, value_name = "N")]
+    max_errors: Option<u32>,
+    /// Close with 421 4.4.2 after this long without input [default: 300s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    idle_timeout: Option<Duration>,
+    /// Close with 421 4.4.2 sessions older than this; 0 = unlimited [default: 1h].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_session_duration: Option<Duration>,
+    /// Open connections in total; more get 421 4.7.0; 0 = unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// Open connections per client IP; more get 421 4.7.0; 0 = unlimited [default: 0].
+    #[arg(long, value_name = "N")]
+    max_connections_per_ip: Option<usize>,
+    /// Bare LF/CR in DATA: `reject` (550 5.7.0) or `accept` [default: reject].
+    #[arg(long, value_name = "POLICY")]
+    bare_lf: Option<BareLfPolicy>,
+    /// Accept common command syntax deviations (bare LF line ends, `FROM: <a>`).
+    #[arg(long)]
+    lenient: bool,
+    /// Disable TLS (no STARTTLS, no --tls-listen).
+    #[arg(long)]
+    no_tls: bool,
+    /// TLS certificate chain, PEM [default: a self-signed certificate generated at start].
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// TLS private key, PEM [default: read from --tls-cert].
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// `user:password` lines checked by AUTH (535 5.7.8 on mismatch) [default: accept any].
+    #[arg(long, value_name = "FILE")]
+    auth_users: Option<PathBuf>,
+    /// Refuse MAIL before AUTH with 530 5.7.0.
+    #[arg(long)]
+    auth_required: bool,
+    /// Write each accepted message to DIR/<id>.eml with envelope headers [default: discard].
+    #[arg(long, value_name = "DIR")]
+    capture: Option<PathBuf>,
+    /// Keep the last N messages in memory for the control API [default: 0].
+    #[arg(long, value_name = "N")]
+    keep: Option<usize>,
+    /// Control API address, or `off` [default: 127.0.0.1:8025].
+    #[arg(long, value_name = "ADDR|off", value_parser = parse_control_flag)]
+    control: Option<ControlFlag>,
+    /// Bearer token for the control API (required when not on loopback).
+    #[arg(long, value_name = "TOKEN", env = "MAILSTORM_CONTROL_TOKEN")]
+    control_token: Option<String>,
+    /// Print a stats line on stderr this often; 0 = never [default: 1s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    stats_interval: Option<Duration>,
+    /// No stats line, no informational messages.
+    #[arg(long, short)]
+    quiet: bool,
+    /// How long shutdown waits for sessions [default: 5s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    shutdown_grace: Option<Duration>,
+    /// Print the effective configuration as YAML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+impl Args {
+    /// The file's configuration (or the defaults) with the flags applied.
+    fn config(&self) -> anyhow::Result<SinkConfig> {
+        let mut c = match &self.config {
+            Some(p) => SinkConfig::from_yaml_file(p)?,
+            None => SinkConfig::default(),
+        };
+        if !self.listen.is_empty() {
+            c.listen = self.listen.clone();
+        }
+        if !self.tls_listen.is_empty() {
+            c.tls_listen = self.tls_listen.clone();
+        }
+        macro_rules! opt {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f.clone() { c.$f = v; } )* };
+        }
+        opt!(
+            backlog,
+            max_line_length,
+            max_message_size,
+            max_recipients,
+            max_errors,
+            idle_timeout,
+            max_session_duration,
+            max_connections,
+            max_connections_per_ip,
+            bare_lf,
+            keep,
+            stats_interval,
+            shutdown_grace
+        );
+        if let Some(ControlFlag(addr)) = self.control {
+            c.control = addr;
+        }
+        if self.threads.is_some() {
+            c.threads = self.threads;
+        }
+        if self.hostname.is_some() {
+            c.hostname = self.hostname.clone();
+        }
+        if self.tls_cert.is_some() {
+            c.tls_cert = self.tls_cert.clone();
+        }
+        if self.tls_key.is_some() {
+            c.tls_key = self.tls_key.clone();
+        }
+        if self.auth_users.is_some() {
+            c.auth_users = self.auth_users.clone();
+        }
+        if self.capture.is_some() {
+            c.capture = self.capture.clone();
+        }
+        if self.control_token.is_some() {
+            c.control_token = self.control_token.clone();
+        }
+        c.pin_threads &= !self.no_pin;
+        c.lmtp |= self.lmtp;
+        c.lenient |= self.lenient;
+        c.tls &= !self.no_tls;
+        c.auth_required |= self.auth_required;
+        c.quiet |= self.quiet;
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("mailstorm-sink: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    if args.print_config {
+        print!("{}", config.to_yaml());
+        return ExitCode::SUCCESS;
+    }
+    match run(args, config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mailstorm-sink: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(args: Args, config: SinkConfig) -> anyhow::Result<()> {
+    let quiet = config.quiet;
+    match mailstorm_sink::raise_nofile_limit() {
+        Ok(n) if n < 65536 && !quiet => {
+            eprintln!("mailstorm-sink: warning: open files limit is {n}; heavy load may hit it")
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("mailstorm-sink: warning: cannot read the open files limit: {e}"),
+    }
+    let stats_interval = config.stats_interval;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    // Handlers first: a signal right after "listening" must not kill us.
+    let sigs = {
+        let _rt = rt.enter();
+        Signals::new()?
+    };
+    let sink = Sink::from_config(config.clone())
+        .start()
+        .context("cannot start")?;
+    if !quiet {
+        let threads = config.thread_count();
+        for a in sink.local_addrs() {
+            eprintln!(
+                "mailstorm-sink: listening on {a} ({}, {threads} shards)",
+                proto_name(&config)
+            );
+        }
+        for a in sink.tls_addrs() {
+            eprintln!("mailstorm-sink: listening on {a} (implicit TLS)");
+        }
+        if let Some(a) = sink.control_addr() {
+            eprintln!("mailstorm-sink: control API on http://{a}/");
+        }
+    }
+    rt.block_on(signals(sigs, &args, &sink, stats_interval, quiet));
+    let grace = sink.config().shutdown_grace;
+    if !quiet {
+        eprintln!("mailstorm-sink: shutting down (grace {grace:?})");
+    }
+    let last = sink.shutdown();
+    eprintln!(
+        "mailstorm-sink: final stats: {}",
+        serde_json::to_string(&last)?
+    );
+    Ok(())
+}
+
+fn proto_name(c: &SinkConfig) -> &'static str {
+    if c.lmtp {
+        "LMTP"
+    } else {
+        "SMTP"
+    }
+}
+
+/// The signals the sink reacts to.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Registers the handlers (inside a runtime context).
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+/// Waits for SIGINT/SIGTERM, reloading on SIGHUP and printing stats lines.
+async fn signals(sigs: Signals, args: &Args, sink: &SinkHandle, interval: Duration, quiet: bool) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = sigs;
+    let print = !quiet && !interval.is_zero();
+    let mut tick = tokio::time::interval(if print {
+        interval
+    } else {
+        Duration::from_secs(3600)
+    });
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut prev = sink.stats();
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = hup.recv() => match args.config() {
+                Ok(c) => match sink.reload(c) {
+                    Ok(ignored) if ignored.is_empty() => eprintln!("mailstorm-sink: configuration reloaded"),
+                    Ok(ignored) => eprintln!(
+                        "mailstorm-sink: configuration reloaded; changes to {} need a restart",
+                        ignored.join(", ")
+                    ),
+                    Err(e) => eprintln!("mailstorm-sink: reload failed, keeping the old configuration: {e}"),
+                },
+                Err(e) => eprintln!("mailstorm-sink: reload failed, keeping the old configuration: {e:#}"),
+            },
+            _ = tick.tick(), if print => {
+                let now = sink.stats();
+                eprintln!("{}", stats_line(&prev, &now));
+                prev = now;
+            }
+        }
+    }
+}
+
+/// One stats line: rates over the interval since `prev`.
+fn stats_line(prev: &StatsSnapshot, now: &StatsSnapshot) -> String {
+    let dt = (now.since_reset_secs - prev.since_reset_secs).max(1e-3);
+    let rate = |a: u64, b: u64| b.saturating_sub(a) as f64 / dt;
+    let pc = prev.replies_by_class();
+    let nc = now.replies_by_class();
+    format!(
+        "conns/s {:.0} msgs/s {:.0} MB/s {:.1} open {} replies 2xx {} 3xx {} 4xx {} 5xx {}",
+        rate(prev.connections_total, now.connections_total),
+        rate(prev.messages_accepted, now.messages_accepted),
+        rate(prev.bytes_received, now.bytes_received) / 1e6,
+        now.connections_open,
+        nc[0].saturating_sub(pc[0]),
+        nc[1].saturating_sub(pc[1]),
+        nc[2].saturating_sub(pc[2]),
+        nc[3].saturating_sub(pc[3]),
+    )
+}
+
+/// `--control ADDR|off`. A newtype, because clap reads `Option<Option<T>>` as
+/// "a flag whose value may be omitted", which is not what this is.
+#[derive(Debug, Clone, Copy)]
+struct ControlFlag(Option<SocketAddr>);
+
+fn parse_control_flag(s: &str) -> Result<ControlFlag, String> {
+    parse_control(s).map(ControlFlag)
+}

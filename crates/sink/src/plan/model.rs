@@ -1,0 +1,622 @@
+//! The plan file's shape (serde). Unknown keys are errors everywhere; value
+//! checks that need only one field run while parsing (so the error carries
+//! that field's line and column) and whole-rule checks run when the rule's
+//! mapping ends (the error points at the rule).
+
+use std::fmt;
+
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+/// A fault plan as written: a seed and ordered rules.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSpec {
+    /// Seed of every hash-based decision.
+    #[serde(default)]
+    pub seed: u64,
+    /// Most per-key state entries kept (attempt counters, greylist entries,
+    /// token buckets); the least recently used are evicted past it.
+    #[serde(default = "default_state_cap")]
+    pub state_cap: usize,
+    /// The rules, in order: the first that matches and is selected decides.
+    #[serde(default)]
+    pub rules: Vec<Checked<RuleSpec>>,
+}
+
+fn default_state_cap() -> usize {
+    100_000
+}
+
+/// The stage a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageSel {
+    /// The greeting (a new connection).
+    Connect,
+    /// EHLO / HELO / LHLO.
+    Ehlo,
+    /// STARTTLS.
+    Starttls,
+    /// AUTH.
+    Auth,
+    /// MAIL FROM.
+    Mail,
+    /// RCPT TO.
+    Rcpt,
+    /// The DATA command.
+    Data,
+    /// After the final dot or the last BDAT chunk.
+    DataEnd,
+    /// A BDAT chunk that is not the last.
+    Bdat,
+    /// RSET.
+    Rset,
+    /// QUIT.
+    Quit,
+    /// Every stage above.
+    Any,
+}
+
+/// What makes two attempts "the same request".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyKind {
+    /// The recipient (at data_end: all recipients).
+    Rcpt,
+    /// The reverse-path.
+    Sender,
+    /// The Message-ID header (data_end).
+    MessageId,
+    /// Client IP, sender and recipient(s): the greylisting key.
+    Triplet,
+    /// The SMTP session: reset by STARTTLS (RFC 3207).
+    Session,
+    /// The TCP connection.
+    Connection,
+    /// One ordinal over every match of the rule.
+    Global,
+}
+
+/// Reads a number and checks it inside the parser's visitor, so an error
+/// carries the value's own line and column and key path.
+struct Num<F>(&'static str, F);
+
+impl<'de, T, F: FnOnce(f64) -> Result<T, String>> Visitor<'de> for Num<F> {
+    type Value = T;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
+        (self.1)(v as f64).map_err(E::custom)
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
+        (self.1)(v as f64).map_err(E::custom)
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
+        (self.1)(v).map_err(E::custom)
+    }
+}
+
+fn integer(v: f64, what: &str) -> Result<u64, String> {
+    if v.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&v) {
+        Ok(v as u64)
+    } else {
+        Err(format!("{what} must be a whole number, got {v}"))
+    }
+}
+
+/// A reply code: three digits, 200..=599.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Code(pub u16);
+
+impl<'de> Deserialize<'de> for Code {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Num("a reply code (200..=599)", |v: f64| {
+            let n = integer(v, "a reply code")?;
+            if (200..=599).contains(&n) {
+                Ok(Code(n as u16))
+            } else {
+                Err(format!(
+                    "reply code {n} is out of range; allowed: 200..=599 (4xx/5xx refuse, 2xx/3xx accept)"
+                ))
+            }
+        }))
+    }
+}
+
+/// A probability in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Probability(pub f64);
+
+impl<'de> Deserialize<'de> for Probability {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Num("a probability (0.0..=1.0)", |p: f64| {
+            if (0.0..=1.0).contains(&p) {
+                Ok(Probability(p))
+            } else {
+                Err(format!(
+                    "probability {p} is out of range; allowed: 0.0..=1.0"
+                ))
+            }
+        }))
+    }
+}
+
+/// A count of at least 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Positive(pub u64);
+
+impl<'de> Deserialize<'de> for Positive {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Num(
+            "a whole number >= 1",
+            |v: f64| -> Result<Positive, String> {
+                match integer(v, "a count")? {
+                    0 => Err("0 is not allowed; must be at least 1".to_string()),
+                    n => Ok(Positive(n)),
+                }
+            },
+        ))
+    }
+}
+
+/// A non-negative, finite number (seconds or milliseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct NonNeg(pub f64);
+
+impl<'de> Deserialize<'de> for NonNeg {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(Num("a number >= 0", |v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(NonNeg(v))
+            } else {
+                Err(format!("{v} is not allowed; expected a finite number >= 0"))
+            }
+        }))
+    }
+}
+
+/// One value or a list of values.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrMany<T> {
+    /// A single value.
+    One(T),
+    /// A list.
+    Many(Vec<T>),
+}
+
+impl<T> OneOrMany<T> {
+    /// The values as a slice.
+    pub fn as_slice(&self) -> &[T] {
+        match self {
+            OneOrMany::One(t) => std::slice::from_ref(t),
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// A header condition (data_end).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderSpec {
+    /// Header field name (case-insensitive).
+    pub name: String,
+    /// Regular expression the (first) field's value must match; absent:
+    /// the field only has to be present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// Message size bounds in octets (inclusive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SizeSpec {
+    /// At least this many octets.
+    #[serde(default)]
+    pub min: u64,
+    /// At most this many octets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u64>,
+}
+
+/// Conditions on the session and command; all given ones must hold.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Client address or CIDR block (or a list: any of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<OneOrMany<String>>,
+    /// Glob on the EHLO/HELO argument.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helo: Option<OneOrMany<String>>,
+    /// Glob on the reverse-path (`""` is the null sender).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<OneOrMany<String>>,
+    /// Glob on the recipient (after RCPT: any recipient of the message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<OneOrMany<String>>,
+    /// Recipient domain, exact, case-insensitive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient_domain: Option<OneOrMany<String>>,
+    /// A header field (data_end).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header: Option<HeaderSpec>,
+    /// Message size range (data_end, bdat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<SizeSpec>,
+    /// TLS in use (or not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<bool>,
+    /// Glob on the authenticated user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_user: Option<OneOrMany<String>>,
+}
+
+/// Active time: seconds since the plan was loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Start, seconds (default 0).
+    #[serde(default = "zero")]
+    pub from: NonNeg,
+    /// End, seconds (exclusive); absent: open-ended (or `duty` decides).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<NonNeg>,
+    /// Repeat every `period` seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<NonNeg>,
+    /// With `period`: the active fraction of each period, from `from`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duty: Option<NonNeg>,
+}
+
+fn zero() -> NonNeg {
+    NonNeg(0.0)
+}
+
+/// What a token bucket counts per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateBy {
+    /// Client IP.
+    Ip,
+    /// Reverse-path.
+    Sender,
+    /// Recipient domain.
+    RcptDomain,
+    /// Everything together.
+    Global,
+}
+
+/// A token bucket: fires when the client exceeds `max` per `per_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSpec {
+    /// Bucket size and tokens per period.
+    pub max: Positive,
+    /// The period, seconds (> 0).
+    pub per_seconds: NonNeg,
+    /// What each bucket belongs to.
+    #[serde(default = "rate_by_ip")]
+    pub by: RateBy,
+}
+
+fn rate_by_ip() -> RateBy {
+    RateBy::Ip
+}
+
+/// What a connection cap counts per.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnPer {
+    /// All clients together.
+    Global,
+    /// Each client IP.
+    Ip,
+}
+
+/// Fires at the greeting when more than `max` connections are open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxConnSpec {
+    /// Connections allowed (this one included).
+    pub max: u64,
+    /// Counted per.
+    #[serde(default = "conn_per_ip")]
+    pub per: ConnPer,
+}
+
+fn conn_per_ip() -> ConnPer {
+    ConnPer::Ip
+}
+
+/// `reply`: answer with this instead of the normal reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplySpec {
+    /// Reply code.
+    pub code: Code,
+    /// Enhanced status code (RFC 3463) such as `4.7.1`; its class must
+    /// match the code's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enhanced: Option<String>,
+    /// Reply text (default: a standard text for the code).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// Distribution families for `delay`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistKind {
+    /// `min_ms`..`max_ms`.
+    Uniform,
+    /// `mean_ms`, `stddev_ms`.
+    Normal,
+    /// `median_ms`, `p99_ms`.
+    Lognormal,
+    /// `mean_ms`.
+    Exponential,
+    /// `scale_ms`, `shape`.
+    Pareto,
+}
+
+/// `delay`: wait before the reply; `{ms: 200}` or a seeded distribution.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DelaySpec {
+    /// Fixed delay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ms: Option<NonNeg>,
+    /// A distribution instead of `ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distribution: Option<DistKind>,
+    /// Parameters (milliseconds unless said otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ms: Option<NonNeg>,
+    /// Upper bound of `uniform`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_ms: Option<NonNeg>,
+    /// Mean of `normal` / `exponential`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_ms: Option<NonNeg>,
+    /// Standard deviation of `normal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stddev_ms: Option<NonNeg>,
+    /// Median of `lognormal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub median_ms: Option<NonNeg>,
+    /// 99th percentile of `lognormal`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_ms: Option<NonNeg>,
+    /// Minimum of `pareto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_ms: Option<NonNeg>,
+    /// Tail index of `pareto` (> 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shape: Option<NonNeg>,
+    /// Cap on any sample (default 10 minutes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cap_ms: Option<NonNeg>,
+}
+
+/// How `disconnect` closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseMode {
+    /// Orderly close (FIN).
+    Fin,
+    /// Reset (RST, SO_LINGER 0).
+    Rst,
+}
+
+/// `disconnect`: close without a reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DisconnectSpec {
+    /// FIN or RST (default fin).
+    #[serde(default = "fin")]
+    pub mode: CloseMode,
+    /// Let the client send this many more octets first (e.g. part of the
+    /// message after `DATA`); 0: at once.
+    #[serde(default)]
+    pub after_bytes: u64,
+}
+
+fn fin() -> CloseMode {
+    CloseMode::Fin
+}
+
+/// `stall`: answer, then stop reading for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StallSpec {
+    /// How long, seconds.
+    pub seconds: NonNeg,
+}
+
+/// `throttle`: a slow link for the rest of the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSpec {
+    /// Octets per second, both directions.
+    pub bytes_per_sec: Positive,
+}
+
+/// `split_reply`: send replies in small fragments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitSpec {
+    /// Fragment size in octets (default 1).
+    #[serde(default = "one")]
+    pub fragment_bytes: Positive,
+    /// Pause between fragments, milliseconds (default 5).
+    #[serde(default = "five")]
+    pub gap_ms: u64,
+}
+
+fn one() -> Positive {
+    Positive(1)
+}
+
+fn five() -> u64 {
+    5
+}
+
+/// `greylist`: 450 4.7.1 until the same triplet retries late enough.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GreylistSpec {
+    /// A retry passes once this many seconds have passed since the first
+    /// attempt.
+    pub min_retry_seconds: NonNeg,
+    /// Unretried entries (and passed ones, since their last use) expire
+    /// after this many seconds (default 4 hours).
+    #[serde(default = "four_hours")]
+    pub expire_seconds: NonNeg,
+    /// Reply text for the deferral.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+fn four_hours() -> NonNeg {
+    NonNeg(4.0 * 3600.0)
+}
+
+/// `idle_close`: an unprompted reply and close when the client is idle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdleCloseSpec {
+    /// Idle time before closing, seconds.
+    pub after_seconds: NonNeg,
+    /// The code sent (default 421).
+    #[serde(default = "code_421")]
+    pub code: Code,
+    /// Reply text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+fn code_421() -> Code {
+    Code(421)
+}
+
+/// What a selected rule does. At most one of `reply`, `greylist`,
+/// `disconnect`, `stall`, `idle_close`, `accept`; `delay`, `throttle` and
+/// `split_reply` may accompany it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionSpec {
+    /// Replace the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply: Option<ReplySpec>,
+    /// Wait before replying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<DelaySpec>,
+    /// Close the connection.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disconnect: Option<DisconnectSpec>,
+    /// Stop reading.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<StallSpec>,
+    /// Slow link.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub throttle: Option<ThrottleSpec>,
+    /// Fragment replies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub split_reply: Option<SplitSpec>,
+    /// Greylist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub greylist: Option<GreylistSpec>,
+    /// Close when idle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_close: Option<IdleCloseSpec>,
+    /// Proceed normally (stops later rules from deciding).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub accept: bool,
+}
+
+/// One rule as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    /// A name for events and reports (default `rule<N>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The stage.
+    pub stage: StageSel,
+    /// Conditions.
+    #[serde(default, rename = "match", skip_serializing_if = "is_default")]
+    pub matches: MatchSpec,
+    /// The attempt key (default by stage: rcpt → rcpt; mail, data, bdat,
+    /// data_end → sender; otherwise connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<KeyKind>,
+    /// Select with this probability (hash of seed, rule, key, attempt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probability: Option<Probability>,
+    /// Select attempts N, 2N, 3N, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<Positive>,
+    /// Select attempts 1..=N.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first: Option<u64>,
+    /// Select attempts after the N-th.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// The n-th attempt gets the n-th code (then the last repeats).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sequence: Option<Vec<Code>>,
+    /// Active only in this time window (timing-dependent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSpec>,
+    /// Select only requests over a rate (timing-dependent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<RateLimitSpec>,
+    /// Select only connections over a cap (connect; load-dependent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<MaxConnSpec>,
+    /// What to do.
+    #[serde(default)]
+    pub action: ActionSpec,
+}
+
+fn is_default<T: Default + PartialEq>(t: &T) -> bool {
+    *t == T::default()
+}
+
+/// Types checked as a whole once parsed.
+pub trait Check {
+    /// `Err(message)` when the value is inconsistent.
+    fn check(&self) -> Result<(), String>;
+}
+
+/// A value whose [`Check`] runs inside its own mapping, so the parser
+/// reports the mapping's line and column with the error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(transparent)]
+pub struct Checked<T>(pub T);
+
+impl<'de, T: Deserialize<'de> + Check> Deserialize<'de> for Checked<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de> + Check> Visitor<'de> for V<T> {
+            type Value = Checked<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                let t = T::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                t.check().map_err(de::Error::custom)?;
+                Ok(Checked(t))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData))
+    }
+}

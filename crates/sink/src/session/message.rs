@@ -1,0 +1,121 @@
+//! The end of a message: size and bare-LF policy, the DataEnd hook, storing
+//! and the final reply (one per recipient in LMTP).
+
+use std::io::Write as _;
+
+use super::{Gate, Outcome, Phase, Session, OK_MSG};
+use crate::config::BareLfPolicy;
+use crate::hook::Stage;
+use crate::stats::C;
+use crate::store::Envelope;
+
+impl Session {
+    // ---- end of message ------------------------------------------------
+
+    /// Writes the same reply once (SMTP) or once per recipient (LMTP).
+    fn reply_each(&self, out: &mut Vec<u8>, code: u16, enhanced: &str, text: &str) {
+        let n = if self.s.config.lmtp {
+            self.tx.rcpt_ends.len()
+        } else {
+            1
+        };
+        for _ in 0..n {
+            self.reply(out, Stage::DataEnd, code, enhanced, text);
+        }
+    }
+
+    pub(super) fn end_message(&mut self, out: &mut Vec<u8>) -> Outcome {
+        let refuse = if self.body_over {
+            Some((
+                552,
+                "5.3.4",
+                "Message size exceeds fixed maximum message size",
+            ))
+        } else if self.body_bare && self.s.config.bare_lf == BareLfPolicy::Reject {
+            Some((
+                550,
+                "5.7.0",
+                "Bare LF or CR in message; lines must end with CRLF",
+            ))
+        } else {
+            None
+        };
+        if let Some((code, enh, text)) = refuse {
+            self.reply_each(out, code, enh, text);
+            return self.finish_tx(false);
+        }
+        let custom = match self.gate(Stage::DataEnd, None, b"") {
+            Gate::Go(c) => c,
+            Gate::Refuse(p) => {
+                let n = if self.s.config.lmtp {
+                    self.tx.rcpt_ends.len()
+                } else {
+                    1
+                };
+                for _ in 0..n {
+                    self.reply_pending(out, Stage::DataEnd, &p);
+                }
+                return self.finish_tx(false);
+            }
+            Gate::Stop(o) => return o,
+        };
+        let id = if self.s.keep_bodies {
+            let env = Envelope {
+                mail_from: &self.tx.sender,
+                recipients: self.tx.recipients(),
+                client: self.peer,
+                helo: &self.helo,
+                tls: self.tls,
+                auth_user: self.auth_user.as_deref(),
+            };
+            match self.store.deliver(&self.s, &env, &self.msg) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    if !self.s.config.quiet {
+                        eprintln!("mailstorm-sink: cannot store message: {e}");
+                    }
+                    self.reply_each(out, 451, "4.3.0", "Cannot store message");
+                    return self.finish_tx(false);
+                }
+            }
+        } else {
+            None
+        };
+        self.stats.add(C::MessagesAccepted, 1);
+        self.stats.add(C::MessageBytes, self.body_bytes);
+        if let Some(p) = custom {
+            for _ in 0..(if self.s.config.lmtp {
+                self.tx.rcpt_ends.len()
+            } else {
+                1
+            }) {
+                self.reply_pending(out, Stage::DataEnd, &p);
+            }
+        } else if self.s.config.lmtp {
+            for rcpt in self.tx.recipients().iter() {
+                self.stats.reply(Stage::DataEnd, 250);
+                let _ = write!(out, "250 2.1.5 <{rcpt}> delivered\r\n");
+            }
+        } else if let Some(id) = id {
+            self.stats.reply(Stage::DataEnd, 250);
+            let _ = write!(out, "250 2.0.0 OK: queued as {id}\r\n");
+        } else {
+            self.fixed(out, Stage::DataEnd, 250, OK_MSG);
+        }
+        self.finish_tx(true)
+    }
+
+    fn finish_tx(&mut self, accepted: bool) -> Outcome {
+        if !accepted {
+            self.stats.add(C::MessagesRejected, 1);
+        }
+        self.tx.reset();
+        self.msg.clear();
+        if self.msg.capacity() > 1 << 20 {
+            // Do not hold a large body buffer across idle time.
+            self.msg = Vec::new();
+        }
+        self.phase = Phase::Command;
+        Outcome::Next
+    }
+}

@@ -1,0 +1,536 @@
+//! The protocol state machine. No I/O: [`Session::process`] takes the
+//! buffered input, handles every complete command (and body bytes) in it,
+//! appends all replies to one output buffer and says what the connection
+//! must do next. The connection layer (`conn.rs`) does the reading, the one
+//! write per batch, timeouts and the TLS switch.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use mailstorm_proto::data::{BdatReceiver, DataReceiver};
+use mailstorm_proto::line::{find_line, skip_line};
+use mailstorm_proto::{parse_command, Status};
+
+use crate::auth::AuthExchange;
+use crate::hook::{Decision, Recipients, Stage, StageContext};
+use crate::settings::{Settings, AUTH_LINE_MAX};
+use crate::stats::{CloseReason, ShardStats, C};
+use crate::store::Store;
+
+mod commands;
+mod message;
+
+/// What the connection does after [`Session::process`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Flow {
+    /// Send the replies, then read more input.
+    Read,
+    /// Send the replies, wait, then call `process` again (a hook delay).
+    Delay(Duration),
+    /// Send the replies, drop any buffered input, start the TLS handshake.
+    StartTls,
+    /// Send the replies, then close.
+    Close(CloseReason),
+    /// Close at once without sending anything more (a hook's decision).
+    Abort {
+        /// Reset instead of FIN.
+        rst: bool,
+    },
+}
+
+/// A reply decided before the bytes it answers have been consumed (a BDAT
+/// chunk that must be read and dropped first).
+#[derive(Debug, Clone)]
+struct Pending {
+    code: u16,
+    enhanced: Option<Cow<'static, str>>,
+    text: Cow<'static, str>,
+    /// Counts toward the error limit.
+    error: bool,
+    /// Ends the transaction.
+    reset: bool,
+}
+
+impl Pending {
+    fn fixed(code: u16, enhanced: &'static str, text: &'static str, error: bool) -> Pending {
+        Pending {
+            code,
+            enhanced: Some(Cow::Borrowed(enhanced)),
+            text: Cow::Borrowed(text),
+            error,
+            reset: false,
+        }
+    }
+}
+
+enum Phase {
+    Command,
+    /// Dropping the rest of an over-long line, up to its LF.
+    SkipLine,
+    Data(DataReceiver),
+    Bdat {
+        rx: BdatReceiver,
+        size: u64,
+        last: bool,
+        reject: Option<Pending>,
+        custom: Option<Pending>,
+    },
+    Auth(AuthExchange),
+    /// The message is complete; its final reply is due (re-entered after a
+    /// hook delay).
+    DataEnd,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Greeted {
+    No,
+    Helo,
+    Ehlo,
+}
+
+/// The current mail transaction. Buffers are reused across transactions,
+/// so steady-state commands do not allocate.
+#[derive(Default)]
+pub(crate) struct Tx {
+    pub(crate) active: bool,
+    pub(crate) sender: String,
+    pub(crate) rcpt_buf: String,
+    pub(crate) rcpt_ends: Vec<u32>,
+    binarymime: bool,
+    bdat: bool,
+    bdat_bytes: u64,
+}
+
+impl Tx {
+    fn reset(&mut self) {
+        self.active = false;
+        self.sender.clear();
+        self.rcpt_buf.clear();
+        self.rcpt_ends.clear();
+        self.binarymime = false;
+        self.bdat = false;
+        self.bdat_bytes = 0;
+    }
+
+    pub(crate) fn recipients(&self) -> Recipients<'_> {
+        Recipients {
+            buf: &self.rcpt_buf,
+            ends: &self.rcpt_ends,
+        }
+    }
+}
+
+/// What a command handler tells the loop.
+enum Outcome {
+    /// Consumed; go on with the next input.
+    Next,
+    /// Consumed; stop and let the connection act.
+    Stop(Flow),
+    /// Not consumed: wait, then handle the same input again.
+    Retry(Duration),
+}
+
+/// A hook's verdict reduced to what a handler needs.
+enum Gate {
+    /// Proceed, with a replacement 2xx/3xx reply if `Some`.
+    Go(Option<Pending>),
+    /// The hook refused with this 4xx/5xx reply (not yet written).
+    Refuse(Pending),
+    /// The hook delays or closes: return this.
+    Stop(Outcome),
+}
+
+/// One SMTP/LMTP session's protocol state.
+pub(crate) struct Session {
+    pub(crate) s: Arc<Settings>,
+    stats: Arc<ShardStats>,
+    store: Arc<Store>,
+    pub(crate) id: u64,
+    pub(crate) peer: SocketAddr,
+    phase: Phase,
+    greeted: Greeted,
+    helo: String,
+    /// The negotiated TLS version once TLS is active.
+    pub(crate) tls: Option<&'static str>,
+    auth_user: Option<String>,
+    pub(crate) tx: Tx,
+    /// The body being received when bodies are kept.
+    msg: Vec<u8>,
+    body_bytes: u64,
+    body_bare: bool,
+    body_over: bool,
+    errors: u32,
+    greeting_sent: bool,
+    /// The sink is stopping: the next command gets 421 4.3.2. A shared
+    /// flag written once and only read here, so checking it per command
+    /// costs a load from a cache line no one writes.
+    stopping: Arc<AtomicBool>,
+    /// Skip the hook once: the stage is being re-run after its delay.
+    hook_bypass: bool,
+}
+
+/// Static replies on the hot path are written as bytes.
+const OK_MAIL: &[u8] = b"250 2.1.0 OK\r\n";
+const OK_RCPT: &[u8] = b"250 2.1.5 OK\r\n";
+const OK_DATA: &[u8] = b"354 End data with <CR><LF>.<CR><LF>\r\n";
+const OK_MSG: &[u8] = b"250 2.0.0 OK: message accepted\r\n";
+const OK_GENERIC: &[u8] = b"250 2.0.0 OK\r\n";
+
+impl Session {
+    pub(crate) fn new(
+        s: Arc<Settings>,
+        stats: Arc<ShardStats>,
+        store: Arc<Store>,
+        stopping: Arc<AtomicBool>,
+        id: u64,
+        peer: SocketAddr,
+    ) -> Session {
+        Session {
+            s,
+            stats,
+            store,
+            id,
+            peer,
+            phase: Phase::Command,
+            greeted: Greeted::No,
+            helo: String::new(),
+            tls: None,
+            auth_user: None,
+            tx: Tx::default(),
+            msg: Vec::new(),
+            body_bytes: 0,
+            body_bare: false,
+            body_over: false,
+            errors: 0,
+            greeting_sent: false,
+            stopping,
+            hook_bypass: false,
+        }
+    }
+
+    // ---- replies -------------------------------------------------------
+
+    #[inline]
+    fn fixed(&self, out: &mut Vec<u8>, stage: Stage, code: u16, bytes: &[u8]) {
+        self.stats.reply(stage, code);
+        out.extend_from_slice(bytes);
+    }
+
+    fn reply(&self, out: &mut Vec<u8>, stage: Stage, code: u16, enhanced: &str, text: &str) {
+        self.stats.reply(stage, code);
+        mailstorm_proto::encode::write_reply(out, code, Some(enhanced), text);
+    }
+
+    fn reply_pending(&self, out: &mut Vec<u8>, stage: Stage, p: &Pending) {
+        self.stats.reply(stage, p.code);
+        mailstorm_proto::encode::write_reply(out, p.code, p.enhanced.as_deref(), &p.text);
+    }
+
+    /// An error reply that counts toward the per-session limit; past the
+    /// limit the reply is `421 4.7.0` and the session closes.
+    fn error(
+        &mut self,
+        out: &mut Vec<u8>,
+        stage: Stage,
+        code: u16,
+        enhanced: &str,
+        text: &str,
+    ) -> Outcome {
+        if self.count_error() {
+            return self.too_many_errors(out);
+        }
+        self.reply(out, stage, code, enhanced, text);
+        Outcome::Next
+    }
+
+    /// Counts an error; `true` when the limit is now exceeded.
+    fn count_error(&mut self) -> bool {
+        self.errors += 1;
+        self.errors > self.s.config.max_errors
+    }
+
+    fn too_many_errors(&self, out: &mut Vec<u8>) -> Outcome {
+        self.reply(
+            out,
+            Stage::Session,
+            421,
+            "4.7.0",
+            "Too many errors, closing connection",
+        );
+        Outcome::Stop(Flow::Close(CloseReason::TooManyErrors))
+    }
+
+    /// The greeting, or the hook's replacement. `Flow::Read` means the
+    /// session is open.
+    pub(crate) fn greet(&mut self, out: &mut Vec<u8>) -> Flow {
+        self.greeting_sent = true;
+        match self.gate(Stage::Connect, None, b"") {
+            Gate::Go(None) => {
+                self.stats.reply(Stage::Connect, 220);
+                out.extend_from_slice(&self.s.greeting);
+                Flow::Read
+            }
+            Gate::Go(Some(p)) => {
+                self.reply_pending(out, Stage::Connect, &p);
+                Flow::Read
+            }
+            // A refusing greeting: the hook's reply, then close.
+            Gate::Refuse(p) => {
+                self.reply_pending(out, Stage::Connect, &p);
+                Flow::Close(CloseReason::Hook)
+            }
+            Gate::Stop(Outcome::Retry(d)) => {
+                self.greeting_sent = false;
+                Flow::Delay(d)
+            }
+            Gate::Stop(Outcome::Stop(f)) => f,
+            Gate::Stop(Outcome::Next) => Flow::Read,
+        }
+    }
+
+    /// `true` until the greeting went out (a hook may delay it).
+    pub(crate) fn greeting_pending(&self) -> bool {
+        !self.greeting_sent
+    }
+
+    /// `421 4.7.0` at the greeting for a connection over the limits.
+    pub(crate) fn refuse_busy(&self, out: &mut Vec<u8>) {
+        self.reply(
+            out,
+            Stage::Connect,
+            421,
+            "4.7.0",
+            "Too many connections, try again later",
+        );
+    }
+
+    /// `421 4.4.2` for an idle or too-long session.
+    pub(crate) fn timeout(&self, out: &mut Vec<u8>) {
+        self.reply(
+            out,
+            Stage::Session,
+            421,
+            "4.4.2",
+            "Timeout exceeded, closing connection",
+        );
+    }
+
+    /// After a successful STARTTLS handshake (RFC 3207 §4.2): forget
+    /// everything learned from the client before it.
+    pub(crate) fn tls_started(&mut self, version: &'static str) {
+        self.tls = Some(version);
+        self.greeted = Greeted::No;
+        self.helo.clear();
+        self.auth_user = None;
+        self.tx.reset();
+        self.phase = Phase::Command;
+    }
+
+    // ---- the loop ------------------------------------------------------
+
+    /// Handles everything complete in `buf`. Returns the bytes consumed and
+    /// what to do next; replies are appended to `out`.
+    pub(crate) fn process(&mut self, buf: &[u8], out: &mut Vec<u8>) -> (usize, Flow) {
+        let mut pos = 0;
+        loop {
+            let input = &buf[pos..];
+            let outcome = match &mut self.phase {
+                Phase::Command => {
+                    if input.is_empty() {
+                        return (pos, Flow::Read);
+                    }
+                    if self.stopping.load(Ordering::Relaxed) {
+                        self.reply(out, Stage::Session, 421, "4.3.2", "Shutting down");
+                        return (buf.len(), Flow::Close(CloseReason::Shutdown));
+                    }
+                    match parse_command(input, &self.s.parser) {
+                        Ok(Status::Partial) => return (pos, Flow::Read),
+                        Ok(Status::Complete((cmd, n))) => {
+                            let line = trim_crlf(&input[..n]);
+                            match self.command(cmd, line, out) {
+                                Outcome::Retry(d) => return (pos, Flow::Delay(d)),
+                                Outcome::Stop(Flow::StartTls) => {
+                                    // RFC 3207 §5: anything pipelined after
+                                    // STARTTLS is discarded (injection defence).
+                                    return (buf.len(), Flow::StartTls);
+                                }
+                                Outcome::Stop(f) => return (pos + n, f),
+                                Outcome::Next => {
+                                    pos += n;
+                                    Outcome::Next
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            self.stats.add(C::Commands, 1);
+                            pos += e.consumed;
+                            if !e.line_complete {
+                                self.phase = Phase::SkipLine;
+                            }
+                            let r = e.reply();
+                            self.error(out, Stage::Invalid, r.code, r.enhanced, r.text)
+                        }
+                    }
+                }
+                Phase::SkipLine => match skip_line(input) {
+                    Some(n) => {
+                        pos += n;
+                        self.phase = Phase::Command;
+                        Outcome::Next
+                    }
+                    None => return (buf.len(), Flow::Read),
+                },
+                Phase::Data(rx) => {
+                    let status = if self.s.keep_bodies {
+                        rx.unstuff(input, &mut self.msg)
+                    } else {
+                        // Discard mode: find the end in place, copy nothing.
+                        rx.discard(input)
+                    };
+                    match status {
+                        Status::Partial => return (buf.len(), Flow::Read),
+                        Status::Complete(n) => {
+                            pos += n;
+                            let st = rx.stats();
+                            self.body_bytes = st.bytes;
+                            self.body_bare = st.bare_lf || st.bare_cr;
+                            self.body_over = st.over_limit;
+                            self.phase = Phase::DataEnd;
+                            Outcome::Next
+                        }
+                    }
+                }
+                Phase::Bdat {
+                    rx,
+                    size,
+                    last,
+                    reject,
+                    custom,
+                } => {
+                    let (chunk, done) = rx.take(input);
+                    if reject.is_none() && self.s.keep_bodies {
+                        self.msg.extend_from_slice(chunk);
+                    }
+                    pos += chunk.len();
+                    if !done {
+                        return (pos, Flow::Read);
+                    }
+                    let (size, last, reject, custom) = (*size, *last, reject.take(), custom.take());
+                    self.phase = Phase::Command;
+                    self.bdat_done(size, last, reject, custom, out)
+                }
+                Phase::Auth(_) => {
+                    if input.is_empty() {
+                        return (pos, Flow::Read);
+                    }
+                    match find_line(input, AUTH_LINE_MAX, true) {
+                        Ok(Status::Partial) => return (pos, Flow::Read),
+                        Ok(Status::Complete(l)) => {
+                            pos += l.total_len;
+                            self.auth_continue(&input[..l.content_len], out)
+                        }
+                        Err(e) => {
+                            pos += e.consumed;
+                            self.phase = if e.line_complete {
+                                Phase::Command
+                            } else {
+                                Phase::SkipLine
+                            };
+                            self.stats.add(C::AuthFailures, 1);
+                            self.error(out, Stage::Auth, 501, "5.5.2", "Bad AUTH response line")
+                        }
+                    }
+                }
+                Phase::DataEnd => self.end_message(out),
+            };
+            match outcome {
+                Outcome::Next => {}
+                Outcome::Stop(f) => return (pos, f),
+                Outcome::Retry(d) => return (pos, Flow::Delay(d)),
+            }
+        }
+    }
+
+    // ---- hook ----------------------------------------------------------
+
+    /// Consults the hook (if any) for `stage`.
+    fn gate(&mut self, stage: Stage, rcpt: Option<&str>, command: &[u8]) -> Gate {
+        let Some(hook) = &self.s.hook else {
+            return Gate::Go(None);
+        };
+        if std::mem::take(&mut self.hook_bypass) {
+            return Gate::Go(None);
+        }
+        let ctx = StageContext {
+            stage,
+            session_id: self.id,
+            peer: self.peer,
+            helo: (self.greeted != Greeted::No).then_some(self.helo.as_str()),
+            sender: self.tx.active.then_some(self.tx.sender.as_str()),
+            recipients: self.tx.recipients(),
+            rcpt,
+            tls: self.tls.is_some(),
+            auth_user: self.auth_user.as_deref(),
+            message_size: if stage == Stage::Bdat {
+                self.tx.bdat_bytes
+            } else {
+                self.body_bytes
+            },
+            message: (stage == Stage::DataEnd && self.s.keep_bodies).then_some(&self.msg[..]),
+            command,
+        };
+        match hook.decide(&ctx) {
+            Decision::Accept => Gate::Go(None),
+            Decision::Delay(d) => {
+                self.hook_bypass = true;
+                Gate::Stop(Outcome::Retry(d))
+            }
+            Decision::Close { rst } => Gate::Stop(Outcome::Stop(Flow::Abort { rst })),
+            Decision::Reply {
+                code,
+                enhanced,
+                text,
+            } => {
+                let p = Pending {
+                    code,
+                    enhanced,
+                    text,
+                    error: false,
+                    reset: false,
+                };
+                if code < 400 {
+                    Gate::Go(Some(p))
+                } else {
+                    Gate::Refuse(Pending { reset: true, ..p })
+                }
+            }
+        }
+    }
+
+    /// [`Session::gate`] for command stages: a refusal is answered here.
+    /// `Ok(custom)` proceeds; `Err(outcome)` is returned by the handler.
+    fn pass(
+        &mut self,
+        stage: Stage,
+        rcpt: Option<&str>,
+        command: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Pending>, Outcome> {
+        match self.gate(stage, rcpt, command) {
+            Gate::Go(c) => Ok(c),
+            Gate::Refuse(p) => {
+                self.reply_pending(out, stage, &p);
+                Err(Outcome::Next)
+            }
+            Gate::Stop(o) => Err(o),
+        }
+    }
+}
+
+fn trim_crlf(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}

@@ -246,13 +246,33 @@ pub(crate) fn parse_path(
     base: usize,
     allow_postmaster: bool,
 ) -> Result<(Path<'_>, usize), Error> {
+    let bad = |at: usize| Error::at(ErrorKind::InvalidAddress, base + at, 0);
     if s.first() != Some(&b'<') {
-        return Err(Error::at(ErrorKind::InvalidAddress, base, 0));
+        return Err(bad(0));
     }
-    // A quoted local part may contain '>', so find the closing bracket after it.
-    let mut search_from = 1;
-    if s.get(1) == Some(&b'"') {
-        let mut i = 2;
+    if s.get(1) == Some(&b'>') {
+        return Ok((Path::Null, 2));
+    }
+    // Source route `@a,@b:` (RFC 5321 §4.1.2): accepted and dropped. It holds
+    // no quotes, so the first ':' ends it.
+    let mut start = 1;
+    if s.get(1) == Some(&b'@') {
+        let colon = memchr::memchr2(b':', b'>', &s[1..])
+            .map(|p| p + 1)
+            .filter(|&p| s[p] == b':')
+            .ok_or(bad(1))?;
+        for hop in s[1..colon].split(|&c| c == b',') {
+            let ok = hop.len() > 1 && hop[0] == b'@' && check_domain(&hop[1..]).is_ok();
+            if !ok {
+                return Err(bad(1));
+            }
+        }
+        start = colon + 1;
+    }
+    // A quoted local part may contain '>': look for the bracket after it.
+    let mut search_from = start;
+    if s.get(start) == Some(&b'"') {
+        let mut i = start + 1;
         while i < s.len() && s[i] != b'"' {
             i += if s[i] == b'\\' { 2 } else { 1 };
         }
@@ -260,28 +280,8 @@ pub(crate) fn parse_path(
     }
     let close = memchr::memchr(b'>', &s[search_from..])
         .map(|p| p + search_from)
-        .ok_or(Error::at(ErrorKind::InvalidAddress, base + s.len(), 0))?;
-    let mut inner = &s[1..close];
-    let mut inner_base = base + 1;
-    if inner.is_empty() {
-        return Ok((Path::Null, close + 1));
-    }
-    if inner[0] == b'@' {
-        let colon = memchr::memchr(b':', inner).ok_or(Error::at(
-            ErrorKind::InvalidAddress,
-            inner_base,
-            0,
-        ))?;
-        for hop in inner[..colon].split(|&c| c == b',') {
-            let ok = hop.len() > 1 && hop[0] == b'@' && check_domain(&hop[1..]).is_ok();
-            if !ok {
-                return Err(Error::at(ErrorKind::InvalidAddress, inner_base, 0));
-            }
-        }
-        inner = &inner[colon + 1..];
-        inner_base += colon + 1;
-    }
-    let addr = parse_mailbox(inner, inner_base, allow_postmaster)?;
+        .ok_or(bad(s.len()))?;
+    let addr = parse_mailbox(&s[start..close], base + start, allow_postmaster)?;
     Ok((Path::Mailbox(addr), close + 1))
 }
 
@@ -315,6 +315,10 @@ mod tests {
             panic!()
         };
         assert_eq!(a.as_str(), "u@x.org");
+        let Path::Mailbox(a) = path("<@a.example:\"x>y\"@b.example>").unwrap() else {
+            panic!()
+        };
+        assert_eq!(a.as_str(), "\"x>y\"@b.example");
         let Path::Mailbox(a) = path("<u@[192.0.2.1]>").unwrap() else {
             panic!()
         };

@@ -3,7 +3,7 @@
 
 use crate::address::{check_domain, parse_mailbox, parse_path};
 use crate::line::find_line;
-use crate::params::{parse_mail_params, parse_rcpt_params};
+use crate::params::{parse_decimal, parse_mail_params, parse_rcpt_params};
 use crate::verb::pack_upper;
 use crate::{Error, ErrorKind, MailParams, Path, RcptParams, Status, DEFAULT_MAX_COMMAND_LINE};
 
@@ -201,17 +201,24 @@ fn parse_line(line: &[u8], lenient: bool) -> Result<Command<'_>, Error> {
         }),
         MAIL => {
             let (from, rest, rest_at) =
-                parse_path_arg(args, args_at, FROM_COLON, 5, lenient, false)?;
+                parse_path_arg(args, args_at, FROM_COLON, 5, lenient, false).map_err(|mut e| {
+                    if e.kind == ErrorKind::InvalidAddress {
+                        e.kind = ErrorKind::InvalidSender;
+                    }
+                    e
+                })?;
             let params = parse_mail_params(rest, rest_at)?;
             if !from.is_ascii() && !params.smtputf8 {
-                return Err(Error::at(ErrorKind::NonAscii, args_at, 0));
+                let first = args.iter().position(|&c| c >= 0x80).unwrap_or(0);
+                return Err(Error::at(ErrorKind::NonAscii, args_at + first, 0));
             }
             Ok(Command::Mail { from, params })
         }
         RCPT => {
             let (to, rest, rest_at) = parse_path_arg(args, args_at, TO_COLON, 3, lenient, true)?;
             if to.is_null() {
-                return Err(Error::at(ErrorKind::InvalidAddress, args_at, 0));
+                let path_at = args.iter().position(|&c| c == b'<').unwrap_or(0);
+                return Err(Error::at(ErrorKind::InvalidAddress, args_at + path_at, 0));
             }
             let params = parse_rcpt_params(rest, rest_at)?;
             Ok(Command::Rcpt { to, params })
@@ -307,13 +314,7 @@ fn parse_path_arg(
 
 fn parse_bdat(args: &[u8], at: usize) -> Result<Command<'_>, Error> {
     let size_end = memchr::memchr(b' ', args).unwrap_or(args.len());
-    let digits = &args[..size_end];
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return Err(syntax(at));
-    }
-    let size = digits
-        .iter()
-        .fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));
+    let size = parse_decimal(&args[..size_end]).ok_or(syntax(at))?;
     let last = match &args[size_end..] {
         [] => false,
         [b' ', word @ ..] if pack_upper(word) == LAST => true,

@@ -170,7 +170,10 @@ impl DataReceiver {
                             run_start = i + 1;
                             self.state = State::DotCr;
                         }
-                        b'\n' if !strict => return self.done(i + 1),
+                        b'\n' if !strict => {
+                            self.stats.bare_lf = true;
+                            return self.done(i + 1);
+                        }
                         // A stuffed dot (RFC 5321 §4.5.2): dropped; `c` starts the run.
                         _ => self.content(c, strict),
                     },

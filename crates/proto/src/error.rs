@@ -16,8 +16,10 @@ pub enum ErrorKind {
     BareLf,
     /// The verb is known but its arguments are malformed.
     Syntax,
-    /// A MAIL/RCPT path could not be parsed.
+    /// A RCPT forward-path could not be parsed.
     InvalidAddress,
+    /// A MAIL reverse-path could not be parsed (RFC 3463: X.1.7).
+    InvalidSender,
     /// A MAIL/RCPT parameter is not recognised.
     UnknownParameter,
     /// A MAIL/RCPT parameter value is malformed or duplicated.
@@ -78,7 +80,8 @@ impl Error {
             ErrorKind::BareCr => (500, "5.5.2", "Bare CR in command"),
             ErrorKind::BareLf => (500, "5.5.2", "Bare LF in command; lines end with CRLF"),
             ErrorKind::Syntax => (501, "5.5.4", "Syntax error in parameters or arguments"),
-            ErrorKind::InvalidAddress => (501, "5.1.3", "Bad address syntax"),
+            ErrorKind::InvalidAddress => (501, "5.1.3", "Bad recipient address syntax"),
+            ErrorKind::InvalidSender => (501, "5.1.7", "Bad sender address syntax"),
             ErrorKind::UnknownParameter => (555, "5.5.4", "Unsupported parameter"),
             ErrorKind::InvalidParameter => (501, "5.5.4", "Invalid parameter value"),
             ErrorKind::NonAscii => (553, "5.6.7", "Non-ASCII address requires SMTPUTF8"),
@@ -101,6 +104,7 @@ impl fmt::Display for ErrorKind {
             ErrorKind::BareLf => "bare LF",
             ErrorKind::Syntax => "syntax error",
             ErrorKind::InvalidAddress => "invalid address",
+            ErrorKind::InvalidSender => "invalid sender address",
             ErrorKind::UnknownParameter => "unknown parameter",
             ErrorKind::InvalidParameter => "invalid parameter",
             ErrorKind::NonAscii => "non-ASCII without SMTPUTF8",

@@ -113,18 +113,21 @@ fn value_str(v: Option<&[u8]>, at: usize) -> Result<&str, Error> {
 }
 
 fn parse_number(v: Option<&[u8]>, at: usize) -> Result<u64, Error> {
-    let v = v.ok_or(invalid(at))?;
-    if v.is_empty() || v.len() > 19 {
-        return Err(invalid(at));
+    v.and_then(parse_decimal).ok_or(invalid(at))
+}
+
+/// A non-empty run of ASCII digits that fits in a `u64` (RFC 1870 allows 20
+/// digits); `None` on anything else, including overflow.
+pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 20 {
+        return None;
     }
-    let mut n: u64 = 0;
-    for &c in v {
+    digits.iter().try_fold(0u64, |n, &c| {
         if !c.is_ascii_digit() {
-            return Err(invalid(at));
+            return None;
         }
-        n = n * 10 + u64::from(c - b'0');
-    }
-    Ok(n)
+        n.checked_mul(10)?.checked_add(u64::from(c - b'0'))
+    })
 }
 
 fn set_once<T>(slot: &mut Option<T>, v: T, at: usize) -> Result<(), Error> {

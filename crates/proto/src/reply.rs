@@ -139,7 +139,8 @@ fn parse_code(line: &[u8]) -> Result<u16, usize> {
 /// code and the number of bytes to strip (the space included).
 #[inline]
 fn parse_enhanced(text: &[u8], class: u8) -> Option<(EnhancedCode, usize)> {
-    if text.len() < 5 || text[0] != b'0' + class || text[1] != b'.' {
+    // RFC 3463 classes are 2, 4 and 5 only; a 3xx reply carries none.
+    if class == 3 || text.len() < 5 || text[0] != b'0' + class || text[1] != b'.' {
         return None;
     }
     // Reads 1..=3 digits from `i`; returns the value and the index after them.

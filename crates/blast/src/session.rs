@@ -569,7 +569,9 @@ impl Conn {
             ok |= f.ok();
             tmp |= f.code / 100 == 4;
         }
-        self.dirty = false;
+        // Without an accepted recipient the server refused the data but the
+        // transaction (MAIL) is still open: RSET before the next one.
+        self.dirty = m.ok() && accepted == 0;
         let outcome = if !m.ok() {
             Outcome::from_code(m.code)
         } else if accepted == 0 {

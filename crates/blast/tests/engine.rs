@@ -319,7 +319,6 @@ fn replies_are_accounted_per_stage_and_enhanced_code() {
     };
     let r = run(cfg, sink.local_addr());
     let c = r.totals.counters;
-    eprintln!("{:?}\n{:?}", r.totals.replies_by_stage(), sink.stats().replies);
     assert_eq!(c.accepted + c.rejected, 400, "{c:?}");
     assert!(c.rejected > 100 && c.accepted > 100, "{c:?}");
     assert_eq!(replies(&r, "rcpt", "550 5.1.1"), c.rejected);

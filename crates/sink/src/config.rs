@@ -110,6 +110,10 @@ pub struct SinkConfig {
     /// How long shutdown waits for sessions to finish.
     #[serde(with = "duration_serde")]
     pub shutdown_grace: Duration,
+    /// Fault plan file (YAML or JSON); reloaded on SIGHUP.
+    pub plan: Option<PathBuf>,
+    /// Append one JSON line per injected fault to this file.
+    pub events: Option<PathBuf>,
 }
 
 impl Default for SinkConfig {
@@ -145,6 +149,8 @@ impl Default for SinkConfig {
             stats_interval: Duration::from_secs(1),
             quiet: false,
             shutdown_grace: Duration::from_secs(5),
+            plan: None,
+            events: None,
         }
     }
 }

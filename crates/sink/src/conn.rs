@@ -132,6 +132,55 @@ pub(crate) async fn run(tcp: TcpStream, peer: SocketAddr, mut ctx: ConnCtx) {
     };
     let admitted = guard.admission.is_some();
     guard.reason = run_inner(tcp, &mut sess, &mut bufs, &mut dl, &mut ctx, admitted).await;
+    sess.report_end();
+}
+
+/// Writes `buf` shaped by a fault: in `split` fragments and/or at the
+/// throttled rate.
+async fn write_shaped<S: Transport>(
+    stream: &mut S,
+    buf: &[u8],
+    split: Option<(usize, Duration)>,
+    rate: Option<u64>,
+    timer: &mut Pin<&mut Sleep>,
+    dl: &Deadlines,
+) -> Result<(), CloseReason> {
+    let chunk = split.map_or_else(|| (rate.unwrap_or(1) / 20).max(1) as usize, |(n, _)| n);
+    for part in buf.chunks(chunk.max(1)) {
+        write_reply_batch(stream, part, timer, dl).await?;
+        let mut pause = split.map_or(Duration::ZERO, |(_, gap)| gap);
+        if let Some(r) = rate {
+            pause = pause.max(Duration::from_secs_f64(part.len() as f64 / r as f64));
+        }
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+    }
+    Ok(())
+}
+
+/// After an injected 421 the sink has closed its side; it keeps reading a
+/// little to count what the client still sends (a violation, except QUIT).
+async fn count_after_421<S: Transport>(stream: &mut S, sess: &mut Session) {
+    let mut buf = Vec::with_capacity(1024);
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        buf.reserve(1024);
+        match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 && buf.len() < 64 * 1024 => {}
+            _ => break,
+        }
+    }
+    for line in buf
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.trim_ascii().is_empty())
+    {
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"QUIT") {
+            sess.report.quit_after_421 = true;
+        } else {
+            sess.report.commands_after_421 += 1;
+        }
+    }
 }
 
 async fn run_inner(
@@ -271,10 +320,26 @@ async fn serve<S: Transport>(
         // One write for everything the last batch produced.
         if !bufs.out.is_empty() {
             stats.add(C::Writes, 1);
-            let res = write_reply_batch(stream, &bufs.out, &mut timer, dl).await;
+            let split = sess.io.split.take();
+            let res = if split.is_some() || sess.io.throttle.is_some() {
+                write_shaped(stream, &bufs.out, split, sess.io.throttle, &mut timer, dl).await
+            } else {
+                write_reply_batch(stream, &bufs.out, &mut timer, dl).await
+            };
             bufs.out.clear();
             if let Err(r) = res {
                 return Exit::Closed(r);
+            }
+        }
+        if let Some(d) = sess.io.stall.take() {
+            // A stalled server: neither reads nor answers.
+            tokio::time::sleep(d).await;
+            dl.last_input = Instant::now();
+        }
+        if let Some((after, _)) = &sess.io.idle_close {
+            if dl.idle != *after {
+                dl.idle = *after;
+                timer.as_mut().reset(dl.next());
             }
         }
         match flow {
@@ -296,6 +361,9 @@ async fn serve<S: Transport>(
             }
             Flow::Close(r) => {
                 let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                if sess.io.sent_421 && sess.report.tracked {
+                    count_after_421(stream, sess).await;
+                }
                 return Exit::Closed(r);
             }
             Flow::Abort { rst } => {
@@ -324,11 +392,29 @@ async fn serve<S: Transport>(
                 Ok(n) => {
                     stats.add(C::BytesReceived, n as u64);
                     dl.last_input = Instant::now();
+                    if let Some((left, rst)) = sess.io.cut_after {
+                        if n as u64 >= left {
+                            if rst {
+                                let _ = socket2::SockRef::from(stream.tcp()).set_linger(Some(Duration::ZERO));
+                            }
+                            return Exit::Closed(CloseReason::Hook);
+                        }
+                        sess.io.cut_after = Some((left - n as u64, rst));
+                    }
+                    if let Some(rate) = sess.io.throttle {
+                        tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
+                    }
                 }
                 Err(_) => return Exit::Closed(CloseReason::IoError),
             },
             () = timer.as_mut() => {
                 match dl.expired(Instant::now()) {
+                    Some(CloseReason::IdleTimeout) if sess.io.idle_close.is_some() => {
+                        let reply = sess.io.idle_close.take().map(|(_, r)| r).unwrap_or_default();
+                        let _ = write_with_timeout(stream, &reply, Duration::from_secs(1)).await;
+                        let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
+                        return Exit::Closed(CloseReason::Hook);
+                    }
                     Some(reason) => {
                         sess.timeout(&mut bufs.out);
                         let _ = write_with_timeout(stream, &bufs.out, Duration::from_secs(1)).await;

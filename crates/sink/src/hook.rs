@@ -130,6 +130,45 @@ pub enum Decision {
         /// Abort with a TCP reset.
         rst: bool,
     },
+    /// Several effects at once (fault plans): an optional delay, then
+    /// `then`, plus connection-level effects.
+    Fault(Box<Fault>),
+}
+
+/// A composite decision ([`Decision::Fault`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fault {
+    /// Wait this long first (replies already produced are sent first).
+    pub delay: Option<Duration>,
+    /// Then this (not itself a `Fault`).
+    pub then: Decision,
+    /// Close after the client sent this many more octets (and `true`: with
+    /// a reset).
+    pub disconnect_after: Option<(u64, bool)>,
+    /// After the replies, stop reading for this long.
+    pub stall: Option<Duration>,
+    /// Limit the connection to this many octets per second from now on.
+    pub throttle: Option<u64>,
+    /// Write the next replies in fragments of this size, this far apart.
+    pub split_reply: Option<(usize, Duration)>,
+    /// From now on, when the client is idle this long, send this reply
+    /// (code, enhanced code, text) unprompted and close.
+    pub idle_close: Option<(Duration, u16, String, String)>,
+}
+
+impl Fault {
+    /// A fault that only does `then`.
+    pub fn new(then: Decision) -> Fault {
+        Fault {
+            delay: None,
+            then,
+            disconnect_after: None,
+            stall: None,
+            throttle: None,
+            split_reply: None,
+            idle_close: None,
+        }
+    }
 }
 
 /// The accepted recipients of the current transaction, in RCPT order.
@@ -235,7 +274,29 @@ impl<'a> StageContext<'a> {
 pub trait StageHook: Send + Sync {
     /// What to do at `ctx.stage`.
     fn decide(&self, ctx: &StageContext<'_>) -> Decision;
+
+    /// A session starts (before its greeting is decided). Return `true` to
+    /// get [`StageHook::session_closed`] when it ends.
+    fn session_opened(&self, peer: SocketAddr, now: std::time::Instant) -> bool {
+        let _ = (peer, now);
+        false
+    }
+
+    /// A session for which [`StageHook::session_opened`] returned `true`
+    /// ended.
+    fn session_closed(&self, end: &SessionEnd) {
+        let _ = end;
+    }
+
+    /// Whether [`StageContext::message`] should hold at least the header
+    /// block at [`Stage::DataEnd`] even in discard mode (checked per
+    /// message).
+    fn wants_headers(&self) -> bool {
+        false
+    }
 }
+
+pub use crate::plan::SessionEnd;
 
 /// A hook from a closure.
 impl<F> StageHook for F

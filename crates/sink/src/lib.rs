@@ -67,6 +67,9 @@ pub enum SinkError {
     /// The control API could not start.
     #[error(transparent)]
     Control(#[from] control::ControlError),
+    /// The fault plan (or its events file) could not be loaded.
+    #[error(transparent)]
+    Plan(#[from] plan::PlanError),
 }
 
 /// Entry point: [`Sink::builder`].
@@ -81,6 +84,7 @@ impl Sink {
             config: SinkConfig::embedded(),
             listen_set: false,
             hook: None,
+            engine: None,
         }
     }
 
@@ -90,6 +94,7 @@ impl Sink {
             config,
             listen_set: true,
             hook: None,
+            engine: None,
         }
     }
 }
@@ -100,6 +105,7 @@ pub struct SinkBuilder {
     config: SinkConfig,
     listen_set: bool,
     hook: Option<Arc<dyn StageHook>>,
+    engine: Option<Arc<plan::Engine>>,
 }
 
 impl std::fmt::Debug for SinkBuilder {
@@ -222,6 +228,21 @@ impl SinkBuilder {
         self
     }
 
+    /// Installs a fault engine as the hook; the control API then serves
+    /// `GET/PUT /plan` and `GET /clients` from it. Created automatically
+    /// when the configuration names a `plan` or `events` file.
+    pub fn fault_engine(mut self, engine: Arc<plan::Engine>) -> Self {
+        self.hook = Some(engine.clone());
+        self.engine = Some(engine);
+        self
+    }
+
+    /// Loads this fault plan at start (and on [`SinkHandle::reload`]).
+    pub fn plan_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config.plan = Some(path.into());
+        self
+    }
+
     /// The configuration so far, to change anything without a setter.
     pub fn config_mut(&mut self) -> &mut SinkConfig {
         &mut self.config
@@ -230,7 +251,25 @@ impl SinkBuilder {
     /// Binds the listeners and starts the shards (and the control API when
     /// configured). Works inside or outside a tokio runtime: shards run on
     /// their own threads.
-    pub fn start(self) -> Result<SinkHandle, SinkError> {
+    pub fn start(mut self) -> Result<SinkHandle, SinkError> {
+        if self.engine.is_none()
+            && self.hook.is_none()
+            && (self.config.plan.is_some() || self.config.events.is_some())
+        {
+            self = self.fault_engine(Arc::new(plan::Engine::new()));
+        }
+        if let Some(e) = &self.engine {
+            if let Some(p) = &self.config.plan {
+                e.load_file(p)?;
+            }
+            if let Some(ev) = &self.config.events {
+                e.set_events_file(ev)
+                    .map_err(|source| plan::PlanError::Read {
+                        path: ev.clone(),
+                        source,
+                    })?;
+            }
+        }
         let config = self.config;
         let settings = Settings::build(config.clone(), self.hook.clone())?;
         let shards = config.thread_count();
@@ -247,6 +286,7 @@ impl SinkBuilder {
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             grace_ms: AtomicU64::new(config.shutdown_grace.as_millis() as u64),
             hook: self.hook,
+            engine: self.engine,
         });
         let control = match config.control {
             Some(addr) => Some(control::spawn(
@@ -329,6 +369,11 @@ impl SinkHandle {
         self.shared.stats.snapshot()
     }
 
+    /// The fault engine, when one is installed.
+    pub fn fault_engine(&self) -> Option<&Arc<plan::Engine>> {
+        self.shared.engine.as_ref()
+    }
+
     /// Zeroes the counters (gauges excepted).
     pub fn reset_stats(&self) {
         self.shared.stats.reset();
@@ -389,6 +434,10 @@ impl SinkHandle {
         config.tls_listen = o.tls_listen.clone();
         config.threads = o.threads;
         let new = Settings::build(config, self.shared.hook.clone())?;
+        // The plan last: when it fails, nothing has changed.
+        if let (Some(e), Some(p)) = (&self.shared.engine, &new.config.plan) {
+            e.load_file(p)?;
+        }
         *self
             .shared
             .settings
@@ -449,11 +498,35 @@ impl control::ControlBackend for Backend {
     }
 
     fn metrics_text(&self) -> String {
-        self.0.stats.snapshot().to_prometheus()
+        let mut m = self.0.stats.snapshot().to_prometheus();
+        if let Some(e) = &self.0.engine {
+            m.push_str(&e.metrics_text());
+        }
+        m
     }
 
     fn reset(&self) {
         self.0.stats.reset();
+        if let Some(e) = &self.0.engine {
+            e.reset_referee();
+        }
+    }
+
+    fn plan_yaml(&self) -> Option<String> {
+        let e = self.0.engine.as_ref()?;
+        Some(e.plan_yaml().unwrap_or_else(|| "rules: []\n".into()))
+    }
+
+    fn put_plan(&self, body: &[u8], content_type: Option<&str>) -> Option<Result<(), String>> {
+        let e = self.0.engine.as_ref()?;
+        Some(
+            e.load_bytes(body, content_type, "PUT /plan")
+                .map_err(|e| e.to_string()),
+        )
+    }
+
+    fn clients_json(&self) -> Option<serde_json::Value> {
+        Some(self.0.engine.as_ref()?.clients_json())
     }
 
     fn messages(&self) -> serde_json::Value {

@@ -117,6 +117,13 @@ struct Args {
     /// How long shutdown waits for sessions [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     shutdown_grace: Option<Duration>,
+    /// Fault plan (YAML or JSON; see configs/*.yaml); replaced by `PUT /plan`,
+    /// reloaded on SIGHUP [default: none].
+    #[arg(long, value_name = "FILE")]
+    plan: Option<PathBuf>,
+    /// Append one JSON line per injected fault to FILE.
+    #[arg(long, value_name = "FILE")]
+    events: Option<PathBuf>,
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     print_config: bool,
@@ -174,6 +181,12 @@ impl Args {
         if self.capture.is_some() {
             c.capture = self.capture.clone();
         }
+        if self.plan.is_some() {
+            c.plan = self.plan.clone();
+        }
+        if self.events.is_some() {
+            c.events = self.events.clone();
+        }
         if self.control_token.is_some() {
             c.control_token = self.control_token.clone();
         }
@@ -228,7 +241,10 @@ fn run(args: Args, config: SinkConfig) -> anyhow::Result<()> {
         let _rt = rt.enter();
         Signals::new()?
     };
+    // Always installed, so `PUT /plan` works without --plan; with no plan a
+    // decision is one atomic load.
     let sink = Sink::from_config(config.clone())
+        .fault_engine(std::sync::Arc::new(mailstorm_sink::plan::Engine::new()))
         .start()
         .context("cannot start")?;
     if !quiet {

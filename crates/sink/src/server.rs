@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub(crate) grace_ms: AtomicU64,
     /// Kept across reloads.
     pub(crate) hook: Option<Arc<dyn crate::hook::StageHook>>,
+    /// The fault engine (also the hook) when one is installed.
+    pub(crate) engine: Option<Arc<crate::plan::Engine>>,
 }
 
 impl Shared {

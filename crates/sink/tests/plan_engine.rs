@@ -77,10 +77,13 @@ const STAGES: [(&str, Stage); 11] = [
     ("quit", Stage::Quit),
 ];
 
+/// An action as written and a check of its verdict.
+type Check = fn(&Verdict) -> bool;
+
 #[test]
 fn every_action_at_every_stage() {
     let now = Instant::now();
-    let actions: [(&str, fn(&Verdict) -> bool); 9] = [
+    let actions: [(&str, Check); 9] = [
         (
             "reply: {code: 451, enhanced: 4.3.0, text: busy}",
             |v| matches!(&v.outcome, Outcome::Reply { code: 451, enhanced, text } if enhanced == "4.3.0" && text == "busy"),

@@ -188,3 +188,261 @@ fn reload_under_load_loses_no_message() {
     );
     assert!(swaps.load(Ordering::Relaxed) > 10);
 }
+
+fn sink_with(
+    yaml: &str,
+    f: impl FnOnce(mailstorm_sink::SinkBuilder) -> mailstorm_sink::SinkBuilder,
+) -> (SinkHandle, Arc<Engine>) {
+    let engine = Arc::new(Engine::new());
+    engine.load(Plan::from_yaml_str(yaml, "test").unwrap());
+    let sink = start(f(Sink::builder().threads(1)).fault_engine(engine.clone()));
+    (sink, engine)
+}
+
+#[test]
+fn reply_421_mid_session_closes_and_referee_counts_violations() {
+    let (sink, engine) = sink_with(
+        "rules:\n  - {stage: rcpt, match: {recipient: 'bye@*'}, action: {reply: {code: 421, enhanced: 4.3.2, text: bye}}}\n",
+        |b| b,
+    );
+    let mut c = Client::ehlo(sink.local_addr());
+    c.cmd("MAIL FROM:<a@x.test>").expect(250, "2.1.0");
+    c.cmd("RCPT TO:<bye@y.test>").expect(421, "4.3.2");
+    // A bad client keeps talking after 421.
+    c.send(b"RCPT TO:<again@y.test>\r\nQUIT\r\n");
+    assert!(c.drain_to_eof().is_empty(), "closed after 421");
+    drop(c);
+    wait_for("session reported", || {
+        engine.clients_json()["clients"]["127.0.0.1"]["commands_after_421"] == 1
+    });
+    let j = engine.clients_json();
+    assert_eq!(j["clients"]["127.0.0.1"]["quit_after_421"], 1, "{j}");
+    assert_eq!(j["clients"]["127.0.0.1"]["replies_421"], 1);
+    // The next connection's delay after the 421 is recorded.
+    Client::connect(sink.local_addr()).cmd("QUIT");
+    wait_for("reconnect recorded", || {
+        engine.clients_json()["reconnect_after_421_ms"]["count"] == 1
+    });
+}
+
+#[test]
+fn delay_then_reply_and_delayed_greeting() {
+    let (sink, _e) = sink_with(
+        "rules:\n  - {stage: connect, action: {delay: {ms: 150}}}\n  - {stage: mail, action: {delay: {ms: 150}, reply: {code: 451, enhanced: 4.7.0, text: later}}}\n",
+        |b| b,
+    );
+    let t = std::time::Instant::now();
+    let mut c = Client::ehlo(sink.local_addr());
+    assert!(t.elapsed() >= std::time::Duration::from_millis(150));
+    let t = std::time::Instant::now();
+    c.cmd("MAIL FROM:<a@x.test>").expect(451, "4.7.0");
+    assert!(t.elapsed() >= std::time::Duration::from_millis(150));
+    c.cmd("NOOP").expect(250, "2.0.0");
+}
+
+#[test]
+fn disconnect_mid_data() {
+    let (sink, _e) = sink_with(
+        "rules:\n  - {stage: data, action: {disconnect: {mode: rst, after_bytes: 100}}}\n  - {stage: rcpt, match: {recipient: 'fin@*'}, action: {disconnect: {}}}\n",
+        |b| b,
+    );
+    let mut c = Client::ehlo(sink.local_addr());
+    c.cmd("MAIL FROM:<a@x.test>").expect(250, "2.1.0");
+    c.cmd("RCPT TO:<b@y.test>").expect(250, "2.1.5");
+    assert_eq!(c.cmd("DATA").code, 354);
+    c.send(&[b'x'; 50]);
+    // More than 100 octets: the connection drops before the final dot.
+    let _ = std::io::Write::write_all(&mut c.stream, &[b'y'; 200]);
+    let _ = std::io::Write::write_all(&mut c.stream, b"\r\n.\r\n");
+    assert!(c.drain_to_eof().is_empty());
+    let mut c = Client::ehlo(sink.local_addr());
+    c.cmd("MAIL FROM:<a@x.test>").expect(250, "2.1.0");
+    c.send(b"RCPT TO:<fin@y.test>\r\n");
+    assert!(c.drain_to_eof().is_empty(), "closed without a reply");
+    assert_eq!(sink.shutdown().messages_accepted, 0);
+}
+
+#[test]
+fn stall_split_throttle_and_idle_close() {
+    let (sink, _e) = sink_with(
+        r#"
+rules:
+  - {stage: ehlo, action: {split_reply: {fragment_bytes: 7, gap_ms: 1}}}
+  - {stage: mail, action: {stall: {seconds: 0.2}}}
+  - {stage: rset, action: {throttle: {bytes_per_sec: 400}}}
+  - {stage: quit, action: {reply: {code: 250, text: not yet}}}
+  - {stage: data_end, action: {idle_close: {after_seconds: 0.3, text: idle too long}}}
+"#,
+        |b| b,
+    );
+    let mut c = Client::ehlo(sink.local_addr()); // fragmented EHLO reply parses fine
+    let t = std::time::Instant::now();
+    c.cmd("MAIL FROM:<a@x.test>").expect(250, "2.1.0");
+    // Stalled: the next command waits.
+    c.cmd("RSET").expect(250, "2.0.0");
+    assert!(t.elapsed() >= std::time::Duration::from_millis(200));
+    // Throttled at 400 B/s: a 14-byte reply to each NOOP takes ~35 ms.
+    let t = std::time::Instant::now();
+    for _ in 0..6 {
+        c.cmd("NOOP").expect(250, "2.0.0");
+    }
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(180),
+        "{:?}",
+        t.elapsed()
+    );
+    c.send_message("a@x.test", &["b@y.test"], "Subject: x\r\n\r\nhi")
+        .expect(250, "2.0.0");
+    // Idle after the message: an unprompted 421 and close.
+    let r = c.reply();
+    assert_eq!((r.code, r.text().as_str()), (421, "4.4.2 idle too long"));
+    assert!(c.drain_to_eof().is_empty());
+}
+
+#[test]
+fn header_rules_work_in_discard_mode() {
+    let (sink, engine) = sink_with(
+        "rules:\n  - {stage: data_end, match: {header: {name: X-Spam-Flag, regex: '(?i)yes'}}, action: {reply: {code: 554, enhanced: 5.7.1, text: spam}}}\n",
+        |b| b.keep(0),
+    );
+    assert!(engine.wants_headers());
+    let mut c = Client::ehlo(sink.local_addr());
+    c.send_message(
+        "a@x.test",
+        &["b@y.test"],
+        "X-Spam-Flag: YES\r\nSubject: x\r\n\r\nhi",
+    )
+    .expect(554, "5.7.1");
+    c.send_message(
+        "a@x.test",
+        &["b@y.test"],
+        "Subject: x\r\n\r\nX-Spam-Flag: YES",
+    )
+    .expect(250, "2.0.0");
+    // BDAT too.
+    c.cmd("MAIL FROM:<a@x.test>").expect(250, "2.1.0");
+    c.cmd("RCPT TO:<b@y.test>").expect(250, "2.1.5");
+    let body = b"X-Spam-Flag: yes\r\n\r\nhi\r\n";
+    c.send(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+    c.send(body);
+    c.reply().expect(554, "5.7.1");
+    let s = sink.shutdown();
+    assert_eq!(s.messages_accepted, 1);
+}
+
+#[test]
+fn control_api_plan_and_clients() {
+    let events =
+        std::env::temp_dir().join(format!("mailstorm-events-{}.jsonl", std::process::id()));
+    let _ = std::fs::remove_file(&events);
+    let sink = start(
+        Sink::builder()
+            .threads(2)
+            .control("127.0.0.1:0".parse().unwrap())
+            .fault_engine(Arc::new(Engine::new())),
+    );
+    sink.fault_engine()
+        .unwrap()
+        .set_events_file(&events)
+        .unwrap();
+    let ctl = sink.control_addr().unwrap();
+    let http = |method: &str, path: &str, body: &str| -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(ctl).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let code = out[9..12].parse().unwrap();
+        (
+            code,
+            out.split_once("\r\n\r\n")
+                .map(|x| x.1.to_string())
+                .unwrap_or_default(),
+        )
+    };
+    let (code, body) = http(
+        "PUT",
+        "/plan",
+        "rules:\n  - {stage: rcpt, action: {reply: {code: 999}}}\n",
+    );
+    assert_eq!(code, 400);
+    assert!(
+        body.contains("PUT /plan:2:") && body.contains("200..=599"),
+        "{body}"
+    );
+    let (code, _) = http(
+        "PUT",
+        "/plan",
+        r#"{"seed": 1, "rules": [{"stage": "rcpt", "first": 1, "key": "rcpt", "action": {"reply": {"code": 451, "enhanced": "4.7.1"}}}]}"#,
+    );
+    assert_eq!(code, 204);
+    let (_, yaml) = http("GET", "/plan", "");
+    assert!(yaml.contains("first: 1"), "{yaml}");
+    let mut c = Client::ehlo(sink.local_addr());
+    c.cmd("MAIL FROM:<a@x.test>").expect(250, "2.1.0");
+    c.cmd("RCPT TO:<b@y.test>").expect(451, "4.7.1");
+    c.cmd("RCPT TO:<b@y.test>").expect(250, "2.1.5");
+    // Pipelined: both commands in one write.
+    c.send(b"RSET\r\nNOOP\r\n");
+    c.reply();
+    c.reply();
+    c.cmd("QUIT");
+    drop(c);
+    wait_for("session end", || {
+        let (_, j) = http("GET", "/clients", "");
+        j.contains("\"sessions_pipelined\":1")
+    });
+    let (_, j) = http("GET", "/clients", "");
+    let j: serde_json::Value = serde_json::from_str(&j).unwrap();
+    assert_eq!(j["retry_interval_ms_by_code"]["451"]["count"], 1, "{j}");
+    assert_eq!(j["clients"]["127.0.0.1"]["max_concurrent"], 1);
+    let (_, m) = http("GET", "/metrics", "");
+    assert!(
+        m.contains("mailstorm_sink_client_retries_total{client=\"127.0.0.1\"} 1"),
+        "{m}"
+    );
+    let ev = std::fs::read_to_string(&events).unwrap();
+    let line: serde_json::Value = serde_json::from_str(ev.lines().next().unwrap()).unwrap();
+    assert_eq!(line["stage"], "rcpt");
+    assert_eq!(line["key"], "rcpt:b@y.test");
+    assert_eq!(line["attempt"], 1);
+    assert_eq!(line["outcome"], "reply 451 4.7.1");
+    assert_eq!(ev.lines().count(), 1);
+    let _ = std::fs::remove_file(&events);
+}
+
+#[test]
+fn plan_file_in_config_and_failed_reload_keeps_old_plan() {
+    let dir = std::env::temp_dir().join(format!("mailstorm-plan-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p.yaml");
+    std::fs::write(
+        &file,
+        "rules:\n  - {stage: mail, action: {reply: {code: 451}}}\n",
+    )
+    .unwrap();
+    let sink = start(Sink::builder().plan_file(&file));
+    Client::ehlo(sink.local_addr())
+        .cmd("MAIL FROM:<a@x>")
+        .expect(451, "4.3.0");
+    std::fs::write(
+        &file,
+        "rules:\n  - {stage: mail, action: {reply: {code: 45}}}\n",
+    )
+    .unwrap();
+    let err = sink.reload(sink.config()).unwrap_err().to_string();
+    assert!(
+        err.contains("p.yaml:2:") && err.contains("reply code 45"),
+        "{err}"
+    );
+    Client::ehlo(sink.local_addr())
+        .cmd("MAIL FROM:<a@x>")
+        .expect(451, "4.3.0");
+    std::fs::write(&file, "rules: []\n").unwrap();
+    sink.reload(sink.config()).unwrap();
+    Client::ehlo(sink.local_addr())
+        .cmd("MAIL FROM:<a@x>")
+        .expect(250, "2.1.0");
+    let _ = std::fs::remove_dir_all(&dir);
+}

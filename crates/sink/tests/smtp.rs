@@ -63,7 +63,8 @@ fn simple_commands() {
     c.cmd("DATA").expect(503, "5.5.1");
     c.cmd("RSET").expect(250, "2.0.0");
     c.cmd("RCPT TO:<a@b.test>").expect(503, "5.5.1");
-    c.cmd("MAIL FROM:a@b.test").expect(501, "5.1.3");
+    // A bad reverse-path is a sender problem: RFC 3463 X.1.7, not X.1.3.
+    c.cmd("MAIL FROM:a@b.test").expect(501, "5.1.7");
     c.cmd("MAIL TO:<a@b.test>").expect(501, "5.5.4");
     c.cmd("MAIL FROM:<a@b.test> FOO=1").expect(555, "5.5.4");
     c.cmd("DATA extra").expect(501, "5.5.4");

@@ -10,7 +10,7 @@ use super::model::{ConnPer, KeyKind, RateBy, StageSel};
 use super::select::{domain_of, glob_match, hash_bytes, mix64, uniform};
 use super::validate::{default_reply, Primary, Rule};
 use super::{Active, Engine};
-use crate::hook::{Decision, Stage, StageContext};
+use crate::hook::{Decision, Fault, Stage, StageContext};
 
 /// What a selected rule makes the session do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,23 +74,39 @@ pub struct Verdict {
 impl Verdict {
     /// The verdict as a hook [`Decision`].
     pub fn to_decision(&self) -> Decision {
-        let then = match &self.outcome {
-            Outcome::Accept | Outcome::Stall(_) | Outcome::IdleClose { .. } => Decision::Accept,
+        let mut f = Fault::new(Decision::Accept);
+        match &self.outcome {
+            Outcome::Accept => {}
             Outcome::Reply {
                 code,
                 enhanced,
                 text,
-            } => Decision::Reply {
-                code: *code,
-                enhanced: Some(Cow::Owned(enhanced.clone())),
-                text: Cow::Owned(text.clone()),
-            },
-            Outcome::Disconnect { rst, .. } => Decision::Close { rst: *rst },
-        };
-        match (self.delay, then) {
-            (Some(d), Decision::Accept) => Decision::Delay(d),
-            (_, then) => then,
+            } => {
+                f.then = Decision::Reply {
+                    code: *code,
+                    enhanced: Some(Cow::Owned(enhanced.clone())),
+                    text: Cow::Owned(text.clone()),
+                }
+            }
+            Outcome::Disconnect { rst, after_bytes } => {
+                if *after_bytes == 0 {
+                    f.then = Decision::Close { rst: *rst };
+                } else {
+                    f.disconnect_after = Some((*after_bytes, *rst));
+                }
+            }
+            Outcome::Stall(d) => f.stall = Some(*d),
+            Outcome::IdleClose {
+                after,
+                code,
+                enhanced,
+                text,
+            } => f.idle_close = Some((*after, *code, enhanced.clone(), text.clone())),
         }
+        f.delay = self.delay;
+        f.throttle = self.throttle;
+        f.split_reply = self.split_reply;
+        Decision::Fault(Box::new(f))
     }
 
     /// The reply code this verdict sends, if it replies.

@@ -444,6 +444,18 @@ impl crate::hook::StageHook for Engine {
             Some(v) => v.to_decision(),
         }
     }
+
+    fn session_opened(&self, peer: std::net::SocketAddr, now: Instant) -> bool {
+        Engine::session_opened(self, peer, now)
+    }
+
+    fn session_closed(&self, end: &SessionEnd) {
+        Engine::session_closed(self, end);
+    }
+
+    fn wants_headers(&self) -> bool {
+        Engine::wants_headers(self)
+    }
 }
 
 /// A command as the sink would present it to the engine, for dry runs of a

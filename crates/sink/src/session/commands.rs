@@ -282,6 +282,9 @@ impl Session {
                     return self.too_many_errors(out);
                 }
                 self.reply_pending(out, Stage::Bdat, &p);
+                if p.close {
+                    return Outcome::Stop(Flow::Close(crate::stats::CloseReason::Hook));
+                }
                 Outcome::Next
             }
             None => {

@@ -55,7 +55,11 @@ impl Session {
                 for _ in 0..n {
                     self.reply_pending(out, Stage::DataEnd, &p);
                 }
-                return self.finish_tx(false);
+                let o = self.finish_tx(false);
+                if p.close {
+                    return Outcome::Stop(super::Flow::Close(crate::stats::CloseReason::Hook));
+                }
+                return o;
             }
             Gate::Stop(o) => return o,
         };
@@ -82,6 +86,7 @@ impl Session {
             None
         };
         self.stats.add(C::MessagesAccepted, 1);
+        self.report.messages += 1;
         self.stats.add(C::MessageBytes, self.body_bytes);
         if let Some(p) = custom {
             for _ in 0..(if self.s.config.lmtp {

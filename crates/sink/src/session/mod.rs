@@ -15,7 +15,7 @@ use mailstorm_proto::line::{find_line, skip_line};
 use mailstorm_proto::{parse_command, Status};
 
 use crate::auth::AuthExchange;
-use crate::hook::{Decision, Recipients, Stage, StageContext};
+use crate::hook::{Decision, Fault, Recipients, Stage, StageContext};
 use crate::settings::{Settings, AUTH_LINE_MAX};
 use crate::stats::{CloseReason, ShardStats, C};
 use crate::store::Store;
@@ -52,6 +52,8 @@ struct Pending {
     error: bool,
     /// Ends the transaction.
     reset: bool,
+    /// A hook's 421: close after it (RFC 5321 §3.8).
+    close: bool,
 }
 
 impl Pending {
@@ -62,9 +64,59 @@ impl Pending {
             text: Cow::Borrowed(text),
             error,
             reset: false,
+            close: false,
         }
     }
 }
+
+/// Connection-level effects a fault asked for; the connection applies them.
+#[derive(Debug, Default)]
+pub(crate) struct IoEffects {
+    /// Close once this many more octets arrived (`true`: reset).
+    pub(crate) cut_after: Option<(u64, bool)>,
+    /// After the next write, stop reading this long.
+    pub(crate) stall: Option<Duration>,
+    /// Octets per second, both directions, from now on.
+    pub(crate) throttle: Option<u64>,
+    /// Write the next batch in fragments of this size, this far apart.
+    pub(crate) split: Option<(usize, Duration)>,
+    /// Idle this long → this reply, then close.
+    pub(crate) idle_close: Option<(Duration, Vec<u8>)>,
+    /// A hook's 421 went out (later input is a client violation).
+    pub(crate) sent_421: bool,
+}
+
+/// What the referee learns at the end of a session.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    /// The hook asked for [`crate::hook::StageHook::session_closed`].
+    pub(crate) tracked: bool,
+    pub(crate) opened: bool,
+    pub(crate) messages: u64,
+    pub(crate) pipelined: bool,
+    pub(crate) bdat: bool,
+    pub(crate) commands_after_421: u32,
+    pub(crate) quit_after_421: bool,
+}
+
+impl Session {
+    /// Tells the hook the session ended, if it asked to know.
+    pub(crate) fn report_end(&self) {
+        let (Some(h), true) = (&self.s.hook, self.report.tracked) else {
+            return;
+        };
+        let mut end = crate::hook::SessionEnd::new(self.id, self.peer);
+        end.messages = self.report.messages;
+        end.pipelined = self.report.pipelined;
+        end.bdat = self.report.bdat;
+        end.commands_after_421 = self.report.commands_after_421;
+        end.quit_after_421 = self.report.quit_after_421;
+        h.session_closed(&end);
+    }
+}
+
+/// Header bytes kept per message for header rules in discard mode.
+const HEADER_GRAB: usize = 16 * 1024;
 
 enum Phase {
     Command,
@@ -170,6 +222,10 @@ pub(crate) struct Session {
     stopping: Arc<AtomicBool>,
     /// Skip the hook once: the stage is being re-run after its delay.
     hook_bypass: bool,
+    /// A fault's decision, due after its delay.
+    deferred: Option<Decision>,
+    pub(crate) io: IoEffects,
+    pub(crate) report: Report,
 }
 
 /// Static replies on the hot path are written as bytes.
@@ -208,6 +264,9 @@ impl Session {
             greeting_sent: false,
             stopping,
             hook_bypass: false,
+            deferred: None,
+            io: IoEffects::default(),
+            report: Report::default(),
         }
     }
 
@@ -267,6 +326,12 @@ impl Session {
     /// session is open.
     pub(crate) fn greet(&mut self, out: &mut Vec<u8>) -> Flow {
         self.greeting_sent = true;
+        if !self.report.opened {
+            self.report.opened = true;
+            if let Some(h) = &self.s.hook {
+                self.report.tracked = h.session_opened(self.peer, std::time::Instant::now());
+            }
+        }
         match self.gate(Stage::Connect, None, b"") {
             Gate::Go(None) => {
                 self.stats.reply(Stage::Connect, 220);
@@ -349,6 +414,8 @@ impl Session {
                     match parse_command(input, &self.s.parser) {
                         Ok(Status::Partial) => return (pos, Flow::Read),
                         Ok(Status::Complete((cmd, n))) => {
+                            // Replies still unsent: the client did not wait.
+                            self.report.pipelined |= !out.is_empty();
                             let line = trim_crlf(&input[..n]);
                             match self.command(cmd, line, out) {
                                 Outcome::Retry(d) => return (pos, Flow::Delay(d)),
@@ -390,6 +457,16 @@ impl Session {
                         // Discard mode: find the end in place, copy nothing.
                         rx.discard(input)
                     };
+                    if !self.s.keep_bodies && self.msg.len() < HEADER_GRAB {
+                        let n = match status {
+                            Status::Partial => input.len(),
+                            Status::Complete(n) => n,
+                        };
+                        if self.s.hook.as_ref().is_some_and(|h| h.wants_headers()) {
+                            let take = n.min(HEADER_GRAB - self.msg.len());
+                            self.msg.extend_from_slice(&input[..take]);
+                        }
+                    }
                     match status {
                         Status::Partial => return (buf.len(), Flow::Read),
                         Status::Complete(n) => {
@@ -411,8 +488,15 @@ impl Session {
                     custom,
                 } => {
                     let (chunk, done) = rx.take(input);
+                    self.report.bdat = true;
                     if reject.is_none() && self.s.keep_bodies {
                         self.msg.extend_from_slice(chunk);
+                    } else if reject.is_none()
+                        && self.msg.len() < HEADER_GRAB
+                        && self.s.hook.as_ref().is_some_and(|h| h.wants_headers())
+                    {
+                        let take = chunk.len().min(HEADER_GRAB - self.msg.len());
+                        self.msg.extend_from_slice(&chunk[..take]);
                     }
                     pos += chunk.len();
                     if !done {
@@ -461,6 +545,9 @@ impl Session {
         let Some(hook) = &self.s.hook else {
             return Gate::Go(None);
         };
+        if let Some(d) = self.deferred.take() {
+            return self.apply(d);
+        }
         if std::mem::take(&mut self.hook_bypass) {
             return Gate::Go(None);
         }
@@ -479,10 +566,39 @@ impl Session {
             } else {
                 self.body_bytes
             },
-            message: (stage == Stage::DataEnd && self.s.keep_bodies).then_some(&self.msg[..]),
+            message: (stage == Stage::DataEnd && (self.s.keep_bodies || !self.msg.is_empty()))
+                .then_some(&self.msg[..]),
             command,
         };
-        match hook.decide(&ctx) {
+        let d = hook.decide(&ctx);
+        self.apply(d)
+    }
+
+    /// Turns a decision into a gate, recording connection-level effects.
+    fn apply(&mut self, d: Decision) -> Gate {
+        match d {
+            Decision::Fault(f) => {
+                let mut f: Fault = *f;
+                if let Some(delay) = f.delay.take() {
+                    // Re-run the stage after the delay with the rest.
+                    self.deferred = Some(Decision::Fault(Box::new(f)));
+                    return Gate::Stop(Outcome::Retry(delay));
+                }
+                let io = &mut self.io;
+                io.cut_after = f.disconnect_after.or(io.cut_after);
+                io.stall = f.stall.or(io.stall);
+                io.throttle = f.throttle.or(io.throttle);
+                io.split = f.split_reply.or(io.split);
+                if let Some((after, code, enh, text)) = f.idle_close {
+                    let mut r = Vec::new();
+                    mailstorm_proto::encode::write_reply(&mut r, code, Some(&enh), &text);
+                    io.idle_close = Some((after, r));
+                }
+                match f.then {
+                    Decision::Fault(_) => Gate::Go(None),
+                    d => self.apply(d),
+                }
+            }
             Decision::Accept => Gate::Go(None),
             Decision::Delay(d) => {
                 self.hook_bypass = true;
@@ -500,10 +616,12 @@ impl Session {
                     text,
                     error: false,
                     reset: false,
+                    close: code == 421,
                 };
                 if code < 400 {
                     Gate::Go(Some(p))
                 } else {
+                    self.io.sent_421 |= code == 421;
                     Gate::Refuse(Pending { reset: true, ..p })
                 }
             }
@@ -523,6 +641,10 @@ impl Session {
             Gate::Go(c) => Ok(c),
             Gate::Refuse(p) => {
                 self.reply_pending(out, stage, &p);
+                if p.close {
+                    self.tx.reset();
+                    return Err(Outcome::Stop(Flow::Close(CloseReason::Hook)));
+                }
                 Err(Outcome::Next)
             }
             Gate::Stop(o) => Err(o),

@@ -191,35 +191,47 @@ async fn run_inner(
     ctx: &mut ConnCtx,
     admitted: bool,
 ) -> CloseReason {
-    let s = ctx.settings.clone();
     if !admitted {
         sess.refuse_busy(&mut bufs.out);
         let _ = write_with_timeout(&mut tcp, &bufs.out, Duration::from_secs(5)).await;
         let _ = tcp.shutdown().await;
         return CloseReason::TooManyConnections;
     }
+    // The TLS path lives in its own boxed future: it holds a rustls session
+    // and a second `serve` state machine, which would otherwise make every
+    // connection's task (idle plain ones included) kilobytes larger.
     if ctx.implicit_tls {
-        let Some(mut tls) = handshake(&s, tcp, &ctx.stats).await else {
-            return CloseReason::TlsError;
-        };
-        sess.tls = Some(tls_version(&tls));
-        return match serve(&mut tls, sess, bufs, dl, ctx, true).await {
-            Exit::Closed(r) => r,
-            Exit::StartTls => CloseReason::TlsError, // refused by the session
-        };
+        return Box::pin(serve_tls(tcp, sess, bufs, dl, ctx, true)).await;
     }
     match serve(&mut tcp, sess, bufs, dl, ctx, true).await {
         Exit::Closed(r) => r,
-        Exit::StartTls => {
-            let Some(mut tls) = handshake(&s, tcp, &ctx.stats).await else {
-                return CloseReason::TlsError;
-            };
-            sess.tls_started(tls_version(&tls));
-            match serve(&mut tls, sess, bufs, dl, ctx, false).await {
-                Exit::Closed(r) => r,
-                Exit::StartTls => CloseReason::TlsError,
-            }
-        }
+        Exit::StartTls => Box::pin(serve_tls(tcp, sess, bufs, dl, ctx, false)).await,
+    }
+}
+
+/// Handshakes and serves the rest of the session over TLS: from the start
+/// (`implicit`, port-465 style) or after STARTTLS.
+async fn serve_tls(
+    tcp: TcpStream,
+    sess: &mut Session,
+    bufs: &mut Buffers,
+    dl: &mut Deadlines,
+    ctx: &mut ConnCtx,
+    implicit: bool,
+) -> CloseReason {
+    let s = ctx.settings.clone();
+    let Some(mut tls) = handshake(&s, tcp, &ctx.stats).await else {
+        return CloseReason::TlsError;
+    };
+    if implicit {
+        sess.tls = Some(tls_version(&tls));
+    } else {
+        sess.tls_started(tls_version(&tls));
+    }
+    match serve(&mut tls, sess, bufs, dl, ctx, implicit).await {
+        Exit::Closed(r) => r,
+        // STARTTLS inside TLS is refused by the session.
+        Exit::StartTls => CloseReason::TlsError,
     }
 }
 

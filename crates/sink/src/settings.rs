@@ -18,8 +18,10 @@ use crate::tls::SelfSigned;
 pub(crate) const AUTH_LINE_MAX: usize = 12288;
 
 /// Initial per-session read buffer; it grows (doubling) only when a read
-/// fills it, up to [`Settings::read_cap`].
-pub(crate) const READ_INITIAL: usize = 2048;
+/// fills it, up to [`Settings::read_cap`]. Small, because idle connections
+/// are the common case at scale: a pipelined command batch fits in 1 KiB,
+/// and bodies grow the buffer within a few reads.
+pub(crate) const READ_INITIAL: usize = 1024;
 
 pub(crate) struct Settings {
     pub(crate) config: SinkConfig,

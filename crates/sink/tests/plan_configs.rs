@@ -171,3 +171,25 @@ fn mailbox_errors() {
         assert_eq!(code(&rcpt(to).decide(&e, now)), want, "{to}");
     }
 }
+
+/// The plan shown in README.md is real: it loads, and its first rule answers
+/// a matching recipient with 550 5.1.1.
+#[test]
+fn readme_example_plan_loads() {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let start = readme
+        .find("```yaml\n")
+        .expect("README has a ```yaml block")
+        + "```yaml\n".len();
+    let end = start + readme[start..].find("```").expect("the block is closed");
+    let plan = Plan::from_yaml_str(&readme[start..end], "README.md")
+        .unwrap_or_else(|e| panic!("README's plan example does not load: {e}"));
+    let t0 = Instant::now();
+    let e = Engine::new();
+    e.load_at(plan, t0);
+    assert_eq!(
+        code(&rcpt("nobody7@example.test").decide(&e, t0)),
+        Some(550)
+    );
+}

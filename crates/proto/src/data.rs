@@ -130,18 +130,41 @@ impl DataReceiver {
     }
 
     fn run<const COPY: bool>(&mut self, buf: &[u8], out: &mut Vec<u8>) -> Status<usize> {
+        self.run_at::<COPY>(buf, out, simd::detect())
+    }
+
+    /// [`DataReceiver::run`] with the instruction-set level chosen by the
+    /// caller (tests drive every level this CPU supports).
+    fn run_at<const COPY: bool>(
+        &mut self,
+        buf: &[u8],
+        out: &mut Vec<u8>,
+        level: simd::Level,
+    ) -> Status<usize> {
         if self.state == State::Done {
             return Status::Complete(0);
         }
         let strict = self.config.strict;
-        let fast = simd::select();
+        // Unstuffing stores each chunk as it is classified (one pass) unless
+        // the size limit could be crossed in this buffer; then runs are
+        // copied and clipped by `flush`.
+        let fused = COPY
+            && (self.config.max_size == 0
+                || self.stats.bytes + buf.len() as u64 <= self.config.max_size);
+        let fast = if fused {
+            simd::select::<true, true>(level)
+        } else {
+            simd::select::<COPY, false>(level)
+        };
         // Start of the pending run of message bytes not yet flushed.
         let mut run_start = 0;
         let mut i = 0;
         while i < buf.len() {
             if matches!(self.state, State::Start | State::Mid | State::Cr) {
-                // Skips to a line-start dot or to the last partial chunk.
-                i = fast(self, buf, i, strict);
+                // Consumes 64-byte chunks, dropping stuffed dots, up to a dot
+                // that may end the message or to the last partial chunk.
+                // SAFETY: `select` returns a path for the features this CPU has.
+                i = unsafe { fast(self, buf, i, &mut run_start, out) };
                 if i >= buf.len() {
                     break;
                 }
@@ -222,82 +245,197 @@ impl DataReceiver {
             _ => State::Mid,
         };
     }
-
-    /// Applies one 64-byte chunk's masks. Returns `None` when the whole
-    /// chunk was consumed, or `Some(k)` when byte `k` is a dot at the start of
-    /// a line: bytes before it are applied and the state is `Start`.
-    #[inline(always)]
-    fn apply_chunk(&mut self, lf: u64, cr: u64, dot: u64, strict: bool) -> Option<u32> {
-        let cr_prev = (cr << 1) | u64::from(self.state == State::Cr);
-        let line_end = if strict { lf & cr_prev } else { lf };
-        let line_start = (line_end << 1) | u64::from(self.state == State::Start);
-        let events = dot & line_start;
-        let keep = if events == 0 {
-            u64::MAX
-        } else {
-            (1u64 << events.trailing_zeros()) - 1
-        };
-        let lf_kept = lf & keep;
-        self.stats.lines += u64::from(lf_kept.count_ones());
-        self.stats.bare_lf |= lf_kept & !cr_prev != 0;
-        self.stats.bare_cr |= cr_prev & !lf & keep != 0;
-        if events != 0 {
-            self.state = State::Start;
-            return Some(events.trailing_zeros());
-        }
-        self.state = if cr >> 63 != 0 {
-            State::Cr
-        } else if line_end >> 63 != 0 {
-            State::Start
-        } else {
-            State::Mid
-        };
-        None
-    }
 }
 
-/// Chunk classification: bitmasks of LF, CR and '.' for 64 bytes.
+/// The fast path: classifies 64 bytes at a time into LF, CR and '.' bitmasks
+/// and derives line starts, stuffed dots, bare CR/LF and the line count from
+/// them with shifts, keeping the carries between chunks in registers.
 mod simd {
-    use super::DataReceiver;
+    use super::{DataReceiver, State};
 
-    /// Consumes 64-byte chunks from `i` up to a line-start dot or until
-    /// fewer than 64 bytes remain; returns the first position not consumed.
-    pub(super) type FastPath = fn(&mut DataReceiver, &[u8], usize, bool) -> usize;
+    /// `fn(receiver, buf, from, run_start, out) -> first position not
+    /// consumed`. Unsafe because a path may use CPU features that must have
+    /// been detected first (see [`select`]).
+    pub(super) type FastPath =
+        unsafe fn(&mut DataReceiver, &[u8], usize, &mut usize, &mut Vec<u8>) -> usize;
 
+    /// The loop, instantiated once per instruction set so the mask function
+    /// inlines into a body compiled with the same target features.
+    /// `$copy`: unstuff mode; `$fused`: store chunks into `out` as they are
+    /// classified (requires `$copy` and no size limit in reach).
     macro_rules! fast_loop {
-        ($rx:expr, $buf:expr, $i:expr, $strict:expr, $masks:expr) => {{
-            let mut i = $i;
-            while i + 64 <= $buf.len() {
-                let (lf, cr, dot) = $masks(&$buf[i..i + 64]);
-                if let Some(k) = $rx.apply_chunk(lf, cr, dot, $strict) {
-                    i += k as usize;
-                    break;
+        ($rx:ident, $buf:ident, $from:ident, $run_start:ident, $out:ident, $copy:expr, $fused:expr, $masks:ident) => {{
+            let len = $buf.len();
+            let strict = $rx.config.strict;
+            let mut i = $from;
+            let mut cr_in = u64::from($rx.state == State::Cr);
+            let mut start_in = u64::from($rx.state == State::Start);
+            let mut lines = 0u64;
+            let (mut bad_lf, mut bad_cr) = (0u64, 0u64);
+            let mut w = 0usize;
+            if $fused {
+                $rx.flush::<true>(&$buf[*$run_start..i], $out);
+                // Each chunk is stored whole (64 bytes) before the write
+                // position advances by what it keeps.
+                $out.reserve(len - i + 64);
+                w = $out.len();
+            }
+            while i + 64 <= len {
+                // SAFETY: `i + 64 <= len`, so the 64 bytes are inside `buf`.
+                let src = unsafe { $buf.as_ptr().add(i) };
+                // SAFETY: `w` never passes the initial length plus `i - from`,
+                // and `len - from + 64` bytes were reserved past it.
+                let dst = if $fused {
+                    unsafe { $out.as_mut_ptr().add(w) }
+                } else {
+                    std::ptr::null_mut()
+                };
+                // SAFETY: 64 readable bytes at `src` (and writable at `dst`
+                // when fused); the caller checked the CPU features.
+                let (lf, cr, dot) = unsafe { $masks::<{ $fused }>(src, dst) };
+                let cr_prev = (cr << 1) | cr_in;
+                // Zero exactly when every CR is followed by LF and every LF
+                // follows a CR: then line ends are the LFs, in both modes.
+                let bad = cr_prev ^ lf;
+                if (bad | (dot & ((lf << 1) | start_in))) == 0 {
+                    lines += u64::from(lf.count_ones());
+                    cr_in = cr >> 63;
+                    start_in = lf >> 63;
+                    i += 64;
+                    if $fused {
+                        w += 64;
+                    }
+                    continue;
                 }
-                i += 64;
+                // A bare CR/LF or a line-start dot: the general rules.
+                let line_end = if strict { lf & cr_prev } else { lf };
+                let line_start = (line_end << 1) | start_in;
+                let dots = dot & line_start;
+                if dots == 0 {
+                    lines += u64::from(lf.count_ones());
+                    bad_lf |= lf & !cr_prev;
+                    bad_cr |= cr_prev & !lf;
+                    cr_in = cr >> 63;
+                    start_in = line_end >> 63;
+                    i += 64;
+                    if $fused {
+                        w += 64;
+                    }
+                    continue;
+                }
+                // Bytes before the first line-start dot are ordinary content.
+                let k = dots.trailing_zeros() as usize;
+                let keep = (1u64 << k) - 1;
+                lines += u64::from((lf & keep).count_ones());
+                bad_lf |= lf & !cr_prev & keep;
+                bad_cr |= cr_prev & !lf & keep;
+                let dot_at = i + k;
+                if $fused {
+                    w += k;
+                }
+                if dot_at + 1 < len && !matches!($buf[dot_at + 1], b'\r' | b'\n') {
+                    // Stuffing (RFC 5321 §4.5.2): drop the dot, carry on.
+                    if !$fused {
+                        $rx.flush::<$copy>(&$buf[*$run_start..dot_at], $out);
+                        *$run_start = dot_at + 1;
+                    }
+                    i = dot_at + 1;
+                    cr_in = 0;
+                    start_in = 0;
+                    continue;
+                }
+                // `.` CR, `.` LF, or a dot last in the buffer: it may end the
+                // message; the byte-wise state machine decides.
+                i = dot_at;
+                cr_in = 0;
+                start_in = 1;
+                break;
+            }
+            $rx.stats.lines += lines;
+            $rx.stats.bare_lf |= bad_lf != 0;
+            $rx.stats.bare_cr |= bad_cr != 0;
+            $rx.state = if cr_in != 0 {
+                State::Cr
+            } else if start_in != 0 {
+                State::Start
+            } else {
+                State::Mid
+            };
+            if $fused {
+                $rx.stats.bytes += (w - $out.len()) as u64;
+                // SAFETY: every byte below `w` was written by the stores above.
+                unsafe { $out.set_len(w) };
+                *$run_start = i;
             }
             i
         }};
     }
 
-    pub(super) fn select() -> FastPath {
+    /// Instruction-set level: 1 baseline (SSE2 on x86_64, scalar
+    /// elsewhere), 2 AVX2, 3 AVX-512BW.
+    pub(super) type Level = u8;
+
+    /// The best level this CPU supports, detected once.
+    pub(super) fn detect() -> Level {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx2") {
-                return avx2_entry;
+            use std::sync::atomic::{AtomicU8, Ordering};
+            static LEVEL: AtomicU8 = AtomicU8::new(0);
+            let mut level = LEVEL.load(Ordering::Relaxed);
+            if level == 0 {
+                level = if std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("popcnt")
+                {
+                    3
+                } else if std::is_x86_feature_detected!("avx2")
+                    && std::is_x86_feature_detected!("popcnt")
+                {
+                    2
+                } else {
+                    1
+                };
+                LEVEL.store(level, Ordering::Relaxed);
             }
-            sse2_path
+            level
         }
         #[cfg(not(target_arch = "x86_64"))]
-        portable_path
+        1
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    fn portable_path(rx: &mut DataReceiver, buf: &[u8], i: usize, strict: bool) -> usize {
-        fast_loop!(rx, buf, i, strict, portable_masks)
+    /// The path for `level`, which must not exceed [`detect`]'s.
+    pub(super) fn select<const COPY: bool, const FUSED: bool>(level: Level) -> FastPath {
+        #[cfg(target_arch = "x86_64")]
+        {
+            match level {
+                3 => avx512_path::<COPY, FUSED>,
+                2 => avx2_path::<COPY, FUSED>,
+                _ => sse2_path::<COPY, FUSED>,
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = level;
+            portable_path::<COPY, FUSED>
+        }
     }
 
-    #[cfg(any(test, not(target_arch = "x86_64")))]
-    pub(super) fn portable_masks(chunk: &[u8]) -> (u64, u64, u64) {
+    /// The scalar mask function, for other architectures and as the tests'
+    /// reference.
+    ///
+    /// # Safety
+    /// `p` must point at 64 readable bytes.
+    #[cfg_attr(target_arch = "x86_64", allow(dead_code))]
+    pub(super) unsafe fn portable_masks<const STORE: bool>(
+        p: *const u8,
+        dst: *mut u8,
+    ) -> (u64, u64, u64) {
+        // SAFETY: the caller guarantees 64 readable bytes (and 64 writable
+        // ones at `dst` when storing; the two never overlap).
+        let chunk = unsafe { std::slice::from_raw_parts(p, 64) };
+        if STORE {
+            // SAFETY: as above.
+            unsafe { std::ptr::copy_nonoverlapping(p, dst, 64) };
+        }
         let (mut lf, mut cr, mut dot) = (0u64, 0u64, 0u64);
         for (k, &c) in chunk.iter().enumerate() {
             lf |= u64::from(c == b'\n') << k;
@@ -307,22 +445,32 @@ mod simd {
         (lf, cr, dot)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    fn sse2_path(rx: &mut DataReceiver, buf: &[u8], i: usize, strict: bool) -> usize {
-        fast_loop!(rx, buf, i, strict, sse2_masks)
+    #[cfg(not(target_arch = "x86_64"))]
+    unsafe fn portable_path<const COPY: bool, const FUSED: bool>(
+        rx: &mut DataReceiver,
+        buf: &[u8],
+        from: usize,
+        run_start: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, portable_masks)
     }
 
+    /// # Safety
+    /// `p` must point at 64 readable bytes.
     #[cfg(target_arch = "x86_64")]
     #[inline(always)]
-    fn sse2_masks(chunk: &[u8]) -> (u64, u64, u64) {
+    unsafe fn sse2_masks<const STORE: bool>(p: *const u8, dst: *mut u8) -> (u64, u64, u64) {
         use std::arch::x86_64::*;
-        assert!(chunk.len() >= 64);
         let (mut lf, mut cr, mut dot) = (0u64, 0u64, 0u64);
         for k in 0..4 {
-            // SAFETY: SSE2 is part of the x86_64 baseline; the assert above
-            // keeps the unaligned 16-byte load inside `chunk`.
+            // SAFETY: SSE2 is part of the x86_64 baseline; the caller
+            // guarantees 64 readable bytes (and writable at `dst` if storing).
             unsafe {
-                let v = _mm_loadu_si128(chunk.as_ptr().add(16 * k) as *const __m128i);
+                let v = _mm_loadu_si128(p.add(16 * k) as *const __m128i);
+                if STORE {
+                    _mm_storeu_si128(dst.add(16 * k) as *mut __m128i, v);
+                }
                 let m = |b: u8| {
                     _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8))) as u16 as u64
                 };
@@ -335,29 +483,33 @@ mod simd {
     }
 
     #[cfg(target_arch = "x86_64")]
-    fn avx2_entry(rx: &mut DataReceiver, buf: &[u8], i: usize, strict: bool) -> usize {
-        // SAFETY: selected only after `is_x86_feature_detected!("avx2")`.
-        unsafe { avx2_path(rx, buf, i, strict) }
+    unsafe fn sse2_path<const COPY: bool, const FUSED: bool>(
+        rx: &mut DataReceiver,
+        buf: &[u8],
+        from: usize,
+        run_start: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, sse2_masks)
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    fn avx2_path(rx: &mut DataReceiver, buf: &[u8], i: usize, strict: bool) -> usize {
-        fast_loop!(rx, buf, i, strict, avx2_masks)
-    }
-
+    /// # Safety
+    /// AVX2 must be available and `p` must point at 64 readable bytes.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2")]
     #[inline]
-    fn avx2_masks(chunk: &[u8]) -> (u64, u64, u64) {
+    unsafe fn avx2_masks<const STORE: bool>(p: *const u8, dst: *mut u8) -> (u64, u64, u64) {
         use std::arch::x86_64::*;
-        assert!(chunk.len() >= 64);
-        // SAFETY: the assert keeps both unaligned 32-byte loads inside `chunk`.
+        // SAFETY: the caller guarantees 64 readable bytes (and writable at
+        // `dst` if storing).
         let (lo, hi) = unsafe {
-            (
-                _mm256_loadu_si256(chunk.as_ptr() as *const __m256i),
-                _mm256_loadu_si256(chunk.as_ptr().add(32) as *const __m256i),
-            )
+            let lo = _mm256_loadu_si256(p as *const __m256i);
+            let hi = _mm256_loadu_si256(p.add(32) as *const __m256i);
+            if STORE {
+                _mm256_storeu_si256(dst as *mut __m256i, lo);
+                _mm256_storeu_si256(dst.add(32) as *mut __m256i, hi);
+            }
+            (lo, hi)
         };
         let m = |b: u8| {
             let needle = _mm256_set1_epi8(b as i8);
@@ -368,19 +520,77 @@ mod simd {
         (m(b'\n'), m(b'\r'), m(b'.'))
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,popcnt")]
+    unsafe fn avx2_path<const COPY: bool, const FUSED: bool>(
+        rx: &mut DataReceiver,
+        buf: &[u8],
+        from: usize,
+        run_start: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, avx2_masks)
+    }
+
+    /// # Safety
+    /// AVX-512BW must be available and `p` must point at 64 readable bytes.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[inline]
+    unsafe fn avx512_masks<const STORE: bool>(p: *const u8, dst: *mut u8) -> (u64, u64, u64) {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees 64 readable bytes (and writable at
+        // `dst` if storing).
+        let v = unsafe {
+            let v = _mm512_loadu_si512(p as *const __m512i);
+            if STORE {
+                _mm512_storeu_si512(dst as *mut __m512i, v);
+            }
+            v
+        };
+        let m = |b: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b as i8));
+        (m(b'\n'), m(b'\r'), m(b'.'))
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx512bw,popcnt")]
+    unsafe fn avx512_path<const COPY: bool, const FUSED: bool>(
+        rx: &mut DataReceiver,
+        buf: &[u8],
+        from: usize,
+        run_start: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> usize {
+        fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, avx512_masks)
+    }
+
     #[cfg(all(test, target_arch = "x86_64"))]
     mod tests {
         #[test]
         fn simd_masks_agree_with_portable() {
             let mut chunk = [b'a'; 64];
             for (k, c) in chunk.iter_mut().enumerate() {
-                *c = [b'\n', b'\r', b'.', b'x', 0x8a, 0x8d][k % 6];
+                *c = [b'\n', b'\r', b'.', b'x', 0x8a, 0x8d, 0x2e | 0x80][k % 7];
             }
-            assert_eq!(super::sse2_masks(&chunk), super::portable_masks(&chunk));
-            if std::is_x86_feature_detected!("avx2") {
-                // SAFETY: guarded by the runtime check.
-                let avx = unsafe { super::avx2_masks(&chunk) };
-                assert_eq!(avx, super::portable_masks(&chunk));
+            let p = chunk.as_ptr();
+            let mut copy = [0u8; 64];
+            let d = copy.as_mut_ptr();
+            // SAFETY: `chunk` and `copy` have 64 bytes each; each SIMD path
+            // runs only after its runtime feature check.
+            unsafe {
+                let want = super::portable_masks::<false>(p, std::ptr::null_mut());
+                assert_eq!(super::sse2_masks::<true>(p, d), want);
+                assert_eq!(copy, chunk);
+                copy = [0; 64];
+                if std::is_x86_feature_detected!("avx2") {
+                    assert_eq!(super::avx2_masks::<true>(p, d), want);
+                    assert_eq!(copy, chunk);
+                    copy = [0; 64];
+                }
+                if std::is_x86_feature_detected!("avx512bw") {
+                    assert_eq!(super::avx512_masks::<true>(p, d), want);
+                    assert_eq!(copy, chunk);
+                }
             }
         }
     }
@@ -543,6 +753,54 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    /// Whole-buffer results at every instruction-set level this CPU has, in
+    /// both modes, with and without a size limit (fused and run copies).
+    fn at_every_level(input: &[u8], cfg: DataConfig) -> Vec<(Vec<u8>, Option<usize>, DataStats)> {
+        let mut results = Vec::new();
+        for level in 1..=simd::detect() {
+            for limit in [0, input.len() as u64 / 2 + 1] {
+                let cfg = DataConfig {
+                    max_size: limit,
+                    ..cfg
+                };
+                let mut rx = DataReceiver::new(cfg);
+                let mut out = Vec::new();
+                let end = rx.run_at::<true>(input, &mut out, level).complete();
+                let copied = (out, end, rx.stats());
+                let mut rx = DataReceiver::new(cfg);
+                let end = rx.run_at::<false>(input, &mut Vec::new(), level).complete();
+                assert_eq!(
+                    (end, rx.stats()),
+                    (copied.1, copied.2),
+                    "discard vs unstuff, level {level}"
+                );
+                if limit == 0 {
+                    results.push(copied);
+                } else {
+                    assert!(copied.0.len() as u64 <= limit);
+                }
+            }
+        }
+        results
+    }
+
+    #[test]
+    fn every_simd_level_agrees_with_byte_at_a_time() {
+        for strict in [true, false] {
+            let cfg = DataConfig {
+                max_size: 0,
+                strict,
+            };
+            for seed in 1..300u64 {
+                let input = body(seed, 200 + (seed as usize * 13) % 1500);
+                let want = one_byte_at_a_time(&input, cfg);
+                for got in at_every_level(&input, cfg) {
+                    assert_eq!(got, want, "seed {seed} strict {strict}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -134,6 +134,7 @@ fn is(class: u8, b: u8) -> bool {
 /// Parses a mailbox `local@domain` (or `Postmaster` when `allow_postmaster`)
 /// occupying all of `s`. `base` is the offset of `s` in the original input,
 /// used for error offsets.
+#[inline(always)]
 pub(crate) fn parse_mailbox(
     s: &[u8],
     base: usize,
@@ -216,6 +217,7 @@ pub(crate) fn parse_mailbox(
 
 /// Checks a domain of dot-separated LDH labels (U-labels allowed); returns
 /// the offset of the first offending byte.
+#[inline(always)]
 pub(crate) fn check_domain(d: &[u8]) -> Result<(), usize> {
     let mut label_len = 0;
     for (p, &c) in d.iter().enumerate() {
@@ -234,6 +236,7 @@ pub(crate) fn check_domain(d: &[u8]) -> Result<(), usize> {
     Ok(())
 }
 
+#[inline(always)]
 fn as_str(s: &[u8], base: usize) -> Result<&str, Error> {
     std::str::from_utf8(s)
         .map_err(|e| Error::at(ErrorKind::InvalidAddress, base + e.valid_up_to(), 0))
@@ -241,6 +244,7 @@ fn as_str(s: &[u8], base: usize) -> Result<&str, Error> {
 
 /// Parses `<path>` at the start of `s` (strict), returning the path and the
 /// bytes it used. Source routes (`<@a,@b:user@c>`) are accepted and dropped.
+#[inline(always)]
 pub(crate) fn parse_path(
     s: &[u8],
     base: usize,

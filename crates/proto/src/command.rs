@@ -176,6 +176,7 @@ fn syntax(at: usize) -> Error {
 }
 
 /// Parses a command line without its terminator.
+#[inline(always)]
 fn parse_line(line: &[u8], lenient: bool) -> Result<Command<'_>, Error> {
     let verb_end = memchr::memchr(b' ', line).unwrap_or(line.len());
     let verb = &line[..verb_end];
@@ -254,6 +255,7 @@ fn required_text(args: &[u8], at: usize) -> Result<&str, Error> {
     std::str::from_utf8(args).map_err(|e| syntax(at + e.valid_up_to()))
 }
 
+#[inline(always)]
 fn parse_helo_arg(args: &[u8], at: usize, lenient: bool) -> Result<&str, Error> {
     let mut arg = args;
     if lenient {
@@ -273,6 +275,7 @@ fn parse_helo_arg(args: &[u8], at: usize, lenient: bool) -> Result<&str, Error> 
 
 /// Parses `FROM:<path>` / `TO:<path>` and returns the path and the rest of
 /// the line (the parameters) with its offset.
+#[inline(always)]
 fn parse_path_arg(
     args: &[u8],
     at: usize,
@@ -312,6 +315,7 @@ fn parse_path_arg(
     }
 }
 
+#[inline(always)]
 fn parse_bdat(args: &[u8], at: usize) -> Result<Command<'_>, Error> {
     let size_end = memchr::memchr(b' ', args).unwrap_or(args.len());
     let size = parse_decimal(&args[..size_end]).ok_or(syntax(at))?;
@@ -323,6 +327,7 @@ fn parse_bdat(args: &[u8], at: usize) -> Result<Command<'_>, Error> {
     Ok(Command::Bdat { size, last })
 }
 
+#[inline(always)]
 fn parse_auth(args: &[u8], at: usize) -> Result<Command<'_>, Error> {
     let mech_end = memchr::memchr(b' ', args).unwrap_or(args.len());
     let mech = &args[..mech_end];

@@ -867,7 +867,10 @@ mod tests {
     #[test]
     fn every_simd_level_agrees_on_sparse_bodies() {
         for strict in [true, false] {
-            let cfg = DataConfig { max_size: 0, strict };
+            let cfg = DataConfig {
+                max_size: 0,
+                strict,
+            };
             for seed in 1..200u64 {
                 let input = sparse_body(seed, 500 + (seed as usize * 37) % 6000);
                 let want = one_byte_at_a_time(&input, cfg);

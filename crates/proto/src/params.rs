@@ -73,6 +73,7 @@ const ORCPT: u64 = pack_upper(b"ORCPT");
 
 /// Splits `s` (the text after the path) into `(keyword, value, offset)` items.
 /// Returns `Err(offset)` on an empty keyword.
+#[inline(always)]
 fn for_each_param<'a>(
     s: &'a [u8],
     base: usize,
@@ -138,6 +139,7 @@ fn set_once<T>(slot: &mut Option<T>, v: T, at: usize) -> Result<(), Error> {
     Ok(())
 }
 
+#[inline(always)]
 pub(crate) fn parse_mail_params(s: &[u8], base: usize) -> Result<MailParams<'_>, Error> {
     let mut p = MailParams::default();
     for_each_param(s, base, |key, value, at| match key {
@@ -171,6 +173,7 @@ pub(crate) fn parse_mail_params(s: &[u8], base: usize) -> Result<MailParams<'_>,
     Ok(p)
 }
 
+#[inline(always)]
 pub(crate) fn parse_rcpt_params(s: &[u8], base: usize) -> Result<RcptParams<'_>, Error> {
     let mut p = RcptParams::default();
     for_each_param(s, base, |key, value, at| match key {

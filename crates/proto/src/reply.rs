@@ -190,6 +190,7 @@ fn parse_enhanced(text: &[u8], class: u8) -> Option<(EnhancedCode, usize)> {
 /// [`ErrorKind::LineTooLong`] as soon as `max_line_len` bytes are buffered
 /// without a line end. [`Error::consumed`] covers everything up to the end of
 /// the offending line (see [`Error::line_complete`]).
+#[inline]
 pub fn parse_reply(buf: &[u8], max_line_len: usize) -> Result<Status<(Reply<'_>, usize)>, Error> {
     let mut pos = 0;
     let mut code = 0;

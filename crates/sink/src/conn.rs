@@ -321,6 +321,8 @@ async fn serve<S: Transport>(
 ) -> Exit {
     let stats = ctx.stats.clone();
     let read_cap = sess.s.read_cap;
+    // Size of the last read and whether it filled the room it had.
+    let (mut last_read, mut last_read_filled) = (0usize, false);
     let timer = sleep_until(dl.next());
     tokio::pin!(timer);
     let mut flow = if greet {
@@ -385,10 +387,14 @@ async fn serve<S: Transport>(
                 return Exit::Closed(CloseReason::Hook);
             }
         }
-        // Room to read: grow (doubling, bounded) only when the buffer is full.
-        if bufs.rbuf.len() == bufs.rbuf.capacity() {
-            let cap = bufs.rbuf.capacity();
-            if cap >= read_cap {
+        // Room to read. Grow (doubling, bounded) when the buffer is full or
+        // the last read filled all the room it had: a body is streaming in,
+        // and 1 KiB reads would cost a syscall per KiB. Shrink back once a
+        // read comes in small with nothing pending, so a connection that
+        // goes idle after a burst gives its memory back.
+        let cap = bufs.rbuf.capacity();
+        if bufs.rbuf.len() == cap || (last_read_filled && cap < read_cap) {
+            if bufs.rbuf.len() == cap && cap >= read_cap {
                 // Every phase consumes a full buffer, so this cannot happen;
                 // close rather than grow without bound.
                 return Exit::Closed(CloseReason::IoError);
@@ -396,12 +402,17 @@ async fn serve<S: Transport>(
             let want = (cap * 2).clamp(READ_INITIAL, read_cap);
             bufs.rbuf.reserve_exact(want - bufs.rbuf.len());
             stats.max(C::ReadBufferHighWater, bufs.rbuf.capacity() as u64);
+        } else if bufs.rbuf.is_empty() && cap > 4 * READ_INITIAL && last_read < cap / 8 {
+            bufs.rbuf.shrink_to(READ_INITIAL);
         }
+        let room = bufs.rbuf.capacity() - bufs.rbuf.len();
         tokio::select! {
             biased;
             r = stream.read_buf(&mut bufs.rbuf) => match r {
                 Ok(0) => return Exit::Closed(CloseReason::ClientClosed),
                 Ok(n) => {
+                    last_read = n;
+                    last_read_filled = n == room;
                     stats.add(C::BytesReceived, n as u64);
                     dl.last_input = Instant::now();
                     if let Some((left, rst)) = sess.io.cut_after {

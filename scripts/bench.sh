@@ -1,10 +1,21 @@
 #!/usr/bin/env bash
-# End-to-end benchmark: Postfix's smtp-sink vs mailstorm-sink, side by side in
-# one run, under the same client (Postfix's smtp-source).
+# End-to-end benchmarks, every section side by side in one run:
 #
-#   scripts/bench.sh                 # 5 rounds of scenarios a b c d
-#   ROUNDS=3 SCENARIOS="a b" scripts/bench.sh
-#   SCALE=0.2 scripts/bench.sh       # shorter runs (fewer messages)
+#   sinks    Postfix's smtp-sink vs mailstorm-sink under the same client
+#            (Postfix's smtp-source), scenarios a b c d.
+#   clients  smtp-source vs mailstorm-blast, both against smtp-sink:
+#            scenarios a (1 msg/conn, 50 sessions), b (reused connections),
+#            d (10 recipients); messages/s and the client's CPU per message.
+#   pairs    mailstorm-blast -> mailstorm-sink (PIPELINING + BDAT, depth 1
+#            and depth $DEPTH) vs smtp-source -> smtp-sink, reused connections.
+#   fresh    one message per fresh connection, pair vs pair.
+#   big      100 KB messages through each pair (GB/s of message data).
+#
+#   scripts/bench.sh                       # 5 rounds, every section
+#   SECTIONS="clients pairs" scripts/bench.sh
+#   ROUNDS=3 SCENARIOS="a b" SECTIONS=sinks scripts/bench.sh
+#   SCALE=0.2 scripts/bench.sh             # shorter runs (fewer messages)
+#   DEPTH=32 scripts/bench.sh              # pipeline depth of the "dk" rows
 #
 # Sink on CPU 0, client on CPU 1 (taskset), rounds interleaved so a slow phase
 # of the host hits both sides; medians reported. CPU per message is the sink
@@ -17,7 +28,9 @@ cd "$ROOT"
 
 ROUNDS="${ROUNDS:-5}"
 SCENARIOS="${SCENARIOS:-a b c d}"
+SECTIONS="${SECTIONS:-sinks clients pairs fresh big}"
 SCALE="${SCALE:-1}"
+DEPTH="${DEPTH:-16}"
 SINK_CPU="${SINK_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
 PORT_POSTFIX="${PORT_POSTFIX:-26025}"
@@ -34,8 +47,9 @@ if ! command -v /usr/sbin/smtp-sink >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix
     /usr/sbin/postfix stop 2>/dev/null || true
 fi
-cargo build --release -q -p mailstorm-sink
+cargo build --release -q -p mailstorm-sink -p mailstorm-blast
 MAILSTORM_SINK="$ROOT/target/release/mailstorm-sink"
+MAILSTORM_BLAST="$ROOT/target/release/mailstorm-blast"
 
 # smtp-sink refuses to run as root without -u.
 PF_USER_ARGS=()
@@ -73,7 +87,7 @@ start_sink() {
             SINK_PID=$!; SINK_PORT=$PORT_POSTFIX ;;
         mailstorm)
             taskset -c "$SINK_CPU" "$MAILSTORM_SINK" --listen "127.0.0.1:$PORT_MAILSTORM" \
-                --threads 1 --control off --quiet &
+                --threads 1 --control off --quiet >>"$OUT/mailstorm-sink.log" 2>&1 &
             SINK_PID=$!; SINK_PORT=$PORT_MAILSTORM ;;
     esac
     wait_port "$SINK_PORT"
@@ -84,61 +98,197 @@ stop_sink() {
     wait "$SINK_PID" 2>/dev/null || true
 }
 
-RESULTS="$OUT/bench-$(date +%Y%m%d-%H%M%S).tsv"
-printf 'round\tscenario\tsink\tmessages\tseconds\tmsgs_per_s\tsink_us_per_msg\tclient_us_per_msg\n' >"$RESULTS"
+has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
-run_one() { # round scenario sink
-    local round=$1 sc=$2 sink=$3 args msgs
-    args=$(scenario_args "$sc"); msgs=${args%% *}; args=${args#* }
-    start_sink "$sink"
+RESULTS="$OUT/bench-$(date +%Y%m%d-%H%M%S).tsv"
+printf 'round\tsection\tscenario\tserver\tclient\tmessages\tseconds\tmsgs_per_s\tserver_us_per_msg\tclient_us_per_msg\tbytes_per_msg\n' >"$RESULTS"
+BLAST_REPORT="$OUT/.blast-report.json"
+
+# run_case ROUND SECTION SCENARIO SERVER CLIENT MESSAGES BYTES_PER_MSG ARGS...
+# SERVER: postfix | mailstorm; CLIENT: smtp-source | a label for mailstorm-blast.
+# ARGS are the client's own flags (message count and target are added here).
+run_case() {
+    local round=$1 section=$2 sc=$3 server=$4 client=$5 msgs=$6 bytes=$7
+    shift 7
+    start_sink "$server"
     local t0 t1 c0 c1 client_cpu
     c0=$(cpu_ticks "$SINK_PID")
     t0=$(date +%s.%N)
     # TIMEFORMAT gives the client's own user+sys seconds.
-    client_cpu=$( { TIMEFORMAT='%U %S'; time taskset -c "$CLIENT_CPU" /usr/sbin/smtp-source \
-        -m "$msgs" $args -M mailstorm.test "127.0.0.1:$SINK_PORT" >/dev/null; } 2>&1 | tail -1)
+    if [[ "$client" == smtp-source ]]; then
+        client_cpu=$( { TIMEFORMAT='%U %S'; time taskset -c "$CLIENT_CPU" /usr/sbin/smtp-source \
+            -m "$msgs" "$@" -M mailstorm.test "127.0.0.1:$SINK_PORT" >/dev/null; } 2>&1 | tail -1)
+    else
+        rm -f "$BLAST_REPORT"
+        client_cpu=$( { TIMEFORMAT='%U %S'; time taskset -c "$CLIENT_CPU" "$MAILSTORM_BLAST" \
+            --target "127.0.0.1:$SINK_PORT" -n "$msgs" --threads 1 --quiet \
+            --timeout 30s --report "$BLAST_REPORT" "$@" >/dev/null; } 2>&1 | tail -1)
+    fi
     t1=$(date +%s.%N)
     c1=$(cpu_ticks "$SINK_PID")
     stop_sink
-    python3 - "$round" "$sc" "$sink" "$msgs" "$t0" "$t1" "$c0" "$c1" "$CLK_TCK" "$client_cpu" >>"$RESULTS" <<'PY'
+    if [[ "$client" != smtp-source ]]; then
+        # Every message must have been accepted, or the figure means nothing.
+        python3 - "$BLAST_REPORT" "$msgs" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))["messages"]
+if m["accepted"] != int(sys.argv[2]):
+    sys.exit(f"mailstorm-blast: {m} (expected {sys.argv[2]} accepted)")
+PY
+    fi
+    python3 - "$round" "$section" "$sc" "$server" "$client" "$msgs" "$t0" "$t1" "$c0" "$c1" \
+        "$CLK_TCK" "$client_cpu" "$bytes" >>"$RESULTS" <<'PY'
 import sys
-r, sc, sink, msgs, t0, t1, c0, c1, tck, ccpu = sys.argv[1:]
+r, sect, sc, server, client, msgs, t0, t1, c0, c1, tck, ccpu, nbytes = sys.argv[1:]
 msgs = int(msgs); secs = float(t1) - float(t0)
-sink_us = (int(c1) - int(c0)) / int(tck) / msgs * 1e6
+server_us = (int(c1) - int(c0)) / int(tck) / msgs * 1e6
 u, s = (float(x) for x in ccpu.split())
-print(f"{r}\t{sc}\t{sink}\t{msgs}\t{secs:.3f}\t{msgs/secs:.0f}\t{sink_us:.1f}\t{(u+s)/msgs*1e6:.1f}")
+print(f"{r}\t{sect}\t{sc}\t{server}\t{client}\t{msgs}\t{secs:.3f}\t{msgs/secs:.0f}"
+      f"\t{server_us:.1f}\t{(u+s)/msgs*1e6:.1f}\t{nbytes}")
 PY
     tail -1 "$RESULTS"
 }
 
+# Rounds alternate which side goes first, so drift in the host hits both.
+ordered() { if (($1 % 2)); then echo "$2 $3"; else echo "$3 $2"; fi; }
+
+# --- sinks: smtp-sink vs mailstorm-sink under smtp-source ----------------
+sinks_case() { # round scenario server
+    local args msgs
+    args=$(scenario_args "$2"); msgs=${args%% *}; args=${args#* }
+    # shellcheck disable=SC2086
+    run_case "$1" sinks "$2" "$3" smtp-source "$msgs" 0 $args
+}
+
+# --- clients: smtp-source vs mailstorm-blast, both against smtp-sink -----
+# The blaster sends its smallest message (headers only, like smtp-source's)
+# and pipelines: body + dot + next MAIL/RCPT/DATA (or QUIT) in one write.
+BLAST_SMALL=(--size 1 --pipeline-depth 2)
+clients_case() { # round scenario client
+    local round=$1 sc=$2 client=$3 msgs
+    case "$sc" in
+        a) msgs=$(scaled 20000)
+           if [[ $client == smtp-source ]]; then run_case "$round" clients a postfix smtp-source "$msgs" 0 -s 50
+           else run_case "$round" clients a postfix blast "$msgs" 0 "${BLAST_SMALL[@]}" -c 50 --per-conn 1; fi ;;
+        b) msgs=$(scaled 60000)
+           if [[ $client == smtp-source ]]; then run_case "$round" clients b postfix smtp-source "$msgs" 0 -d -s 50
+           else run_case "$round" clients b postfix blast "$msgs" 0 "${BLAST_SMALL[@]}" -c 50 --per-conn 0; fi ;;
+        d) msgs=$(scaled 12000)
+           if [[ $client == smtp-source ]]; then run_case "$round" clients d postfix smtp-source "$msgs" 0 -r 10 -s 50
+           else run_case "$round" clients d postfix blast "$msgs" 0 "${BLAST_SMALL[@]}" -c 50 --per-conn 1 --rcpts 10; fi ;;
+        *) ;; # c (100 KB) is the "big" section's
+    esac
+}
+
+# --- pairs: reused connections, 50 sessions -------------------------------
+pairs_case() { # round pair
+    case "$2" in
+        postfix) run_case "$1" pairs b postfix smtp-source "$(scaled 60000)" 0 -d -s 50 ;;
+        d1) run_case "$1" pairs b mailstorm "blast-d1" "$(scaled 200000)" 0 \
+                --size 1 -c 50 --per-conn 0 --pipeline-depth 1 ;;
+        dk) run_case "$1" pairs b mailstorm "blast-d$DEPTH" "$(scaled 600000)" 0 \
+                --size 1 -c 50 --per-conn 0 --pipeline-depth "$DEPTH" ;;
+    esac
+}
+
+# --- fresh: one message per new connection, 50 sessions -------------------
+fresh_case() { # round pair
+    case "$2" in
+        postfix) run_case "$1" fresh a postfix smtp-source "$(scaled 20000)" 0 -s 50 ;;
+        mailstorm) run_case "$1" fresh a mailstorm blast "$(scaled 30000)" 0 \
+                       --size 1 -c 50 --per-conn 1 --pipeline-depth 2 ;;
+    esac
+}
+
+# --- big: 100 KB messages, 4 reused connections ---------------------------
+big_case() { # round pair
+    case "$2" in
+        postfix) run_case "$1" big c postfix smtp-source "$(scaled 20000)" 102400 -l 102400 -d -s 4 ;;
+        mailstorm) run_case "$1" big c mailstorm blast "$(scaled 40000)" 102400 \
+                       --size 100k -c 4 --per-conn 0 ;;
+    esac
+}
+
 trap 'stop_sink 2>/dev/null || true' EXIT
 for round in $(seq 1 "$ROUNDS"); do
-    for sc in $SCENARIOS; do
-        # Alternate which sink goes first so drift in the host hits both.
-        if ((round % 2)); then order="postfix mailstorm"; else order="mailstorm postfix"; fi
-        for sink in $order; do run_one "$round" "$sc" "$sink"; done
-    done
+    if has_section sinks; then
+        for sc in $SCENARIOS; do
+            for server in $(ordered "$round" postfix mailstorm); do sinks_case "$round" "$sc" "$server"; done
+        done
+    fi
+    if has_section clients; then
+        for sc in $SCENARIOS; do
+            for client in $(ordered "$round" smtp-source blast); do clients_case "$round" "$sc" "$client"; done
+        done
+    fi
+    if has_section pairs; then
+        for pair in $(ordered "$round" postfix "d1 dk"); do pairs_case "$round" "$pair"; done
+    fi
+    if has_section fresh; then
+        for pair in $(ordered "$round" postfix mailstorm); do fresh_case "$round" "$pair"; done
+    fi
+    if has_section big; then
+        for pair in $(ordered "$round" postfix mailstorm); do big_case "$round" "$pair"; done
+    fi
 done
 
 echo
-echo "Medians over $ROUNDS rounds (sink on CPU $SINK_CPU, smtp-source on CPU $CLIENT_CPU); raw: $RESULTS"
+echo "Medians over $ROUNDS rounds (server on CPU $SINK_CPU, client on CPU $CLIENT_CPU); raw: $RESULTS"
 python3 - "$RESULTS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
-med = {}
+groups = {}
 for r in rows:
-    med.setdefault((r["scenario"], r["sink"]), []).append(r)
+    groups.setdefault((r["section"], r["scenario"], r["server"], r["client"]), []).append(r)
 def m(key, col):
-    return statistics.median(float(x[col]) for x in med[key])
-names = {"a": "a: 1 msg/conn, 50 sessions", "b": "b: reused conns (-d), 50 sessions",
-         "c": "c: 100 KB msgs, 20 sessions", "d": "d: 10 rcpts, 50 sessions"}
-print("| scenario | smtp-sink msgs/s | mailstorm-sink msgs/s | ratio | smtp-sink CPU µs/msg | mailstorm-sink CPU µs/msg | CPU ratio |")
-print("|---|---:|---:|---:|---:|---:|---:|")
-for sc in sorted({k[0] for k in med}):
-    p, s = (sc, "postfix"), (sc, "mailstorm")
-    if p not in med or s not in med:
-        continue
-    pr, sr = m(p, "msgs_per_s"), m(s, "msgs_per_s")
-    pc, scpu = m(p, "sink_us_per_msg"), m(s, "sink_us_per_msg")
-    print(f"| {names.get(sc, sc)} | {pr:,.0f} | {sr:,.0f} | {sr/pr:.2f}x | {pc:.1f} | {scpu:.1f} | {scpu/pc:.2f}x |")
+    return statistics.median(float(x[col]) for x in groups[key])
+def has(k):
+    return k in groups
+names = {"a": "a: 1 msg/conn, 50 sessions", "b": "b: reused conns, 50 sessions",
+         "c": "c: 100 KB msgs", "d": "d: 10 rcpts, 50 sessions"}
+sections = {r["section"] for r in rows}
+
+if "sinks" in sections:
+    print("\n## sinks: smtp-sink vs mailstorm-sink, both under smtp-source")
+    print("| scenario | smtp-sink msgs/s | mailstorm-sink msgs/s | ratio | smtp-sink CPU µs/msg | mailstorm-sink CPU µs/msg | CPU ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for sc in sorted({k[1] for k in groups if k[0] == "sinks"}):
+        p, s = ("sinks", sc, "postfix", "smtp-source"), ("sinks", sc, "mailstorm", "smtp-source")
+        if not (has(p) and has(s)):
+            continue
+        pr, sr = m(p, "msgs_per_s"), m(s, "msgs_per_s")
+        pc, scpu = m(p, "server_us_per_msg"), m(s, "server_us_per_msg")
+        print(f"| {names.get(sc, sc)} | {pr:,.0f} | {sr:,.0f} | {sr/pr:.2f}x | {pc:.1f} | {scpu:.1f} | {scpu/pc:.2f}x |")
+
+if "clients" in sections:
+    print("\n## clients: smtp-source vs mailstorm-blast, both against smtp-sink")
+    print("| scenario | smtp-source msgs/s | mailstorm-blast msgs/s | smtp-source CPU µs/msg | mailstorm-blast CPU µs/msg | CPU ratio (target) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    target = {"a": "≤ 0.6", "b": "≤ 0.33", "d": "≤ 0.25"}
+    for sc in sorted({k[1] for k in groups if k[0] == "clients"}):
+        p, b = ("clients", sc, "postfix", "smtp-source"), ("clients", sc, "postfix", "blast")
+        if not (has(p) and has(b)):
+            continue
+        pc, bc = m(p, "client_us_per_msg"), m(b, "client_us_per_msg")
+        print(f"| {names.get(sc, sc)} | {m(p, 'msgs_per_s'):,.0f} | {m(b, 'msgs_per_s'):,.0f} | {pc:.1f} | {bc:.1f} | {bc/pc:.2f} ({target.get(sc, '-')}) |")
+
+def pair_table(section, title):
+    keys = sorted((k for k in groups if k[0] == section), key=lambda k: (k[2] != "postfix", k[3]))
+    if not keys:
+        return
+    base = next((k for k in keys if k[2] == "postfix"), None)
+    print(f"\n## {title}")
+    print("| pair | msgs/s | vs Postfix pair | GB/s of messages | server CPU µs/msg | client CPU µs/msg |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for k in keys:
+        label = "smtp-source → smtp-sink" if k[2] == "postfix" else f"mailstorm-blast ({k[3]}) → mailstorm-sink"
+        rate = m(k, "msgs_per_s")
+        ratio = f"{rate / m(base, 'msgs_per_s'):.2f}x" if base else "-"
+        nbytes = float(groups[k][0]["bytes_per_msg"])
+        gbs = f"{rate * nbytes / 1e9:.2f}" if nbytes else "-"
+        print(f"| {label} | {rate:,.0f} | {ratio} | {gbs} | {m(k, 'server_us_per_msg'):.1f} | {m(k, 'client_us_per_msg'):.1f} |")
+
+pair_table("pairs", "pairs: reused connections, 50 sessions")
+pair_table("fresh", "fresh: one message per new connection, 50 sessions")
+pair_table("big", "big: 100 KB messages, 4 connections")
 PY

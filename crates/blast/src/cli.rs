@@ -9,12 +9,22 @@ use clap::Parser;
 use crate::config::{
     parse_bytes, parse_duration, AuthMech, Config, Mode, RcptRange, SizeDist, StartTls,
 };
+use crate::stages::{LoadStages, StagesMode};
 use crate::BlastError;
 
 const AFTER_HELP: &str = "\
 Without --target, an in-process mailstorm sink is started on 127.0.0.1 and
 blasted for a short default run (5 s or 20,000 messages), then a report is
 printed. Targets outside loopback need --allow-remote.
+
+Load stages (--stages): each stage is DURATION:VALUE (a step) or
+DURATION:FROM..TO (a linear ramp); the run lasts their sum (--messages may
+still end it earlier). With --stages-mode rate the values are messages/s on
+an open-loop schedule (--concurrency caps the connections); with
+--stages-mode concurrency they are connections sending back to back
+(--concurrency is then taken from the stages). Without --stages-mode, giving
+--concurrency selects concurrency, otherwise rate. The report and summary
+count messages per stage (by intended start).
 
 Exit codes:
   0  run completed and every --threshold held
@@ -27,6 +37,8 @@ Examples:
   mailstorm-blast
   mailstorm-blast --target 127.0.0.1:2525 -c 50 -d 10s --report out.json
   mailstorm-blast --target 127.0.0.1:2525 --rate 200 -d 30s --threshold 'p99<50ms,5xx==0'
+  mailstorm-blast --target 127.0.0.1:2525 --stages 10s:100,30s:100..500,10s:0
+  mailstorm-blast --target 127.0.0.1:2525 -c 10 --stages 5s:10,10s:10..200 --pipeline-depth 8
   mailstorm-blast --target mx.test:587 --allow-remote --starttls required --ca ca.pem \\
       --auth user:secret --auth-mech cram-md5 -n 100";
 
@@ -63,6 +75,17 @@ pub struct Args {
     /// Open loop: messages per second on a fixed schedule.
     #[arg(long, short = 'r')]
     pub rate: Option<f64>,
+    /// Load stages: `DURATION:VALUE` steps and `DURATION:FROM..TO` linear
+    /// ramps, e.g. `10s:100,30s:100..500,10s:0`. The run lasts their sum.
+    /// Values are messages/s (open loop) or connections (closed loop); see
+    /// --stages-mode.
+    #[arg(long)]
+    pub stages: Option<String>,
+    /// What --stages values are: `rate` (messages/s, open loop; --concurrency
+    /// caps the connections) or `concurrency` (connections sending back to
+    /// back). Default: `concurrency` when --concurrency is given, else `rate`.
+    #[arg(long, value_parser = ["rate", "concurrency"])]
+    pub stages_mode: Option<String>,
     /// Stop after this many messages.
     #[arg(long, short = 'n')]
     pub messages: Option<u64>,
@@ -86,13 +109,13 @@ pub struct Args {
     /// Message template with `{{seq}}` and `{{rcpt}}` placeholders.
     #[arg(long)]
     pub eml: Option<PathBuf>,
-    /// Sender pattern (`{n}` = message sequence number).
+    /// Sender pattern; `{N}` is replaced by the message sequence number.
     #[arg(long)]
     pub from: Option<String>,
-    /// Recipient pattern (`{n}` drawn from 0..--users).
+    /// Recipient pattern; `{N}` is drawn from 0..--users.
     #[arg(long)]
     pub to: Option<String>,
-    /// Size of the recipient `{n}` space.
+    /// How many distinct recipients `{N}` ranges over.
     #[arg(long)]
     pub users: Option<u64>,
     /// EHLO/LHLO domain.
@@ -105,6 +128,12 @@ pub struct Args {
     /// PIPELINING: auto (when advertised), on, off.
     #[arg(long, value_parser = ["auto", "on", "off"])]
     pub pipelining: Option<String>,
+    /// Transactions a connection keeps outstanding when the server
+    /// pipelines: with CHUNKING, up to K `MAIL RCPT… BDAT LAST`+body groups
+    /// per write; with DATA, the next group rides on the previous body's
+    /// write. QUIT rides on a session's last write. Default 1.
+    #[arg(long, value_name = "K")]
+    pub pipeline_depth: Option<u32>,
     /// CHUNKING/BDAT: auto (when advertised), on, off.
     #[arg(long, value_parser = ["auto", "on", "off"])]
     pub chunking: Option<String>,
@@ -219,7 +248,8 @@ impl Args {
             to,
             users,
             helo,
-            seed
+            seed,
+            pipeline_depth
         );
         set!(cpus, source);
         if let Some(v) = self.rate {
@@ -271,6 +301,18 @@ impl Args {
         }
         if self.no_nodelay {
             c.nodelay = false;
+        }
+        if let Some(s) = &self.stages {
+            c.stages = Some(LoadStages::parse(s)?);
+        }
+        match self.stages_mode.as_deref() {
+            Some("concurrency") => c.stages_mode = StagesMode::Concurrency,
+            Some(_) => c.stages_mode = StagesMode::Rate,
+            // Inferred: --concurrency without --rate means connections.
+            None if self.stages.is_some() && self.concurrency.is_some() && self.rate.is_none() => {
+                c.stages_mode = StagesMode::Concurrency
+            }
+            None => {}
         }
         if let Some(s) = &self.rcpts {
             c.rcpts = RcptRange::parse(s)?;

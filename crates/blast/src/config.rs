@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::rng::Rng;
+use crate::stages::{LoadStages, StagesMode};
 use crate::BlastError;
 
 /// `auto` (follow the server's EHLO), `on` (always) or `off` (never).
@@ -302,6 +303,12 @@ pub struct Config {
     pub concurrency: u32,
     /// Open loop: messages per second on a fixed schedule.
     pub rate: Option<f64>,
+    /// Load stages (`10s:100,30s:100..500,10s:0`): steps and linear ramps
+    /// of the rate or of the connection count; the run lasts their sum.
+    pub stages: Option<LoadStages>,
+    /// What the stage values are: `rate` (messages/s, open loop) or
+    /// `concurrency` (connections, closed loop).
+    pub stages_mode: StagesMode,
     /// Stop after this many messages (attempted).
     pub messages: Option<u64>,
     /// Stop starting messages after this long.
@@ -329,6 +336,13 @@ pub struct Config {
     pub helo: String,
     /// PIPELINING use.
     pub pipelining: Mode,
+    /// Most transactions a connection has outstanding at once when the
+    /// server pipelines: with CHUNKING, up to this many
+    /// `MAIL RCPT… BDAT n LAST`+body groups go out in one write (each after
+    /// the first preceded by RSET); with DATA, the next group rides on the
+    /// previous body's write. QUIT rides on the last write of a session.
+    /// 1 (the default) is one transaction at a time.
+    pub pipeline_depth: u32,
     /// CHUNKING (BDAT) use.
     pub chunking: Mode,
     /// STARTTLS policy.
@@ -395,6 +409,8 @@ impl Default for Config {
             pin: true,
             concurrency: 50,
             rate: None,
+            stages: None,
+            stages_mode: StagesMode::Rate,
             messages: None,
             duration: None,
             per_conn: 100,
@@ -407,6 +423,7 @@ impl Default for Config {
             users: 1000,
             helo: "mailstorm-blast.example.test".into(),
             pipelining: Mode::Auto,
+            pipeline_depth: 1,
             chunking: Mode::Auto,
             starttls: StartTls::Off,
             tls: false,
@@ -450,6 +467,27 @@ impl Config {
                 return err(format!("--rate {r}: must be a positive number"));
             }
         }
+        if let Some(st) = &self.stages {
+            if self.rate.is_some() {
+                return err(
+                    "--stages and --rate are exclusive: the stage values are the rates \
+                     (or connection counts with --stages-mode concurrency)"
+                        .into(),
+                );
+            }
+            if self.duration.is_some_and(|d| d != st.total()) {
+                return err(format!(
+                    "--stages: the run lasts the sum of the stages ({}); drop --duration",
+                    format_duration(st.total())
+                ));
+            }
+            if self.stages_mode == StagesMode::Concurrency && st.max_value() > 1_000_000.0 {
+                return err("--stages: at most 1,000,000 connections".into());
+            }
+        }
+        if !(1..=10_000).contains(&self.pipeline_depth) {
+            return err("--pipeline-depth must be between 1 and 10000".into());
+        }
         if self.messages == Some(0) {
             return err("--messages must be at least 1".into());
         }
@@ -475,10 +513,25 @@ impl Config {
 
     /// The configured duration, or the default when no bound was given.
     pub fn effective_duration(&self) -> Option<Duration> {
+        if let Some(st) = &self.stages {
+            return Some(st.total());
+        }
         match (self.duration, self.messages) {
             (None, None) => Some(DEFAULT_DURATION),
             (d, _) => d,
         }
+    }
+
+    /// Open loop: a fixed `rate`, or stages in rate mode.
+    pub fn open_loop(&self) -> bool {
+        self.rate.is_some() || (self.stages.is_some() && self.stages_mode == StagesMode::Rate)
+    }
+
+    /// Stages in concurrency mode.
+    pub fn concurrency_stages(&self) -> Option<&LoadStages> {
+        self.stages
+            .as_ref()
+            .filter(|_| self.stages_mode == StagesMode::Concurrency)
     }
 
     /// Uses TLS in any form.
@@ -523,9 +576,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, BlastError> {
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: Duration) -> String {
     let us = d.as_micros();
-    if us % 1_000_000 == 0 {
+    if us.is_multiple_of(1_000_000) {
         format!("{}s", us / 1_000_000)
-    } else if us % 1000 == 0 {
+    } else if us.is_multiple_of(1000) {
         format!("{}ms", us / 1000)
     } else {
         format!("{us}us")

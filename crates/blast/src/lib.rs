@@ -17,10 +17,13 @@ pub mod cli;
 pub mod config;
 pub mod message;
 pub mod net;
+pub mod policy;
 pub mod report;
 pub mod rng;
+pub mod scenario;
 mod session;
 mod shard;
+pub mod stages;
 pub mod stats;
 pub mod threshold;
 pub mod tls;
@@ -178,6 +181,10 @@ pub struct RunParams {
 pub fn effective_config(cfg: &Config) -> Result<Config, BlastError> {
     cfg.validate()?;
     let mut c = cfg.clone();
+    if let Some(st) = c.concurrency_stages() {
+        // Connection slots: as many as the highest stage asks for.
+        c.concurrency = (st.max_value() + 0.5).floor().max(1.0) as u32;
+    }
     if c.threads == 0 {
         c.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
@@ -186,7 +193,7 @@ pub fn effective_config(cfg: &Config) -> Result<Config, BlastError> {
         .min(c.concurrency as usize)
         .min(c.messages.unwrap_or(u64::MAX).min(usize::MAX as u64) as usize)
         .max(1);
-    if c.duration.is_none() && c.messages.is_none() {
+    if c.stages.is_some() || (c.duration.is_none() && c.messages.is_none()) {
         c.duration = c.effective_duration();
     }
     Ok(c)
@@ -245,7 +252,6 @@ pub fn run(
             cpu: (cfg.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]),
             workers: split(u64::from(cfg.concurrency), i) as u32,
             messages: cfg.messages.map(|m| split(m, i)),
-            rate: cfg.rate.map(|r| r / threads as f64),
         };
         let h = shard::spawn(plan, shared.clone())
             .map_err(|e| BlastError::Runtime(format!("cannot start shard thread: {e}")))?;

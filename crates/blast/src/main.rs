@@ -19,6 +19,16 @@ use mailstorm_blast::{
 const EMBEDDED_MESSAGES: u64 = 20_000;
 
 fn main() -> ExitCode {
+    // Printing into a closed pipe (`| head`) should end the program quietly,
+    // as for other command-line tools, not panic on EPIPE.
+    // SAFETY: called first thing in main, before any other thread exists;
+    // SIG_DFL is always a valid disposition.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let args = Args::parse();
     match real_main(args) {
         Ok(code) => ExitCode::from(code),
@@ -42,7 +52,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     }
     let mut cfg = args.to_config()?;
     let embedded = cfg.target.is_none();
-    if embedded && cfg.duration.is_none() && cfg.messages.is_none() {
+    if embedded && cfg.duration.is_none() && cfg.messages.is_none() && cfg.stages.is_none() {
         cfg.messages = Some(EMBEDDED_MESSAGES);
         cfg.duration = cfg.effective_duration();
     }

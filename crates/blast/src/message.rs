@@ -46,9 +46,15 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Splits the pattern at its (first) `{n}`.
+    /// Splits the pattern at its (first) `{n}` (or `{N}`: clap turns a
+    /// literal `{n}` in `--help` text into a line break, so the help shows
+    /// the upper-case spelling).
     pub fn new(p: &str) -> Pattern {
-        match p.split_once("{n}") {
+        let at = match (p.find("{n}"), p.find("{N}")) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match at.map(|i| (&p[..i], &p[i + 3..])) {
             Some((a, b)) => Pattern {
                 prefix: a.into(),
                 suffix: Some(b.into()),
@@ -389,5 +395,21 @@ mod tests {
         Pattern::new("fixed@example.test").write(&mut s, 7);
         assert_eq!(s, "fixed@example.test");
         assert!(Pattern::new("üser{n}@example.test").is_utf8());
+    }
+}
+
+#[cfg(test)]
+mod pattern_tests {
+    use super::Pattern;
+
+    #[test]
+    fn both_placeholder_spellings_are_replaced() {
+        let mut out = String::new();
+        Pattern::new("user{n}@example.test").write(&mut out, 7);
+        assert_eq!(out, "user7@example.test");
+        Pattern::new("user{N}@example.test").write(&mut out, 8);
+        assert_eq!(out, "user8@example.test");
+        Pattern::new("fixed@example.test").write(&mut out, 9);
+        assert_eq!(out, "fixed@example.test");
     }
 }

@@ -91,11 +91,12 @@ pub fn to_json(r: &RunResult) -> Value {
             "failed": c.failed,
         },
         "schedule": {
-            "mode": if r.config.rate.is_some() { "open" } else { "closed" },
+            "mode": if r.config.open_loop() { "open" } else { "closed" },
             "rate": r.config.rate,
             "scheduled": c.scheduled,
             "late": c.late,
             "not_started": c.not_started,
+            "stages": load_stages(r),
         },
         "recipients": {
             "attempted": c.rcpt_attempted,
@@ -114,6 +115,40 @@ pub fn to_json(r: &RunResult) -> Value {
         "latency_us": latency,
         "histograms": hists,
     })
+}
+
+/// Per load stage: its definition and what happened to its messages
+/// (`null` without `--stages`).
+fn load_stages(r: &RunResult) -> Value {
+    let Some(st) = &r.config.stages else {
+        return Value::Null;
+    };
+    let mut start = 0.0;
+    let rows: Vec<Value> = st
+        .stages()
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let t = r.totals.load.get(i).copied().unwrap_or_default();
+            let d = s.duration.as_secs_f64();
+            let row = json!({
+                "start_s": (start * 1000.0_f64).round() / 1000.0,
+                "duration_s": d,
+                "from": s.from,
+                "to": s.to,
+                "scheduled": t.scheduled,
+                "attempted": t.attempted,
+                "accepted": t.accepted,
+                "deferred": t.deferred,
+                "rejected": t.rejected,
+                "failed": t.failed,
+                "not_started": t.not_started,
+            });
+            start += d;
+            row
+        })
+        .collect();
+    Value::Array(rows)
 }
 
 fn ms(us: u64) -> String {
@@ -135,12 +170,17 @@ pub fn summary(r: &RunResult) -> String {
     let cfg = &r.config;
     let secs = r.elapsed.as_secs_f64();
     let mut s = String::new();
-    let model = match cfg.rate {
-        Some(rate) => format!(
+    let model = match (&cfg.stages, cfg.rate) {
+        (Some(st), _) if cfg.open_loop() => format!(
+            "open loop, rate stages {st} (up to {} connections)",
+            cfg.concurrency
+        ),
+        (Some(st), _) => format!("closed loop, connection stages {st}"),
+        (None, Some(rate)) => format!(
             "open loop {rate} msg/s (up to {} connections)",
             cfg.concurrency
         ),
-        None => format!("closed loop, {} connections", cfg.concurrency),
+        (None, None) => format!("closed loop, {} connections", cfg.concurrency),
     };
     let _ = writeln!(
         s,
@@ -174,7 +214,38 @@ pub fn summary(r: &RunResult) -> String {
         "connections: opened {}, failed {}; recipients {} sent, {} accepted",
         c.conn_opened, c.conn_failed, c.rcpt_attempted, c.rcpt_accepted
     );
-    if cfg.rate.is_some() {
+    if let Some(st) = &cfg.stages {
+        let unit = if cfg.open_loop() { "msg/s" } else { "conns" };
+        let _ = writeln!(
+            s,
+            "\nstage      start   length  {unit:>13}  scheduled  attempted   accepted   deferred   rejected     failed"
+        );
+        let mut start = 0.0;
+        for (i, ls) in st.stages().iter().enumerate() {
+            let tl = t.load.get(i).copied().unwrap_or_default();
+            let value = if ls.from == ls.to {
+                format!("{}", ls.from)
+            } else {
+                format!("{}..{}", ls.from, ls.to)
+            };
+            let _ = writeln!(
+                s,
+                "  {:<5} {:>7.1}s {:>7.1}s  {:>13}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
+                i + 1,
+                start,
+                ls.duration.as_secs_f64(),
+                value,
+                tl.scheduled,
+                tl.attempted,
+                tl.accepted,
+                tl.deferred,
+                tl.rejected,
+                tl.failed
+            );
+            start += ls.duration.as_secs_f64();
+        }
+    }
+    if cfg.open_loop() {
         let _ = writeln!(
             s,
             "schedule:    {} sends scheduled, {} started late (> {}), {} never started",

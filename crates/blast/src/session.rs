@@ -6,6 +6,7 @@
 //! from a reused read buffer.
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -181,6 +182,48 @@ pub(crate) struct Conn {
     dirty: bool,
     /// The connection cannot be used any more (transport error, 421).
     pub broken: bool,
+    /// QUIT went out with the last transactions.
+    quit_sent: bool,
+    /// Transactions written and not yet answered, oldest first.
+    pending: VecDeque<Txn>,
+}
+
+/// A message a worker took on.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Job {
+    /// Sequence number (seeds its content).
+    pub seq: u64,
+    /// When it was meant to start (open loop schedule; else `started`).
+    pub intended: Instant,
+    /// When a worker picked it up.
+    pub started: Instant,
+    /// Its load stage (`--stages`), 0 without stages.
+    pub stage: usize,
+}
+
+/// Where a connection gets more messages to pipeline, and where it reports
+/// how each one ended.
+pub(crate) trait JobSource {
+    /// A message due now, if any, without waiting (counted as started).
+    fn try_next(&self) -> Option<Job>;
+    /// No message will come for this connection now: QUIT may go out with
+    /// the last transactions.
+    fn exhausted(&self) -> bool;
+    /// Records how a message ended.
+    fn finish(&self, job: &Job, o: Outcome);
+}
+
+/// A pipelined transaction whose commands are written.
+#[derive(Debug, Clone, Copy)]
+struct Txn {
+    job: Job,
+    /// Recipients sent.
+    n: u32,
+    size: u64,
+    /// Preceded by RSET.
+    rset: bool,
+    /// When the write carrying its commands started.
+    sent: Option<Instant>,
 }
 
 /// Why a session could not be set up.
@@ -219,6 +262,8 @@ impl Conn {
             txns: 0,
             dirty: false,
             broken: false,
+            quit_sent: false,
+            pending: VecDeque::new(),
         };
         match c.setup(env, now).await {
             Ok(()) => Ok(c),
@@ -374,6 +419,253 @@ impl Conn {
         }
     }
 
+    /// The connection can carry no more transactions (broken, or QUIT
+    /// already sent).
+    pub fn done(&self) -> bool {
+        self.broken || self.quit_sent
+    }
+
+    /// Runs message `first` and, when the server pipelines and
+    /// `pipeline_depth` allows, more messages taken from `src`; reports
+    /// every message's outcome to `src`.
+    pub async fn run(&mut self, env: &Env, sc: &mut Scratch, first: Job, src: &dyn JobSource) {
+        if !env.cfg.pipelining.use_it(self.caps.pipelining) {
+            let o = self.transaction(env, sc, first.seq).await;
+            src.finish(&first, o);
+            return;
+        }
+        let res = self.pipelined(env, sc, first, src).await;
+        // Whatever is still pending lost its connection: a transport error,
+        // or a 421 (the server would have answered 421 to the rest too).
+        let rest = match res {
+            Ok(()) => Outcome::Deferred,
+            Err(t) => {
+                self.broken = true;
+                env.stats().transport(t);
+                Outcome::Failed(t)
+            }
+        };
+        while let Some(txn) = self.pending.pop_front() {
+            src.finish(&txn.job, rest);
+        }
+    }
+
+    fn can_take(&self, cfg: &Config) -> bool {
+        cfg.per_conn == 0 || self.txns < cfg.per_conn
+    }
+
+    fn ends_after(&self, cfg: &Config, src: &dyn JobSource) -> bool {
+        !self.can_take(cfg) || src.exhausted()
+    }
+
+    /// RFC 2920 groups. With CHUNKING, up to `pipeline_depth` transactions
+    /// `[RSET] MAIL RCPT… BDAT n LAST`+body go out in one write (RSET before
+    /// each one after the first, so a transaction the server left open —
+    /// e.g. a BDAT refused for want of recipients — cannot spill into the
+    /// next), plus QUIT when the session ends with them. With DATA, the
+    /// group ends at DATA and, at depth > 1, the next group (or QUIT) rides
+    /// on the body's write. Replies are read in order and attributed to the
+    /// transaction they belong to.
+    async fn pipelined(
+        &mut self,
+        env: &Env,
+        sc: &mut Scratch,
+        first: Job,
+        src: &dyn JobSource,
+    ) -> Result<(), Transport> {
+        let cfg = &env.cfg;
+        let chunking = cfg.chunking.use_it(self.caps.chunking);
+        let depth = cfg.pipeline_depth.max(1) as usize;
+        let rset = self.dirty || (cfg.rset && self.txns > 0);
+        self.write_txn(env, sc, first, rset, chunking);
+        if chunking {
+            while self.pending.len() < depth && self.can_take(cfg) {
+                let Some(j) = src.try_next() else { break };
+                self.write_txn(env, sc, j, true, true);
+            }
+        }
+        let mut quit_at = None;
+        let quit = depth > 1 && chunking && self.ends_after(cfg, src);
+        if quit {
+            write_quit(&mut self.wbuf);
+            self.quit_sent = true;
+        }
+        let t0 = self.send_group(cfg.timeouts.data).await?;
+        if quit {
+            quit_at = Some(t0);
+        }
+        while let Some(&txn) = self.pending.front() {
+            let o = self
+                .read_txn(env, sc, txn, src, chunking, depth, &mut quit_at)
+                .await?;
+            self.pending.pop_front();
+            src.finish(&txn.job, o);
+            if self.broken {
+                return Ok(());
+            }
+        }
+        if let Some(tq) = quit_at {
+            match self.reply(cfg.timeouts.quit).await {
+                Ok(r) => self.record(env, Stage::Quit, r, tq),
+                // A server that closes right after 221 is fine.
+                Err(Transport::UnexpectedClose) => {}
+                Err(t) => env.stats().transport(t),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes one transaction's commands (and, with CHUNKING, its body).
+    fn write_txn(&mut self, env: &Env, sc: &mut Scratch, job: Job, rset: bool, chunking: bool) {
+        let cfg = &env.cfg;
+        let mut rng = Rng::for_item(cfg.seed, job.seq);
+        let n = rng.range(u64::from(cfg.rcpts.min), u64::from(cfg.rcpts.max)) as usize;
+        env.from.write(&mut sc.from, job.seq);
+        for r in &mut sc.rcpts[..n] {
+            env.to.write(r, rng.below(cfg.users));
+        }
+        let size = env.factory.size(&mut rng, job.seq, &sc.rcpts[0]);
+        self.txns += 1;
+        env.stats().counters.rcpt_attempted += n as u64;
+        if rset {
+            write_rset(&mut self.wbuf);
+        }
+        write_mail_from(
+            &mut self.wbuf,
+            &sc.from,
+            self.caps.size.then_some(size),
+            None,
+            env.utf8,
+        );
+        for r in &sc.rcpts[..n] {
+            write_rcpt_to(&mut self.wbuf, r);
+        }
+        if chunking {
+            write_bdat(&mut self.wbuf, size, true);
+            env.factory
+                .write(&mut self.wbuf, job.seq, size, &sc.rcpts[0], false);
+            env.stats().counters.bytes += size;
+        } else {
+            write_data(&mut self.wbuf);
+        }
+        self.pending.push_back(Txn {
+            job,
+            n: n as u32,
+            size,
+            rset,
+            sent: None,
+        });
+    }
+
+    /// Sends the write buffer; stamps the transactions it carries.
+    async fn send_group(&mut self, limit: Duration) -> Result<Instant, Transport> {
+        let t0 = self.send(limit).await?;
+        for t in self.pending.iter_mut().rev() {
+            if t.sent.is_some() {
+                break;
+            }
+            t.sent = Some(t0);
+        }
+        Ok(t0)
+    }
+
+    /// Reads the replies of the oldest pending transaction (with DATA:
+    /// sends its body, and at depth > 1 the next group or QUIT with it).
+    #[allow(clippy::too_many_arguments)]
+    async fn read_txn(
+        &mut self,
+        env: &Env,
+        sc: &mut Scratch,
+        txn: Txn,
+        src: &dyn JobSource,
+        chunking: bool,
+        depth: usize,
+        quit_at: &mut Option<Instant>,
+    ) -> Result<Outcome, Transport> {
+        let cfg = &env.cfg;
+        let t = &cfg.timeouts;
+        let t0 = txn.sent.unwrap_or(self.last_read);
+        if txn.rset {
+            let r = self.reply(t.rset).await?;
+            self.record(env, Stage::Rset, r, t0);
+            self.dirty = false;
+            if self.broken {
+                return Ok(self.message_done(env, t0, Outcome::Deferred));
+            }
+        }
+        let m = self.reply(t.mail).await?;
+        self.record(env, Stage::Mail, m, t0);
+        if self.broken {
+            // 421: the server closes; the rest of the group is lost.
+            return Ok(self.message_done(env, t0, Outcome::Deferred));
+        }
+        let (mut accepted, mut any_4xx) = (0u32, false);
+        for _ in 0..txn.n {
+            let r = self.reply(t.rcpt).await?;
+            self.record(env, Stage::Rcpt, r, t0);
+            if self.broken {
+                return Ok(self.message_done(env, t0, Outcome::Deferred));
+            }
+            if r.ok() {
+                accepted += 1;
+            }
+            any_4xx |= r.code / 100 == 4;
+        }
+        env.stats().counters.rcpt_accepted += u64::from(accepted);
+        if chunking {
+            return self.finals(env, t0, t0, m, accepted, any_4xx).await;
+        }
+        let d = self.reply(t.data).await?;
+        self.record(env, Stage::Data, d, t0);
+        if self.broken {
+            return Ok(self.message_done(env, t0, Outcome::Deferred));
+        }
+        if d.code != 354 {
+            self.dirty = m.ok();
+            return Ok(self.message_done(env, t0, early(m, accepted, any_4xx, d)));
+        }
+        if !m.ok() || accepted == 0 {
+            // A server that said 354 without recipients: end the empty
+            // message to stay in sync.
+            self.wbuf.extend_from_slice(b".\r\n");
+            let tb = self.send(t.data).await?;
+            let f = self.reply(t.data_end).await?;
+            self.record(env, Stage::DataEnd, f, tb);
+            let o = if any_4xx {
+                Outcome::Deferred
+            } else {
+                Outcome::Rejected
+            };
+            return Ok(self.message_done(env, t0, o));
+        }
+        // The group was written last, so the scratch still holds this
+        // message's recipients.
+        env.factory
+            .write(&mut self.wbuf, txn.job.seq, txn.size, &sc.rcpts[0], true);
+        env.stats().counters.bytes += txn.size;
+        let mut quit = false;
+        if depth > 1 {
+            // RFC 2920: after the final dot the next group may follow in
+            // the same write (the dot ends this transaction whatever its
+            // reply, so no RSET is needed).
+            if self.can_take(cfg) {
+                if let Some(j) = src.try_next() {
+                    self.write_txn(env, sc, j, cfg.rset, false);
+                }
+            }
+            if self.pending.len() == 1 && self.ends_after(cfg, src) {
+                write_quit(&mut self.wbuf);
+                self.quit_sent = true;
+                quit = true;
+            }
+        }
+        let tb = self.send_group(t.data).await?;
+        if quit {
+            *quit_at = Some(tb);
+        }
+        self.finals(env, t0, tb, m, accepted, any_4xx).await
+    }
+
     /// Runs one mail transaction for message `seq`; returns the outcome and
     /// records every reply and stage time.
     pub async fn transaction(&mut self, env: &Env, sc: &mut Scratch, seq: u64) -> Outcome {
@@ -402,7 +694,6 @@ impl Conn {
             env.to.write(r, rng.below(cfg.users));
         }
         let size = env.factory.size(&mut rng, seq, &sc.rcpts[0]);
-        let pipelining = cfg.pipelining.use_it(self.caps.pipelining);
         let chunking = cfg.chunking.use_it(self.caps.chunking);
         let need_rset = self.dirty || (cfg.rset && self.txns > 0);
         let size_param = self.caps.size.then_some(size);
@@ -418,76 +709,6 @@ impl Conn {
                 Outcome::Rejected
             }
         };
-
-        if pipelining {
-            // RFC 2920 group: [RSET] MAIL RCPT... DATA, or with CHUNKING
-            // [RSET] MAIL RCPT... BDAT n LAST + body, in one write.
-            if need_rset {
-                write_rset(&mut self.wbuf);
-            }
-            write_mail_from(&mut self.wbuf, &sc.from, size_param, None, env.utf8);
-            for r in &sc.rcpts[..n] {
-                write_rcpt_to(&mut self.wbuf, r);
-            }
-            if chunking {
-                write_bdat(&mut self.wbuf, size, true);
-                env.factory
-                    .write(&mut self.wbuf, seq, size, &sc.rcpts[0], false);
-                env.stats().counters.bytes += size;
-            } else {
-                write_data(&mut self.wbuf);
-            }
-            let t0 = self.send(t.data).await?;
-            if need_rset {
-                let r = self.reply(t.rset).await?;
-                self.record(env, Stage::Rset, r, t0);
-                self.dirty = false;
-            }
-            let m = self.reply(t.mail).await?;
-            self.record(env, Stage::Mail, m, t0);
-            if self.broken {
-                // 421: the server closes; the rest of the group is lost.
-                return Ok(self.message_done(env, t0, Outcome::Deferred));
-            }
-            for _ in 0..n {
-                let r = self.reply(t.rcpt).await?;
-                self.record(env, Stage::Rcpt, r, t0);
-                if self.broken {
-                    return Ok(self.message_done(env, t0, Outcome::Deferred));
-                }
-                if r.ok() {
-                    accepted += 1;
-                }
-                any_4xx |= r.code / 100 == 4;
-            }
-            env.stats().counters.rcpt_accepted += u64::from(accepted);
-            if chunking {
-                return self.finals(env, t0, t0, m, accepted, any_4xx).await;
-            }
-            let d = self.reply(t.data).await?;
-            self.record(env, Stage::Data, d, t0);
-            if self.broken {
-                return Ok(self.message_done(env, t0, Outcome::Deferred));
-            }
-            if d.code != 354 {
-                self.dirty = m.ok();
-                return Ok(self.message_done(env, t0, early(m, accepted, any_4xx, d)));
-            }
-            if !m.ok() || accepted == 0 {
-                // A server that said 354 without recipients: end the empty
-                // message to stay in sync.
-                self.wbuf.extend_from_slice(b".\r\n");
-                let tb = self.send(t.data).await?;
-                let f = self.reply(t.data_end).await?;
-                self.record(env, Stage::DataEnd, f, tb);
-                return Ok(self.message_done(env, t0, rcpt_outcome(any_4xx)));
-            }
-            env.factory
-                .write(&mut self.wbuf, seq, size, &sc.rcpts[0], true);
-            env.stats().counters.bytes += size;
-            let tb = self.send(t.data).await?;
-            return self.finals(env, t0, tb, m, accepted, any_4xx).await;
-        }
 
         // Step by step: one command, one reply.
         if need_rset {
@@ -598,7 +819,7 @@ impl Conn {
     /// Ends the session politely with QUIT; errors here are recorded but do
     /// not affect message outcomes.
     pub async fn quit(mut self, env: &Env) {
-        if !self.broken {
+        if !self.broken && !self.quit_sent {
             write_quit(&mut self.wbuf);
             let limit = env.cfg.timeouts.quit;
             let res = async {

@@ -19,7 +19,7 @@ use crate::auth::Credentials;
 use crate::config::Config;
 use crate::message::{MessageFactory, Pattern};
 use crate::net::{pin_current_thread, SockOpts};
-use crate::session::{Conn, Env, Outcome, Scratch};
+use crate::session::{Conn, Env, Job, JobSource, Outcome, Scratch};
 use crate::stats::{Delta, Stage, Stats, Transport};
 use crate::{BlastError, StopSignal};
 
@@ -47,8 +47,6 @@ pub(crate) struct Plan {
     pub workers: u32,
     /// Messages this shard may start.
     pub messages: Option<u64>,
-    /// Open loop: this shard's messages per second.
-    pub rate: Option<f64>,
 }
 
 /// Runs a shard on a new thread.
@@ -119,24 +117,52 @@ impl Ctx {
         k * self.plan.shards as u64 + self.plan.index as u64
     }
 
-    /// The next message to send: its intended start and sequence number.
-    async fn next_job(&self) -> Option<(Instant, u64)> {
-        loop {
-            if self.stop.get() || self.past_deadline() {
+    /// The load stage an intended start falls in (0 without stages).
+    fn stage_of(&self, t: Instant) -> usize {
+        match &self.env.cfg.stages {
+            Some(st) => st.index_at(t.saturating_duration_since(self.shared.start)),
+            None => 0,
+        }
+    }
+
+    /// Closed loop with concurrency stages: whether this shard's worker
+    /// `slot` is one of the connections the current stage asks for.
+    fn slot_active(&self, slot: u32) -> bool {
+        match self.env.cfg.concurrency_stages() {
+            Some(st) => st.slot_active(self.global_slot(slot), self.shared.start.elapsed()),
+            None => true,
+        }
+    }
+
+    fn global_slot(&self, slot: u32) -> u32 {
+        self.plan.index as u32 + slot * self.plan.shards as u32
+    }
+
+    /// The next message to send without waiting: its intended start and
+    /// sequence number.
+    fn try_job(&self, slot: u32) -> Option<(Instant, u64)> {
+        if self.stop.get() || self.past_deadline() {
+            return None;
+        }
+        if !self.open_loop {
+            let left = self.remaining.get();
+            if left == 0 || !self.slot_active(slot) {
                 return None;
             }
-            if !self.open_loop {
-                let left = self.remaining.get();
-                if left == 0 {
-                    return None;
-                }
-                self.remaining.set(left - 1);
-                return Some((Instant::now(), self.next_seq()));
+            self.remaining.set(left - 1);
+            return Some((Instant::now(), self.next_seq()));
+        }
+        let t = self.queue.borrow_mut().pop_front()?;
+        Some((t, self.next_seq()))
+    }
+
+    /// The next message to send, waiting for the open-loop schedule.
+    async fn next_job(&self, slot: u32) -> Option<(Instant, u64)> {
+        loop {
+            if let Some(j) = self.try_job(slot) {
+                return Some(j);
             }
-            if let Some(t) = self.queue.borrow_mut().pop_front() {
-                return Some((t, self.next_seq()));
-            }
-            if self.sched_done.get() {
+            if !self.open_loop || self.stop.get() || self.past_deadline() || self.sched_done.get() {
                 return None;
             }
             let notified = self.wake.notified();
@@ -149,6 +175,72 @@ impl Ctx {
         }
     }
 
+    /// Whether no job will come for `slot` now (so QUIT may ride along).
+    fn exhausted(&self, slot: u32) -> bool {
+        self.stop.get()
+            || self.past_deadline()
+            || if self.open_loop {
+                self.sched_done.get() && self.queue.borrow().is_empty()
+            } else {
+                self.remaining.get() == 0 || !self.slot_active(slot)
+            }
+    }
+
+    /// Counts a message as started.
+    fn begin(&self, intended: Instant, seq: u64) -> Job {
+        let started = Instant::now();
+        let stage = self.stage_of(intended);
+        self.in_flight.set(self.in_flight.get() + 1);
+        let mut st = self.env.stats.borrow_mut();
+        st.counters.attempted += 1;
+        if self.open_loop && started.saturating_duration_since(intended) > self.env.cfg.late_after {
+            st.counters.late += 1;
+        }
+        if self.env.cfg.stages.is_some() {
+            st.load_stage(stage).attempted += 1;
+        }
+        Job {
+            seq,
+            intended,
+            started,
+            stage,
+        }
+    }
+
+    /// Records how a message ended.
+    fn end(&self, job: &Job, o: Outcome) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        let end = Instant::now();
+        let mut st = self.env.stats.borrow_mut();
+        if self.env.cfg.stages.is_some() {
+            let t = st.load_stage(job.stage);
+            match o {
+                Outcome::Accepted => t.accepted += 1,
+                Outcome::Deferred => t.deferred += 1,
+                Outcome::Rejected => t.rejected += 1,
+                Outcome::Failed(_) => t.failed += 1,
+            }
+        }
+        let c = &mut st.counters;
+        match o {
+            Outcome::Accepted => c.accepted += 1,
+            Outcome::Deferred => c.deferred += 1,
+            Outcome::Rejected => c.rejected += 1,
+            Outcome::Failed(_) => {
+                c.failed += 1;
+                return;
+            }
+        }
+        st.time(
+            Stage::Service,
+            end.saturating_duration_since(job.started).as_micros() as u64,
+        );
+        st.time(
+            Stage::Latency,
+            end.saturating_duration_since(job.intended).as_micros() as u64,
+        );
+    }
+
     async fn wait_stopped(&self) {
         loop {
             let n = self.stopped.notified();
@@ -159,6 +251,56 @@ impl Ctx {
             }
             n.await;
         }
+    }
+
+    /// Concurrency stages: closes the worker's connection while its slot
+    /// is not wanted and waits until it is. `false`: the run is over for it.
+    async fn wait_for_slot(&self, slot: u32, conn: &mut Option<Conn>) -> bool {
+        let Some(st) = self.env.cfg.concurrency_stages() else {
+            return true;
+        };
+        let g = self.global_slot(slot);
+        loop {
+            if self.stop.get() || self.past_deadline() {
+                return false;
+            }
+            let now = self.shared.start.elapsed();
+            if st.slot_active(g, now) {
+                return true;
+            }
+            if let Some(c) = conn.take() {
+                c.quit(&self.env).await;
+            }
+            let Some(at) = st.slot_next_active(g, now) else {
+                return false;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until((self.shared.start + at).into()) => {}
+                _ = self.wait_stopped() => {}
+            }
+        }
+    }
+}
+
+/// One worker's view of the shard's jobs, handed to a connection so it can
+/// pipeline several.
+struct Source<'a> {
+    ctx: &'a Ctx,
+    slot: u32,
+}
+
+impl JobSource for Source<'_> {
+    fn try_next(&self) -> Option<Job> {
+        let (t, seq) = self.ctx.try_job(self.slot)?;
+        Some(self.ctx.begin(t, seq))
+    }
+
+    fn exhausted(&self) -> bool {
+        self.ctx.exhausted(self.slot)
+    }
+
+    fn finish(&self, job: &Job, o: Outcome) {
+        self.ctx.end(job, o);
     }
 }
 
@@ -182,7 +324,7 @@ async fn run(plan: Plan, shared: Shared) -> Result<(), BlastError> {
     };
     let ctx = Rc::new(Ctx {
         env,
-        open_loop: plan.rate.is_some(),
+        open_loop: cfg.open_loop(),
         remaining: Cell::new(plan.messages.unwrap_or(u64::MAX)),
         plan: plan.clone(),
         shared: shared.clone(),
@@ -203,11 +345,11 @@ async fn run(plan: Plan, shared: Shared) -> Result<(), BlastError> {
         })
     };
     let ticker = tokio::task::spawn_local(ticker(ctx.clone()));
-    let scheduler = plan
-        .rate
-        .map(|rate| tokio::task::spawn_local(scheduler(ctx.clone(), rate)));
+    let scheduler = cfg
+        .open_loop()
+        .then(|| tokio::task::spawn_local(scheduler(ctx.clone())));
     let mut workers: Vec<_> = (0..plan.workers)
-        .map(|_| tokio::task::spawn_local(worker(ctx.clone())))
+        .map(|slot| tokio::task::spawn_local(worker(ctx.clone(), slot)))
         .collect();
 
     let cutoff = async {
@@ -257,6 +399,11 @@ async fn run(plan: Plan, shared: Shared) -> Result<(), BlastError> {
         st.transport[Transport::Aborted as usize] += aborted;
     }
     st.counters.not_started += ctx.queue.borrow().len() as u64;
+    if cfg.stages.is_some() {
+        for &t in ctx.queue.borrow().iter() {
+            st.load_stage(ctx.stage_of(t)).not_started += 1;
+        }
+    }
     let interval = interval_index(&shared, Instant::now());
     let _ = shared.tx.send(Delta {
         shard: plan.index,
@@ -289,61 +436,85 @@ async fn ticker(ctx: Rc<Ctx>) {
     }
 }
 
-/// Open loop: puts intended send times on the queue at `rate` per second,
-/// whatever the connections manage; a send that cannot start on time stays
-/// queued (and is counted late or, at the end, not started).
-async fn scheduler(ctx: Rc<Ctx>, rate: f64) {
+/// Open loop: puts intended send times on the queue as the schedule says
+/// (a fixed rate, or rate stages), whatever the connections manage; a send
+/// that cannot start on time stays queued (and is counted late or, at the
+/// end, not started).
+///
+/// Send `j` over all shards is due at `schedule(j)`; this shard takes
+/// `j = index, index + shards, …`, so shards interleave exactly.
+async fn scheduler(ctx: Rc<Ctx>) {
+    let cfg = ctx.env.cfg.clone();
     let budget = ctx.plan.messages.unwrap_or(u64::MAX);
-    // Shards are phase-shifted so their sends interleave.
-    let phase = Duration::from_secs_f64(ctx.plan.index as f64 / (rate * ctx.plan.shards as f64));
-    let origin = ctx.shared.start + phase;
-    let at = |k: u64| origin + Duration::from_secs_f64(k as f64 / rate);
+    let (index, shards) = (ctx.plan.index as u64, ctx.plan.shards as u64);
+    let at = |k: u64| -> Option<Instant> {
+        let j = index + k * shards;
+        let off = match (&cfg.stages, cfg.rate) {
+            (Some(st), _) => st.send_time(j)?,
+            (None, Some(rate)) => Duration::from_secs_f64(j as f64 / rate),
+            (None, None) => return None,
+        };
+        let t = ctx.shared.start + off;
+        match ctx.shared.deadline {
+            Some(d) if t >= d => None,
+            _ => Some(t),
+        }
+    };
     let mut k = 0u64;
-    'outer: while k < budget && !ctx.stop.get() {
+    let mut next = if budget > 0 { at(0) } else { None };
+    while let Some(due_at) = next {
+        if ctx.stop.get() {
+            break;
+        }
         let now = Instant::now();
+        if due_at > now {
+            tokio::time::sleep_until(due_at.into()).await;
+            continue;
+        }
         // Enqueue everything due (timer granularity is ~1 ms, rates can be
         // far higher).
         let mut due = 0;
-        while k < budget && at(k) <= now {
-            if ctx.shared.deadline.is_some_and(|d| at(k) >= d) {
-                break 'outer;
+        let mut cur = Some(due_at);
+        while let Some(t) = cur.filter(|t| *t <= now) {
+            ctx.queue.borrow_mut().push_back(t);
+            if cfg.stages.is_some() {
+                ctx.env
+                    .stats
+                    .borrow_mut()
+                    .load_stage(ctx.stage_of(t))
+                    .scheduled += 1;
             }
-            ctx.queue.borrow_mut().push_back(at(k));
             k += 1;
             due += 1;
+            cur = if k < budget { at(k) } else { None };
         }
-        if due > 0 {
-            ctx.env.stats.borrow_mut().counters.scheduled += due;
-            for _ in 0..due.min(u64::from(ctx.plan.workers)) {
-                ctx.wake.notify_one();
-            }
+        ctx.env.stats.borrow_mut().counters.scheduled += due;
+        for _ in 0..due.min(u64::from(ctx.plan.workers)) {
+            ctx.wake.notify_one();
         }
-        if k >= budget || ctx.shared.deadline.is_some_and(|d| at(k) >= d) {
-            break;
-        }
-        tokio::time::sleep_until(at(k).into()).await;
+        next = cur;
     }
     ctx.sched_done.set(true);
     ctx.wake.notify_waiters();
 }
 
-/// One connection slot: takes messages, (re)opens sessions as needed.
-async fn worker(ctx: Rc<Ctx>) {
+/// One connection slot: takes messages, (re)opens sessions as needed, and
+/// lets the connection pipeline more messages when it can.
+async fn worker(ctx: Rc<Ctx>, slot: u32) {
     let env = &ctx.env;
     let cfg = &env.cfg;
+    let src = Source { ctx: &ctx, slot };
     let mut conn: Option<Conn> = None;
     let mut scratch = Scratch::new(cfg.rcpts.max);
     let mut backoff = Duration::ZERO;
-    while let Some((intended, seq)) = ctx.next_job().await {
-        let started = Instant::now();
-        ctx.in_flight.set(ctx.in_flight.get() + 1);
-        {
-            let mut st = env.stats.borrow_mut();
-            st.counters.attempted += 1;
-            if ctx.open_loop && started.saturating_duration_since(intended) > cfg.late_after {
-                st.counters.late += 1;
-            }
+    loop {
+        if !ctx.wait_for_slot(slot, &mut conn).await {
+            break;
         }
+        let Some((intended, seq)) = ctx.next_job(slot).await else {
+            break;
+        };
+        let job = ctx.begin(intended, seq);
         let mut setup_failed = false;
         if conn.is_none() {
             match Conn::open(env).await {
@@ -352,21 +523,19 @@ async fn worker(ctx: Rc<Ctx>) {
                     backoff = Duration::ZERO;
                 }
                 Err(o) => {
-                    finish(env, o, intended, started);
+                    ctx.end(&job, o);
                     setup_failed = matches!(o, Outcome::Failed(_));
                 }
             }
         }
         if let Some(c) = conn.as_mut() {
-            let o = c.transaction(env, &mut scratch, seq).await;
-            finish(env, o, intended, started);
-            if c.broken || (cfg.per_conn > 0 && c.txns >= cfg.per_conn) {
+            c.run(env, &mut scratch, job, &src).await;
+            if c.done() || (cfg.per_conn > 0 && c.txns >= cfg.per_conn) {
                 if let Some(c) = conn.take() {
                     c.quit(env).await;
                 }
             }
         }
-        ctx.in_flight.set(ctx.in_flight.get() - 1);
         if setup_failed {
             // Don't spin on a refusing target; each attempt is still counted.
             backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
@@ -379,27 +548,4 @@ async fn worker(ctx: Rc<Ctx>) {
     if let Some(c) = conn.take() {
         c.quit(env).await;
     }
-}
-
-fn finish(env: &Env, o: Outcome, intended: Instant, started: Instant) {
-    let end = Instant::now();
-    let mut st = env.stats.borrow_mut();
-    let c = &mut st.counters;
-    match o {
-        Outcome::Accepted => c.accepted += 1,
-        Outcome::Deferred => c.deferred += 1,
-        Outcome::Rejected => c.rejected += 1,
-        Outcome::Failed(_) => {
-            c.failed += 1;
-            return;
-        }
-    }
-    st.time(
-        Stage::Service,
-        end.saturating_duration_since(started).as_micros() as u64,
-    );
-    st.time(
-        Stage::Latency,
-        end.saturating_duration_since(intended).as_micros() as u64,
-    );
 }

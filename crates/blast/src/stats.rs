@@ -206,6 +206,39 @@ impl Counters {
     }
 }
 
+/// What happened to the messages of one load stage (`--stages`): sends
+/// are counted in the stage of their intended start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StageTally {
+    /// Open loop: sends scheduled in the stage.
+    pub scheduled: u64,
+    /// Messages started.
+    pub attempted: u64,
+    /// Accepted.
+    pub accepted: u64,
+    /// Deferred (4xx).
+    pub deferred: u64,
+    /// Rejected (5xx).
+    pub rejected: u64,
+    /// Transport failures.
+    pub failed: u64,
+    /// Open loop: scheduled but never started.
+    pub not_started: u64,
+}
+
+impl StageTally {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &StageTally) {
+        self.scheduled += o.scheduled;
+        self.attempted += o.attempted;
+        self.accepted += o.accepted;
+        self.deferred += o.deferred;
+        self.rejected += o.rejected;
+        self.failed += o.failed;
+        self.not_started += o.not_started;
+    }
+}
+
 /// Reply accounting key: stage × code × enhanced code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ReplyKey {
@@ -245,6 +278,8 @@ pub struct Stats {
     pub transport: [u64; Transport::ALL.len()],
     /// One histogram per stage (indexed like [`Stage::ALL`]).
     pub hist: Vec<Histogram<u64>>,
+    /// Per load stage (`--stages`), by stage index; empty without stages.
+    pub load: Vec<StageTally>,
 }
 
 impl Default for Stats {
@@ -254,6 +289,7 @@ impl Default for Stats {
             replies: Vec::new(),
             transport: [0; Transport::ALL.len()],
             hist: Stage::ALL.iter().map(|_| new_histogram()).collect(),
+            load: Vec::new(),
         }
     }
 }
@@ -286,6 +322,15 @@ impl Stats {
         self.transport[t as usize] += 1;
     }
 
+    /// The tally of load stage `i`.
+    #[inline]
+    pub fn load_stage(&mut self, i: usize) -> &mut StageTally {
+        if self.load.len() <= i {
+            self.load.resize(i + 1, StageTally::default());
+        }
+        &mut self.load[i]
+    }
+
     /// The histogram of `stage`.
     pub fn histogram(&self, stage: Stage) -> &Histogram<u64> {
         &self.hist[stage as usize]
@@ -298,6 +343,7 @@ impl Stats {
             replies: std::mem::take(&mut self.replies),
             transport: self.transport,
             hist: self.hist.clone(),
+            load: std::mem::take(&mut self.load),
         };
         self.counters = Counters::default();
         self.transport = [0; Transport::ALL.len()];
@@ -318,6 +364,9 @@ impl Stats {
         }
         for (a, b) in self.transport.iter_mut().zip(other.transport) {
             *a += b;
+        }
+        for (i, t) in other.load.iter().enumerate() {
+            self.load_stage(i).add(t);
         }
         for (a, b) in self.hist.iter_mut().zip(&other.hist) {
             // Both auto-resize, so adding cannot fail on range.

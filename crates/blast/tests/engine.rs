@@ -42,10 +42,13 @@ fn accepted_count_matches_the_sink() {
 fn sink_pipelining_and_bdat_when_advertised() {
     // The sink advertises PIPELINING and CHUNKING.
     let sink = sink();
+    // Small messages: a whole group fits in one read of the sink's smallest
+    // read buffer (1 KiB), so this measures the client's writes only.
     let cfg = mailstorm_blast::config::Config {
         messages: Some(500),
         concurrency: 2,
         per_conn: 0,
+        size: mailstorm_blast::config::SizeDist::Fixed { bytes: 400 },
         ..config()
     };
     let r = run(cfg.clone(), sink.local_addr());

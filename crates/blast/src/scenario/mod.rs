@@ -1,0 +1,236 @@
+//! Scenarios: the CI use case. A scenario file names a sink fault plan, a
+//! blast profile (with its `policy:` section) and expectations;
+//! `mailstorm-blast --scenario FILE` starts the embedded sink with the
+//! plan, runs the profile against it, checks every expectation, prints each
+//! with its measured value and exits 1 if any fails.
+//!
+//! ```yaml
+//! name: greylisting-backoff
+//! description: every first attempt is greylisted; retries pass
+//! plan: ../greylisting.yaml        # a path (relative to this file) or inline
+//! profile:                         # a path or inline (same keys as --profile)
+//!   messages: 200
+//!   policy: { preset: postfix }
+//! time_scale: 0.01                 # optional; --time-scale overrides it
+//! deterministic: true              # attempt-keyed: counts repeat exactly
+//! expect:
+//!   - delivered == 200
+//!   - attempts.max == 2
+//!   - retry_interval.min >= 2s
+//! ```
+
+pub mod expect;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use expect::{Checked, Expectation, Measurements};
+
+use crate::config::Config;
+
+/// A scenario that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("scenario {path}: {message}")]
+pub struct ScenarioError {
+    /// The scenario file.
+    pub path: PathBuf,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A file reference or an inline mapping.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum Source {
+    /// A path, relative to the scenario file.
+    Path(PathBuf),
+    /// The content itself.
+    Inline(serde_yaml::Value),
+}
+
+/// The file as written.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScenarioSpec {
+    /// A short name (default: the file name).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// The sink's fault plan (none: a well-behaved sink).
+    #[serde(default)]
+    pub plan: Option<Source>,
+    /// The blast profile.
+    pub profile: Source,
+    /// Policy time scale (the `--time-scale` flag wins).
+    #[serde(default)]
+    pub time_scale: Option<f64>,
+    /// The outcome counts depend only on attempt-keyed decisions, so they
+    /// repeat exactly across runs and thread counts (tests check this).
+    #[serde(default)]
+    pub deterministic: bool,
+    /// The checks.
+    pub expect: Vec<String>,
+}
+
+/// A loaded, validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// Its name.
+    pub name: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// The plan as YAML, if any, and where it came from.
+    pub plan: Option<(String, String)>,
+    /// The profile.
+    pub config: Config,
+    /// The scenario's time scale.
+    pub time_scale: Option<f64>,
+    /// Attempt-keyed: counts repeat exactly.
+    pub deterministic: bool,
+    /// The checks.
+    pub expectations: Vec<Expectation>,
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file (plan, profile, expectations).
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let err = |message: String| ScenarioError {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let spec: ScenarioSpec = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let read = |what: &str, p: &Path| -> Result<(String, String), ScenarioError> {
+            let full = dir.join(p);
+            std::fs::read_to_string(&full)
+                .map(|t| (t, full.display().to_string()))
+                .map_err(|e| err(format!("{what} {}: {e}", full.display())))
+        };
+        let plan = match &spec.plan {
+            None => None,
+            Some(Source::Path(p)) => Some(read("plan", p)?),
+            Some(Source::Inline(v)) => Some((
+                serde_yaml::to_string(v).map_err(|e| err(format!("plan: {e}")))?,
+                format!("{} (inline plan)", path.display()),
+            )),
+        };
+        if let Some((yaml, origin)) = &plan {
+            mailstorm_sink::plan::Plan::from_yaml_str(yaml, origin)
+                .map_err(|e| err(format!("plan: {e}")))?;
+        }
+        let config: Config = match &spec.profile {
+            Source::Path(p) => {
+                let (t, origin) = read("profile", p)?;
+                serde_yaml::from_str(&t).map_err(|e| err(format!("profile {origin}: {e}")))?
+            }
+            Source::Inline(v) => {
+                serde_yaml::from_value(v.clone()).map_err(|e| err(format!("profile: {e}")))?
+            }
+        };
+        if config.target.is_some() {
+            return Err(err(
+                "profile: a scenario runs against the embedded sink; remove `target`".into(),
+            ));
+        }
+        if config.messages.is_none() && config.duration.is_none() {
+            return Err(err(
+                "profile: give `messages` or `duration`: a scenario must be bounded".into(),
+            ));
+        }
+        if spec.expect.is_empty() {
+            return Err(err("expect: give at least one expectation".into()));
+        }
+        let expectations = spec
+            .expect
+            .iter()
+            .enumerate()
+            .map(|(i, t)| expect::parse(t).map_err(|m| err(format!("expect[{i}]: {m}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let name = spec.name.clone().unwrap_or_else(|| {
+            path.file_stem()
+                .map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned())
+        });
+        Ok(Scenario {
+            name,
+            description: spec.description,
+            plan,
+            config,
+            time_scale: spec.time_scale,
+            deterministic: spec.deterministic,
+            expectations,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("blast-scn-{}-{name}", std::process::id()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn loads_inline_and_paths() {
+        let d = tmp("ok");
+        std::fs::write(
+            d.join("plan.yaml"),
+            "seed: 1\nrules:\n  - stage: rcpt\n    key: triplet\n    first: 1\n    action: {reply: {code: 451}}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("s.yaml"),
+            "plan: plan.yaml\nprofile: {messages: 10, concurrency: 2}\n\
+             expect: [\"delivered == 10\", \"retry_interval.min >= 1s\"]\n",
+        )
+        .unwrap();
+        let s = Scenario::load(&d.join("s.yaml")).unwrap();
+        assert_eq!(s.name, "s");
+        assert_eq!(s.config.messages, Some(10));
+        assert_eq!(s.expectations.len(), 2);
+        assert!(s.plan.as_ref().unwrap().0.contains("451"));
+        std::fs::write(
+            d.join("i.yaml"),
+            "name: inline\nplan: {seed: 2, rules: [{stage: mail, first: 1, action: {reply: {code: 450}}}]}\n\
+             profile: {duration: 1s}\nexpect: [\"rejected == 0\"]\ndeterministic: true\n",
+        )
+        .unwrap();
+        let i = Scenario::load(&d.join("i.yaml")).unwrap();
+        assert!(i.deterministic && i.plan.unwrap().0.contains("450"));
+        std::fs::remove_dir_all(d).ok();
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let d = tmp("bad");
+        let cases = [
+            ("profile: {messages: 1}\nexpect: [\"deliverd == 1\"]\n", "expect[0]"),
+            ("profile: {messages: 1}\nexpect: []\n", "at least one"),
+            ("profile: {concurrency: 1}\nexpect: [\"delivered == 1\"]\n", "bounded"),
+            ("profile: {messages: 1, nope: 2}\nexpect: [\"delivered == 1\"]\n", "nope"),
+            ("plan: missing.yaml\nprofile: {messages: 1}\nexpect: [\"delivered == 1\"]\n", "missing.yaml"),
+            (
+                "plan: {rules: [{stage: nowhere}]}\nprofile: {messages: 1}\nexpect: [\"delivered == 1\"]\n",
+                "plan",
+            ),
+            ("profile: {messages: 1}\nexpect: [\"delivered == 1\"]\nextra: 1\n", "extra"),
+        ];
+        for (i, (text, needle)) in cases.iter().enumerate() {
+            let p = d.join(format!("{i}.yaml"));
+            std::fs::write(&p, text).unwrap();
+            let e = Scenario::load(&p).unwrap_err().to_string();
+            assert!(
+                e.contains(needle) && e.contains(&format!("{i}.yaml")),
+                "{i}: {e}"
+            );
+        }
+        std::fs::remove_dir_all(d).ok();
+    }
+}

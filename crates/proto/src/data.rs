@@ -410,6 +410,46 @@ mod simd {
         }};
     }
 
+    /// One fast-path function per instruction set: the loop body is the
+    /// same, the target features and the mask function differ.
+    macro_rules! fast_path {
+        ($(#[$attr:meta])* $name:ident, $masks:ident) => {
+            $(#[$attr])*
+            unsafe fn $name<const COPY: bool, const FUSED: bool>(
+                rx: &mut DataReceiver,
+                buf: &[u8],
+                from: usize,
+                run_start: &mut usize,
+                out: &mut Vec<u8>,
+            ) -> usize {
+                fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, $masks)
+            }
+        };
+    }
+
+    fast_path!(
+        #[cfg(not(target_arch = "x86_64"))]
+        portable_path,
+        portable_masks
+    );
+    fast_path!(
+        #[cfg(target_arch = "x86_64")]
+        sse2_path,
+        sse2_masks
+    );
+    fast_path!(
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx2,popcnt")]
+        avx2_path,
+        avx2_masks
+    );
+    fast_path!(
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = "avx512f,avx512bw,popcnt")]
+        avx512_path,
+        avx512_masks
+    );
+
     /// Instruction-set level: 1 baseline (SSE2 on x86_64, scalar
     /// elsewhere), 2 AVX2, 3 AVX-512BW.
     pub(super) type Level = u8;
@@ -484,17 +524,6 @@ mod simd {
         (lf, cr, dot)
     }
 
-    #[cfg(not(target_arch = "x86_64"))]
-    unsafe fn portable_path<const COPY: bool, const FUSED: bool>(
-        rx: &mut DataReceiver,
-        buf: &[u8],
-        from: usize,
-        run_start: &mut usize,
-        out: &mut Vec<u8>,
-    ) -> usize {
-        fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, portable_masks)
-    }
-
     /// # Safety
     /// `p` must point at 64 readable bytes.
     #[cfg(target_arch = "x86_64")]
@@ -519,17 +548,6 @@ mod simd {
             }
         }
         (lf, cr, dot)
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    unsafe fn sse2_path<const COPY: bool, const FUSED: bool>(
-        rx: &mut DataReceiver,
-        buf: &[u8],
-        from: usize,
-        run_start: &mut usize,
-        out: &mut Vec<u8>,
-    ) -> usize {
-        fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, sse2_masks)
     }
 
     /// # Safety
@@ -559,18 +577,6 @@ mod simd {
         (m(b'\n'), m(b'\r'), m(b'.'))
     }
 
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,popcnt")]
-    unsafe fn avx2_path<const COPY: bool, const FUSED: bool>(
-        rx: &mut DataReceiver,
-        buf: &[u8],
-        from: usize,
-        run_start: &mut usize,
-        out: &mut Vec<u8>,
-    ) -> usize {
-        fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, avx2_masks)
-    }
-
     /// # Safety
     /// AVX-512BW must be available and `p` must point at 64 readable bytes.
     #[cfg(target_arch = "x86_64")]
@@ -589,18 +595,6 @@ mod simd {
         };
         let m = |b: u8| _mm512_cmpeq_epi8_mask(v, _mm512_set1_epi8(b as i8));
         (m(b'\n'), m(b'\r'), m(b'.'))
-    }
-
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f,avx512bw,popcnt")]
-    unsafe fn avx512_path<const COPY: bool, const FUSED: bool>(
-        rx: &mut DataReceiver,
-        buf: &[u8],
-        from: usize,
-        run_start: &mut usize,
-        out: &mut Vec<u8>,
-    ) -> usize {
-        fast_loop!(rx, buf, from, run_start, out, COPY, FUSED, avx512_masks)
     }
 
     #[cfg(all(test, target_arch = "x86_64"))]

@@ -26,9 +26,24 @@ an open-loop schedule (--concurrency caps the connections); with
 --concurrency selects concurrency, otherwise rate. The report and summary
 count messages per stage (by intended start).
 
+Resilience policies (profile `policy:` section, see configs/scenarios/):
+retries with max_attempts, backoff (fixed, exponential, Postfix's age-based)
+and seeded jitter, a retry budget, a circuit breaker, Postfix-style
+concurrency feedback, per-stage timeouts; `preset: postfix` for Postfix's
+defaults. --time-scale 0.01 replays a 300 s backoff in 3 s. Failure scope:
+421 or a failed greeting/EHLO closes the connection (reconnect after
+backoff); MAIL/DATA 4xx defer the message; RCPT 4xx defers that recipient;
+5xx is permanent and never retried.
+
+Scenarios (--scenario FILE): the embedded sink with the scenario's fault
+plan, the scenario's profile, then every expectation (`delivered == 1000`,
+`attempts.p99 <= 3`, `breaker.opened >= 1`, `retry_interval.min >= 1s`)
+printed with its measured value.
+
 Exit codes:
-  0  run completed and every --threshold held
-  1  one or more --threshold checks failed (each is named on stderr)
+  0  run completed and every --threshold (or scenario expectation) held
+  1  one or more --threshold checks or scenario expectations failed (each
+     is named)
   2  usage or configuration error
   3  target unreachable (resolution or first connection failed, or no
      connection could be opened during the run)
@@ -56,9 +71,15 @@ pub struct Args {
     /// YAML profile with defaults for any setting (flags override it).
     #[arg(long)]
     pub profile: Option<PathBuf>,
-    /// Fault plan for the embedded sink.
+    /// Fault plan (YAML) for the embedded sink.
     #[arg(long)]
     pub sink_plan: Option<PathBuf>,
+    /// Run a scenario: sink plan, profile and expectations in one YAML file.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Multiplies every policy time (backoff, cooldown, suspension).
+    #[arg(long)]
+    pub time_scale: Option<f64>,
 
     /// Shards (threads), each pinned to a CPU. Default: CPU count.
     #[arg(long, short = 't')]
@@ -193,7 +214,7 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration_arg)]
     pub interval: Option<std::time::Duration>,
 
-    /// Write the JSON report (schema mailstorm.report/1) here.
+    /// Write the JSON report (schema mailstorm.report/2) here.
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Write a per-interval CSV timeline here.
@@ -296,6 +317,9 @@ impl Args {
         c.lmtp |= self.lmtp;
         c.linger0 |= self.linger0;
         c.quiet |= self.quiet;
+        if self.time_scale.is_some() {
+            c.time_scale = self.time_scale;
+        }
         if self.no_pin {
             c.pin = false;
         }

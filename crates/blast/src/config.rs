@@ -397,6 +397,13 @@ pub struct Config {
     pub threshold: Option<String>,
     /// No live progress.
     pub quiet: bool,
+    /// Client resilience policy (retries, breaker, concurrency feedback);
+    /// none: one attempt per message, as a plain load test.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::PolicySpec>,
+    /// Multiplies every policy time (`--time-scale`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time_scale: Option<f64>,
 }
 
 impl Default for Config {
@@ -448,6 +455,8 @@ impl Default for Config {
             timeline: None,
             threshold: None,
             quiet: false,
+            policy: None,
+            time_scale: None,
         }
     }
 }
@@ -459,6 +468,18 @@ impl Config {
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), BlastError> {
         let err = |m: String| Err(BlastError::Config(m));
+        if let Some(p) = &self.policy {
+            p.resolve(self.time_scale)
+                .map_err(|e| BlastError::Config(e.to_string()))?;
+            if self.rcpts.max > crate::policy::fate::MAX_RCPTS {
+                return err(format!(
+                    "a policy tracks at most {} recipients per message (--rcpts)",
+                    crate::policy::fate::MAX_RCPTS
+                ));
+            }
+        } else if self.time_scale.is_some() {
+            return err("--time-scale scales a policy: give one (profile `policy:`)".into());
+        }
         if self.concurrency == 0 {
             return err("--concurrency must be at least 1".into());
         }

@@ -158,6 +158,8 @@ pub struct RunResult {
     pub target: String,
     /// The run was stopped early by [`StopSignal`].
     pub interrupted: bool,
+    /// With a policy: final states, attempts, breaker and concurrency.
+    pub resilience: Option<policy::runtime::Summary>,
 }
 
 /// Where and how to blast.
@@ -181,6 +183,15 @@ pub struct RunParams {
 pub fn effective_config(cfg: &Config) -> Result<Config, BlastError> {
     cfg.validate()?;
     let mut c = cfg.clone();
+    if let Some(t) = c
+        .policy
+        .as_ref()
+        .and_then(|p| p.resolve(c.time_scale).ok())
+        .and_then(|p| p.timeouts)
+    {
+        // The policy's per-stage timeouts (e.g. Postfix's) replace the run's.
+        c.timeouts = t;
+    }
     if let Some(st) = c.concurrency_stages() {
         // Connection slots: as many as the highest stage asks for.
         c.concurrency = (st.max_value() + 0.5).floor().max(1.0) as u32;
@@ -230,7 +241,25 @@ pub fn run(
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let start = Instant::now();
+    let res = match &cfg.policy {
+        Some(p) => {
+            let mut policy = p
+                .resolve(cfg.time_scale)
+                .map_err(|e| BlastError::Config(e.to_string()))?;
+            if let Some(c) = policy.concurrency.as_mut() {
+                // --concurrency is the number of connection slots: the
+                // feedback window cannot usefully exceed it.
+                c.limit = c.limit.min(cfg.concurrency);
+                c.initial = c.initial.min(c.limit);
+            }
+            Some(Arc::new(policy::runtime::Resilience::new(
+                policy, cfg.seed, start,
+            )))
+        }
+        None => None,
+    };
     let shared = shard::Shared {
+        res: res.clone(),
         cfg: Arc::new(cfg.clone()),
         addr: params.addr,
         tls,
@@ -260,6 +289,7 @@ pub fn run(
     drop(shared);
 
     let mut totals = Stats::default();
+    let mut tally = policy::runtime::Tally::default();
     let mut rows: BTreeMap<u64, Row> = BTreeMap::new();
     let mut live = threads;
     let mut printed = 0u64;
@@ -270,6 +300,9 @@ pub fn run(
             Ok(d) => {
                 totals.merge(&d.stats);
                 rows.entry(d.interval).or_default().add(&d.stats);
+                if let Some(t) = &d.tally {
+                    tally.merge(t);
+                }
                 if d.last {
                     live -= 1;
                 }
@@ -317,5 +350,6 @@ pub fn run(
         config: cfg,
         target: params.target.clone(),
         interrupted: params.stop.is_triggered(),
+        resilience: res.map(|r| r.summary(tally)),
     })
 }

@@ -44,13 +44,16 @@ fn main() -> ExitCode {
 }
 
 fn real_main(args: Args) -> anyhow::Result<u8> {
-    if args.sink_plan.is_some() {
+    if let Some(path) = &args.scenario {
+        return scenario_main(&args, path);
+    }
+    let mut cfg = args.to_config()?;
+    if args.sink_plan.is_some() && cfg.target.is_some() {
         return Err(BlastError::Config(
-            "--sink-plan: fault plans arrive with issue 4; not supported yet".into(),
+            "--sink-plan is for the embedded sink: drop --target".into(),
         )
         .into());
     }
-    let mut cfg = args.to_config()?;
     let embedded = cfg.target.is_none();
     if embedded && cfg.duration.is_none() && cfg.messages.is_none() && cfg.stages.is_none() {
         cfg.messages = Some(EMBEDDED_MESSAGES);
@@ -70,7 +73,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
 
     // The embedded sink lives until the end of this function.
     let sink = if embedded {
-        Some(start_sink(&cfg)?)
+        Some(start_sink(&cfg, args.sink_plan.as_deref())?)
     } else {
         None
     };
@@ -168,12 +171,50 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     Ok(0)
 }
 
-fn start_sink(cfg: &Config) -> anyhow::Result<mailstorm_sink::SinkHandle> {
+/// `--scenario FILE`: the embedded sink with the plan, the profile, every
+/// expectation printed with its measured value; 1 when one fails.
+fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<u8> {
+    use mailstorm_blast::scenario::{run, Scenario};
+    let scn = Scenario::load(path).map_err(|e| BlastError::Config(e.to_string()))?;
+    let opts = run::Options {
+        threads: args.threads,
+        time_scale: args.time_scale,
+        seed: args.seed,
+        no_pin: args.no_pin,
+    };
+    if let Some(d) = &scn.description {
+        println!("scenario {}: {d}", scn.name);
+    }
+    let o = run::run(&scn, &opts)?;
+    print!("{}", report::summary(&o.run));
+    println!(
+        "embedded sink: {} messages accepted, {} rejected, {} connections",
+        o.sink.messages_accepted, o.sink.messages_rejected, o.sink.connections_total
+    );
+    if let Some(p) = &args.report {
+        let mut j = report::to_json(&o.run);
+        j["scenario"] = run::to_json(&scn, &o);
+        std::fs::write(p, serde_json::to_string_pretty(&j)? + "\n")
+            .with_context(|| format!("writing report {}", p.display()))?;
+        eprintln!("report written to {}", p.display());
+    }
+    print!("{}", run::describe(&scn, &o));
+    Ok(if o.passed() { 0 } else { 1 })
+}
+
+fn start_sink(
+    cfg: &Config,
+    plan: Option<&std::path::Path>,
+) -> anyhow::Result<mailstorm_sink::SinkHandle> {
     let local: SocketAddr = "127.0.0.1:0".parse()?;
     let mut b = mailstorm_sink::Sink::builder()
         .hostname("localhost")
         .lmtp(cfg.lmtp)
         .tls(cfg.uses_tls());
+    if let Some(p) = plan {
+        // Loads the plan (and installs a fault engine) at start.
+        b = b.plan_file(p);
+    }
     b = if cfg.tls {
         b.tls_listen(local)
     } else {

@@ -1,4 +1,4 @@
-//! Output: the JSON report (schema `mailstorm.report/1`, see
+//! Output: the JSON report (schema `mailstorm.report/2`, see
 //! `crates/blast/report.schema.json`), the human summary and the timeline.
 
 use std::fmt::Write;
@@ -13,7 +13,7 @@ use crate::stats::{Stage, Transport};
 use crate::RunResult;
 
 /// The report's schema identifier.
-pub const SCHEMA: &str = "mailstorm.report/1";
+pub const SCHEMA: &str = "mailstorm.report/2";
 
 /// Latency summary of one histogram, microseconds.
 pub fn latency_summary(h: &Histogram<u64>) -> Value {
@@ -114,6 +114,10 @@ pub fn to_json(r: &RunResult) -> Value {
         "transport_errors": transport,
         "latency_us": latency,
         "histograms": hists,
+        "resilience": r
+            .resilience
+            .as_ref()
+            .map(|p| crate::policy::report::to_json(p, secs)),
     })
 }
 
@@ -292,6 +296,9 @@ pub fn summary(r: &RunResult) -> String {
         .collect();
     if !errs.is_empty() {
         let _ = writeln!(s, "\ntransport errors: {}", errs.join(", "));
+    }
+    if let Some(p) = &r.resilience {
+        s.push_str(&crate::policy::report::summary(p, secs));
     }
     s
 }

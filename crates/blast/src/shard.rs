@@ -19,6 +19,11 @@ use crate::auth::Credentials;
 use crate::config::Config;
 use crate::message::{MessageFactory, Pattern};
 use crate::net::{pin_current_thread, SockOpts};
+use crate::policy::fate::Fate;
+use crate::policy::feedback::Slot;
+use crate::policy::runtime::{settle, Final, Msg, Resilience, RetryQueue, Settled, Tally};
+use crate::policy::Permit;
+use crate::rng::Rng;
 use crate::session::{Conn, Env, Job, JobSource, Outcome, Scratch};
 use crate::stats::{Delta, Stage, Stats, Transport};
 use crate::{BlastError, StopSignal};
@@ -35,6 +40,8 @@ pub(crate) struct Shared {
     pub deadline: Option<Instant>,
     pub stop: Arc<StopSignal>,
     pub tx: Sender<Delta>,
+    /// The run's policy state (retries, breaker, feedback, budget).
+    pub res: Option<Arc<Resilience>>,
 }
 
 /// This shard's share of the load.
@@ -77,6 +84,7 @@ pub(crate) fn spawn(
                     interval: 0,
                     stats: Stats::default(),
                     last: true,
+                    tally: None,
                 });
             }
             result
@@ -97,6 +105,19 @@ struct Ctx {
     remaining: Cell<u64>,
     next_local: Cell<u64>,
     in_flight: Cell<u64>,
+    /// With a policy: messages waiting for a retry, and final states.
+    retries: RefCell<RetryQueue>,
+    tally: RefCell<Tally>,
+    /// The breaker holds traffic back until then (since the run start).
+    hold: Cell<Option<Duration>>,
+}
+
+/// A job picked by [`Ctx::try_job`].
+struct Pick {
+    intended: Instant,
+    seq: u64,
+    msg: Option<Msg>,
+    probe: bool,
 }
 
 impl Ctx {
@@ -138,12 +159,17 @@ impl Ctx {
         self.plan.index as u32 + slot * self.plan.shards as u32
     }
 
-    /// The next message to send without waiting: its intended start and
-    /// sequence number.
-    fn try_job(&self, slot: u32) -> Option<(Instant, u64)> {
-        if self.stop.get() || self.past_deadline() {
-            return None;
+    /// Whether a new (first-attempt) message could start for `slot` now.
+    fn new_available(&self, slot: u32) -> bool {
+        if self.open_loop {
+            !self.queue.borrow().is_empty()
+        } else {
+            self.remaining.get() > 0 && self.slot_active(slot)
         }
+    }
+
+    /// Takes a new message off the budget or the schedule.
+    fn take_new(&self, slot: u32) -> Option<(Instant, u64)> {
         if !self.open_loop {
             let left = self.remaining.get();
             if left == 0 || !self.slot_active(slot) {
@@ -156,22 +182,130 @@ impl Ctx {
         Some((t, self.next_seq()))
     }
 
-    /// The next message to send, waiting for the open-loop schedule.
-    async fn next_job(&self, slot: u32) -> Option<(Instant, u64)> {
+    /// The next message to send without waiting: a due retry first, then a
+    /// new message; with a breaker, only when it lets traffic through.
+    fn try_job(&self, slot: u32) -> Option<Pick> {
+        if self.stop.get() || self.past_deadline() {
+            return None;
+        }
+        let Some(res) = &self.shared.res else {
+            let (intended, seq) = self.take_new(slot)?;
+            return Some(Pick {
+                intended,
+                seq,
+                msg: None,
+                probe: false,
+            });
+        };
+        loop {
+            let now = res.now();
+            let retry = self.retries.borrow().next_due().is_some_and(|d| d <= now);
+            if !retry && !self.new_available(slot) {
+                return None;
+            }
+            let probe = match res.permit(now) {
+                Permit::Allowed => false,
+                Permit::Probe => true,
+                Permit::Denied(until) => {
+                    self.hold.set(Some(until));
+                    return None;
+                }
+            };
+            self.hold.set(None);
+            if retry {
+                let Some(m) = self.retries.borrow_mut().pop_due(now) else {
+                    continue;
+                };
+                if res.budget.as_ref().is_some_and(|b| !b.try_retry()) {
+                    if probe {
+                        res.probe_abandoned();
+                    }
+                    self.tally.borrow_mut().finish(&m, Final::GaveUpBudget);
+                    self.wake.notify_waiters();
+                    continue;
+                }
+                self.tally.borrow_mut().retries += 1;
+                return Some(Pick {
+                    intended: Instant::now(),
+                    seq: m.seq,
+                    msg: Some(m),
+                    probe,
+                });
+            }
+            let Some((intended, seq)) = self.take_new(slot) else {
+                if probe {
+                    res.probe_abandoned();
+                }
+                return None;
+            };
+            if let Some(b) = &res.budget {
+                b.first_attempt();
+            }
+            self.tally.borrow_mut().offered += 1;
+            let cfg = &self.env.cfg;
+            // The same first draw as the session's envelope.
+            let n = Rng::for_item(cfg.seed, seq)
+                .range(u64::from(cfg.rcpts.min), u64::from(cfg.rcpts.max));
+            return Some(Pick {
+                intended,
+                seq,
+                msg: Some(Msg::new(seq, n as u32, now)),
+                probe,
+            });
+        }
+    }
+
+    /// With a policy, whether everything is settled: no new message left,
+    /// no retry waiting, nothing in flight that could defer.
+    fn settled(&self) -> bool {
+        let no_new = if self.open_loop {
+            self.sched_done.get() && self.queue.borrow().is_empty()
+        } else {
+            self.remaining.get() == 0
+        };
+        no_new && self.retries.borrow().is_empty() && self.in_flight.get() == 0
+    }
+
+    /// The next message to send, waiting for the open-loop schedule, and
+    /// with a policy for retries to come due and the breaker to let go.
+    async fn next_job(&self, slot: u32) -> Option<Pick> {
+        let policy = self.shared.res.is_some();
         loop {
             if let Some(j) = self.try_job(slot) {
                 return Some(j);
             }
-            if !self.open_loop || self.stop.get() || self.past_deadline() || self.sched_done.get() {
+            if self.stop.get() || self.past_deadline() {
+                return None;
+            }
+            if !policy && (!self.open_loop || self.sched_done.get()) {
+                return None;
+            }
+            if policy && self.settled() {
                 return None;
             }
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if self.stop.get() || self.sched_done.get() || !self.queue.borrow().is_empty() {
+            if self.stop.get() || (!self.queue.borrow().is_empty()) {
                 continue;
             }
-            notified.await;
+            if !policy && self.sched_done.get() {
+                continue;
+            }
+            // Wake at the earliest retry or the end of a breaker hold.
+            let due = [self.retries.borrow().next_due(), self.hold.get()]
+                .into_iter()
+                .flatten()
+                .min();
+            match due {
+                Some(d) => {
+                    tokio::select! {
+                        _ = notified => {}
+                        _ = tokio::time::sleep_until((self.shared.start + d).into()) => {}
+                    }
+                }
+                None => notified.await,
+            }
         }
     }
 
@@ -187,7 +321,13 @@ impl Ctx {
     }
 
     /// Counts a message as started.
-    fn begin(&self, intended: Instant, seq: u64) -> Job {
+    fn begin(&self, pick: Pick) -> Job {
+        let Pick {
+            intended,
+            seq,
+            msg,
+            probe,
+        } = pick;
         let started = Instant::now();
         let stage = self.stage_of(intended);
         self.in_flight.set(self.in_flight.get() + 1);
@@ -204,12 +344,26 @@ impl Ctx {
             intended,
             started,
             stage,
+            mask: msg.map_or(u64::MAX, |m| m.pending),
+            msg,
+            probe,
         }
     }
 
-    /// Records how a message ended.
-    fn end(&self, job: &Job, o: Outcome) {
+    /// Records how a message ended; with a policy, settles it (final state
+    /// or a retry) and feeds the breaker and the concurrency feedback.
+    fn end(&self, job: &Job, o: Outcome, fate: &Fate) {
         self.in_flight.set(self.in_flight.get() - 1);
+        if let (Some(res), Some(mut m)) = (&self.shared.res, job.msg) {
+            let now = res.now();
+            res.observe(now, fate, job.probe);
+            match settle(&res.policy, res.seed, &mut m, fate, now) {
+                Settled::Done(f) => self.tally.borrow_mut().finish(&m, f),
+                Settled::Retry => self.retries.borrow_mut().push(m),
+            }
+            // Idle workers may have a retry to wait for, or be done.
+            self.wake.notify_waiters();
+        }
         let end = Instant::now();
         let mut st = self.env.stats.borrow_mut();
         if self.env.cfg.stages.is_some() {
@@ -291,16 +445,16 @@ struct Source<'a> {
 
 impl JobSource for Source<'_> {
     fn try_next(&self) -> Option<Job> {
-        let (t, seq) = self.ctx.try_job(self.slot)?;
-        Some(self.ctx.begin(t, seq))
+        let p = self.ctx.try_job(self.slot)?;
+        Some(self.ctx.begin(p))
     }
 
     fn exhausted(&self) -> bool {
         self.ctx.exhausted(self.slot)
     }
 
-    fn finish(&self, job: &Job, o: Outcome) {
-        self.ctx.end(job, o);
+    fn finish(&self, job: &Job, o: Outcome, fate: &Fate) {
+        self.ctx.end(job, o, fate);
     }
 }
 
@@ -335,6 +489,9 @@ async fn run(plan: Plan, shared: Shared) -> Result<(), BlastError> {
         sched_done: Cell::new(false),
         next_local: Cell::new(0),
         in_flight: Cell::new(0),
+        retries: RefCell::new(RetryQueue::default()),
+        tally: RefCell::new(Tally::default()),
+        hold: Cell::new(None),
     });
 
     let watcher = {
@@ -404,12 +561,22 @@ async fn run(plan: Plan, shared: Shared) -> Result<(), BlastError> {
             st.load_stage(ctx.stage_of(t)).not_started += 1;
         }
     }
+    let tally = shared.res.as_ref().map(|_| {
+        let mut t = ctx.tally.take();
+        // Retries the run did not get to, and messages cut off in flight.
+        for m in ctx.retries.borrow_mut().drain() {
+            t.finish(&m, Final::Pending);
+        }
+        t.messages[4] += aborted;
+        t
+    });
     let interval = interval_index(&shared, Instant::now());
     let _ = shared.tx.send(Delta {
         shard: plan.index,
         interval,
         stats: st.take(),
         last: true,
+        tally,
     });
     Ok(())
 }
@@ -431,6 +598,7 @@ async fn ticker(ctx: Rc<Ctx>) {
             interval: u64::from(k - 1),
             stats,
             last: false,
+            tally: None,
         });
         k += 1;
     }
@@ -499,46 +667,79 @@ async fn scheduler(ctx: Rc<Ctx>) {
 }
 
 /// One connection slot: takes messages, (re)opens sessions as needed, and
-/// lets the connection pipeline more messages when it can.
+/// lets the connection pipeline more messages when it can. With
+/// concurrency feedback, a connection needs a permit from the run-wide
+/// limit (one atomic read when the slot opens) and closes when the limit
+/// fell under the connections open.
 async fn worker(ctx: Rc<Ctx>, slot: u32) {
     let env = &ctx.env;
     let cfg = &env.cfg;
     let src = Source { ctx: &ctx, slot };
+    let feedback = ctx.shared.res.as_ref().and_then(|r| r.feedback.as_ref());
     let mut conn: Option<Conn> = None;
+    let mut permit = false;
     let mut scratch = Scratch::new(cfg.rcpts.max);
     let mut backoff = Duration::ZERO;
+    let mut conn_failures = 0u32;
     loop {
         if !ctx.wait_for_slot(slot, &mut conn).await {
             break;
         }
-        let Some((intended, seq)) = ctx.next_job(slot).await else {
+        if conn.is_none() && permit {
+            if let Some(f) = feedback {
+                f.release();
+            }
+            permit = false;
+        }
+        if let (Some(f), None) = (feedback, &conn) {
+            if !acquire(&ctx, f).await {
+                break;
+            }
+            permit = true;
+        }
+        let Some(pick) = ctx.next_job(slot).await else {
             break;
         };
-        let job = ctx.begin(intended, seq);
+        let job = ctx.begin(pick);
         let mut setup_failed = false;
         if conn.is_none() {
             match Conn::open(env).await {
                 Ok(c) => {
                     conn = Some(c);
                     backoff = Duration::ZERO;
+                    conn_failures = 0;
                 }
                 Err(o) => {
-                    ctx.end(&job, o);
-                    setup_failed = matches!(o, Outcome::Failed(_));
+                    ctx.end(&job, o, &Fate::connection_failure(job.mask));
+                    // With a policy every setup failure (421 greeting
+                    // included) is connection-level: back off.
+                    setup_failed = matches!(o, Outcome::Failed(_)) || ctx.shared.res.is_some();
                 }
             }
         }
         if let Some(c) = conn.as_mut() {
             c.run(env, &mut scratch, job, &src).await;
-            if c.done() || (cfg.per_conn > 0 && c.txns >= cfg.per_conn) {
+            let shrink = feedback.is_some_and(|f| f.over_limit());
+            if c.done() || shrink || (cfg.per_conn > 0 && c.txns >= cfg.per_conn) {
                 if let Some(c) = conn.take() {
                     c.quit(env).await;
                 }
             }
         }
         if setup_failed {
-            // Don't spin on a refusing target; each attempt is still counted.
-            backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+            conn_failures += 1;
+            backoff = match &ctx.shared.res {
+                // Concurrency feedback governs reconnects (the window, and
+                // a suspension when the destination is dead), as in Postfix;
+                // a short pause keeps a window of one from spinning.
+                Some(r) if r.feedback.is_some() => Duration::from_millis(10),
+                Some(r) => {
+                    r.policy
+                        .reconnect_delay(r.seed, ctx.global_slot(slot).into(), conn_failures)
+                }
+                // Don't spin on a refusing target; each attempt is still counted.
+                None => (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+            };
             tokio::select! {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = ctx.wait_stopped() => {}
@@ -547,5 +748,37 @@ async fn worker(ctx: Rc<Ctx>, slot: u32) {
     }
     if let Some(c) = conn.take() {
         c.quit(env).await;
+    }
+    if permit {
+        if let Some(f) = feedback {
+            f.release();
+        }
+    }
+}
+
+/// Waits for a connection permit; `false` when the run ends first.
+async fn acquire(ctx: &Ctx, f: &crate::policy::feedback::Shared) -> bool {
+    loop {
+        if ctx.stop.get() || ctx.past_deadline() || (ctx.settled()) {
+            return false;
+        }
+        let notified = f.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let start = ctx.shared.start;
+        let wait = match f.acquire(start.elapsed()) {
+            Slot::Granted => return true,
+            Slot::Wait(w) => w,
+        };
+        // Releases wake us; a suspension ends by the clock; retries and the
+        // end of the run by the shard's own wake-ups.
+        let until = wait.map_or(Duration::from_millis(50), |t| {
+            t.saturating_sub(start.elapsed())
+        });
+        tokio::select! {
+            _ = notified => {}
+            _ = tokio::time::sleep(until.min(Duration::from_millis(50))) => {}
+            _ = ctx.wait_stopped() => {}
+        }
     }
 }

@@ -412,6 +412,8 @@ pub struct Delta {
     pub stats: Stats,
     /// The shard is done; nothing more will come from it.
     pub last: bool,
+    /// With a policy, on the last delta: the shard's final states.
+    pub tally: Option<crate::policy::runtime::Tally>,
 }
 
 #[cfg(test)]

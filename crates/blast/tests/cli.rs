@@ -78,6 +78,10 @@ fn embedded_run_writes_a_valid_report_and_timeline() {
     assert!(errs.is_empty(), "{errs:#?}");
     assert_eq!(v["messages"]["accepted"], 300);
     assert_eq!(v["config"]["seed"], 5);
+    assert!(
+        v["resilience"].is_null(),
+        "no policy: no resilience section"
+    );
     // The histograms decode and agree with the summary.
     let h = mailstorm_blast::report::decode_histogram(v["histograms"]["message"].as_str().unwrap())
         .unwrap();
@@ -97,16 +101,16 @@ fn embedded_run_writes_a_valid_report_and_timeline() {
 fn schema_rejects_a_broken_report() {
     // The validator and schema are strict enough to catch a missing field.
     let mut v = serde_json::json!({
-        "schema": "mailstorm.report/1", "targets": ["x"], "duration_s": 1.0,
+        "schema": "mailstorm.report/2", "targets": ["x"], "duration_s": 1.0,
         "config": {}, "messages": {"attempted": 1}, "connections": {},
         "throughput": {}, "replies": {}, "transport_errors": {},
         "latency_us": {}, "histograms": {}
     });
     assert!(!common::validate(&schema(), &v).is_empty());
-    v["schema"] = serde_json::json!("mailstorm.report/2");
+    v["schema"] = serde_json::json!("mailstorm.report/1");
     assert!(common::validate(&schema(), &v)
         .iter()
-        .any(|e| e.contains("mailstorm.report/1")));
+        .any(|e| e.contains("mailstorm.report/2")));
 }
 
 #[test]
@@ -127,14 +131,42 @@ fn failed_threshold_exits_1_and_names_the_check() {
 }
 
 #[test]
+fn sink_plan_is_loaded_into_the_embedded_sink() {
+    let plan = tmp("reject-all.yaml");
+    std::fs::write(
+        &plan,
+        "seed: 1\nrules:\n  - stage: rcpt\n    action: {reply: {code: 550, enhanced: 5.1.1}}\n",
+    )
+    .unwrap();
+    let report = tmp("sink-plan.json");
+    let out = blast(&[
+        "-n",
+        "20",
+        "-t",
+        "1",
+        "--quiet",
+        "--sink-plan",
+        plan.to_str().unwrap(),
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(v["messages"]["rejected"], 20, "{v}");
+    assert_eq!(v["replies"]["rcpt"]["550 5.1.1"], 20, "{v}");
+}
+
+#[test]
 fn usage_and_configuration_errors_exit_2() {
     for args in [
         &["--no-such-flag"][..],
         &["--threshold", "p99<200"],
         &["--size", "9k..1k"],
         &["--target", "192.0.2.1:25", "-n", "1"],
-        &["--sink-plan", "plan.yaml"],
+        &["--sink-plan", "no-such-plan.yaml"],
         &["--tls", "--starttls", "required"],
+        &["--time-scale", "0.1", "-n", "1"],
     ] {
         let out = blast(args);
         assert_eq!(
@@ -146,8 +178,18 @@ fn usage_and_configuration_errors_exit_2() {
     }
     let out = blast(&["--target", "192.0.2.1:25", "-n", "1"]);
     assert!(text(&out.stderr).contains("--allow-remote"));
-    let out = blast(&["--sink-plan", "plan.yaml"]);
-    assert!(text(&out.stderr).contains("issue 4"));
+    let out = blast(&["--sink-plan", "no-such-plan.yaml"]);
+    assert!(
+        text(&out.stderr).contains("cannot read plan no-such-plan.yaml"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = blast(&["--time-scale", "0.1", "-n", "1"]);
+    assert!(
+        text(&out.stderr).contains("policy"),
+        "{}",
+        text(&out.stderr)
+    );
     let help = blast(&["--help"]);
     let h = text(&help.stdout);
     assert!(

@@ -80,10 +80,17 @@ pub fn summary(s: &Summary, secs: f64) -> String {
     let t = &s.tally;
     let mut o = String::new();
     let attempted = t.offered + t.retries;
+    let attempts = match s.policy.max_attempts {
+        0 => "unbounded".to_string(),
+        n => n.to_string(),
+    };
+    let age = s.policy.max_age.map_or_else(String::new, |a| {
+        format!(", max age {:.1}s", a.as_secs_f64())
+    });
     let _ = writeln!(
         o,
-        "\npolicy:      {:?} preset, max {} attempts, time scale {}",
-        s.policy.preset, s.policy.max_attempts, s.policy.time_scale
+        "\npolicy:      {:?} preset, max attempts {attempts}{age}, time scale {}",
+        s.policy.preset, s.policy.time_scale
     );
     let _ = writeln!(
         o,

@@ -1,2 +1,339 @@
 //! Runs a scenario: the embedded sink with the plan, the profile against
 //! it, then the measurements every expectation is checked against.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use mailstorm_sink::plan::Engine;
+use serde_json::Value;
+
+use super::expect::{self, Checked, Measurements};
+use super::Scenario;
+use crate::policy::PolicySpec;
+use crate::{BlastError, RunParams, RunResult, StopSignal};
+
+/// Command-line overrides for a scenario run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--threads`.
+    pub threads: Option<usize>,
+    /// `--time-scale` (wins over the scenario's).
+    pub time_scale: Option<f64>,
+    /// `--seed`.
+    pub seed: Option<u64>,
+    /// Do not pin shard threads.
+    pub no_pin: bool,
+}
+
+/// What a scenario run produced.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The blaster's run.
+    pub run: RunResult,
+    /// Every measured value.
+    pub measurements: Measurements,
+    /// Each expectation, checked.
+    pub checks: Vec<Checked>,
+    /// The sink's referee report (`GET /clients`).
+    pub clients: Value,
+    /// The sink's counters at the end.
+    pub sink: mailstorm_sink::StatsSnapshot,
+}
+
+impl Outcome {
+    /// Whether every expectation held.
+    pub fn passed(&self) -> bool {
+        self.checks.iter().all(|c| c.passed)
+    }
+
+    /// The expectations that failed, as written.
+    pub fn failed(&self) -> Vec<&str> {
+        self.checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.text.as_str())
+            .collect()
+    }
+}
+
+/// The effective blast configuration of `scn` under `opts`.
+pub fn config(scn: &Scenario, opts: &Options) -> Result<crate::config::Config, BlastError> {
+    let mut cfg = scn.config.clone();
+    // Without a policy every message gets one attempt, still tallied.
+    cfg.policy.get_or_insert_with(|| PolicySpec {
+        max_attempts: Some(1),
+        ..PolicySpec::default()
+    });
+    if let Some(t) = opts.time_scale.or(scn.time_scale) {
+        cfg.time_scale = Some(t);
+    }
+    if let Some(t) = opts.threads {
+        cfg.threads = t;
+    }
+    if let Some(s) = opts.seed {
+        cfg.seed = s;
+    }
+    if cfg.seed == 0 {
+        // Scenarios replay: a fixed default seed, not the clock.
+        cfg.seed = 1;
+    }
+    if opts.no_pin {
+        cfg.pin = false;
+    }
+    cfg.quiet = true;
+    crate::effective_config(&cfg)
+}
+
+/// Runs `scn`: starts the embedded sink with its plan, blasts it, and
+/// checks the expectations.
+pub fn run(scn: &Scenario, opts: &Options) -> Result<Outcome, BlastError> {
+    let cfg = config(scn, opts)?;
+    let engine = Arc::new(Engine::new());
+    if let Some((yaml, origin)) = &scn.plan {
+        engine
+            .load_bytes(yaml.as_bytes(), None, origin)
+            .map_err(|e| BlastError::Config(format!("scenario plan: {e}")))?;
+    }
+    let local: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
+    let mut b = mailstorm_sink::Sink::builder()
+        .hostname("localhost")
+        .lmtp(cfg.lmtp)
+        .tls(cfg.uses_tls())
+        .fault_engine(engine.clone());
+    b = if cfg.tls {
+        b.tls_listen(local)
+    } else {
+        b.listen(local)
+    };
+    let sink = b
+        .start()
+        .map_err(|e| BlastError::Config(format!("embedded sink: {e}")))?;
+    let addr = if cfg.tls {
+        sink.tls_addrs()[0]
+    } else {
+        sink.local_addr()
+    };
+    crate::net::raise_nofile(crate::fds_needed(&cfg, true))?;
+    let params = RunParams {
+        config: cfg,
+        addr,
+        target: addr.to_string(),
+        host: addr.ip().to_string(),
+        trusted_pem: sink.self_signed_cert_pem().map(String::into_bytes),
+        stop: StopSignal::new(),
+    };
+    let run = crate::run(&params, |_| {})?;
+    let clients = engine.clients_json();
+    let stats = sink.shutdown_with_grace(std::time::Duration::from_secs(1));
+    let measurements = measure(&run, &clients, &stats);
+    let checks = expect::evaluate(&scn.expectations, &measurements);
+    Ok(Outcome {
+        run,
+        measurements,
+        checks,
+        clients,
+        sink: stats,
+    })
+}
+
+fn num(v: &Value, key: &str) -> Option<f64> {
+    v.get(key).and_then(Value::as_f64)
+}
+
+/// Every metric a scenario can check, from the run, the referee report
+/// (`GET /clients`) and the sink's counters.
+pub fn measure(
+    r: &RunResult,
+    clients: &Value,
+    sink: &mailstorm_sink::StatsSnapshot,
+) -> Measurements {
+    let mut m = Measurements::default();
+    let c = &r.totals.counters;
+    let secs = r.elapsed.as_secs_f64();
+    m.set("duration", secs);
+    m.set("connections.opened", c.conn_opened as f64);
+    m.set("connections.failed", c.conn_failed as f64);
+    m.set("sink.accepted", sink.messages_accepted as f64);
+    m.set("sink.rejected", sink.messages_rejected as f64);
+    if let Some(s) = &r.resilience {
+        let t = &s.tally;
+        m.set("offered", t.offered as f64);
+        m.set("retries", t.retries as f64);
+        m.set("attempted", (t.offered + t.retries) as f64);
+        m.set("delivered", t.messages[0] as f64);
+        m.set("rejected", t.messages[1] as f64);
+        m.set("gave_up", (t.messages[2] + t.messages[3]) as f64);
+        m.set("pending", t.messages[4] as f64);
+        for (i, k) in ["delivered", "rejected", "gave_up", "pending"]
+            .iter()
+            .enumerate()
+        {
+            m.set(format!("recipients.{k}"), t.recipients[i] as f64);
+        }
+        m.set(
+            "goodput",
+            if secs > 0.0 {
+                t.messages[0] as f64 / secs
+            } else {
+                0.0
+            },
+        );
+        let finished: u64 = t.attempts.iter().sum();
+        m.set("attempts.count", finished as f64);
+        if finished > 0 {
+            let min = t.attempts.iter().position(|&n| n > 0).unwrap_or(0);
+            m.set("attempts.min", min as f64);
+            m.set("attempts.mean", t.attempts_mean());
+            for (k, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0)] {
+                m.set(format!("attempts.{k}"), f64::from(t.attempts_quantile(q)));
+            }
+        }
+        if let Some((g, d)) = s.budget {
+            m.set("budget.granted", g as f64);
+            m.set("budget.denied", d as f64);
+        }
+        if let Some((o, c, h)) = s.breaker {
+            m.set("breaker.opened", o as f64);
+            m.set("breaker.closed", c as f64);
+            m.set("breaker.half_opened", h as f64);
+        }
+        if let Some(n) = s.suspensions {
+            let mut cs = s.concurrency.iter().map(|p| f64::from(p.concurrency));
+            m.set("concurrency.min", cs.clone().fold(f64::INFINITY, f64::min));
+            m.set("concurrency.max", cs.clone().fold(0.0, f64::max));
+            m.set("concurrency.final", cs.next_back().unwrap_or(0.0));
+            m.set("concurrency.suspensions", n as f64);
+        }
+    }
+    referee(&mut m, clients);
+    m
+}
+
+/// The referee's figures: per-client counters summed over clients, retry
+/// intervals by code and over all codes (times in seconds).
+fn referee(m: &mut Measurements, clients: &Value) {
+    let mut sums = [0.0f64; 5];
+    let mut max_concurrent = 0.0f64;
+    if let Some(cl) = clients.get("clients").and_then(Value::as_object) {
+        for c in cl.values() {
+            for (i, k) in [
+                "retries",
+                "resent_after_5xx",
+                "commands_after_421",
+                "connections",
+                "replies_421",
+            ]
+            .iter()
+            .enumerate()
+            {
+                sums[i] += num(c, k).unwrap_or(0.0);
+            }
+            max_concurrent = max_concurrent.max(num(c, "max_concurrent").unwrap_or(0.0));
+        }
+    }
+    for (i, k) in [
+        "retries",
+        "resent_after_5xx",
+        "commands_after_421",
+        "connections",
+        "replies_421",
+    ]
+    .iter()
+    .enumerate()
+    {
+        m.set(format!("referee.{k}"), sums[i]);
+    }
+    m.set("referee.max_concurrent", max_concurrent);
+    let put = |m: &mut Measurements, family: &str, s: &Value| {
+        let count = num(s, "count").unwrap_or(0.0);
+        m.set(format!("{family}.count"), count);
+        if count > 0.0 {
+            for k in ["min", "mean", "p50", "p90", "p99", "max"] {
+                if let Some(v) = num(s, k) {
+                    m.set(format!("{family}.{k}"), v / 1000.0);
+                }
+            }
+        }
+    };
+    if let Some(s) = clients.get("reconnect_after_421_ms") {
+        put(m, "reconnect_after_421", s);
+    }
+    let by_code = clients
+        .get("retry_interval_ms_by_code")
+        .and_then(Value::as_object);
+    let mut all: Vec<&Value> = Vec::new();
+    if let Some(codes) = by_code {
+        for (code, s) in codes {
+            put(m, &format!("retry_interval.{code}"), s);
+            if num(s, "count").unwrap_or(0.0) > 0.0 {
+                all.push(s);
+            }
+        }
+    }
+    // Over all codes: exact count, min, max and mean; a quantile is the
+    // largest of the per-code quantiles (an upper bound).
+    let count: f64 = all.iter().map(|s| num(s, "count").unwrap_or(0.0)).sum();
+    m.set("retry_interval.count", count);
+    if count > 0.0 {
+        let get = |k: &'static str| all.iter().filter_map(move |s| num(s, k));
+        m.set(
+            "retry_interval.min",
+            get("min").fold(f64::INFINITY, f64::min) / 1000.0,
+        );
+        m.set(
+            "retry_interval.max",
+            get("max").fold(0.0, f64::max) / 1000.0,
+        );
+        let mean = all
+            .iter()
+            .map(|s| num(s, "mean").unwrap_or(0.0) * num(s, "count").unwrap_or(0.0))
+            .sum::<f64>()
+            / count;
+        m.set("retry_interval.mean", mean / 1000.0);
+        for k in ["p50", "p90", "p99"] {
+            m.set(
+                format!("retry_interval.{k}"),
+                get(k).fold(0.0, f64::max) / 1000.0,
+            );
+        }
+    }
+}
+
+/// The scenario's verdict, one line per expectation.
+pub fn describe(scn: &Scenario, o: &Outcome) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "scenario {}:", scn.name);
+    for c in &o.checks {
+        let _ = writeln!(s, "{}", expect::describe(c));
+    }
+    let failed = o.failed();
+    if failed.is_empty() {
+        let _ = writeln!(
+            s,
+            "scenario {} passed ({} expectations)",
+            scn.name,
+            o.checks.len()
+        );
+    } else {
+        let _ = writeln!(s, "scenario {} FAILED: {}", scn.name, failed.join(", "));
+    }
+    s
+}
+
+/// The scenario's part of the JSON report: each expectation and the
+/// measurements.
+pub fn to_json(scn: &Scenario, o: &Outcome) -> Value {
+    let checks: Vec<Value> = o
+        .checks
+        .iter()
+        .map(|c| serde_json::json!({"expect": c.text, "measured": c.measured, "passed": c.passed}))
+        .collect();
+    serde_json::json!({
+        "name": scn.name,
+        "passed": o.passed(),
+        "expectations": checks,
+        "measurements": o.measurements.values,
+        "referee": o.clients,
+    })
+}

@@ -29,8 +29,12 @@ use crate::auth::Credentials;
 use crate::config::{AuthMech, Config, StartTls};
 use crate::message::{MessageFactory, Pattern};
 use crate::net::{self, SockOpts};
+use crate::policy::fate::{Fate, Mask, TxnRecord};
+use crate::policy::runtime::Msg;
 use crate::rng::Rng;
 use crate::stats::{Stage, Stats, Transport};
+
+mod pipeline;
 
 /// Replies longer than RFC 5321's 512 octets exist in the wild; be lenient.
 const MAX_REPLY_LINE: usize = 4096;
@@ -186,6 +190,8 @@ pub(crate) struct Conn {
     quit_sent: bool,
     /// Transactions written and not yet answered, oldest first.
     pending: VecDeque<Txn>,
+    /// The replies of the transaction being read (its recipients' fate).
+    rec: Cell<TxnRecord>,
 }
 
 /// A message a worker took on.
@@ -199,6 +205,12 @@ pub(crate) struct Job {
     pub started: Instant,
     /// Its load stage (`--stages`), 0 without stages.
     pub stage: usize,
+    /// Recipients to offer, by index (all of them on a first attempt).
+    pub mask: Mask,
+    /// With a policy: the message's state across attempts.
+    pub msg: Option<Msg>,
+    /// The breaker let it through as a half-open probe.
+    pub probe: bool,
 }
 
 /// Where a connection gets more messages to pipeline, and where it reports
@@ -209,8 +221,8 @@ pub(crate) trait JobSource {
     /// No message will come for this connection now: QUIT may go out with
     /// the last transactions.
     fn exhausted(&self) -> bool;
-    /// Records how a message ended.
-    fn finish(&self, job: &Job, o: Outcome);
+    /// Records how a message ended and what happened to its recipients.
+    fn finish(&self, job: &Job, o: Outcome, fate: &Fate);
 }
 
 /// A pipelined transaction whose commands are written.
@@ -219,6 +231,8 @@ struct Txn {
     job: Job,
     /// Recipients sent.
     n: u32,
+    /// Their indices in the message.
+    offered: Mask,
     size: u64,
     /// Preceded by RSET.
     rset: bool,
@@ -264,6 +278,7 @@ impl Conn {
             broken: false,
             quit_sent: false,
             pending: VecDeque::new(),
+            rec: Cell::new(TxnRecord::default()),
         };
         match c.setup(env, now).await {
             Ok(()) => Ok(c),
@@ -430,8 +445,8 @@ impl Conn {
     /// every message's outcome to `src`.
     pub async fn run(&mut self, env: &Env, sc: &mut Scratch, first: Job, src: &dyn JobSource) {
         if !env.cfg.pipelining.use_it(self.caps.pipelining) {
-            let o = self.transaction(env, sc, first.seq).await;
-            src.finish(&first, o);
+            let o = self.transaction(env, sc, first).await;
+            src.finish(&first, o, &self.rec.get().fate(self.broken));
             return;
         }
         let res = self.pipelined(env, sc, first, src).await;
@@ -446,7 +461,7 @@ impl Conn {
             }
         };
         while let Some(txn) = self.pending.pop_front() {
-            src.finish(&txn.job, rest);
+            src.finish(&txn.job, rest, &Fate::connection_failure(txn.offered));
         }
     }
 
@@ -458,218 +473,11 @@ impl Conn {
         !self.can_take(cfg) || src.exhausted()
     }
 
-    /// RFC 2920 groups. With CHUNKING, up to `pipeline_depth` transactions
-    /// `[RSET] MAIL RCPT… BDAT n LAST`+body go out in one write (RSET before
-    /// each one after the first, so a transaction the server left open —
-    /// e.g. a BDAT refused for want of recipients — cannot spill into the
-    /// next), plus QUIT when the session ends with them. With DATA, the
-    /// group ends at DATA and, at depth > 1, the next group (or QUIT) rides
-    /// on the body's write. Replies are read in order and attributed to the
-    /// transaction they belong to.
-    async fn pipelined(
-        &mut self,
-        env: &Env,
-        sc: &mut Scratch,
-        first: Job,
-        src: &dyn JobSource,
-    ) -> Result<(), Transport> {
-        let cfg = &env.cfg;
-        let chunking = cfg.chunking.use_it(self.caps.chunking);
-        let depth = cfg.pipeline_depth.max(1) as usize;
-        let rset = self.dirty || (cfg.rset && self.txns > 0);
-        self.write_txn(env, sc, first, rset, chunking);
-        if chunking {
-            while self.pending.len() < depth && self.can_take(cfg) {
-                let Some(j) = src.try_next() else { break };
-                self.write_txn(env, sc, j, true, true);
-            }
-        }
-        let mut quit_at = None;
-        let quit = depth > 1 && chunking && self.ends_after(cfg, src);
-        if quit {
-            write_quit(&mut self.wbuf);
-            self.quit_sent = true;
-        }
-        let t0 = self.send_group(cfg.timeouts.data).await?;
-        if quit {
-            quit_at = Some(t0);
-        }
-        while let Some(&txn) = self.pending.front() {
-            let o = self
-                .read_txn(env, sc, txn, src, chunking, depth, &mut quit_at)
-                .await?;
-            self.pending.pop_front();
-            src.finish(&txn.job, o);
-            if self.broken {
-                return Ok(());
-            }
-        }
-        if let Some(tq) = quit_at {
-            match self.reply(cfg.timeouts.quit).await {
-                Ok(r) => self.record(env, Stage::Quit, r, tq),
-                // A server that closes right after 221 is fine.
-                Err(Transport::UnexpectedClose) => {}
-                Err(t) => env.stats().transport(t),
-            }
-        }
-        Ok(())
-    }
-
-    /// Writes one transaction's commands (and, with CHUNKING, its body).
-    fn write_txn(&mut self, env: &Env, sc: &mut Scratch, job: Job, rset: bool, chunking: bool) {
-        let cfg = &env.cfg;
-        let mut rng = Rng::for_item(cfg.seed, job.seq);
-        let n = rng.range(u64::from(cfg.rcpts.min), u64::from(cfg.rcpts.max)) as usize;
-        env.from.write(&mut sc.from, job.seq);
-        for r in &mut sc.rcpts[..n] {
-            env.to.write(r, rng.below(cfg.users));
-        }
-        let size = env.factory.size(&mut rng, job.seq, &sc.rcpts[0]);
-        self.txns += 1;
-        env.stats().counters.rcpt_attempted += n as u64;
-        if rset {
-            write_rset(&mut self.wbuf);
-        }
-        write_mail_from(
-            &mut self.wbuf,
-            &sc.from,
-            self.caps.size.then_some(size),
-            None,
-            env.utf8,
-        );
-        for r in &sc.rcpts[..n] {
-            write_rcpt_to(&mut self.wbuf, r);
-        }
-        if chunking {
-            write_bdat(&mut self.wbuf, size, true);
-            env.factory
-                .write(&mut self.wbuf, job.seq, size, &sc.rcpts[0], false);
-            env.stats().counters.bytes += size;
-        } else {
-            write_data(&mut self.wbuf);
-        }
-        self.pending.push_back(Txn {
-            job,
-            n: n as u32,
-            size,
-            rset,
-            sent: None,
-        });
-    }
-
-    /// Sends the write buffer; stamps the transactions it carries.
-    async fn send_group(&mut self, limit: Duration) -> Result<Instant, Transport> {
-        let t0 = self.send(limit).await?;
-        for t in self.pending.iter_mut().rev() {
-            if t.sent.is_some() {
-                break;
-            }
-            t.sent = Some(t0);
-        }
-        Ok(t0)
-    }
-
-    /// Reads the replies of the oldest pending transaction (with DATA:
-    /// sends its body, and at depth > 1 the next group or QUIT with it).
-    #[allow(clippy::too_many_arguments)]
-    async fn read_txn(
-        &mut self,
-        env: &Env,
-        sc: &mut Scratch,
-        txn: Txn,
-        src: &dyn JobSource,
-        chunking: bool,
-        depth: usize,
-        quit_at: &mut Option<Instant>,
-    ) -> Result<Outcome, Transport> {
-        let cfg = &env.cfg;
-        let t = &cfg.timeouts;
-        let t0 = txn.sent.unwrap_or(self.last_read);
-        if txn.rset {
-            let r = self.reply(t.rset).await?;
-            self.record(env, Stage::Rset, r, t0);
-            self.dirty = false;
-            if self.broken {
-                return Ok(self.message_done(env, t0, Outcome::Deferred));
-            }
-        }
-        let m = self.reply(t.mail).await?;
-        self.record(env, Stage::Mail, m, t0);
-        if self.broken {
-            // 421: the server closes; the rest of the group is lost.
-            return Ok(self.message_done(env, t0, Outcome::Deferred));
-        }
-        let (mut accepted, mut any_4xx) = (0u32, false);
-        for _ in 0..txn.n {
-            let r = self.reply(t.rcpt).await?;
-            self.record(env, Stage::Rcpt, r, t0);
-            if self.broken {
-                return Ok(self.message_done(env, t0, Outcome::Deferred));
-            }
-            if r.ok() {
-                accepted += 1;
-            }
-            any_4xx |= r.code / 100 == 4;
-        }
-        env.stats().counters.rcpt_accepted += u64::from(accepted);
-        if chunking {
-            return self.finals(env, t0, t0, m, accepted, any_4xx).await;
-        }
-        let d = self.reply(t.data).await?;
-        self.record(env, Stage::Data, d, t0);
-        if self.broken {
-            return Ok(self.message_done(env, t0, Outcome::Deferred));
-        }
-        if d.code != 354 {
-            self.dirty = m.ok();
-            return Ok(self.message_done(env, t0, early(m, accepted, any_4xx, d)));
-        }
-        if !m.ok() || accepted == 0 {
-            // A server that said 354 without recipients: end the empty
-            // message to stay in sync.
-            self.wbuf.extend_from_slice(b".\r\n");
-            let tb = self.send(t.data).await?;
-            let f = self.reply(t.data_end).await?;
-            self.record(env, Stage::DataEnd, f, tb);
-            let o = if any_4xx {
-                Outcome::Deferred
-            } else {
-                Outcome::Rejected
-            };
-            return Ok(self.message_done(env, t0, o));
-        }
-        // The group was written last, so the scratch still holds this
-        // message's recipients.
-        env.factory
-            .write(&mut self.wbuf, txn.job.seq, txn.size, &sc.rcpts[0], true);
-        env.stats().counters.bytes += txn.size;
-        let mut quit = false;
-        if depth > 1 {
-            // RFC 2920: after the final dot the next group may follow in
-            // the same write (the dot ends this transaction whatever its
-            // reply, so no RSET is needed).
-            if self.can_take(cfg) {
-                if let Some(j) = src.try_next() {
-                    self.write_txn(env, sc, j, cfg.rset, false);
-                }
-            }
-            if self.pending.len() == 1 && self.ends_after(cfg, src) {
-                write_quit(&mut self.wbuf);
-                self.quit_sent = true;
-                quit = true;
-            }
-        }
-        let tb = self.send_group(t.data).await?;
-        if quit {
-            *quit_at = Some(tb);
-        }
-        self.finals(env, t0, tb, m, accepted, any_4xx).await
-    }
-
-    /// Runs one mail transaction for message `seq`; returns the outcome and
-    /// records every reply and stage time.
-    pub async fn transaction(&mut self, env: &Env, sc: &mut Scratch, seq: u64) -> Outcome {
-        match self.transaction_inner(env, sc, seq).await {
+    /// Runs one mail transaction for `job`; returns the outcome and
+    /// records every reply and stage time (and, in `rec`, each recipient's
+    /// fate).
+    pub async fn transaction(&mut self, env: &Env, sc: &mut Scratch, job: Job) -> Outcome {
+        match self.transaction_inner(env, sc, job).await {
             Ok(o) => o,
             Err(t) => {
                 self.broken = true;
@@ -683,17 +491,13 @@ impl Conn {
         &mut self,
         env: &Env,
         sc: &mut Scratch,
-        seq: u64,
+        job: Job,
     ) -> Result<Outcome, Transport> {
         let cfg = &env.cfg;
         let t = &cfg.timeouts;
-        let mut rng = Rng::for_item(cfg.seed, seq);
-        let n = rng.range(u64::from(cfg.rcpts.min), u64::from(cfg.rcpts.max)) as usize;
-        env.from.write(&mut sc.from, seq);
-        for r in &mut sc.rcpts[..n] {
-            env.to.write(r, rng.below(cfg.users));
-        }
-        let size = env.factory.size(&mut rng, seq, &sc.rcpts[0]);
+        let seq = job.seq;
+        let (n, offered, size) = envelope(env, sc, &job);
+        self.rec.set(TxnRecord::begin(offered));
         let chunking = cfg.chunking.use_it(self.caps.chunking);
         let need_rset = self.dirty || (cfg.rset && self.txns > 0);
         let size_param = self.caps.size.then_some(size);
@@ -840,6 +644,9 @@ impl Conn {
     }
 
     fn record(&self, env: &Env, stage: Stage, r: Rep, since: Instant) {
+        let mut rec = self.rec.get();
+        rec.on_reply(stage, r.code, env.cfg.lmtp);
+        self.rec.set(rec);
         let mut st = env.stats();
         st.reply(stage, r.code, r.enhanced);
         st.time(stage, us(since, self.last_read));
@@ -969,6 +776,35 @@ impl Conn {
             }
         }
     }
+}
+
+/// Writes `job`'s sender and the recipients it offers (compacted to the
+/// front of the scratch) and draws its size. Every recipient is drawn, so
+/// a retry offering a subset gets the same addresses and size. Returns
+/// (recipients offered, their mask, size).
+fn envelope(env: &Env, sc: &mut Scratch, job: &Job) -> (usize, Mask, u64) {
+    let cfg = &env.cfg;
+    let mut rng = Rng::for_item(cfg.seed, job.seq);
+    let n = rng.range(u64::from(cfg.rcpts.min), u64::from(cfg.rcpts.max)) as usize;
+    env.from.write(&mut sc.from, job.seq);
+    let (mut k, mut offered) = (0, 0);
+    for i in 0..n {
+        let user = rng.below(cfg.users);
+        // Masks cover 64 recipients; policy runs are limited to that.
+        if i >= 64 || job.mask >> i & 1 == 1 {
+            env.to.write(&mut sc.rcpts[k], user);
+            k += 1;
+            offered |= 1u64.checked_shl(i as u32).unwrap_or(0);
+        }
+    }
+    if k == 0 {
+        // Nothing left to offer cannot happen for a queued retry; keep
+        // the transaction well-formed anyway.
+        env.to.write(&mut sc.rcpts[0], 0);
+        k = 1;
+    }
+    let size = env.factory.size(&mut rng, job.seq, &sc.rcpts[0]);
+    (k, offered, size)
 }
 
 /// Outcome of a pipelined transaction whose DATA was refused.

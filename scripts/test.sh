@@ -176,11 +176,15 @@ step clippy cargo clippy --workspace --all-targets -- -D warnings
 # Plain `cargo test` so its "test result:" lines appear in the log.
 step test cargo test --workspace
 
-# --- interop tests (added by later issues) ---
-# Later issues add interop test steps here (swaks, Postfix/smtp-sink and
-# aiosmtpd against mailstorm-sink / mailstorm-blast), each as
-#   step <name> <command...>
-# so they are counted in the summary below.
+# --- interop tests and scenarios ---
+# The interop tests (swaks, smtplib, curl, Postfix as client and server,
+# aiosmtpd, smtp-sink) already ran inside `cargo test --workspace`; run the
+# ready scenarios through the binary too, so each shows in the log as a user
+# would run it.
+for scenario in configs/scenarios/*.yaml; do
+    step "scenario-$(basename "$scenario" .yaml)" \
+        cargo run -q -p mailstorm-blast -- --scenario "$scenario" --no-pin
+done
 
 echo
 if [[ ${#FAILED[@]} -eq 0 ]]; then

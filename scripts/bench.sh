@@ -173,19 +173,21 @@ sinks_case() { # round scenario server
 # --- clients: smtp-source vs mailstorm-blast, both against smtp-sink -----
 # The blaster sends its smallest message (headers only, like smtp-source's)
 # and pipelines: body + dot + next MAIL/RCPT/DATA (or QUIT) in one write.
+# smtp-source closes every connection with RST (SO_LINGER 0), so the blaster
+# does too where connections are not reused (a, d): same kernel close path.
 BLAST_SMALL=(--size 1 --pipeline-depth 2)
 clients_case() { # round scenario client
     local round=$1 sc=$2 client=$3 msgs
     case "$sc" in
         a) msgs=$(scaled 20000)
            if [[ $client == smtp-source ]]; then run_case "$round" clients a postfix smtp-source "$msgs" 0 -s 50
-           else run_case "$round" clients a postfix blast "$msgs" 0 "${BLAST_SMALL[@]}" -c 50 --per-conn 1; fi ;;
+           else run_case "$round" clients a postfix blast "$msgs" 0 "${BLAST_SMALL[@]}" -c 50 --per-conn 1 --linger0; fi ;;
         b) msgs=$(scaled 60000)
            if [[ $client == smtp-source ]]; then run_case "$round" clients b postfix smtp-source "$msgs" 0 -d -s 50
            else run_case "$round" clients b postfix blast "$msgs" 0 "${BLAST_SMALL[@]}" -c 50 --per-conn 0; fi ;;
         d) msgs=$(scaled 12000)
            if [[ $client == smtp-source ]]; then run_case "$round" clients d postfix smtp-source "$msgs" 0 -r 10 -s 50
-           else run_case "$round" clients d postfix blast "$msgs" 0 "${BLAST_SMALL[@]}" -c 50 --per-conn 1 --rcpts 10; fi ;;
+           else run_case "$round" clients d postfix blast "$msgs" 0 "${BLAST_SMALL[@]}" -c 50 --per-conn 1 --rcpts 10 --linger0; fi ;;
         *) ;; # c (100 KB) is the "big" section's
     esac
 }

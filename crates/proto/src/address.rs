@@ -1,5 +1,6 @@
 //! Reverse-paths and forward-paths (RFC 5321 §4.1.2), borrowed from the input.
 
+use crate::line::{ascii_str, class_masks, Src};
 use crate::{Error, ErrorKind};
 
 /// A mailbox `local@domain`, borrowed from the command line.
@@ -73,6 +74,10 @@ const ATEXT: u8 = 1; // RFC 5322 atext (dot-string characters other than '.')
 const LDH: u8 = 2; // letters, digits, hyphen (domain labels)
 const QTEXT: u8 = 4; // qtextSMTP: printable ASCII except '"' and '\'
 const LITERAL: u8 = 8; // dtext inside an address literal
+/// RFC 4422 SASL mechanism name characters (letters, digits, '-', '_').
+pub(crate) const MECH: u8 = 16;
+/// Base64 characters and '=' (SASL initial responses).
+pub(crate) const BASE64: u8 = 32;
 
 pub(crate) const CLASS: [u8; 256] = {
     let mut t = [0u8; 256];
@@ -115,6 +120,12 @@ pub(crate) const CLASS: [u8; 256] = {
         if c >= 33 && c <= 126 && c != b'[' && c != b']' && c != b'\\' {
             v |= LITERAL;
         }
+        if c.is_ascii_alphanumeric() || c == b'-' || c == b'_' {
+            v |= MECH;
+        }
+        if c.is_ascii_alphanumeric() || c == b'+' || c == b'/' || c == b'=' {
+            v |= BASE64;
+        }
         // UTF-8 (RFC 6531): any non-ASCII byte may appear in local parts and
         // U-label domains; whether the sequence is valid UTF-8 is checked once.
         if c >= 0x80 {
@@ -131,13 +142,31 @@ fn is(class: u8, b: u8) -> bool {
     CLASS[b as usize] & class != 0
 }
 
+/// `true` when every byte of `s` is in `class`.
+#[inline(always)]
+pub(crate) fn all_of(class: u8, s: &[u8]) -> bool {
+    s.iter().fold(true, |ok, &c| ok & is(class, c))
+}
+
 /// Parses a mailbox `local@domain` (or `Postmaster` when `allow_postmaster`)
 /// occupying all of `s`. `base` is the offset of `s` in the original input,
 /// used for error offsets.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn parse_mailbox(
     s: &[u8],
     base: usize,
+    allow_postmaster: bool,
+) -> Result<Address<'_>, Error> {
+    parse_mailbox_in(s, base, false, allow_postmaster)
+}
+
+/// [`parse_mailbox`] for a slice of a line known to be all ASCII when
+/// `line_ascii`.
+#[inline(always)]
+pub(crate) fn parse_mailbox_in(
+    s: &[u8],
+    base: usize,
+    line_ascii: bool,
     allow_postmaster: bool,
 ) -> Result<Address<'_>, Error> {
     let bad = |at: usize| Error::at(ErrorKind::InvalidAddress, base + at, 0);
@@ -177,12 +206,12 @@ pub(crate) fn parse_mailbox(
         }
     }
     let at = i;
-    let ascii = s.is_ascii();
+    let ascii = line_ascii || s.is_ascii();
     if i == s.len() {
         // No domain: only the special Postmaster recipient (RFC 5321 §4.1.1.3).
         if allow_postmaster && s.eq_ignore_ascii_case(b"postmaster") {
             return Ok(Address {
-                raw: as_str(s, base)?,
+                raw: as_str(s, base, ascii)?,
                 at,
                 ascii,
             });
@@ -209,7 +238,7 @@ pub(crate) fn parse_mailbox(
         check_domain(domain).map_err(|p| bad(i + p))?;
     }
     Ok(Address {
-        raw: as_str(s, base)?,
+        raw: as_str(s, base, ascii)?,
         at,
         ascii,
     })
@@ -237,19 +266,94 @@ pub(crate) fn check_domain(d: &[u8]) -> Result<(), usize> {
 }
 
 #[inline(always)]
-fn as_str(s: &[u8], base: usize) -> Result<&str, Error> {
+fn as_str(s: &[u8], base: usize, ascii: bool) -> Result<&str, Error> {
+    if ascii {
+        return Ok(ascii_str(s));
+    }
     std::str::from_utf8(s)
         .map_err(|e| Error::at(ErrorKind::InvalidAddress, base + e.valid_up_to(), 0))
 }
 
 /// Parses `<path>` at the start of `s` (strict), returning the path and the
 /// bytes it used. Source routes (`<@a,@b:user@c>`) are accepted and dropped.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn parse_path(
     s: &[u8],
     base: usize,
     allow_postmaster: bool,
 ) -> Result<(Path<'_>, usize), Error> {
+    let src = Src {
+        buf: s,
+        len: s.len(),
+        ascii: false,
+    };
+    parse_path_in(src, 0, allow_postmaster).map_err(|mut e| {
+        e.offset += base;
+        e
+    })
+}
+
+/// The common mailbox, `local@domain` of letters, digits, '-' and '.'
+/// followed by '>' within 64 bytes, checked with bit masks: returns the
+/// address and the position of its '>' (absolute), or `None` to take the
+/// general path (which accepts every mailbox this does, with the same split).
+#[inline(always)]
+fn fast_mailbox(buf: &[u8], from: usize, end: usize) -> Option<(Address<'_>, usize)> {
+    let n = (end - from).min(64);
+    let [ok, dot, at, gt] = class_masks(buf, from, n, |v| {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use crate::line::{eq, in_range, or};
+            let letter = or(in_range(v, b'a', b'z'), in_range(v, b'A', b'Z'));
+            let ldh = or(or(letter, in_range(v, b'0', b'9')), eq(v, b'-'));
+            let (dot, at) = (eq(v, b'.'), eq(v, b'@'));
+            [or(or(ldh, dot), at), dot, at, eq(v, b'>')]
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        [v; 4]
+    })?;
+    let valid = if n == 64 { !0 } else { (1u64 << n) - 1 };
+    let gt = gt & valid;
+    if gt == 0 {
+        return None;
+    }
+    let len = gt.trailing_zeros() as usize;
+    let full = (1u64 << len) - 1;
+    let at = at & full;
+    // All bytes allowed, and exactly one '@' with something on both sides.
+    if ok & full != full || at == 0 || at & (at - 1) != 0 {
+        return None;
+    }
+    let a = at.trailing_zeros() as usize;
+    if a == 0 || a + 1 >= len {
+        return None;
+    }
+    // Dot-string local part and dotted domain: no dot first, last, next to
+    // the '@' or next to another dot.
+    let dots = dot & full;
+    let edges = 1 | (1 << (len - 1)) | (1 << (a - 1)) | (1 << (a + 1));
+    if dots & (dots >> 1) != 0 || dots & edges != 0 {
+        return None;
+    }
+    let addr = Address {
+        raw: ascii_str(&buf[from..from + len]),
+        at: a,
+        ascii: true,
+    };
+    Some((addr, from + len))
+}
+
+/// Parses `<path>` at `src.buf[from..src.len]` (strict), returning the path
+/// and the bytes it used. Source routes (`<@a,@b:user@c>`) are accepted and
+/// dropped. Error offsets are absolute.
+#[inline(always)]
+pub(crate) fn parse_path_in(
+    src: Src<'_>,
+    from: usize,
+    allow_postmaster: bool,
+) -> Result<(Path<'_>, usize), Error> {
+    let s = src.bytes(from, src.len);
+    let base = from;
     let bad = |at: usize| Error::at(ErrorKind::InvalidAddress, base + at, 0);
     if s.first() != Some(&b'<') {
         return Err(bad(0));
@@ -264,7 +368,7 @@ pub(crate) fn parse_path(
         let colon = memchr::memchr2(b':', b'>', &s[1..])
             .map(|p| p + 1)
             .filter(|&p| s[p] == b':')
-            .ok_or(bad(1))?;
+            .ok_or_else(|| bad(1))?;
         for hop in s[1..colon].split(|&c| c == b',') {
             let ok = hop.len() > 1 && hop[0] == b'@' && check_domain(&hop[1..]).is_ok();
             if !ok {
@@ -272,6 +376,11 @@ pub(crate) fn parse_path(
             }
         }
         start = colon + 1;
+    }
+    if start == 1 {
+        if let Some((addr, close)) = fast_mailbox(src.buf, base + 1, src.len) {
+            return Ok((Path::Mailbox(addr), close + 1 - base));
+        }
     }
     // A quoted local part may contain '>': look for the bracket after it.
     let mut search_from = start;
@@ -282,10 +391,11 @@ pub(crate) fn parse_path(
         }
         search_from = i.min(s.len());
     }
-    let close = memchr::memchr(b'>', &s[search_from..])
-        .map(|p| p + search_from)
-        .ok_or(bad(s.len()))?;
-    let addr = parse_mailbox(&s[start..close], base + start, allow_postmaster)?;
+    let close = src.find(base + search_from, src.len, b'>') - base;
+    if close == s.len() {
+        return Err(bad(s.len()));
+    }
+    let addr = parse_mailbox_in(&s[start..close], base + start, src.ascii, allow_postmaster)?;
     Ok((Path::Mailbox(addr), close + 1))
 }
 
@@ -348,6 +458,34 @@ mod tests {
             "<a@b", "a@b",
         ] {
             assert!(path(s).is_err(), "{s} should fail");
+        }
+    }
+
+    #[test]
+    fn fast_mailbox_agrees_with_the_general_parser() {
+        // Every mailbox of up to 6 bytes over the bytes that matter to the
+        // fast path, followed by '>' and padding for the vector loads.
+        let alphabet = [b'a', b'Z', b'0', b'-', b'.', b'@', b'_', b'>'];
+        for len in 0..=6u32 {
+            for mut code in 0..8usize.pow(len) {
+                let mut s = Vec::new();
+                for _ in 0..len {
+                    s.push(alphabet[code % 8]);
+                    code /= 8;
+                }
+                let mut buf = s.clone();
+                buf.extend_from_slice(
+                    b"> SIZE=1\r\n................................................................",
+                );
+                let end = s.len() + 8;
+                let Some((fast, close)) = fast_mailbox(&buf, 0, end) else {
+                    continue;
+                };
+                let gt = s.iter().position(|&c| c == b'>').unwrap_or(s.len());
+                assert_eq!(close, gt, "{s:?}");
+                let slow = parse_mailbox(&s[..gt], 0, false).expect("fast path accepted");
+                assert_eq!(fast, slow, "{s:?}");
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 //! MAIL FROM and RCPT TO parameters (RFC 1870, 6152, 3030, 6531, 3461, 4954).
 
-use crate::verb::pack_upper;
+use crate::line::{ascii_str, find_outside, Src};
+use crate::verb::{load_key, pack_upper};
 use crate::{Error, ErrorKind};
 
 /// `BODY=` (RFC 6152, RFC 3030).
@@ -71,57 +72,86 @@ const AUTH: u64 = pack_upper(b"AUTH");
 const NOTIFY: u64 = pack_upper(b"NOTIFY");
 const ORCPT: u64 = pack_upper(b"ORCPT");
 
-/// Splits `s` (the text after the path) into `(keyword, value, offset)` items.
-/// Returns `Err(offset)` on an empty keyword.
+/// Splits `src.buf[from..src.len]` (the text after the path) into
+/// `(keyword, value, offset)` items; a value is its absolute byte range.
+/// Returns an error on an empty or over-long keyword.
 #[inline(always)]
 fn for_each_param<'a>(
-    s: &'a [u8],
-    base: usize,
-    mut f: impl FnMut(u64, Option<&'a [u8]>, usize) -> Result<(), Error>,
+    src: Src<'a>,
+    from: usize,
+    mut f: impl FnMut(u64, Option<(usize, usize)>, usize) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b' ' {
+    let end = src.len;
+    let mut i = from;
+    while i < end {
+        if src.buf[i] == b' ' {
             i += 1;
             continue;
         }
-        let end = memchr::memchr(b' ', &s[i..]).map_or(s.len(), |p| i + p);
-        let item = &s[i..end];
-        let (key, value) = match memchr::memchr(b'=', item) {
-            Some(eq) => (&item[..eq], Some(&item[eq + 1..])),
-            None => (item, None),
-        };
-        if key.is_empty() || key.len() > 8 {
-            return Err(Error::at(ErrorKind::UnknownParameter, base + i, 0));
+        let item_end = src.find(i, end, b' ');
+        let eq = src.find(i, item_end, b'=');
+        let key_len = eq - i;
+        if key_len == 0 || key_len > 8 {
+            return Err(unknown(i));
         }
-        f(pack_upper(key), value, base + i)?;
-        i = end;
+        let value = if eq < item_end {
+            Some((eq + 1, item_end))
+        } else {
+            None
+        };
+        f(load_key(src.buf, i, key_len), value, i)?;
+        i = item_end;
     }
     Ok(())
 }
 
+#[cold]
+#[inline(never)]
 fn invalid(at: usize) -> Error {
     Error::at(ErrorKind::InvalidParameter, at, 0)
 }
 
-fn value_str(v: Option<&[u8]>, at: usize) -> Result<&str, Error> {
+#[cold]
+#[inline(never)]
+fn unknown(at: usize) -> Error {
+    Error::at(ErrorKind::UnknownParameter, at, 0)
+}
+
+/// A non-empty value of printable ASCII without spaces.
+#[inline(always)]
+fn value_str(src: Src<'_>, v: Option<(usize, usize)>, at: usize) -> Result<&str, Error> {
     match v {
-        Some(v) if !v.is_empty() && v.iter().all(|&c| (33..=126).contains(&c)) => {
-            std::str::from_utf8(v).map_err(|_| invalid(at))
+        Some((from, to)) if from < to && find_outside(src.buf, from, to, 33, 126) == to - from => {
+            Ok(ascii_str(src.bytes(from, to)))
         }
         _ => Err(invalid(at)),
     }
 }
 
-fn parse_number(v: Option<&[u8]>, at: usize) -> Result<u64, Error> {
-    v.and_then(parse_decimal).ok_or(invalid(at))
+#[inline(always)]
+fn parse_number(src: Src<'_>, v: Option<(usize, usize)>, at: usize) -> Result<u64, Error> {
+    v.and_then(|(from, to)| parse_decimal(src.bytes(from, to)))
+        .ok_or_else(|| invalid(at))
 }
 
 /// A non-empty run of ASCII digits that fits in a `u64` (RFC 1870 allows 20
 /// digits); `None` on anything else, including overflow.
+#[inline]
 pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     if digits.is_empty() || digits.len() > 20 {
         return None;
+    }
+    if digits.len() <= 19 {
+        // Cannot overflow: at most 10^19 - 1 < 2^64.
+        let mut n = 0u64;
+        for &c in digits {
+            let d = c.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
+            }
+            n = n * 10 + u64::from(d);
+        }
+        return Some(n);
     }
     digits.iter().try_fold(0u64, |n, &c| {
         if !c.is_ascii_digit() {
@@ -131,6 +161,7 @@ pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
     })
 }
 
+#[inline(always)]
 fn set_once<T>(slot: &mut Option<T>, v: T, at: usize) -> Result<(), Error> {
     if slot.is_some() {
         return Err(invalid(at));
@@ -139,17 +170,39 @@ fn set_once<T>(slot: &mut Option<T>, v: T, at: usize) -> Result<(), Error> {
     Ok(())
 }
 
+/// The packed value (as [`load_key`]), or 0 for a missing or long value.
 #[inline(always)]
-pub(crate) fn parse_mail_params(s: &[u8], base: usize) -> Result<MailParams<'_>, Error> {
+fn value_key(src: Src<'_>, v: Option<(usize, usize)>) -> u64 {
+    match v {
+        Some((from, to)) => load_key(src.buf, from, to - from),
+        None => 0,
+    }
+}
+
+const V_7BIT: u64 = pack_upper(b"7BIT");
+const V_8BITMIME: u64 = pack_upper(b"8BITMIME");
+const V_FULL: u64 = pack_upper(b"FULL");
+const V_HDRS: u64 = pack_upper(b"HDRS");
+const V_NEVER: u64 = pack_upper(b"NEVER");
+const V_SUCCESS: u64 = pack_upper(b"SUCCESS");
+const V_FAILURE: u64 = pack_upper(b"FAILURE");
+const V_DELAY: u64 = pack_upper(b"DELAY");
+
+#[inline(always)]
+pub(crate) fn parse_mail_params(src: Src<'_>, from: usize) -> Result<MailParams<'_>, Error> {
     let mut p = MailParams::default();
-    for_each_param(s, base, |key, value, at| match key {
-        SIZE => set_once(&mut p.size, parse_number(value, at)?, at),
+    for_each_param(src, from, |key, value, at| match key {
+        SIZE => set_once(&mut p.size, parse_number(src, value, at)?, at),
         BODY => {
-            let body = match value.map(pack_upper_value) {
-                Some(v) if v == pack_upper(b"7BIT") => Body::SevenBit,
-                Some(v) if v == pack_upper(b"8BITMIME") => Body::EightBitMime,
-                Some(v) if v == pack_upper_long(b"BINARYMIME") => Body::BinaryMime,
-                _ => return Err(invalid(at)),
+            let body = match value_key(src, value) {
+                V_7BIT => Body::SevenBit,
+                V_8BITMIME => Body::EightBitMime,
+                _ => match value {
+                    Some((from, to)) if src.bytes(from, to).eq_ignore_ascii_case(b"BINARYMIME") => {
+                        Body::BinaryMime
+                    }
+                    _ => return Err(invalid(at)),
+                },
             };
             set_once(&mut p.body, body, at)
         }
@@ -159,75 +212,64 @@ pub(crate) fn parse_mail_params(s: &[u8], base: usize) -> Result<MailParams<'_>,
         }
         SMTPUTF8 => Err(invalid(at)),
         RET => {
-            let ret = match value.map(pack_upper_value) {
-                Some(v) if v == pack_upper(b"FULL") => Ret::Full,
-                Some(v) if v == pack_upper(b"HDRS") => Ret::Hdrs,
+            let ret = match value_key(src, value) {
+                V_FULL => Ret::Full,
+                V_HDRS => Ret::Hdrs,
                 _ => return Err(invalid(at)),
             };
             set_once(&mut p.ret, ret, at)
         }
-        ENVID => set_once(&mut p.envid, value_str(value, at)?, at),
-        AUTH => set_once(&mut p.auth, value_str(value, at)?, at),
-        _ => Err(Error::at(ErrorKind::UnknownParameter, at, 0)),
+        ENVID => set_once(&mut p.envid, value_str(src, value, at)?, at),
+        AUTH => set_once(&mut p.auth, value_str(src, value, at)?, at),
+        _ => Err(unknown(at)),
     })?;
     Ok(p)
 }
 
 #[inline(always)]
-pub(crate) fn parse_rcpt_params(s: &[u8], base: usize) -> Result<RcptParams<'_>, Error> {
+pub(crate) fn parse_rcpt_params(src: Src<'_>, from: usize) -> Result<RcptParams<'_>, Error> {
     let mut p = RcptParams::default();
-    for_each_param(s, base, |key, value, at| match key {
+    for_each_param(src, from, |key, value, at| match key {
         NOTIFY => {
-            let v = value.ok_or(invalid(at))?;
-            let mut n = Notify::default();
-            for word in v.split(|&c| c == b',') {
-                match pack_upper_value(word) {
-                    w if w == pack_upper(b"NEVER") => n.never = true,
-                    w if w == pack_upper(b"SUCCESS") => n.success = true,
-                    w if w == pack_upper(b"FAILURE") => n.failure = true,
-                    w if w == pack_upper(b"DELAY") => n.delay = true,
+            let (mut w, to) = value.ok_or_else(|| invalid(at))?;
+            // Flags as bits while parsing: NEVER, SUCCESS, FAILURE, DELAY.
+            let mut bits = 0u8;
+            loop {
+                let comma = src.find(w, to, b',');
+                bits |= match load_key(src.buf, w, comma - w) {
+                    V_NEVER => 1,
+                    V_SUCCESS => 2,
+                    V_FAILURE => 4,
+                    V_DELAY => 8,
                     _ => return Err(invalid(at)),
+                };
+                if comma == to {
+                    break;
                 }
+                w = comma + 1;
             }
             // NEVER excludes the others (RFC 3461 §4.1).
-            if n.never && (n.success || n.failure || n.delay) {
+            if bits & 1 != 0 && bits != 1 {
                 return Err(invalid(at));
             }
+            let n = Notify {
+                never: bits & 1 != 0,
+                success: bits & 2 != 0,
+                failure: bits & 4 != 0,
+                delay: bits & 8 != 0,
+            };
             set_once(&mut p.notify, n, at)
         }
         ORCPT => {
-            let v = value_str(value, at)?;
-            let semi = v.find(';').ok_or(invalid(at))?;
-            if semi == 0 || semi + 1 == v.len() {
+            let v = value_str(src, value, at)?;
+            let (from, to) = value.unwrap_or_default();
+            let semi = src.find(from, to, b';') - from;
+            if semi == 0 || semi >= v.len() - 1 {
                 return Err(invalid(at));
             }
             set_once(&mut p.orcpt, (&v[..semi], &v[semi + 1..]), at)
         }
-        _ => Err(Error::at(ErrorKind::UnknownParameter, at, 0)),
+        _ => Err(unknown(at)),
     })?;
     Ok(p)
-}
-
-/// Packs a value of up to 8 bytes for comparison; longer values map to 0,
-/// which matches no keyword.
-fn pack_upper_value(v: &[u8]) -> u64 {
-    if v.len() > 8 {
-        // Only BINARYMIME is longer than 8; compare it by its own packing.
-        return pack_upper_long(v);
-    }
-    pack_upper(v)
-}
-
-/// A packing for values longer than 8 bytes (first 8 bytes mixed with the
-/// rest and the length), distinct from any short packing because its top
-/// bit is forced on.
-const fn pack_upper_long(v: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut i = 0;
-    while i < v.len() {
-        h ^= v[i].to_ascii_uppercase() as u64;
-        h = h.wrapping_mul(0x0100_0000_01b3);
-        i += 1;
-    }
-    h | (1 << 63)
 }

@@ -31,7 +31,11 @@ fn envelope(addr: std::net::SocketAddr, k: usize) -> (u16, u16) {
     let mut c = Client::ehlo(addr);
     c.cmd(&format!("MAIL FROM:<s{}@x.test>", k % 3))
         .expect(250, "2.1.0");
-    let domain = if k.is_multiple_of(4) { "seq.test" } else { "y.test" };
+    let domain = if k.is_multiple_of(4) {
+        "seq.test"
+    } else {
+        "y.test"
+    };
     let r = c.cmd(&format!("RCPT TO:<u{k}@{domain}>"));
     let end = if r.code == 250 {
         assert_eq!(c.cmd("DATA").code, 354);

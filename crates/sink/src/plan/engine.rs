@@ -2,12 +2,16 @@
 //! the time as an argument (tests inject it) and reads no clock itself.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::model::{ConnPer, KeyKind, RateBy, StageSel};
-use super::select::{domain_of, glob_match, hash_bytes, mix64, uniform};
+use super::select::{
+    cmp_lower, domain_of, glob_match, hash_bytes, mix64, uniform, IpText, KeyHasher,
+};
 use super::validate::{default_reply, Primary, Rule};
 use super::{Active, Engine};
 use crate::hook::{Decision, Fault, Stage, StageContext};
@@ -54,8 +58,9 @@ pub enum Outcome {
 pub struct Verdict {
     /// Index of the rule in the plan.
     pub rule: usize,
-    /// The rule's name.
-    pub rule_name: String,
+    /// The rule's name (shared with the plan: producing a verdict copies
+    /// no string).
+    pub rule_name: Arc<str>,
     /// The key, readable (`rcpt:bob@example.test`).
     pub key: String,
     /// The attempt number of this key under this rule (from 1; 0 when the
@@ -152,9 +157,9 @@ impl Verdict {
     }
 }
 
-/// Per-key state of a plan.
+/// Per-key state of a plan other than attempt counters (those are plain
+/// `u64`s in a map of their own, [`Active::counts`]).
 pub(crate) enum Slot {
-    Count(u64),
     Bucket {
         tokens: f64,
         at: Instant,
@@ -244,22 +249,83 @@ impl<'a> View<'a> {
         }
     }
 
-    /// The recipients as one key part (sorted, lower-cased).
-    fn rcpt_part(&self) -> Option<String> {
+    /// The recipients as one key part (sorted, lower-cased): the one being
+    /// decided at RCPT, else the transaction's. `None` when there are none.
+    fn rcpt_part(&self) -> Option<RcptPart<'a>> {
         if let Some(r) = self.ctx.rcpt {
-            return Some(r.to_ascii_lowercase());
+            return Some(RcptPart::One(r));
         }
-        if self.ctx.recipients.is_empty() {
-            return None;
+        match RcptPart::all(self.ctx) {
+            RcptPart::Empty => None,
+            p => Some(p),
         }
-        let mut v: Vec<String> = self
-            .ctx
-            .recipients
-            .iter()
-            .map(|r| r.to_ascii_lowercase())
-            .collect();
-        v.sort();
-        Some(v.join(","))
+    }
+}
+
+/// Recipients as a key part: ASCII-lower-cased, sorted, joined by a
+/// separator. Hashed piecewise ([`RcptPart::feed`]) on the hot path; the
+/// text ([`RcptPart::text`]) is built only for a verdict or a record.
+pub(crate) enum RcptPart<'a> {
+    Empty,
+    One(&'a str),
+    /// Two or more, sorted as their lower-cased forms sort.
+    Many(Vec<&'a str>),
+}
+
+impl<'a> RcptPart<'a> {
+    /// All of the transaction's recipients.
+    pub(crate) fn all(ctx: &StageContext<'a>) -> RcptPart<'a> {
+        match ctx.recipients.len() {
+            0 => RcptPart::Empty,
+            1 => ctx.recipients.get(0).map_or(RcptPart::Empty, RcptPart::One),
+            _ => {
+                let mut v: Vec<&'a str> = ctx.recipients.iter().collect();
+                v.sort_by(|a, b| cmp_lower(a, b));
+                RcptPart::Many(v)
+            }
+        }
+    }
+
+    /// Length of the text with separator `sep`.
+    pub(crate) fn len(&self, sep: &str) -> usize {
+        match self {
+            RcptPart::Empty => 0,
+            RcptPart::One(r) => r.len(),
+            RcptPart::Many(v) => {
+                v.iter().map(|r| r.len()).sum::<usize>() + (v.len() - 1) * sep.len()
+            }
+        }
+    }
+
+    /// Feeds the text with separator `sep`.
+    pub(crate) fn feed(&self, k: &mut KeyHasher, sep: &str) {
+        match self {
+            RcptPart::Empty => {}
+            RcptPart::One(r) => {
+                k.lower(r.as_bytes());
+            }
+            RcptPart::Many(v) => {
+                for (i, r) in v.iter().enumerate() {
+                    if i > 0 {
+                        k.bytes(sep.as_bytes());
+                    }
+                    k.lower(r.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The text with separator `sep`.
+    pub(crate) fn text(&self, sep: &str) -> String {
+        match self {
+            RcptPart::Empty => String::new(),
+            RcptPart::One(r) => r.to_ascii_lowercase(),
+            RcptPart::Many(v) => v
+                .iter()
+                .map(|r| r.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(sep),
+        }
     }
 }
 
@@ -317,34 +383,91 @@ impl Rule {
         true
     }
 
-    /// The key's readable form, its decision hash (what the draw uses) and
-    /// its state hash (what attempts are counted under). `None`: the key
-    /// does not exist at this stage, so the rule does not apply.
-    fn key(&self, v: &View<'_>) -> Option<(String, u64, u64)> {
+    /// The key's decision hash (what the draw uses) and its state hash
+    /// (what attempts are counted under). `None`: the key does not exist at
+    /// this stage, so the rule does not apply.
+    ///
+    /// For text keys both are `hash_bytes(0, text)` of the readable form
+    /// ([`Rule::key_text`]), computed piecewise without building the text.
+    fn key_hashes(&self, v: &View<'_>) -> Option<(u64, u64)> {
         let ctx = v.ctx;
-        let text = match self.key {
-            KeyKind::Rcpt => format!("rcpt:{}", v.rcpt_part()?),
-            KeyKind::Sender => format!("sender:{}", v.sender?.to_ascii_lowercase()),
-            KeyKind::MessageId => format!("message_id:{}", ctx.header("message-id")?),
-            KeyKind::Triplet => format!(
-                "triplet:{},{},{}",
-                ctx.peer.ip().to_canonical(),
-                v.sender?.to_ascii_lowercase(),
-                v.rcpt_part().unwrap_or_default()
-            ),
+        let h = match self.key {
+            KeyKind::Rcpt => {
+                let r = v.rcpt_part()?;
+                let mut k = KeyHasher::new(0, "rcpt:".len() + r.len(","));
+                k.bytes(b"rcpt:");
+                r.feed(&mut k, ",");
+                k.finish()
+            }
+            KeyKind::Sender => {
+                let s = v.sender?.as_bytes();
+                KeyHasher::new(0, "sender:".len() + s.len())
+                    .bytes(b"sender:")
+                    .lower(s)
+                    .finish()
+            }
+            KeyKind::MessageId => {
+                let m = ctx.header("message-id")?.as_bytes();
+                KeyHasher::new(0, "message_id:".len() + m.len())
+                    .bytes(b"message_id:")
+                    .bytes(m)
+                    .finish()
+            }
+            KeyKind::Triplet => {
+                let s = v.sender?.as_bytes();
+                let ip = IpText::new(ctx.peer.ip());
+                let r = v.rcpt_part().unwrap_or(RcptPart::Empty);
+                let len = "triplet:".len() + ip.as_bytes().len() + 1 + s.len() + 1 + r.len(",");
+                let mut k = KeyHasher::new(0, len);
+                k.bytes(b"triplet:")
+                    .bytes(ip.as_bytes())
+                    .bytes(b",")
+                    .lower(s)
+                    .bytes(b",");
+                r.feed(&mut k, ",");
+                k.finish()
+            }
             // The decision hash of connection keys leaves the id out, so
             // the n-th attempt in any connection draws the same: decisions
             // do not depend on connection order.
             KeyKind::Connection | KeyKind::Session => {
-                let (name, h) = conn_hash(self.key);
-                let states = connection_state_keys(self.key, ctx.session_id);
+                let (_, h) = conn_hash(self.key);
+                let (states, _) = connection_state_keys(self.key, ctx.session_id);
                 let st = states[usize::from(ctx.tls && self.key == KeyKind::Session)];
-                return Some((format!("{name}:{}", ctx.session_id), h, st));
+                return Some((h, st));
+            }
+            KeyKind::Global => hash_bytes(0, b"global"),
+        };
+        Some((h, h))
+    }
+
+    /// The key's readable form (`rcpt:bob@example.test`), built only when
+    /// a verdict is produced. Call only when [`Rule::key_hashes`] gave
+    /// `Some`.
+    fn key_text(&self, v: &View<'_>) -> String {
+        let ctx = v.ctx;
+        let lower = |s: Option<&str>| s.unwrap_or_default().to_ascii_lowercase();
+        let rcpts = || v.rcpt_part().map(|r| r.text(",")).unwrap_or_default();
+        match self.key {
+            KeyKind::Rcpt => format!("rcpt:{}", rcpts()),
+            KeyKind::Sender => format!("sender:{}", lower(v.sender)),
+            KeyKind::MessageId => {
+                format!(
+                    "message_id:{}",
+                    ctx.header("message-id").unwrap_or_default()
+                )
+            }
+            KeyKind::Triplet => format!(
+                "triplet:{},{},{}",
+                ctx.peer.ip().to_canonical(),
+                lower(v.sender),
+                rcpts()
+            ),
+            KeyKind::Connection | KeyKind::Session => {
+                format!("{}:{}", conn_hash(self.key).0, ctx.session_id)
             }
             KeyKind::Global => "global".to_string(),
-        };
-        let h = hash_bytes(0, text.as_bytes());
-        Some((text, h, h))
+        }
     }
 }
 
@@ -358,18 +481,22 @@ fn conn_hash(k: KeyKind) -> (&'static str, u64) {
 }
 
 /// The state hashes a connection-scoped key can have for session `id`
-/// (a session key has one per TLS state: STARTTLS starts a new session).
-pub(crate) fn connection_state_keys(k: KeyKind, id: u64) -> Vec<u64> {
+/// (a session key has one per TLS state: STARTTLS starts a new session),
+/// and how many of the two are used.
+pub(crate) fn connection_state_keys(k: KeyKind, id: u64) -> ([u64; 2], usize) {
     match k {
-        KeyKind::Connection => vec![mix64(conn_hash(k).1 ^ id)],
+        KeyKind::Connection => ([mix64(conn_hash(k).1 ^ id), 0], 1),
         KeyKind::Session => {
             let h = conn_hash(k).1;
-            vec![
-                mix64(h ^ id.wrapping_mul(2)),
-                mix64(h ^ (id.wrapping_mul(2) + 1)),
-            ]
+            (
+                [
+                    mix64(h ^ id.wrapping_mul(2)),
+                    mix64(h ^ (id.wrapping_mul(2) + 1)),
+                ],
+                2,
+            )
         }
-        _ => Vec::new(),
+        _ => ([0; 2], 0),
     }
 }
 
@@ -377,19 +504,58 @@ pub(crate) fn connection_state_keys(k: KeyKind, id: u64) -> Vec<u64> {
 fn bucket_key(by: RateBy, v: &View<'_>) -> Option<u64> {
     Some(match by {
         RateBy::Global => 0,
-        RateBy::Ip => hash_bytes(1, v.ctx.peer.ip().to_canonical().to_string().as_bytes()),
-        RateBy::Sender => hash_bytes(2, v.sender?.to_ascii_lowercase().as_bytes()),
+        RateBy::Ip => hash_bytes(1, IpText::new(v.ctx.peer.ip()).as_bytes()),
+        RateBy::Sender => {
+            let s = v.sender?.as_bytes();
+            KeyHasher::new(2, s.len()).lower(s).finish()
+        }
         RateBy::RcptDomain => {
             let r = v.ctx.rcpt.or_else(|| v.ctx.recipients.get(0))?;
-            hash_bytes(3, domain_of(r).to_ascii_lowercase().as_bytes())
+            let d = domain_of(r).as_bytes();
+            KeyHasher::new(3, d.len()).lower(d).finish()
         }
     })
+}
+
+/// The time of one decision: given (tests, [`Engine::decide_at`]) or read
+/// from the clock at most once, and only if a rule or the referee needs it
+/// (a window, a bucket, a greylist entry, a failure record). Most
+/// decisions read no clock at all.
+pub(crate) struct Now(Cell<Option<Instant>>);
+
+impl Now {
+    /// A fixed time.
+    pub(crate) fn at(t: Instant) -> Now {
+        Now(Cell::new(Some(t)))
+    }
+
+    /// The clock, read on first use.
+    pub(crate) fn lazy() -> Now {
+        Now(Cell::new(None))
+    }
+
+    /// The time.
+    pub(crate) fn get(&self) -> Instant {
+        match self.0.get() {
+            Some(t) => t,
+            None => {
+                let t = Instant::now();
+                self.0.set(Some(t));
+                t
+            }
+        }
+    }
 }
 
 impl Engine {
     /// Evaluates the active plan for `ctx` at time `now`. `None`: no rule
     /// decided (normal behaviour).
     pub fn decide_at(&self, ctx: &StageContext<'_>, now: Instant) -> Option<Verdict> {
+        self.decide_with(ctx, &Now::at(now))
+    }
+
+    /// [`Engine::decide_at`] with a lazily read clock.
+    pub(crate) fn decide_with(&self, ctx: &StageContext<'_>, now: &Now) -> Option<Verdict> {
         self.with_active(|a| {
             let a = a?;
             let sel = stage_sel(ctx.stage)?;
@@ -410,10 +576,10 @@ impl Engine {
             let v = a.evaluate(self, sel, &view, now)?;
             if let Some(code) = v.code() {
                 if referee_stage && code >= 400 {
-                    self.referee.failed(&view, code, now, before);
+                    self.referee.failed(&view, code, now.get(), before);
                 }
                 if code == 421 {
-                    self.referee.got_421(ctx.peer.ip(), now);
+                    self.referee.got_421(ctx.peer.ip(), now.get());
                 }
             }
             self.referee.fault(ctx.peer.ip());
@@ -424,13 +590,7 @@ impl Engine {
 }
 
 impl Active {
-    fn evaluate(
-        &self,
-        engine: &Engine,
-        sel: StageSel,
-        v: &View<'_>,
-        now: Instant,
-    ) -> Option<Verdict> {
+    fn evaluate(&self, engine: &Engine, sel: StageSel, v: &View<'_>, now: &Now) -> Option<Verdict> {
         let seed = self.plan.spec.seed;
         for (i, rule) in self.plan.rules.iter().enumerate() {
             if rule.stage != sel && rule.stage != StageSel::Any {
@@ -439,26 +599,23 @@ impl Active {
             if !rule.matches(v) {
                 continue;
             }
-            let Some((key, khash, kstate)) = rule.key(v) else {
+            let Some((khash, kstate)) = rule.key_hashes(v) else {
                 continue;
             };
             if let Some(w) = &rule.window {
-                if !w.active(now.saturating_duration_since(self.loaded_at)) {
+                if !w.active(now.get().saturating_duration_since(self.loaded_at)) {
                     continue;
                 }
             }
             let attempt = if rule.key == KeyKind::Global {
                 self.globals[i].fetch_add(1, Ordering::Relaxed) + 1
             } else if rule.counts_attempts {
-                self.state.with(
+                self.counts.with(
                     state_key(i, TAG_ATTEMPTS, kstate),
-                    || Slot::Count(0),
-                    |s| match s {
-                        Slot::Count(n) => {
-                            *n += 1;
-                            *n
-                        }
-                        _ => 0,
+                    || 0,
+                    |n| {
+                        *n += 1;
+                        *n
                     },
                 )
             } else {
@@ -481,6 +638,7 @@ impl Active {
                 };
                 let max = rl.max.0 as f64;
                 let rate = max / rl.per_seconds.0;
+                let now = now.get();
                 let within = self.state.with(
                     state_key(i, TAG_BUCKET, bk),
                     || Slot::Bucket {
@@ -521,6 +679,7 @@ impl Active {
                     expire,
                     text,
                 } => {
+                    let now = now.get();
                     let pass = self.state.with(
                         state_key(i, TAG_GREY, kstate),
                         || Slot::Grey {
@@ -559,6 +718,12 @@ impl Active {
                     cap,
                 )
             });
+            let key = rule.key_text(v);
+            debug_assert!(
+                matches!(rule.key, KeyKind::Connection | KeyKind::Session)
+                    || hash_bytes(0, key.as_bytes()) == khash,
+                "piecewise key hash differs from the hash of `{key}`"
+            );
             return Some(Verdict {
                 rule: i,
                 rule_name: rule.name.clone(),

@@ -26,8 +26,14 @@
 //! stages no rule names return after a bit test; rules are matched without
 //! locks or allocation; only a rule that matches and keeps state (attempt
 //! counters, buckets, greylist entries) takes one of 64 striped locks.
-//! Per-key state is bounded (`state_cap`, least recently used evicted) and
-//! belongs to the loaded plan: loading a plan starts its counters afresh.
+//! Keys are hashed piecewise, straight from the session's strings: the
+//! readable key (`rcpt:bob@example.test`) is built only when a verdict is
+//! produced, and the referee's request key only when it records a
+//! failure. The clock is read only by a decision that needs the time
+//! (windows, buckets, greylisting, referee records).
+//! Per-key state is bounded (`state_cap`; the least recently used half is
+//! evicted in one go, see `state`) and belongs to the loaded plan: loading
+//! a plan starts its counters afresh.
 
 pub mod engine;
 pub mod model;
@@ -202,6 +208,9 @@ impl Plan {
 /// A loaded plan with its state.
 pub(crate) struct Active {
     pub(crate) plan: Plan,
+    /// Attempt counters: 16 bytes an entry.
+    pub(crate) counts: Striped<u64>,
+    /// Token buckets and greylist entries.
     pub(crate) state: Striped<Slot>,
     pub(crate) globals: Vec<AtomicU64>,
     pub(crate) loaded_at: Instant,
@@ -282,8 +291,20 @@ impl Engine {
     pub fn load_at(&self, plan: Plan, loaded_at: Instant) {
         let stage_mask = plan.rules.iter().fold(0, |m, r| m | stage_bit(r.stage));
         let headers = plan.needs_headers();
+        // `state_cap` bounds all entries: split between the two maps only
+        // when the plan uses buckets or greylisting at all.
+        let cap = plan.spec.state_cap.max(1);
+        let slots = plan.rules.iter().any(|r| {
+            r.rate_limit.is_some() || matches!(r.primary, validate::Primary::Greylist { .. })
+        });
+        let (count_cap, slot_cap) = if slots {
+            (cap - cap / 2, cap / 2)
+        } else {
+            (cap, 0)
+        };
         let active = Active {
-            state: Striped::new(plan.spec.state_cap.max(1)),
+            counts: Striped::new(count_cap),
+            state: Striped::new(slot_cap),
             globals: plan.rules.iter().map(|_| AtomicU64::new(0)).collect(),
             plan,
             loaded_at,
@@ -344,7 +365,7 @@ impl Engine {
     /// `state_cap`).
     pub fn state_len(&self) -> usize {
         let slot = self.slot.read().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().map_or(0, |a| a.state.len())
+        slot.as_ref().map_or(0, |a| a.counts.len() + a.state.len())
     }
 
     /// Runs `f` with this thread's cached view of the active plan.
@@ -383,8 +404,9 @@ impl Engine {
             let Some(a) = a else { return };
             for (i, r) in a.plan.rules.iter().enumerate() {
                 if r.counts_attempts {
-                    for k in engine::connection_state_keys(r.key, end.session_id) {
-                        a.state
+                    let (keys, n) = engine::connection_state_keys(r.key, end.session_id);
+                    for &k in &keys[..n] {
+                        a.counts
                             .remove(engine::state_key(i, engine::TAG_ATTEMPTS, k));
                     }
                 }
@@ -423,7 +445,7 @@ impl Engine {
             "session": ctx.session_id,
             "client": ctx.peer.ip().to_canonical().to_string(),
             "stage": ctx.stage.as_str(),
-            "rule": v.rule_name,
+            "rule": &*v.rule_name,
             "rule_index": v.rule,
             "key": v.key,
             "attempt": v.attempt,
@@ -439,7 +461,7 @@ impl crate::hook::StageHook for Engine {
         if !self.is_loaded() {
             return crate::hook::Decision::Accept;
         }
-        match self.decide_at(ctx, Instant::now()) {
+        match self.decide_with(ctx, &engine::Now::lazy()) {
             None => crate::hook::Decision::Accept,
             Some(v) => v.to_decision(),
         }

@@ -16,7 +16,10 @@ pub struct PlanSpec {
     #[serde(default)]
     pub seed: u64,
     /// Most per-key state entries kept (attempt counters, greylist entries,
-    /// token buckets); the least recently used are evicted past it.
+    /// token buckets; at least 128); past it, the entries unused for
+    /// longest are evicted, about half the cap at a time (see the engine's
+    /// `state` module: an entry used within the last `state_cap / 128`
+    /// new keys of its stripe is never evicted).
     #[serde(default = "default_state_cap")]
     pub state_cap: usize,
     /// The rules, in order: the first that matches and is selected decides.

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 
-use super::engine::View;
-use super::select::hash_bytes;
+use super::engine::{Now, RcptPart, View};
+use super::select::{IpText, KeyHasher};
 use super::state::Striped;
 use crate::hook::Stage;
 
@@ -166,7 +166,8 @@ impl Referee {
         f(map.entry(ip).or_default())
     }
 
-    /// The request key of a MAIL / RCPT / end-of-data attempt.
+    /// The request key of a MAIL / RCPT / end-of-data attempt, readable
+    /// (built only for a failure record).
     fn request_key(v: &View<'_>) -> Option<String> {
         let ip = v.ctx.peer.ip().to_canonical();
         let sender = v.sender?.to_ascii_lowercase();
@@ -176,32 +177,63 @@ impl Referee {
                 "rcpt {ip} <{sender}> <{}>",
                 v.ctx.rcpt?.to_ascii_lowercase()
             ),
+            _ => format!(
+                "data {ip} <{sender}> <{}>",
+                RcptPart::all(v.ctx).text(">,<")
+            ),
+        })
+    }
+
+    /// `hash_bytes(0, request_key(v))`, computed piecewise without building
+    /// the key: what every watched MAIL / RCPT / end of data pays.
+    fn request_hash(v: &View<'_>) -> Option<u64> {
+        let ip = IpText::new(v.ctx.peer.ip());
+        let ip = ip.as_bytes();
+        let sender = v.sender?.as_bytes();
+        // "<verb> <ip> <<sender>>"
+        let head = 5 + ip.len() + 2 + sender.len() + 1;
+        let start = |verb: &[u8], len: usize| {
+            let mut k = KeyHasher::new(0, len);
+            k.bytes(verb)
+                .bytes(ip)
+                .bytes(b" <")
+                .lower(sender)
+                .bytes(b">");
+            k
+        };
+        Some(match v.ctx.stage {
+            Stage::Mail => start(b"mail ", head).finish(),
+            Stage::Rcpt => {
+                let r = v.ctx.rcpt?.as_bytes();
+                start(b"rcpt ", head + 2 + r.len() + 1)
+                    .bytes(b" <")
+                    .lower(r)
+                    .bytes(b">")
+                    .finish()
+            }
             _ => {
-                let mut r: Vec<String> = v
-                    .ctx
-                    .recipients
-                    .iter()
-                    .map(|r| r.to_ascii_lowercase())
-                    .collect();
-                r.sort();
-                format!("data {ip} <{sender}> <{}>", r.join(">,<"))
+                let r = RcptPart::all(v.ctx);
+                let mut k = start(b"data ", head + 2 + r.len(">,<") + 1);
+                k.bytes(b" <");
+                r.feed(&mut k, ">,<");
+                k.bytes(b">").finish()
             }
         })
     }
 
     /// An attempt at MAIL, RCPT or end of data: a retry if the same request
     /// failed before. Returns how many times it failed before.
-    pub(crate) fn attempt(&self, v: &View<'_>, now: Instant) -> u32 {
+    pub(crate) fn attempt(&self, v: &View<'_>, now: &Now) -> u32 {
         if !self.watching() {
             return 0;
         }
-        let Some(key) = Self::request_key(v) else {
+        let Some(h) = Self::request_hash(v) else {
             return 0;
         };
-        let Some(f) = self.failures.remove(hash_bytes(0, key.as_bytes())) else {
+        let Some(f) = self.failures.remove(h) else {
             return 0;
         };
-        let interval = now.saturating_duration_since(f.at);
+        let interval = now.get().saturating_duration_since(f.at);
         {
             let mut h = self.hists.lock().unwrap_or_else(|e| e.into_inner());
             let _ = h
@@ -232,14 +264,19 @@ impl Referee {
     /// An injected 4xx/5xx at MAIL, RCPT or end of data; `before`: how
     /// many times the request failed before (from [`Referee::attempt`]).
     pub(crate) fn failed(&self, v: &View<'_>, code: u16, now: Instant, before: u32) {
-        let Some(key) = Self::request_key(v) else {
+        let Some(h) = Self::request_hash(v) else {
             return;
         };
+        debug_assert_eq!(
+            Some(h),
+            Self::request_key(v).map(|k| super::select::hash_bytes(0, k.as_bytes())),
+            "piecewise request hash differs from the hash of the request key"
+        );
         self.watching.store(true, Ordering::Relaxed);
         self.failures.with(
-            hash_bytes(0, key.as_bytes()),
+            h,
             || Failure {
-                key,
+                key: Self::request_key(v).unwrap_or_default(),
                 code,
                 at: now,
                 attempt: before + 1,

@@ -50,6 +50,177 @@ pub fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
     h
 }
 
+/// [`hash_bytes`] fed in pieces: the same value as hashing the
+/// concatenation, without building it. The total length must be known up
+/// front (it seeds the state); [`KeyHasher::finish`] checks it in debug
+/// builds.
+pub(crate) struct KeyHasher {
+    h: u64,
+    word: u64,
+    filled: u32,
+    #[cfg(debug_assertions)]
+    left: usize,
+}
+
+impl KeyHasher {
+    /// Starts hashing `len` bytes under `seed`.
+    #[inline]
+    pub(crate) fn new(seed: u64, len: usize) -> KeyHasher {
+        KeyHasher {
+            h: mix64(seed ^ GOLDEN ^ (len as u64).wrapping_mul(LEN_MUL)),
+            word: 0,
+            filled: 0,
+            #[cfg(debug_assertions)]
+            left: len,
+        }
+    }
+
+    /// Appends the low `n` bytes (1..=8) of `w`, little-endian.
+    #[inline]
+    fn push(&mut self, w: u64, n: u32) {
+        let filled = self.filled;
+        // `filled` < 8, so the shift is in range.
+        self.word |= w << (8 * filled);
+        if filled + n >= 8 {
+            self.h = mix64(self.h ^ self.word).wrapping_add(GOLDEN);
+            // The bytes of `w` that did not fit (none when filled == 0).
+            self.word = if filled == 0 {
+                0
+            } else {
+                w >> (8 * (8 - filled))
+            };
+            self.filled = filled + n - 8;
+        } else {
+            self.filled = filled + n;
+        }
+    }
+
+    /// Feeds `bytes`, each word passed through `map` first.
+    #[inline]
+    fn feed(&mut self, bytes: &[u8], map: impl Fn(u64) -> u64) -> &mut Self {
+        #[cfg(debug_assertions)]
+        {
+            self.left -= bytes.len();
+        }
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            self.push(map(u64::from_le_bytes(w.try_into().expect("8 bytes"))), 8);
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            // Zero bytes map to zero bytes: the padding stays zero.
+            self.push(map(u64::from_le_bytes(w)), rest.len() as u32);
+        }
+        self
+    }
+
+    /// Feeds `bytes` as they are.
+    #[inline]
+    pub(crate) fn bytes(&mut self, bytes: &[u8]) -> &mut Self {
+        self.feed(bytes, |w| w)
+    }
+
+    /// Feeds `bytes` ASCII-lower-cased (same length).
+    #[inline]
+    pub(crate) fn lower(&mut self, bytes: &[u8]) -> &mut Self {
+        self.feed(bytes, lower_word)
+    }
+
+    /// The hash; equal to `hash_bytes(seed, all bytes fed)`.
+    #[inline]
+    pub(crate) fn finish(&self) -> u64 {
+        #[cfg(debug_assertions)]
+        debug_assert_eq!(self.left, 0, "KeyHasher: length given up front was wrong");
+        if self.filled == 0 {
+            self.h
+        } else {
+            mix64(self.h ^ self.word).wrapping_add(GOLDEN)
+        }
+    }
+}
+
+/// ASCII-lower-cases the 8 bytes of `w` at once (bytes >= 0x80 unchanged).
+#[inline]
+pub(crate) fn lower_word(w: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let low7 = w & !HIGH;
+    // High bit of each byte: byte >= 'A', byte > 'Z' (on the low 7 bits,
+    // so no carry crosses bytes).
+    let ge_a = low7.wrapping_add(ONES * (0x80 - u64::from(b'A')));
+    let gt_z = low7.wrapping_add(ONES * (0x80 - u64::from(b'Z') - 1));
+    let upper = ge_a & !gt_z & !w & HIGH;
+    w | (upper >> 2)
+}
+
+/// An IP address's text (`Display`) in a stack buffer: what key hashing
+/// feeds without allocating.
+pub(crate) struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl IpText {
+    /// The canonical form of `ip` (IPv4-mapped IPv6 as IPv4), as displayed.
+    pub(crate) fn new(ip: IpAddr) -> IpText {
+        use std::fmt::Write as _;
+        let mut t = IpText {
+            buf: [0; 48],
+            len: 0,
+        };
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => {
+                // Dotted decimal by hand: the formatter is slow for this.
+                for (i, o) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        t.put(b'.');
+                    }
+                    if o >= 100 {
+                        t.put(b'0' + o / 100);
+                    }
+                    if o >= 10 {
+                        t.put(b'0' + o / 10 % 10);
+                    }
+                    t.put(b'0' + o % 10);
+                }
+            }
+            v6 => {
+                let _ = write!(t, "{v6}");
+            }
+        }
+        t
+    }
+
+    fn put(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+
+    /// The text's bytes.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl std::fmt::Write for IpText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Compares two strings as their ASCII-lower-cased forms would compare.
+pub(crate) fn cmp_lower(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+}
+
 /// A uniform draw in `[0, 1)` for `(seed, rule, key hash, attempt, stream)`.
 /// `stream` separates independent draws of one decision (0: selection,
 /// 1 and 2: delay sampling).
@@ -129,6 +300,17 @@ impl Dist {
 /// `*` (any run) and `?` (one character) glob, ASCII case-insensitive.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    // The common shapes `*@domain` and `prefix*` without backtracking.
+    if let Some(suffix) = p.strip_prefix(b"*") {
+        if !suffix.iter().any(|&c| c == b'*' || c == b'?') {
+            return t.len() >= suffix.len()
+                && t[t.len() - suffix.len()..].eq_ignore_ascii_case(suffix);
+        }
+    } else if let Some(prefix) = p.strip_suffix(b"*") {
+        if !prefix.iter().any(|&c| c == b'*' || c == b'?') {
+            return t.len() >= prefix.len() && t[..prefix.len()].eq_ignore_ascii_case(prefix);
+        }
+    }
     let (mut pi, mut ti) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while ti < t.len() {
@@ -256,6 +438,49 @@ mod tests {
     }
 
     #[test]
+    fn key_hasher_equals_hash_bytes() {
+        let parts: [&[u8]; 5] = [b"triplet:", b"127.0.0.1", b",", b"Bob@Example.TEST", b""];
+        for seed in [0u64, 42] {
+            for cut in 0..parts.len() {
+                let ps = &parts[..=cut];
+                let whole: Vec<u8> = ps.concat();
+                let mut k = KeyHasher::new(seed, whole.len());
+                for p in ps {
+                    k.bytes(p);
+                }
+                assert_eq!(k.finish(), hash_bytes(seed, &whole));
+            }
+        }
+        // Unaligned pieces, lower-casing.
+        let text = "rcpt:Some.Long.Recipient@Example.TEST";
+        for split in 0..text.len() {
+            let (a, b) = text.split_at(split);
+            let mut k = KeyHasher::new(0, text.len());
+            k.lower(a.as_bytes())
+                .bytes(b.to_ascii_lowercase().as_bytes());
+            assert_eq!(
+                k.finish(),
+                hash_bytes(0, text.to_ascii_lowercase().as_bytes())
+            );
+        }
+        assert_eq!(KeyHasher::new(3, 0).finish(), hash_bytes(3, b""));
+        let ip: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(IpText::new(ip).as_bytes(), b"10.0.0.1");
+        for ip in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "10.100.9.99"] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+        for b in 0..=255u8 {
+            let w = u64::from_le_bytes([b, b'A', b'z', b'@', 0x80 | b, b'Z', b'[', b'`']);
+            let want = u64::from_le_bytes(w.to_le_bytes().map(|c| c.to_ascii_lowercase()));
+            assert_eq!(lower_word(w), want, "{b}");
+        }
+        let ip: IpAddr = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
+        assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        assert!(cmp_lower("B", "a").is_gt() && cmp_lower("ab", "AB").is_eq());
+    }
+
+    #[test]
     fn uniform_is_roughly_uniform() {
         let n = 20_000;
         let below = (0..n)
@@ -320,6 +545,10 @@ mod tests {
         assert!(glob_match("a*b*c", "aXXbYYbc"));
         assert!(!glob_match("a*b*c", "aXXbYYbd"));
         assert!(glob_match("unknown-*@*", "unknown-7@x.test"));
+        assert!(glob_match("*", "x") && glob_match("**", "") && glob_match("*x", "x"));
+        assert!(!glob_match("*@never.invalid", "a@blast.test"));
+        assert!(glob_match("Abc*", "abcd") && !glob_match("abc*", "ab"));
+        assert!(!glob_match("*abc", "bc"));
     }
 
     #[test]

@@ -1,110 +1,145 @@
 //! Bounded per-key state shared by all shards: 64 independently locked
-//! stripes chosen by the key's hash, each holding at most `cap / 64`
-//! entries and evicting its least recently used entry past that.
+//! stripes chosen by the key's hash, each holding at most `per_stripe`
+//! entries (`cap / 64`, at least 2).
+//!
+//! # Eviction: two generations
+//!
+//! Each stripe keeps two tables, `young` and `old`, of at most
+//! `per_stripe / 2` entries each. Entries are created in `young`; an entry
+//! found in `old` moves back to `young` when used. When `young` is full
+//! and a new entry must go in, `old` is dropped whole, `young` becomes
+//! `old`, and a fresh (reused, emptied) table becomes `young`. So:
+//!
+//! - an entry used within the last `per_stripe / 2` creations in its
+//!   stripe is never evicted; one unused for `per_stripe` creations always
+//!   is — an approximation of "least recently used" in which the oldest
+//!   half-cap of entries goes at once;
+//! - every operation is one or two probes of a table keyed by the 64-bit
+//!   hash itself (already mixed: no rehashing), with no per-use
+//!   bookkeeping; eviction costs O(1) amortized (clearing a table of plain
+//!   data).
 //!
 //! Only rules that need state touch it, and only when they match: the
 //! no-plan and no-match paths never take one of these locks.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 const STRIPES: usize = 64;
 
+/// The stripe of a key: bits 32..38, which the tables use for neither the
+/// bucket index (low bits) nor the control tag (top 7 bits).
+#[inline]
+fn stripe_of(key: u64) -> usize {
+    ((key >> 32) as usize) % STRIPES
+}
+
+/// Keys are mixed 64-bit hashes already: the table uses them as they are.
+#[derive(Default)]
+pub(crate) struct KeyIsHash(u64);
+
+impl Hasher for KeyIsHash {
+    #[inline]
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; fold anything else anyway.
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type Table<V> = HashMap<u64, V, BuildHasherDefault<KeyIsHash>>;
+
 struct Stripe<V> {
-    /// key → (value, last-use stamp)
-    map: HashMap<u64, (V, u64)>,
-    /// Use order, oldest first; entries whose stamp is stale are skipped.
-    order: VecDeque<(u64, u64)>,
-    clock: u64,
+    young: Table<V>,
+    old: Table<V>,
 }
 
 /// A striped map from 64-bit key hashes to `V`, bounded in size.
 pub(crate) struct Striped<V> {
     stripes: Box<[Mutex<Stripe<V>>]>,
-    per_stripe: usize,
+    /// Entries per generation per stripe.
+    generation: usize,
 }
 
 impl<V> Striped<V> {
-    /// A map holding at most about `cap` entries in total (at least one per
-    /// stripe).
+    /// A map holding at most `max(cap, 128)` entries in total.
     pub(crate) fn new(cap: usize) -> Self {
+        let per_stripe = (cap / STRIPES).max(2);
         let stripes = (0..STRIPES)
             .map(|_| {
                 Mutex::new(Stripe {
-                    map: HashMap::new(),
-                    order: VecDeque::new(),
-                    clock: 0,
+                    young: Table::default(),
+                    old: Table::default(),
                 })
             })
             .collect();
         Striped {
             stripes,
-            per_stripe: cap.div_ceil(STRIPES).max(1),
+            generation: per_stripe / 2,
         }
     }
 
+    fn stripe(&self, key: u64) -> std::sync::MutexGuard<'_, Stripe<V>> {
+        self.stripes[stripe_of(key)]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Runs `f` on the entry for `key` (created with `init` if missing),
-    /// marking it as recently used. Evicts the least recently used entries
-    /// of the stripe when over its cap.
+    /// marking it as recently used. May evict the stripe's old generation.
     pub(crate) fn with<R>(
         &self,
         key: u64,
         init: impl FnOnce() -> V,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
-        // The low bits pick the stripe; the key is already a mixed hash.
-        let mut s = self.stripes[(key as usize) % STRIPES]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut s = self.stripe(key);
         let s = &mut *s;
-        s.clock += 1;
-        let stamp = s.clock;
-        let entry = s.map.entry(key).or_insert_with(|| (init(), 0));
-        entry.1 = stamp;
-        let r = f(&mut entry.0);
-        s.order.push_back((key, stamp));
-        while s.map.len() > self.per_stripe {
-            match s.order.pop_front() {
-                Some((k, st)) => {
-                    if s.map.get(&k).is_some_and(|e| e.1 == st) {
-                        s.map.remove(&k);
-                    }
-                }
-                None => break,
-            }
+        if let Some(v) = s.young.get_mut(&key) {
+            return f(v);
         }
-        // Drop stale order entries so the queue stays within a small
-        // multiple of the map.
-        if s.order.len() > 2 * self.per_stripe + 16 {
-            let map = &s.map;
-            s.order
-                .retain(|(k, st)| map.get(k).is_some_and(|e| e.1 == *st));
+        let v = s.old.remove(&key).unwrap_or_else(init);
+        if s.young.len() >= self.generation {
+            // Drop the old generation; the young one ages.
+            std::mem::swap(&mut s.young, &mut s.old);
+            s.young.clear();
         }
-        r
+        f(s.young.entry(key).or_insert(v))
     }
 
     /// Reads the entry for `key` without creating or touching it.
     #[cfg(test)]
     pub(crate) fn peek<R>(&self, key: u64, f: impl FnOnce(&V) -> R) -> Option<R> {
-        let s = self.stripes[(key as usize) % STRIPES]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        s.map.get(&key).map(|(v, _)| f(v))
+        let s = self.stripe(key);
+        s.young.get(&key).or_else(|| s.old.get(&key)).map(f)
     }
 
     /// Removes the entry for `key`, returning it.
     pub(crate) fn remove(&self, key: u64) -> Option<V> {
-        let mut s = self.stripes[(key as usize) % STRIPES]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        s.map.remove(&key).map(|(v, _)| v)
+        let mut s = self.stripe(key);
+        match s.young.remove(&key) {
+            Some(v) => Some(v),
+            None => s.old.remove(&key),
+        }
     }
 
     /// Number of entries (sums the stripes; for reports and tests).
     pub(crate) fn len(&self) -> usize {
         self.stripes
             .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
+            .map(|s| {
+                let s = s.lock().unwrap_or_else(|e| e.into_inner());
+                s.young.len() + s.old.len()
+            })
             .sum()
     }
 }
@@ -113,26 +148,49 @@ impl<V> Striped<V> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn bounded_and_lru() {
-        let m: Striped<u32> = Striped::new(64); // one entry per stripe
-                                                // Keys 0 and 64 share stripe 0.
-        m.with(0, || 1, |_| ());
-        m.with(64, || 2, |_| ());
-        assert_eq!(m.peek(0, |v| *v), None, "oldest evicted");
-        assert_eq!(m.peek(64, |v| *v), Some(2));
-        for k in 0..10_000u64 {
-            m.with(k, || 0, |v| *v += 1);
-        }
-        assert!(m.len() <= 64, "{}", m.len());
+    /// A key in stripe 0 (`n` distinct values give distinct keys).
+    fn k(n: u64) -> u64 {
+        n << 38
+    }
 
-        let m: Striped<u32> = Striped::new(128); // two per stripe
-        m.with(0, || 1, |_| ());
-        m.with(64, || 2, |_| ());
-        m.with(0, || 9, |v| *v += 10); // touch 0: now 64 is the oldest
-        m.with(128, || 3, |_| ());
-        assert_eq!(m.peek(0, |v| *v), Some(11));
-        assert_eq!(m.peek(64, |v| *v), None);
-        assert_eq!(m.remove(128), Some(3));
+    #[test]
+    fn bounded_and_recently_used_kept() {
+        let m: Striped<u32> = Striped::new(0); // two per stripe: 1 + 1
+        m.with(k(0), || 1, |_| ());
+        m.with(k(1), || 2, |_| ());
+        assert_eq!(m.peek(k(0), |v| *v), Some(1), "old generation");
+        m.with(k(2), || 3, |_| ());
+        assert_eq!(m.peek(k(0), |v| *v), None, "oldest evicted");
+        assert_eq!(m.peek(k(1), |v| *v), Some(2));
+        for n in 0..10_000u64 {
+            m.with(n.wrapping_mul(0x9E37_79B9_7F4A_7C15), || 0, |v| *v += 1);
+        }
+        assert!(m.len() <= 128, "{}", m.len());
+
+        let m: Striped<u32> = Striped::new(64 * 8); // generations of 4
+        for n in 0..4 {
+            m.with(k(n), || n as u32, |_| ());
+        }
+        // Keep using key 0 while new keys arrive: it is never evicted.
+        for n in 4..40 {
+            m.with(k(0), || 99, |v| *v += 10);
+            m.with(k(n), || n as u32, |_| ());
+            assert!(m.len() <= 8);
+        }
+        assert_eq!(m.peek(k(0), |v| *v), Some(360));
+        assert_eq!(m.peek(k(1), |v| *v), None);
+        assert_eq!(m.remove(k(39)), Some(39));
+        assert_eq!(m.remove(k(39)), None);
+    }
+
+    #[test]
+    fn total_within_cap() {
+        for cap in [128, 640, 100_000] {
+            let m: Striped<u8> = Striped::new(cap);
+            for n in 0..(4 * cap as u64) {
+                m.with(super::super::select::mix64(n), || 0, |_| ());
+            }
+            assert!(m.len() <= cap, "{cap}: {}", m.len());
+        }
     }
 }

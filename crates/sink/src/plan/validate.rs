@@ -473,7 +473,7 @@ pub(crate) enum Primary {
 /// A compiled rule.
 #[derive(Debug)]
 pub(crate) struct Rule {
-    pub(crate) name: String,
+    pub(crate) name: std::sync::Arc<str>,
     pub(crate) stage: StageSel,
     pub(crate) m: Matcher,
     pub(crate) key: KeyKind,
@@ -563,7 +563,11 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
         || r.sequence.is_some()
         || a.delay.as_ref().is_some_and(|d| d.distribution.is_some());
     Ok(Rule {
-        name: r.name.clone().unwrap_or_else(|| format!("rule{index}")),
+        name: r
+            .name
+            .clone()
+            .unwrap_or_else(|| format!("rule{index}"))
+            .into(),
         stage: r.stage,
         m: matcher,
         key,

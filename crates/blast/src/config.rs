@@ -625,7 +625,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, BlastError> {
 }
 
 /// Serde for `Duration` as a human string ("5s"); numbers are seconds.
-mod dur {
+pub(crate) mod dur {
     use super::*;
     use serde::{Deserializer, Serializer};
 
@@ -649,7 +649,7 @@ mod dur {
 }
 
 /// Serde for `Option<Duration>`.
-mod opt_dur {
+pub(crate) mod opt_dur {
     use super::*;
     use serde::{Deserializer, Serializer};
 

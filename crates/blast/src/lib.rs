@@ -14,6 +14,7 @@
 
 pub mod auth;
 pub mod cli;
+mod compare;
 pub mod config;
 pub mod message;
 pub mod net;

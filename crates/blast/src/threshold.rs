@@ -13,28 +13,7 @@ use crate::config::parse_duration;
 use crate::stats::Stage;
 use crate::{BlastError, RunResult};
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Op {
-    Lt,
-    Le,
-    Gt,
-    Ge,
-    Eq,
-    Ne,
-}
-
-impl Op {
-    fn holds(self, a: f64, b: f64) -> bool {
-        match self {
-            Op::Lt => a < b,
-            Op::Le => a <= b,
-            Op::Gt => a > b,
-            Op::Ge => a >= b,
-            Op::Eq => a == b,
-            Op::Ne => a != b,
-        }
-    }
-}
+use crate::compare::Op;
 
 #[derive(Debug, Clone, PartialEq)]
 enum Metric {
@@ -119,22 +98,8 @@ pub fn parse(spec: &str) -> Result<Vec<Check>, BlastError> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = |why: &str| BlastError::Config(format!("--threshold {part:?}: {why}"));
-        let pos = part
-            .find(['<', '>', '=', '!'])
-            .ok_or_else(|| bad("expected an operator (<, <=, >, >=, ==, !=)"))?;
-        let (name, rest) = part.split_at(pos);
-        let (op, value) = [
-            ("<=", Op::Le),
-            (">=", Op::Ge),
-            ("==", Op::Eq),
-            ("!=", Op::Ne),
-            ("<", Op::Lt),
-            (">", Op::Gt),
-        ]
-        .iter()
-        .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (*op, v.trim())))
-        .ok_or_else(|| bad("bad operator"))?;
-        let name = name.trim();
+        let (name, op, value) = crate::compare::split(part)
+            .ok_or_else(|| bad("expected METRIC OP VALUE (OP: <, <=, >, >=, ==, !=)"))?;
         let (metric, limit) = if let Some((stage, q)) = latency_metric(name) {
             if value.chars().last().is_some_and(|c| c.is_ascii_digit()) {
                 return Err(bad("latency limits need a unit (us, ms, s)"));

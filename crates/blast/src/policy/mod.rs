@@ -313,56 +313,8 @@ impl Policy {
     }
 }
 
-/// Serde for `Duration` as `"5s"`, `"300ms"` (numbers: seconds).
-pub mod serde_dur {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::config::{format_duration, parse_duration};
-
-    /// Writes `"1500ms"`.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-
-    /// Reads `"1.5s"`, `"1500ms"`, `"2m"` or a number of seconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-            Raw::N(n) if n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(n)),
-            Raw::N(n) => Err(serde::de::Error::custom(format!("bad duration {n}"))),
-        }
-    }
-}
-
-/// Serde for `Option<Duration>`.
-pub mod serde_opt_dur {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    /// Writes `null` or `"5s"`.
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::serde_dur::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    /// Reads `null` or a duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "super::serde_dur")] Duration);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
-}
+// Durations in policies read and write like every other blaster setting.
+pub(crate) use crate::config::{dur as serde_dur, opt_dur as serde_opt_dur};
 
 #[cfg(test)]
 mod tests {

@@ -11,38 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::config::parse_duration;
 
-/// A comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
-    /// `==`
-    Eq,
-    /// `!=`
-    Ne,
-}
-
-impl Op {
-    /// Whether `a OP b` holds (exact for counts; times compare in seconds
-    /// with a microsecond of slack for `==`/`!=`).
-    pub fn holds(self, a: f64, b: f64) -> bool {
-        let eq = (a - b).abs() <= 1e-6_f64.max(b.abs() * 1e-12);
-        match self {
-            Op::Lt => a < b && !eq,
-            Op::Le => a <= b || eq,
-            Op::Gt => a > b && !eq,
-            Op::Ge => a >= b || eq,
-            Op::Eq => eq,
-            Op::Ne => !eq,
-        }
-    }
-}
+pub use crate::compare::Op;
 
 /// One parsed expectation.
 #[derive(Debug, Clone, PartialEq)]
@@ -121,22 +90,8 @@ pub fn known(name: &str) -> Option<bool> {
 /// Parses one expectation.
 pub fn parse(text: &str) -> Result<Expectation, String> {
     let t = text.trim();
-    let pos = t
-        .find(['<', '>', '=', '!'])
+    let (name, op, value) = crate::compare::split(t)
         .ok_or_else(|| format!("{t:?}: expected METRIC OP VALUE (OP: <, <=, >, >=, ==, !=)"))?;
-    let (name, rest) = t.split_at(pos);
-    let (op, value) = [
-        ("<=", Op::Le),
-        (">=", Op::Ge),
-        ("==", Op::Eq),
-        ("!=", Op::Ne),
-        ("<", Op::Lt),
-        (">", Op::Gt),
-    ]
-    .iter()
-    .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (*op, v.trim())))
-    .ok_or_else(|| format!("{t:?}: bad operator"))?;
-    let name = name.trim();
     let Some(time) = known(name) else {
         return Err(format!(
             "{t:?}: unknown metric {name:?}; known: {}, attempts.STAT, retry_interval[.CODE].STAT, \

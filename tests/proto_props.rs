@@ -340,10 +340,15 @@ impl Spec {
 // ---------------------------------------------------------------------------
 // Drivers: what a server/client read loop sees for a stream fed in pieces
 
-/// Parses a command stream delivered in `pieces` (cut positions), the way a
-/// server does: parse, drop `consumed`, skip to the next LF after a
-/// line-too-long without its end. Returns the events and what is left over.
-fn command_events(input: &[u8], cuts: &[usize], cfg: &ParserConfig) -> (Vec<String>, usize) {
+/// Feeds `input` in pieces (cut positions) to a read loop, the way a server
+/// or client does: parse, drop `consumed`, skip to the next LF after a
+/// line-too-long without its end. `parse` describes a complete item and
+/// returns its length. Returns the events and what is left over.
+fn stream_events(
+    input: &[u8],
+    cuts: &[usize],
+    mut parse: impl FnMut(&[u8]) -> Result<Status<(String, usize)>, Error>,
+) -> (Vec<String>, usize) {
     let mut buf: Vec<u8> = Vec::new();
     let mut skipping = false;
     let mut events = Vec::new();
@@ -367,11 +372,11 @@ fn command_events(input: &[u8], cuts: &[usize], cfg: &ParserConfig) -> (Vec<Stri
                     }
                 }
             }
-            match parse_command(&buf, cfg) {
+            match parse(&buf) {
                 Ok(Status::Partial) => break,
-                Ok(Status::Complete((cmd, n))) => {
+                Ok(Status::Complete((event, n))) => {
                     assert!(n > 0 && n <= buf.len());
-                    events.push(format!("{cmd:?} +{n}"));
+                    events.push(format!("{event} +{n}"));
                     buf.drain(..n);
                 }
                 Err(e) => {
@@ -386,56 +391,35 @@ fn command_events(input: &[u8], cuts: &[usize], cfg: &ParserConfig) -> (Vec<Stri
     (events, buf.len() + usize::from(skipping) * 1_000_000)
 }
 
-/// Same for replies.
+/// A command stream, parsed as a server does.
+fn command_events(input: &[u8], cuts: &[usize], cfg: &ParserConfig) -> (Vec<String>, usize) {
+    stream_events(input, cuts, |buf| {
+        Ok(match parse_command(buf, cfg)? {
+            Status::Partial => Status::Partial,
+            Status::Complete((cmd, n)) => Status::Complete((format!("{cmd:?}"), n)),
+        })
+    })
+}
+
+/// A reply stream, parsed as a client does.
 fn reply_events(input: &[u8], cuts: &[usize]) -> (Vec<String>, usize) {
-    let mut buf: Vec<u8> = Vec::new();
-    let mut skipping = false;
-    let mut events = Vec::new();
-    let mut pos = 0;
-    let mut ends: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
-    ends.sort_unstable();
-    ends.push(input.len());
-    for end in ends {
-        buf.extend_from_slice(&input[pos.min(end)..end]);
-        pos = pos.max(end);
-        loop {
-            if skipping {
-                match skip_line(&buf) {
-                    Some(n) => {
-                        buf.drain(..n);
-                        skipping = false;
-                    }
-                    None => {
-                        buf.clear();
-                        break;
-                    }
-                }
+    stream_events(input, cuts, |buf| {
+        Ok(match parse_reply(buf, DEFAULT_MAX_REPLY_LINE)? {
+            Status::Partial => Status::Partial,
+            Status::Complete((r, n)) => {
+                assert_eq!(r.raw().len(), n);
+                let lines: Vec<&[u8]> = r.lines().collect();
+                let event = format!(
+                    "{} {:?} {:?} {:?}",
+                    r.code,
+                    r.enhanced,
+                    String::from_utf8_lossy(r.text()),
+                    lines
+                );
+                Status::Complete((event, n))
             }
-            match parse_reply(&buf, DEFAULT_MAX_REPLY_LINE) {
-                Ok(Status::Partial) => break,
-                Ok(Status::Complete((r, n))) => {
-                    assert!(n > 0 && n <= buf.len());
-                    assert_eq!(r.raw().len(), n);
-                    let lines: Vec<&[u8]> = r.lines().collect();
-                    events.push(format!(
-                        "{} {:?} {:?} {:?} +{n}",
-                        r.code,
-                        r.enhanced,
-                        String::from_utf8_lossy(r.text()),
-                        lines
-                    ));
-                    buf.drain(..n);
-                }
-                Err(e) => {
-                    check_error(&e, buf.len());
-                    events.push(format!("{:?}@{}", e.kind, e.offset));
-                    skipping = !e.line_complete;
-                    buf.drain(..e.consumed);
-                }
-            }
-        }
-    }
-    (events, buf.len() + usize::from(skipping) * 1_000_000)
+        })
+    })
 }
 
 /// Errors always make progress and stay inside the buffer.

@@ -16,11 +16,12 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
 pub enum BareLfPolicy {
-    /// Refuse the message with `550 5.7.0` (default; like Postfix's
-    /// `smtpd_forbid_bare_newline`).
-    #[default]
+    /// Refuse the message with `550 5.7.0` (like Postfix's
+    /// `smtpd_forbid_bare_newline = reject`), for strict tests.
     Reject,
-    /// Accept it. The end of the message is still only `CRLF . CRLF`.
+    /// Accept it (default, like Postfix 3.9's `normalize`). The end of the
+    /// message is still only `CRLF . CRLF`.
+    #[default]
     Accept,
 }
 
@@ -97,6 +98,9 @@ pub struct SinkConfig {
     pub capture: Option<PathBuf>,
     /// Keep the last N messages in memory for the control API.
     pub keep: usize,
+    /// Total size cap of the kept messages; the oldest go first.
+    #[serde(with = "size_serde")]
+    pub keep_bytes: u64,
     /// Control API address; `None` (YAML `off`) disables it.
     #[serde(with = "control_serde")]
     pub control: Option<SocketAddr>,
@@ -134,7 +138,7 @@ impl Default for SinkConfig {
             max_session_duration: Duration::from_secs(3600),
             max_connections: 0,
             max_connections_per_ip: 0,
-            bare_lf: BareLfPolicy::Reject,
+            bare_lf: BareLfPolicy::Accept,
             lenient: false,
             tls: true,
             tls_cert: None,
@@ -144,6 +148,7 @@ impl Default for SinkConfig {
             auth_required: false,
             capture: None,
             keep: 0,
+            keep_bytes: 64 << 20,
             control: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
             control_token: None,
             stats_interval: Duration::from_secs(1),

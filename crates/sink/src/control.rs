@@ -18,7 +18,8 @@
 //! | `GET /messages/{id}`   | [`ControlBackend::message_raw`]  | 200 `message/rfc822`, 404 |
 //! | `DELETE /messages`     | [`ControlBackend::clear_messages`] | 204                  |
 //! | `GET /plan`            | [`ControlBackend::plan_yaml`]    | 200 YAML, 404 when unsupported |
-//! | `PUT /plan`            | [`ControlBackend::put_plan`]     | 204, 400 with the error, 404 |
+//! | `PUT /plan`            | [`ControlBackend::put_plan`]     | 204, 400 with the error (an empty plan too), 404 |
+//! | `DELETE /plan`         | [`ControlBackend::delete_plan`]  | 204, 404 when unsupported |
 //! | `GET /clients`         | [`ControlBackend::clients_json`] | 200 JSON, 404 when unsupported |
 
 use std::net::SocketAddr;
@@ -69,6 +70,11 @@ pub trait ControlBackend: Send + Sync + 'static {
     /// with `text`, `Some(Ok(()))` → 204.
     fn put_plan(&self, body: &[u8], content_type: Option<&str>) -> Option<Result<(), String>> {
         let _ = (body, content_type);
+        None
+    }
+    /// `DELETE /plan`: remove the fault plan (normal behaviour from then
+    /// on). `None` → 404 (unsupported), `Some(())` → 204.
+    fn delete_plan(&self) -> Option<()> {
         None
     }
     /// `GET /clients`: per-client details as JSON; `None` (404) when
@@ -248,7 +254,7 @@ fn router(token: Option<String>, backend: Backend) -> Router {
         .route("/reset", post(reset))
         .route("/messages", get(messages).delete(clear_messages))
         .route("/messages/{id}", get(message_raw))
-        .route("/plan", get(plan_get).put(plan_put))
+        .route("/plan", get(plan_get).put(plan_put).delete(plan_delete))
         .route("/clients", get(clients))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         // Applied to every route and the fallback; /healthz is exempted inside.
@@ -352,13 +358,43 @@ async fn plan_get(State(b): State<Backend>) -> Response {
     }
 }
 
+/// What `PUT /plan` says to a body with no plan in it.
+pub const EMPTY_PLAN_MESSAGE: &str =
+    "empty plan: the body has no keys; to clear the active plan use DELETE /plan";
+
+/// `true` for a body that is empty, only comments or an empty mapping (`{}`):
+/// a client that meant to clear the plan, or lost its body on the way. Either
+/// way replacing the active plan with nothing must be asked for explicitly.
+fn is_empty_plan(body: &[u8]) -> bool {
+    match serde_yaml::from_slice::<serde_yaml::Value>(body) {
+        Ok(serde_yaml::Value::Null) => true,
+        Ok(serde_yaml::Value::Mapping(m)) => m.is_empty(),
+        // Not YAML: the backend's parser reports where and why.
+        _ => body.iter().all(u8::is_ascii_whitespace),
+    }
+}
+
 async fn plan_put(State(b): State<Backend>, headers: HeaderMap, body: Bytes) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
+    if is_empty_plan(&body) {
+        // Checked after support, so an unsupported backend still says 404.
+        if b.plan_yaml().is_none() {
+            return (StatusCode::NOT_FOUND, "no fault plan support\n").into_response();
+        }
+        return (StatusCode::BAD_REQUEST, format!("{EMPTY_PLAN_MESSAGE}\n")).into_response();
+    }
     match b.put_plan(&body, content_type) {
         Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Some(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+        None => (StatusCode::NOT_FOUND, "no fault plan support\n").into_response(),
+    }
+}
+
+async fn plan_delete(State(b): State<Backend>) -> Response {
+    match b.delete_plan() {
+        Some(()) => StatusCode::NO_CONTENT.into_response(),
         None => (StatusCode::NOT_FOUND, "no fault plan support\n").into_response(),
     }
 }

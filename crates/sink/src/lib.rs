@@ -67,9 +67,46 @@ pub enum SinkError {
     /// The control API could not start.
     #[error(transparent)]
     Control(#[from] control::ControlError),
-    /// The fault plan (or its events file) could not be loaded.
+    /// The fault plan could not be loaded.
     #[error(transparent)]
     Plan(#[from] plan::PlanError),
+    /// The `capture` directory cannot be created or written.
+    #[error("capture directory {path}: {source}")]
+    Capture {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The `events` file cannot be opened for appending.
+    #[error("cannot open events file {path} for appending: {source}")]
+    Events {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SinkError {
+    /// `true` when the configuration is at fault (a value, or a file or
+    /// directory it names), `false` for a failure of the running system
+    /// (an address in use, no thread). The binary exits 2 and 1 on them.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            SinkError::Config(_)
+            | SinkError::Plan(_)
+            | SinkError::Capture { .. }
+            | SinkError::Events { .. } => true,
+            SinkError::Control(e) => !matches!(
+                e,
+                control::ControlError::Bind { .. } | control::ControlError::Start { .. }
+            ),
+            SinkError::Io(_) => false,
+        }
+    }
 }
 
 /// Entry point: [`Sink::builder`].
@@ -186,6 +223,8 @@ impl SinkBuilder {
         auth_required: bool);
     setter!(/// Keep the last N messages in memory.
         keep: usize);
+    setter!(/// Total size cap of the kept messages (0 = none).
+        keep_bytes: u64);
     setter!(/// Shutdown grace period.
         shutdown_grace: Duration);
     setter!(/// Listen backlog.
@@ -263,12 +302,17 @@ impl SinkBuilder {
                 e.load_file(p)?;
             }
             if let Some(ev) = &self.config.events {
-                e.set_events_file(ev)
-                    .map_err(|source| plan::PlanError::Read {
-                        path: ev.clone(),
-                        source,
-                    })?;
+                e.set_events_file(ev).map_err(|source| SinkError::Events {
+                    path: ev.clone(),
+                    source,
+                })?;
             }
+        }
+        if let Some(dir) = &self.config.capture {
+            store::prepare_capture_dir(dir).map_err(|source| SinkError::Capture {
+                path: dir.clone(),
+                source,
+            })?;
         }
         let config = self.config;
         let settings = Settings::build(config.clone(), self.hook.clone())?;
@@ -523,6 +567,11 @@ impl control::ControlBackend for Backend {
             e.load_bytes(body, content_type, "PUT /plan")
                 .map_err(|e| e.to_string()),
         )
+    }
+
+    fn delete_plan(&self) -> Option<()> {
+        self.0.engine.as_ref()?.unload();
+        Some(())
     }
 
     fn clients_json(&self) -> Option<serde_json::Value> {

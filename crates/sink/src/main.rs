@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Parser;
 use mailstorm_sink::config::{parse_control, parse_duration, parse_size};
-use mailstorm_sink::{BareLfPolicy, Sink, SinkConfig, SinkHandle, StatsSnapshot};
+use mailstorm_sink::{BareLfPolicy, Sink, SinkConfig, SinkError, SinkHandle, StatsSnapshot};
 
 const AFTER_HELP: &str = "\
 Every option can also be set in the YAML file given with --config, under its long
@@ -20,8 +20,15 @@ Signals: SIGINT/SIGTERM stop accepting, answer 421 4.3.2 to each session at its 
 command, wait up to --shutdown-grace, print final stats and exit 0. SIGHUP reloads the
 config file and TLS certificates; running sessions keep their settings.
 
-Exit codes: 0 clean shutdown; 1 runtime failure (cannot bind, TLS/users file
-unreadable, control API refused); 2 invalid command line or configuration.";
+Exit codes:
+  0  clean shutdown (SIGINT/SIGTERM), or --help, --version, --print-config
+  1  runtime failure: a listen or control address cannot be bound (in use,
+     no permission), a shard thread cannot start
+  2  invalid command line or configuration: an unknown option or key, a bad
+     value, an unreadable or invalid --config, --plan, TLS certificate or key,
+     or --auth-users file, a control API off loopback without a token, a
+     --capture directory that cannot be created or written, an --events file
+     that cannot be opened";
 
 /// A per-core ESMTP/LMTP sink that accepts mail at line rate.
 #[derive(Parser, Debug, Clone)]
@@ -75,8 +82,9 @@ struct Args {
     /// Open connections per client IP; more get 421 4.7.0; 0 = unlimited [default: 0].
     #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<usize>,
-    /// Bare LF/CR in DATA: `reject` (550 5.7.0) or `accept` [default: reject].
-    #[arg(long, value_name = "POLICY")]
+    /// Bare LF/CR in DATA: `accept` (a line end; only CRLF.CRLF ends the
+    /// message) or `reject` (550 5.7.0) [default: accept].
+    #[arg(long, value_name = "POLICY", ignore_case = true, value_parser = bare_lf_parser())]
     bare_lf: Option<BareLfPolicy>,
     /// Accept common command syntax deviations (bare LF line ends, `FROM: <a>`).
     #[arg(long)]
@@ -102,6 +110,9 @@ struct Args {
     /// Keep the last N messages in memory for the control API [default: 0].
     #[arg(long, value_name = "N")]
     keep: Option<usize>,
+    /// Total size of the kept messages; the oldest go first; 0 = no cap [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    keep_bytes: Option<u64>,
     /// Control API address, or `off` [default: 127.0.0.1:8025].
     #[arg(long, value_name = "ADDR|off", value_parser = parse_control_flag)]
     control: Option<ControlFlag>,
@@ -157,6 +168,7 @@ impl Args {
             max_connections_per_ip,
             bare_lf,
             keep,
+            keep_bytes,
             stats_interval,
             shutdown_grace
         );
@@ -201,13 +213,46 @@ impl Args {
     }
 }
 
+/// Exit code for a failure of the running system (see `AFTER_HELP`).
+const EXIT_RUNTIME: u8 = 1;
+/// Exit code for a bad command line or configuration (clap uses it too).
+const EXIT_CONFIG: u8 = 2;
+
+/// An error and the exit code it ends the process with.
+struct Failure {
+    code: u8,
+    error: anyhow::Error,
+}
+
+impl Failure {
+    fn runtime(error: impl Into<anyhow::Error>) -> Failure {
+        Failure {
+            code: EXIT_RUNTIME,
+            error: error.into(),
+        }
+    }
+}
+
+impl From<SinkError> for Failure {
+    fn from(e: SinkError) -> Failure {
+        Failure {
+            code: if e.is_configuration() {
+                EXIT_CONFIG
+            } else {
+                EXIT_RUNTIME
+            },
+            error: anyhow::Error::new(e).context("cannot start"),
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match args.config() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("mailstorm-sink: {e:#}");
-            return ExitCode::from(2);
+            eprintln!("mailstorm-sink: {}", error_text(&e));
+            return ExitCode::from(EXIT_CONFIG);
         }
     };
     if args.print_config {
@@ -216,14 +261,32 @@ fn main() -> ExitCode {
     }
     match run(args, config) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("mailstorm-sink: {e:#}");
-            ExitCode::from(1)
+        Err(f) => {
+            eprintln!("mailstorm-sink: {}", error_text(&f.error));
+            ExitCode::from(f.code)
         }
     }
 }
 
-fn run(args: Args, config: SinkConfig) -> anyhow::Result<()> {
+/// The error and its causes joined by ": ", skipping a cause whose text the
+/// message already contains (thiserror messages often embed their source,
+/// which `{:#}` would print a second time).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}
+
+fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
     let quiet = config.quiet;
     match mailstorm_sink::raise_nofile_limit() {
         Ok(n) if n < 65536 && !quiet => {
@@ -235,19 +298,25 @@ fn run(args: Args, config: SinkConfig) -> anyhow::Result<()> {
     let stats_interval = config.stats_interval;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()?;
+        .build()
+        .context("cannot start the runtime")
+        .map_err(Failure::runtime)?;
     // Handlers first: a signal right after "listening" must not kill us.
     let sigs = {
         let _rt = rt.enter();
-        Signals::new()?
+        Signals::new()
+            .context("cannot install signal handlers")
+            .map_err(Failure::runtime)?
     };
     // Always installed, so `PUT /plan` works without --plan; with no plan a
     // decision is one atomic load.
     let sink = Sink::from_config(config.clone())
         .fault_engine(std::sync::Arc::new(mailstorm_sink::plan::Engine::new()))
-        .start()
-        .context("cannot start")?;
+        .start()?;
     if !quiet {
+        if let Some(dir) = &config.capture {
+            eprintln!("mailstorm-sink: capturing messages to {}", dir.display());
+        }
         let threads = config.thread_count();
         for a in sink.local_addrs() {
             eprintln!(
@@ -270,7 +339,7 @@ fn run(args: Args, config: SinkConfig) -> anyhow::Result<()> {
     let last = sink.shutdown();
     eprintln!(
         "mailstorm-sink: final stats: {}",
-        serde_json::to_string(&last)?
+        serde_json::to_string(&last).unwrap_or_default()
     );
     Ok(())
 }
@@ -366,5 +435,18 @@ fn stats_line(prev: &StatsSnapshot, now: &StatsSnapshot) -> String {
 struct ControlFlag(Option<SocketAddr>);
 
 fn parse_control_flag(s: &str) -> Result<ControlFlag, String> {
+    // `off` in any case, like the enum flags.
+    let word = s.trim();
+    if ["off", "none"].iter().any(|w| word.eq_ignore_ascii_case(w)) {
+        return Ok(ControlFlag(None));
+    }
     parse_control(s).map(ControlFlag)
+}
+
+/// `--bare-lf`: the policy names, matched ignoring case (`ACCEPT` works),
+/// listed in `--help` and in the error for a wrong one.
+fn bare_lf_parser() -> impl clap::builder::TypedValueParser<Value = BareLfPolicy> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(["accept", "reject"])
+        .try_map(|s| s.to_ascii_lowercase().parse::<BareLfPolicy>())
 }

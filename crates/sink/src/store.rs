@@ -79,7 +79,23 @@ impl StoredMessage {
 
 pub(crate) struct Store {
     next_id: AtomicU64,
-    ring: Mutex<VecDeque<Arc<StoredMessage>>>,
+    ring: Mutex<Ring>,
+}
+
+/// The kept messages and their total size (`raw` lengths), so the byte cap
+/// is checked without walking the ring.
+#[derive(Default)]
+struct Ring {
+    messages: VecDeque<Arc<StoredMessage>>,
+    bytes: u64,
+}
+
+impl Ring {
+    fn pop_oldest(&mut self) {
+        if let Some(m) = self.messages.pop_front() {
+            self.bytes -= m.raw.len() as u64;
+        }
+    }
 }
 
 impl Store {
@@ -89,7 +105,7 @@ impl Store {
         let first = capture.map_or(1, |dir| highest_capture_id(dir) + 1);
         Store {
             next_id: AtomicU64::new(first),
-            ring: Mutex::new(VecDeque::new()),
+            ring: Mutex::new(Ring::default()),
         }
     }
 
@@ -126,7 +142,12 @@ impl Store {
             write_atomically(dir, id, &raw)?;
         }
         let keep = s.config.keep;
-        if keep > 0 {
+        // 0 = no byte cap; a message bigger than the cap is not kept at all.
+        let cap = match s.config.keep_bytes {
+            0 => u64::MAX,
+            n => n,
+        };
+        if keep > 0 && raw.len() as u64 <= cap {
             let msg = Arc::new(StoredMessage {
                 id,
                 received_unix_ms: SystemTime::now()
@@ -141,49 +162,103 @@ impl Store {
                 size: body.len(),
                 raw,
             });
+            let size = msg.raw.len() as u64;
             let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-            while ring.len() >= keep {
-                ring.pop_front();
+            while ring.messages.len() >= keep || ring.bytes + size > cap {
+                ring.pop_oldest();
             }
-            ring.push_back(msg);
+            ring.bytes += size;
+            ring.messages.push_back(msg);
         }
         Ok(id)
     }
 
     pub(crate) fn messages(&self) -> Vec<Arc<StoredMessage>> {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        ring.iter().cloned().collect()
+        ring.messages.iter().cloned().collect()
     }
 
     pub(crate) fn get(&self, id: u64) -> Option<Arc<StoredMessage>> {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
-        ring.iter().find(|m| m.id == id).cloned()
+        ring.messages.iter().find(|m| m.id == id).cloned()
     }
 
+    /// Forgets the kept messages and gives their memory back to the system.
     pub(crate) fn clear(&self) {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        let old = std::mem::take(&mut *self.ring.lock().unwrap_or_else(|e| e.into_inner()));
+        // Freed outside the lock; a reader may still hold some messages.
+        drop(old);
+        release_free_memory();
     }
+}
+
+/// Checks a capture directory before the first message needs it: creates it
+/// if missing and proves it writable with a probe file, so a bad path fails
+/// at start instead of turning every message into a 451.
+pub(crate) fn prepare_capture_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let probe = dir.join(format!(".mailstorm-write-probe-{}", std::process::id()));
+    let written = std::fs::write(&probe, b"probe");
+    // Removed even when the write failed half-way.
+    let removed = std::fs::remove_file(&probe);
+    written?;
+    removed
 }
 
 /// Writes `<dir>/.<id>.eml.tmp`, then renames it to `<dir>/<id>.eml`, so a
-/// reader never sees half a message.
+/// reader never sees half a message. On any error the temp file is removed
+/// (a full disk must not stay full) and the error names the path.
 fn write_atomically(dir: &Path, id: u64, raw: &[u8]) -> std::io::Result<PathBuf> {
     let tmp = dir.join(format!(".{id}.eml.tmp"));
     let path = dir.join(format!("{id}.eml"));
-    std::fs::write(&tmp, raw)?;
-    std::fs::rename(&tmp, &path)?;
-    Ok(path)
+    let result = match std::fs::write(&tmp, raw) {
+        Err(e) => Err(with_path(e, "writing", &tmp)),
+        Ok(()) => std::fs::rename(&tmp, &path).map_err(|e| with_path(e, "renaming to", &path)),
+    };
+    if result.is_err() {
+        // NotFound: the write failed before creating it. Any other failure
+        // to remove is already covered by the error being returned.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map(|()| path)
 }
 
+fn with_path(e: std::io::Error, what: &str, path: &Path) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()))
+}
+
+/// The highest id among the `<n>.eml` files (not directories) in `dir`.
 fn highest_capture_id(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };
     entries
         .filter_map(|e| {
-            let name = e.ok()?.file_name();
+            let e = e.ok()?;
+            if !e.file_type().ok()?.is_file() {
+                return None;
+            }
+            let name = e.file_name();
             name.to_str()?.strip_suffix(".eml")?.parse::<u64>().ok()
         })
         .max()
         .unwrap_or(0)
 }
+
+/// Returns freed heap pages to the system. glibc keeps small freed blocks
+/// (a kept message is one) in its arenas, so without this RSS stays at its
+/// peak after `DELETE /messages`.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn release_free_memory() {
+    extern "C" {
+        fn malloc_trim(pad: usize) -> std::ffi::c_int;
+    }
+    // SAFETY: malloc_trim takes no pointers, only walks glibc's own free
+    // lists under its arena locks, and is safe to call from any thread.
+    unsafe {
+        malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn release_free_memory() {}

@@ -182,3 +182,339 @@ fn sighup_reloads_and_sigterm_exits_cleanly() {
     let status = run.child.wait().unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Runs the binary to its exit (bounded: every case fails before serving,
+/// and `--stats-interval 0 -q` keeps stderr to the error).
+fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--threads", "1", "--no-pin"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{args:?} did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    (status.code(), err)
+}
+
+#[test]
+fn exit_codes_match_help_and_errors_say_the_os_error_once() {
+    let dir = temp_dir("sink-exit-codes");
+    let bad_plan = dir.join("bad-plan.yaml");
+    std::fs::write(&bad_plan, "rules: [[\n").unwrap();
+    let missing_plan = dir.join("missing-plan.yaml");
+    let events = dir.join("no-such-dir/events.jsonl");
+    let not_a_dir = dir.join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let capture = not_a_dir.join("captures");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let p = |p: &std::path::Path| p.to_str().unwrap().to_owned();
+    let cases: Vec<(Vec<String>, i32, Vec<String>)> = vec![
+        (
+            vec![
+                "--control".into(),
+                "off".into(),
+                "--plan".into(),
+                p(&bad_plan),
+            ],
+            2,
+            vec![p(&bad_plan)],
+        ),
+        (
+            vec![
+                "--control".into(),
+                "off".into(),
+                "--plan".into(),
+                p(&missing_plan),
+            ],
+            2,
+            vec![p(&missing_plan), "cannot read plan".into()],
+        ),
+        (
+            vec!["--control".into(), "0.0.0.0:0".into()],
+            2,
+            vec!["--control-token".into()],
+        ),
+        (
+            vec!["--control".into(), taken.clone()],
+            1,
+            vec![taken.clone(), "in use".into()],
+        ),
+        (
+            vec![
+                "--control".into(),
+                "off".into(),
+                "--events".into(),
+                p(&events),
+            ],
+            2,
+            vec![p(&events), "events file".into()],
+        ),
+        (
+            vec![
+                "--control".into(),
+                "off".into(),
+                "--capture".into(),
+                p(&capture),
+            ],
+            2,
+            vec![p(&capture), "capture directory".into()],
+        ),
+        (
+            vec![
+                "--control".into(),
+                "off".into(),
+                "--capture".into(),
+                "/sys".into(),
+            ],
+            2,
+            vec!["capture directory /sys".into()],
+        ),
+    ];
+    for (args, code, needles) in cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (got, err) = run_to_exit(&args);
+        assert_eq!(got, Some(code), "{args:?}: {err}");
+        for n in &needles {
+            assert!(err.contains(n.as_str()), "{args:?}: {err:?} lacks {n:?}");
+        }
+        assert!(!err.contains("final stats"), "never started: {err}");
+        assert!(
+            !err.contains("cannot read plan") || args.contains(&"--plan"),
+            "{args:?}: {err}"
+        );
+        let os_errors = err.matches("(os error").count();
+        assert!(os_errors <= 1, "the OS error repeated: {err}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn help_lists_every_exit_code_as_the_readme_does() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let section = readme
+        .split("#### mailstorm-sink exit codes")
+        .nth(1)
+        .expect("README has the sink's exit-code table");
+    for (code, help_words, readme_words) in [
+        (0, "clean shutdown", "| 0 | clean shutdown"),
+        (1, "runtime failure", "| 1 | runtime failure"),
+        (
+            2,
+            "invalid command line or configuration",
+            "| 2 | invalid command line or configuration",
+        ),
+    ] {
+        assert!(
+            help.contains(&format!("{code}  {help_words}")),
+            "--help lacks exit code {code}"
+        );
+        assert!(
+            section.contains(readme_words),
+            "README lacks exit code {code}"
+        );
+    }
+    // Every cause --help names for 1 and 2 is in the README's table too.
+    for cause in [
+        "cannot be bound",
+        "thread",
+        "--plan",
+        "--auth-users",
+        "without a token",
+        "--capture",
+        "--events",
+    ] {
+        assert!(help.contains(cause), "--help lacks {cause}");
+        assert!(section.contains(cause), "README lacks {cause}");
+    }
+}
+
+#[test]
+fn enum_flags_ignore_case() {
+    for (args, expect) in [
+        (&["--bare-lf", "ACCEPT"][..], "bare-lf: accept"),
+        (&["--bare-lf", "Reject"], "bare-lf: reject"),
+        (&["--control", "OFF"], "control: off"),
+    ] {
+        let out = Command::new(BIN)
+            .args(args)
+            .arg("--print-config")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains(expect), "{args:?}: {text}");
+    }
+    let out = Command::new(BIN)
+        .args(["--bare-lf", "maybe", "--print-config"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("accept") && err.contains("reject"), "{err}");
+}
+
+#[test]
+fn capture_log_lines_name_the_path() {
+    let dir = temp_dir("sink-capture-log");
+    std::os::unix::fs::symlink("/dev/full", dir.join(".1.eml.tmp")).unwrap();
+    let run = Running::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        "off",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--stats-interval",
+        "0",
+        "--capture",
+        dir.to_str().unwrap(),
+    ]);
+    let line = run.line_with("capturing messages to");
+    assert!(line.contains(dir.to_str().unwrap()), "{line}");
+    let line = run.line_with("listening on");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("address in the listening line");
+    let mut c = Client::ehlo(addr);
+    c.send_message("a@b.test", &["x@y.test"], "hi")
+        .expect(451, "4.3.0");
+    let line = run.line_with("cannot store message");
+    let tmp = dir.join(".1.eml.tmp");
+    assert!(line.contains(tmp.to_str().unwrap()), "{line}");
+    assert!(!tmp.exists(), "temp file left behind");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Resident memory of a process, in bytes (Linux).
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    kb * 1024
+}
+
+#[test]
+fn delete_messages_returns_the_memory() {
+    const MESSAGES: usize = 3000;
+    let run = Running::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--stats-interval",
+        "0",
+        "--keep",
+        "20000",
+    ]);
+    let line = run.line_with("listening on");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("address in the listening line");
+    let line = run.line_with("control API on");
+    let api: SocketAddr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim_end_matches('/').parse().ok())
+        .expect("control address");
+    let pid = run.child.id();
+    let before = rss_bytes(pid);
+    let body = format!("Subject: s\r\n\r\n{}", "x".repeat(10 * 1024));
+    let mut c = Client::ehlo(addr);
+    for _ in 0..MESSAGES {
+        c.send_message("a@b.test", &["x@y.test"], &body)
+            .expect(250, "2.0.0");
+    }
+    let full = rss_bytes(pid);
+    let grown = full.saturating_sub(before);
+    assert!(
+        grown > 20 << 20,
+        "kept messages should take memory: +{grown}"
+    );
+    assert_eq!(http(api, "DELETE", "/messages", b"").status, 204);
+    assert_eq!(http(api, "GET", "/messages", b"").text(), "[]");
+    let after = rss_bytes(pid);
+    assert!(
+        after < full - grown / 2,
+        "RSS {before} -> {full} -> {after} after DELETE /messages"
+    );
+}
+
+#[test]
+fn keep_bytes_caps_the_kept_messages_from_the_command_line() {
+    let run = Running::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--stats-interval",
+        "0",
+        "--keep",
+        "20000",
+        "--keep-bytes",
+        "64k",
+    ]);
+    let line = run.line_with("listening on");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("address in the listening line");
+    let line = run.line_with("control API on");
+    let api: SocketAddr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|a| a.trim_end_matches('/').parse().ok())
+        .expect("control address");
+    let body = format!("Subject: s\r\n\r\n{}", "x".repeat(10 * 1024));
+    let mut c = Client::ehlo(addr);
+    for _ in 0..20 {
+        c.send_message("a@b.test", &["x@y.test"], &body)
+            .expect(250, "2.0.0");
+    }
+    let list: serde_json::Value =
+        serde_json::from_slice(&http(api, "GET", "/messages", b"").body).unwrap();
+    let sizes: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["size"].as_u64().unwrap())
+        .collect();
+    assert!(
+        !sizes.is_empty() && sizes.len() < 20,
+        "{} kept",
+        sizes.len()
+    );
+    assert!(sizes.iter().sum::<u64>() <= 64 * 1024, "{sizes:?}");
+}

@@ -93,8 +93,8 @@ fn smuggle(c: &mut Client, seq: &[u8]) -> Vec<Reply> {
 }
 
 #[test]
-fn smuggling_sequences_are_rejected_by_default() {
-    let sink = sink();
+fn smuggling_sequences_are_rejected_with_bare_lf_reject() {
+    let sink = start(Sink::builder().bare_lf(BareLfPolicy::Reject));
     let mut c = Client::ehlo(sink.local_addr());
     for seq in SMUGGLE {
         let r = smuggle(&mut c, seq);

@@ -207,7 +207,12 @@ fn too_many_recipients() {
 
 #[test]
 fn lmtp_per_recipient_replies() {
-    let sink = start(Sink::builder().lmtp(true).hostname("lmtp.test"));
+    let sink = start(
+        Sink::builder()
+            .lmtp(true)
+            .hostname("lmtp.test")
+            .bare_lf(mailstorm_sink::BareLfPolicy::Reject),
+    );
     let mut c = Client::connect_raw(sink.local_addr());
     assert!(c.reply().text().contains("LMTP"));
     c.cmd("EHLO x.test").expect(503, "5.5.1");

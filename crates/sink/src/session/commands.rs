@@ -276,6 +276,8 @@ impl Session {
         match reject {
             Some(p) => {
                 if p.reset {
+                    // An over-size message: refused like one over size in DATA.
+                    self.stats.add(C::MessagesRejected, 1);
                     self.tx.reset();
                 }
                 if p.error && self.count_error() {

@@ -268,7 +268,7 @@ impl SinkBuilder {
     }
 
     /// Installs a fault engine as the hook; the control API then serves
-    /// `GET/PUT /plan` and `GET /clients` from it. Created automatically
+    /// `GET/PUT/DELETE /plan` and `GET /clients` from it. Created automatically
     /// when the configuration names a `plan` or `events` file.
     pub fn fault_engine(mut self, engine: Arc<plan::Engine>) -> Self {
         self.hook = Some(engine.clone());
@@ -478,6 +478,12 @@ impl SinkHandle {
         config.tls_listen = o.tls_listen.clone();
         config.threads = o.threads;
         let new = Settings::build(config, self.shared.hook.clone())?;
+        if let Some(dir) = &new.config.capture {
+            store::prepare_capture_dir(dir).map_err(|source| SinkError::Capture {
+                path: dir.clone(),
+                source,
+            })?;
+        }
         // The plan last: when it fails, nothing has changed.
         if let (Some(e), Some(p)) = (&self.shared.engine, &new.config.plan) {
             e.load_file(p)?;

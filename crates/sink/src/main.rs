@@ -129,7 +129,7 @@ struct Args {
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     shutdown_grace: Option<Duration>,
     /// Fault plan (YAML or JSON; see configs/*.yaml); replaced by `PUT /plan`,
-    /// reloaded on SIGHUP [default: none].
+    /// cleared by `DELETE /plan`, reloaded on SIGHUP [default: none].
     #[arg(long, value_name = "FILE")]
     plan: Option<PathBuf>,
     /// Append one JSON line per injected fault to FILE.

@@ -44,6 +44,7 @@ fn help_documents_every_option_and_exit_codes() {
         "--auth-required",
         "--capture",
         "--keep",
+        "--keep-bytes",
         "--control",
         "--control-token",
         "--stats-interval",
@@ -59,6 +60,7 @@ fn help_documents_every_option_and_exit_codes() {
         "300s",
         "127.0.0.1:8025",
         "5s",
+        "64MiB",
     ] {
         assert!(help.contains(default), "--help lacks default {default}");
     }

@@ -139,3 +139,19 @@ fn a_message_over_the_byte_cap_is_accepted_but_not_kept() {
     assert_eq!(kept.len(), 1);
     assert_eq!(kept[0].header("subject").as_deref(), Some("small"));
 }
+
+#[test]
+fn a_reload_to_an_unwritable_capture_directory_keeps_the_old_one() {
+    let dir = temp_dir("capture-reload");
+    let sink = start(Sink::builder().capture(&dir));
+    let mut config = sink.config();
+    config.capture = Some("/sys".into());
+    let err = sink.reload(config).unwrap_err();
+    assert!(matches!(err, SinkError::Capture { .. }), "{err:?}");
+    assert_eq!(sink.config().capture.as_deref(), Some(dir.as_path()));
+    let mut c = Client::ehlo(sink.local_addr());
+    c.send_message("a@b.test", &["x@y.test"], "hi")
+        .expect(250, "2.0.0");
+    assert!(dir.join("1.eml").is_file());
+    let _ = std::fs::remove_dir_all(&dir);
+}

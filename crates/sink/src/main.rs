@@ -399,7 +399,7 @@ async fn signals(sigs: Signals, args: &Args, sink: &SinkHandle, interval: Durati
                     ),
                     Err(e) => eprintln!("mailstorm-sink: reload failed, keeping the old configuration: {e}"),
                 },
-                Err(e) => eprintln!("mailstorm-sink: reload failed, keeping the old configuration: {e:#}"),
+                Err(e) => eprintln!("mailstorm-sink: reload failed, keeping the old configuration: {}", error_text(&e)),
             },
             _ = tick.tick(), if print => {
                 let now = sink.stats();

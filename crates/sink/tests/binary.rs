@@ -280,10 +280,10 @@ fn exit_codes_match_help_and_errors_say_the_os_error_once() {
                 "--control".into(),
                 "off".into(),
                 "--capture".into(),
-                "/sys".into(),
+                "/proc/self".into(),
             ],
             2,
-            vec!["capture directory /sys".into()],
+            vec!["capture directory /proc/self".into()],
         ),
     ];
     for (args, code, needles) in cases {

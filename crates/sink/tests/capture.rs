@@ -47,10 +47,10 @@ fn an_uncreatable_capture_directory_refuses_to_start_naming_the_path() {
 
 #[test]
 fn an_unwritable_capture_directory_refuses_to_start() {
-    // sysfs refuses new files even to root, where a chmod would not.
-    let err = Sink::builder().capture("/sys").start().unwrap_err();
+    // procfs refuses new files even to root, where a chmod would not.
+    let err = Sink::builder().capture("/proc/self").start().unwrap_err();
     assert!(matches!(err, SinkError::Capture { .. }), "{err:?}");
-    assert!(err.to_string().contains("/sys"), "{err}");
+    assert!(err.to_string().contains("/proc/self"), "{err}");
 }
 
 #[test]
@@ -145,7 +145,7 @@ fn a_reload_to_an_unwritable_capture_directory_keeps_the_old_one() {
     let dir = temp_dir("capture-reload");
     let sink = start(Sink::builder().capture(&dir));
     let mut config = sink.config();
-    config.capture = Some("/sys".into());
+    config.capture = Some("/proc/self".into());
     let err = sink.reload(config).unwrap_err();
     assert!(matches!(err, SinkError::Capture { .. }), "{err:?}");
     assert_eq!(sink.config().capture.as_deref(), Some(dir.as_path()));

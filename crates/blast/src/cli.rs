@@ -41,12 +41,21 @@ plan, the scenario's profile, then every expectation (`delivered == 1000`,
 printed with its measured value.
 
 Exit codes:
-  0  run completed and every --threshold (or scenario expectation) held
-  1  one or more --threshold checks or scenario expectations failed (each
-     is named)
-  2  usage or configuration error
+  0  run completed and passed
+  1  run failed, each reason printed: a --threshold check or scenario
+     expectation failed; or, without --threshold, no message was accepted
+     or the target stopped answering (the last 2+ intervals, 1 s or more,
+     had only transport errors and no reply); or, always, more than 1% of
+     the open-loop sends never started (connections busy: raise -c)
+  2  usage or configuration error (including a --report/--timeline path
+     that cannot be written, checked before the run)
   3  target unreachable (resolution or first connection failed, or no
      connection could be opened during the run)
+  4  internal error (a bug): the report and timeline hold what was
+     measured, the error is printed
+  5  interrupted by SIGINT or SIGTERM: in-flight messages got the grace
+     period, outputs written, the report says interrupted: true
+  130  a second SIGINT/SIGTERM: exited at once, nothing written
 
 Examples:
   mailstorm-blast
@@ -105,7 +114,7 @@ pub struct Args {
     /// What --stages values are: `rate` (messages/s, open loop; --concurrency
     /// caps the connections) or `concurrency` (connections sending back to
     /// back). Default: `concurrency` when --concurrency is given, else `rate`.
-    #[arg(long, value_parser = ["rate", "concurrency"])]
+    #[arg(long, value_parser = ["rate", "concurrency"], ignore_case = true)]
     pub stages_mode: Option<String>,
     /// Stop after this many messages.
     #[arg(long, short = 'n')]
@@ -147,7 +156,7 @@ pub struct Args {
     pub seed: Option<u64>,
 
     /// PIPELINING: auto (when advertised), on, off.
-    #[arg(long, value_parser = ["auto", "on", "off"])]
+    #[arg(long, value_parser = ["auto", "on", "off"], ignore_case = true)]
     pub pipelining: Option<String>,
     /// Transactions a connection keeps outstanding when the server
     /// pipelines: with CHUNKING, up to K `MAIL RCPT… BDAT LAST`+body groups
@@ -156,10 +165,10 @@ pub struct Args {
     #[arg(long, value_name = "K")]
     pub pipeline_depth: Option<u32>,
     /// CHUNKING/BDAT: auto (when advertised), on, off.
-    #[arg(long, value_parser = ["auto", "on", "off"])]
+    #[arg(long, value_parser = ["auto", "on", "off"], ignore_case = true)]
     pub chunking: Option<String>,
     /// STARTTLS: off, opportunistic, required.
-    #[arg(long, value_parser = ["off", "opportunistic", "required"])]
+    #[arg(long, value_parser = ["off", "opportunistic", "required"], ignore_case = true)]
     pub starttls: Option<String>,
     /// Implicit TLS from the first byte.
     #[arg(long)]
@@ -177,7 +186,7 @@ pub struct Args {
     #[arg(long)]
     pub auth: Option<String>,
     /// AUTH mechanism: plain, login, cram-md5.
-    #[arg(long, value_parser = ["plain", "login", "cram-md5"])]
+    #[arg(long, value_parser = ["plain", "login", "cram-md5"], ignore_case = true)]
     pub auth_mech: Option<String>,
     /// Speak LMTP (LHLO; one reply per recipient after the data).
     #[arg(long)]
@@ -329,7 +338,8 @@ impl Args {
         if let Some(s) = &self.stages {
             c.stages = Some(LoadStages::parse(s)?);
         }
-        match self.stages_mode.as_deref() {
+        let lower = |s: &Option<String>| s.as_deref().map(str::to_ascii_lowercase);
+        match lower(&self.stages_mode).as_deref() {
             Some("concurrency") => c.stages_mode = StagesMode::Concurrency,
             Some(_) => c.stages_mode = StagesMode::Rate,
             // Inferred: --concurrency without --rate means connections.
@@ -344,20 +354,20 @@ impl Args {
         if let Some(s) = &self.size {
             c.size = SizeDist::parse(s)?;
         }
-        if let Some(s) = &self.pipelining {
-            c.pipelining = mode(s);
+        if let Some(s) = lower(&self.pipelining) {
+            c.pipelining = mode(&s);
         }
-        if let Some(s) = &self.chunking {
-            c.chunking = mode(s);
+        if let Some(s) = lower(&self.chunking) {
+            c.chunking = mode(&s);
         }
-        if let Some(s) = &self.starttls {
+        if let Some(s) = lower(&self.starttls) {
             c.starttls = match s.as_str() {
                 "opportunistic" => StartTls::Opportunistic,
                 "required" => StartTls::Required,
                 _ => StartTls::Off,
             };
         }
-        if let Some(s) = &self.auth_mech {
+        if let Some(s) = lower(&self.auth_mech) {
             c.auth_mech = match s.as_str() {
                 "login" => AuthMech::Login,
                 "cram-md5" => AuthMech::CramMd5,

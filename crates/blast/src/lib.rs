@@ -16,6 +16,7 @@ pub mod auth;
 pub mod cli;
 mod compare;
 pub mod config;
+mod fault;
 pub mod message;
 pub mod net;
 pub mod policy;
@@ -28,6 +29,7 @@ pub mod stages;
 pub mod stats;
 pub mod threshold;
 pub mod tls;
+pub mod verdict;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -53,6 +55,10 @@ pub enum BlastError {
     /// Anything else at run time.
     #[error("{0}")]
     Runtime(String),
+    /// A bug: a shard panicked or broke an invariant (exit code 4). The
+    /// measurements gathered until then are still reported.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// Asks a run to stop: no new messages, in-flight ones get the grace.
@@ -105,6 +111,9 @@ pub struct Row {
     pub replies_5xx: u64,
     /// Transport errors.
     pub errors: u64,
+    /// Of `errors`: messages cut off at the end of the grace period (the
+    /// blaster's doing, not the target's).
+    pub aborted: u64,
     /// End-to-end (coordinated-omission corrected) latency, µs.
     pub latency: Histogram<u64>,
 }
@@ -116,6 +125,7 @@ impl Default for Row {
             replies_4xx: 0,
             replies_5xx: 0,
             errors: 0,
+            aborted: 0,
             latency: new_histogram(),
         }
     }
@@ -127,6 +137,7 @@ impl Row {
         self.replies_4xx += s.replies_of_class(4);
         self.replies_5xx += s.replies_of_class(5);
         self.errors += s.transport_errors();
+        self.aborted += s.transport[stats::Transport::Aborted as usize];
         let _ = self.latency.add(s.histogram(Stage::Latency));
     }
 }
@@ -161,6 +172,27 @@ pub struct RunResult {
     pub interrupted: bool,
     /// With a policy: final states, attempts, breaker and concurrency.
     pub resilience: Option<policy::runtime::Summary>,
+    /// A shard failed (a panic or [`BlastError::Internal`]): what it said.
+    /// The measurements above are what the run had gathered until then.
+    pub internal_error: Option<String>,
+}
+
+impl RunResult {
+    /// A result with no measurements, for when the run itself broke before
+    /// it could hand any over (the report still records the settings and
+    /// the error).
+    pub fn empty(config: Config, target: String, elapsed: Duration, error: String) -> RunResult {
+        RunResult {
+            totals: Stats::default(),
+            rows: Vec::new(),
+            elapsed,
+            config,
+            target,
+            interrupted: false,
+            resilience: None,
+            internal_error: Some(error),
+        }
+    }
 }
 
 /// Where and how to blast.
@@ -325,19 +357,8 @@ pub fn run(
         }
     }
     let elapsed = start.elapsed();
-    let mut first_err = None;
-    for h in handles {
-        match h.join() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                first_err.get_or_insert(e);
-            }
-            Err(_) => {
-                first_err.get_or_insert(BlastError::Runtime("a shard thread panicked".into()));
-            }
-        }
-    }
-    if let Some(e) = first_err {
+    let (internal_error, other_error) = shard_failures(handles.into_iter().map(|h| h.join()));
+    if let Some(e) = other_error {
         return Err(e);
     }
     let last = rows.keys().next_back().copied().unwrap_or(0);
@@ -352,5 +373,67 @@ pub fn run(
         target: params.target.clone(),
         interrupted: params.stop.is_triggered(),
         resilience: res.map(|r| r.summary(tally)),
+        internal_error,
     })
+}
+
+/// Sorts what the shard threads ended with: panics and
+/// [`BlastError::Internal`] become the run's internal error (the run keeps
+/// what it measured), any other error ends the run as before.
+fn shard_failures(
+    joined: impl Iterator<Item = std::thread::Result<Result<(), BlastError>>>,
+) -> (Option<String>, Option<BlastError>) {
+    let mut internal: Vec<String> = Vec::new();
+    let mut other = None;
+    for (i, j) in joined.enumerate() {
+        match j {
+            Ok(Ok(())) => {}
+            Ok(Err(BlastError::Internal(e))) => internal.push(format!("shard {i}: {e}")),
+            Ok(Err(e)) => {
+                other.get_or_insert(e);
+            }
+            Err(payload) => internal.push(format!("shard {i} panicked: {}", panic_text(&*payload))),
+        }
+    }
+    let internal = (!internal.is_empty()).then(|| internal.join("; "));
+    // A bug outranks a configuration error seen by another shard.
+    match internal {
+        Some(e) => (Some(e), None),
+        None => (None, other),
+    }
+}
+
+/// The message of a panic payload (`panic!("...")` gives a `&str` or a
+/// `String`).
+pub fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(no message)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_panic_is_an_internal_error_not_a_lost_run() {
+        let panicked = std::thread::spawn(|| -> Result<(), BlastError> { panic!("boom") }).join();
+        let joined = vec![
+            Ok(Ok(())),
+            panicked,
+            Ok(Err(BlastError::Internal("bad state".into()))),
+        ];
+        let (internal, other) = shard_failures(joined.into_iter());
+        assert_eq!(
+            internal.as_deref(),
+            Some("shard 1 panicked: boom; shard 2: bad state")
+        );
+        assert!(other.is_none());
+        let (internal, other) =
+            shard_failures(vec![Ok(Err(BlastError::Config("x".into())))].into_iter());
+        assert!(internal.is_none());
+        assert!(matches!(other, Some(BlastError::Config(_))));
+    }
 }

@@ -1,22 +1,44 @@
-//! `mailstorm-blast` binary: CLI, embedded sink, SIGINT, progress, output
-//! files and exit codes (see `--help`).
+//! `mailstorm-blast` binary: CLI, embedded sink, SIGINT/SIGTERM, progress,
+//! output files and exit codes (see `--help`).
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
 use mailstorm_blast::cli::Args;
-use mailstorm_blast::config::Config;
+use mailstorm_blast::config::{self, Config};
 use mailstorm_blast::{
-    effective_config, fds_needed, net, report, threshold, BlastError, RunParams, StopSignal,
+    effective_config, fds_needed, net, report, threshold, verdict, BlastError, RunParams,
+    RunResult, StopSignal,
 };
 
 /// The embedded default run's message cap (with the default duration).
 const EMBEDDED_MESSAGES: u64 = 20_000;
+
+/// Exit codes; `--help` and the README list the same table.
+mod exit {
+    /// The run completed and passed.
+    pub const OK: u8 = 0;
+    /// A --threshold check or scenario expectation failed, or the run
+    /// cannot pass (nothing accepted, target stopped answering, load not
+    /// offered).
+    pub const FAILED: u8 = 1;
+    /// Usage or configuration error, an output path that cannot be written.
+    pub const USAGE: u8 = 2;
+    /// The target cannot be reached.
+    pub const UNREACHABLE: u8 = 3;
+    /// A bug in the blaster (a panic): what was measured is still written.
+    pub const INTERNAL: u8 = 4;
+    /// Stopped by SIGINT or SIGTERM: outputs written, `interrupted: true`.
+    pub const INTERRUPTED: u8 = 5;
+    /// A second SIGINT/SIGTERM: exit at once, nothing written.
+    pub const ABORTED: i32 = 130;
+}
 
 fn main() -> ExitCode {
     // Printing into a closed pipe (`| head`) should end the program quietly,
@@ -30,17 +52,94 @@ fn main() -> ExitCode {
         );
     }
     let args = Args::parse();
-    match real_main(args) {
-        Ok(code) => ExitCode::from(code),
-        Err(e) => {
+    // A panic anywhere is a bug: say so with its own exit code, never the
+    // usage-error code (the run's own panics are caught closer to the run,
+    // where there are results to write).
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| real_main(args)));
+    match outcome {
+        Ok(Ok(code)) => ExitCode::from(code),
+        Ok(Err(e)) => {
             eprintln!("mailstorm-blast: {e:#}");
             let code = match e.downcast_ref::<BlastError>() {
-                Some(BlastError::Unreachable(_)) => 3,
-                _ => 2,
+                Some(BlastError::Unreachable(_)) => exit::UNREACHABLE,
+                Some(BlastError::Internal(_)) => exit::INTERNAL,
+                _ => exit::USAGE,
             };
             ExitCode::from(code)
         }
+        Err(payload) => {
+            eprintln!(
+                "mailstorm-blast: internal error: {}",
+                mailstorm_blast::panic_text(&*payload)
+            );
+            ExitCode::from(exit::INTERNAL)
+        }
     }
+}
+
+/// `--report` and `--timeline`: checked before the run so that a long run
+/// never ends in "cannot write", written at the end.
+struct Outputs {
+    report: Option<PathBuf>,
+    timeline: Option<PathBuf>,
+}
+
+impl Outputs {
+    fn check(report: Option<&Path>, timeline: Option<&Path>) -> Result<Outputs, BlastError> {
+        for (flag, path) in [("--report", report), ("--timeline", timeline)] {
+            if let Some(p) = path {
+                check_writable(p)
+                    .map_err(|e| BlastError::Config(format!("{flag} {}: {e}", p.display())))?;
+            }
+        }
+        Ok(Outputs {
+            report: report.map(Path::to_path_buf),
+            timeline: timeline.map(Path::to_path_buf),
+        })
+    }
+
+    /// Writes every output it can; the first failure is returned after
+    /// the others were tried.
+    fn write(&self, report: Option<&serde_json::Value>, timeline: &str) -> anyhow::Result<()> {
+        let mut first_err = None;
+        if let (Some(path), Some(json)) = (&self.report, report) {
+            let res = serde_json::to_string_pretty(json)
+                .map_err(anyhow::Error::from)
+                .and_then(|j| Ok(std::fs::write(path, j + "\n")?))
+                .with_context(|| format!("writing --report {}", path.display()));
+            match res {
+                Ok(()) => eprintln!("report written to {}", path.display()),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(path) = &self.timeline {
+            if let Err(e) = std::fs::write(path, timeline) {
+                first_err.get_or_insert(
+                    anyhow::Error::from(e)
+                        .context(format!("writing --timeline {}", path.display())),
+                );
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Opens `path` for writing without truncating it (an existing file keeps
+/// its content until the run ends); a file created only for the check is
+/// removed again.
+fn check_writable(path: &Path) -> std::io::Result<()> {
+    let existed = path.exists();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    if !existed {
+        std::fs::remove_file(path)?;
+    }
+    Ok(())
 }
 
 fn real_main(args: Args) -> anyhow::Result<u8> {
@@ -69,6 +168,8 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         ) | 1;
     }
     let cfg = effective_config(&cfg)?;
+    let outputs = Outputs::check(cfg.report.as_deref(), cfg.timeline.as_deref())?;
+    let thresholds = cfg.threshold.as_deref().map(threshold::parse).transpose()?;
     net::raise_nofile(fds_needed(&cfg, embedded))?;
 
     // The embedded sink lives until the end of this function.
@@ -103,7 +204,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     preflight(addr, cfg.timeouts.connect)?;
 
     let stop = StopSignal::new();
-    install_sigint(stop.clone());
+    install_signal_handlers(stop.clone(), cfg.grace);
     let params = RunParams {
         config: cfg.clone(),
         addr,
@@ -113,17 +214,31 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         stop,
     };
     let bar = progress_bar(&cfg);
-    let result = mailstorm_blast::run(&params, |p| {
-        let line = report::progress_line(p);
-        match &bar {
-            Some(b) => b.set_message(line),
-            None if !cfg.quiet => eprintln!("{line}"),
-            None => {}
-        }
-    })?;
+    let started = Instant::now();
+    // A panic on this thread while the run is collecting results (shard
+    // panics are already caught by `run`): keep the settings and the error.
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        mailstorm_blast::run(&params, |p| {
+            let line = report::progress_line(p);
+            match &bar {
+                Some(b) => b.set_message(line),
+                None if !cfg.quiet => eprintln!("{line}"),
+                None => {}
+            }
+        })
+    }));
     if let Some(b) = bar {
         b.finish_and_clear();
     }
+    let result = match ran {
+        Ok(r) => r?,
+        Err(payload) => RunResult::empty(
+            cfg.clone(),
+            params.target.clone(),
+            started.elapsed(),
+            format!("panicked: {}", mailstorm_blast::panic_text(&*payload)),
+        ),
+    };
 
     print!("{}", report::summary(&result));
     if let Some(s) = sink {
@@ -133,42 +248,92 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
             st.messages_accepted, st.messages_rejected, st.connections_total
         );
     }
-    if let Some(path) = &cfg.report {
-        let json = serde_json::to_string_pretty(&report::to_json(&result))?;
-        std::fs::write(path, json + "\n")
-            .with_context(|| format!("writing report {}", path.display()))?;
-        eprintln!("report written to {}", path.display());
+    let checked = thresholds.map(|checks| threshold::evaluate(&checks, &result));
+    if let Some(outcomes) = &checked {
+        eprintln!("thresholds:");
+        for o in outcomes {
+            eprintln!("{}", threshold::describe(o));
+        }
     }
-    if let Some(path) = &cfg.timeline {
-        std::fs::write(path, report::timeline_csv(&result))
-            .with_context(|| format!("writing timeline {}", path.display()))?;
+    let (code, status, reasons) = judge(&result, checked.as_deref());
+    let mut json = report::to_json(&result);
+    report::add_outcome(&mut json, checked.as_deref(), code, status, &reasons);
+    let written = outputs.write(Some(&json), &report::timeline_csv(&result));
+    match code {
+        exit::INTERNAL | exit::UNREACHABLE => {
+            for r in &reasons {
+                eprintln!("mailstorm-blast: {r}");
+            }
+        }
+        exit::FAILED => {
+            let failed: Vec<&str> = checked
+                .iter()
+                .flatten()
+                .filter(|o| !o.passed)
+                .map(|o| o.text.as_str())
+                .collect();
+            if !failed.is_empty() {
+                eprintln!("threshold failed: {}", failed.join(", "));
+            }
+            for r in reasons.iter().filter(|r| r.starts_with("run failed")) {
+                eprintln!("{r}");
+            }
+        }
+        _ => {}
+    }
+    written?;
+    Ok(code)
+}
+
+/// The exit code, the report's status and every reason the run did not
+/// pass. A bug outranks an interruption, which outranks the verdicts.
+fn judge(
+    result: &RunResult,
+    checked: Option<&[threshold::Outcome]>,
+) -> (u8, &'static str, Vec<String>) {
+    if let Some(e) = &result.internal_error {
+        return (
+            exit::INTERNAL,
+            "internal_error",
+            vec![format!("internal error: {e}")],
+        );
+    }
+    if result.interrupted {
+        return (
+            exit::INTERRUPTED,
+            "interrupted",
+            vec!["interrupted by a signal: partial results".into()],
+        );
     }
     let c = &result.totals.counters;
     if c.conn_opened == 0 && c.attempted > 0 {
-        return Err(BlastError::Unreachable(format!(
-            "no connection to {} could be opened",
-            result.target
-        ))
-        .into());
+        return (
+            exit::UNREACHABLE,
+            "unreachable",
+            vec![format!(
+                "target unreachable: no connection to {} could be opened",
+                result.target
+            )],
+        );
     }
-    if let Some(spec) = &cfg.threshold {
-        let checks = threshold::parse(spec)?;
-        let outcomes = threshold::evaluate(&checks, &result);
-        eprintln!("thresholds:");
-        for o in &outcomes {
-            eprintln!("{}", threshold::describe(o));
-        }
-        let failed: Vec<&str> = outcomes
-            .iter()
-            .filter(|o| !o.passed)
-            .map(|o| o.text.as_str())
-            .collect();
-        if !failed.is_empty() {
-            eprintln!("threshold failed: {}", failed.join(", "));
-            return Ok(1);
-        }
+    let mut reasons: Vec<String> = checked
+        .iter()
+        .flat_map(|o| o.iter())
+        .filter(|o| !o.passed)
+        .map(|o| format!("threshold failed: {} (measured {})", o.text, o.measured()))
+        .collect();
+    reasons.extend(
+        verdict::problems(result)
+            .into_iter()
+            // With --threshold, the user's checks judge the target.
+            .filter(|p| checked.is_none() || !p.judges_target())
+            .map(|p| format!("run failed: {p}")),
+    );
+    if reasons.is_empty() {
+        (exit::OK, "ok", reasons)
+    } else {
+        (exit::FAILED, "failed", reasons)
     }
-    Ok(0)
 }
 
 /// `--scenario FILE`: the embedded sink with the plan, the profile, every
@@ -176,6 +341,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
 fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<u8> {
     use mailstorm_blast::scenario::{run, Scenario};
     let scn = Scenario::load(path).map_err(|e| BlastError::Config(e.to_string()))?;
+    Outputs::check(args.report.as_deref(), None)?;
     let opts = run::Options {
         threads: args.threads,
         time_scale: args.time_scale,
@@ -230,36 +396,54 @@ fn preflight(addr: SocketAddr, timeout: Duration) -> Result<(), BlastError> {
         .map_err(|e| BlastError::Unreachable(format!("{addr}: {e}")))
 }
 
-fn install_sigint(stop: Arc<StopSignal>) {
+/// SIGINT and SIGTERM (what `timeout`, CI cancellation and `docker stop`
+/// send) both stop the run gracefully: no new messages, in-flight ones get
+/// the grace period, every output is written. A second one exits at once.
+fn install_signal_handlers(stop: Arc<StopSignal>, grace: Duration) {
     // A small runtime on its own thread: tokio's signal handling is
     // async-signal-safe and needs no unsafe code here.
     let spawned = std::thread::Builder::new()
-        .name("blast-sigint".into())
+        .name("blast-signals".into())
         .spawn(move || {
+            use tokio::signal::unix::{signal, SignalKind};
             let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             else {
+                eprintln!("mailstorm-blast: no signal handling: cannot start its runtime");
                 return;
             };
             rt.block_on(async {
+                let (Ok(mut int), Ok(mut term)) = (
+                    signal(SignalKind::interrupt()),
+                    signal(SignalKind::terminate()),
+                ) else {
+                    eprintln!("mailstorm-blast: no signal handling: cannot register handlers");
+                    return;
+                };
                 let mut first = true;
-                while tokio::signal::ctrl_c().await.is_ok() {
+                loop {
+                    let name = tokio::select! {
+                        Some(()) = int.recv() => "SIGINT",
+                        Some(()) = term.recv() => "SIGTERM",
+                        else => return,
+                    };
                     if !first {
-                        eprintln!("mailstorm-blast: second interrupt, exiting now");
-                        std::process::exit(130);
+                        eprintln!("mailstorm-blast: second {name}, exiting now");
+                        std::process::exit(exit::ABORTED);
                     }
                     first = false;
                     eprintln!(
-                        "mailstorm-blast: interrupted: finishing in-flight messages \
-                         (Ctrl-C again to abort)"
+                        "mailstorm-blast: {name}: stopping; in-flight messages get up to {} \
+                         (send it again to exit at once)",
+                        config::format_duration(grace)
                     );
                     stop.trigger();
                 }
             });
         });
     if let Err(e) = spawned {
-        eprintln!("mailstorm-blast: no SIGINT handling: {e}");
+        eprintln!("mailstorm-blast: no signal handling: {e}");
     }
 }
 

@@ -83,6 +83,7 @@ pub fn to_json(r: &RunResult) -> Value {
         "config": config,
         "duration_s": (secs * 1000.0).round() / 1000.0,
         "interrupted": r.interrupted,
+        "internal_error": r.internal_error,
         "messages": {
             "attempted": c.attempted,
             "accepted": c.accepted,
@@ -119,6 +120,25 @@ pub fn to_json(r: &RunResult) -> Value {
             .as_ref()
             .map(|p| crate::policy::report::to_json(p, secs)),
     })
+}
+
+/// Adds how the run ended to a report: each `--threshold` result
+/// (`null` without `--threshold`) and the outcome (exit code, status and
+/// every reason the run did not pass).
+pub fn add_outcome(
+    report: &mut Value,
+    thresholds: Option<&[crate::threshold::Outcome]>,
+    exit_code: u8,
+    status: &str,
+    reasons: &[String],
+) {
+    report["thresholds"] =
+        thresholds.map_or(Value::Null, |t| t.iter().map(|o| o.to_json()).collect());
+    report["outcome"] = json!({
+        "status": status,
+        "exit_code": exit_code,
+        "reasons": reasons,
+    });
 }
 
 /// Per load stage: its definition and what happened to its messages
@@ -252,11 +272,18 @@ pub fn summary(r: &RunResult) -> String {
     if cfg.open_loop() {
         let _ = writeln!(
             s,
-            "schedule:    {} sends scheduled, {} started late (> {}), {} never started",
+            "schedule:    {} sends scheduled, {} started late (> {}), {} never started{}",
             c.scheduled,
             c.late,
             crate::config::format_duration(cfg.late_after),
-            c.not_started
+            c.not_started,
+            if !r.interrupted
+                && c.not_started as f64 > c.scheduled as f64 * crate::verdict::MAX_NOT_OFFERED
+            {
+                format!(" (all {} connections busy: raise -c)", cfg.concurrency)
+            } else {
+                String::new()
+            }
         );
     }
     let _ = writeln!(

@@ -459,6 +459,7 @@ impl JobSource for Source<'_> {
 }
 
 async fn run(plan: Plan, shared: Shared) -> Result<(), BlastError> {
+    crate::fault::maybe_panic_shard(plan.index);
     let cfg = shared.cfg.clone();
     let from = Pattern::new(&cfg.from);
     let to = Pattern::new(&cfg.to);

@@ -31,6 +31,41 @@ pub struct Check {
     limit: f64,
 }
 
+/// What a measured value is, for printing it with its unit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A latency, microseconds (printed `573µs`, `12.3ms`, `1.18s`).
+    Micros,
+    /// A count of messages, replies, errors or connections.
+    Count,
+    /// A share between 0 and 1.
+    Ratio,
+    /// Per second (messages or bytes).
+    PerSecond,
+}
+
+impl Unit {
+    /// The unit's name in the JSON report.
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Micros => "us",
+            Unit::Count => "count",
+            Unit::Ratio => "ratio",
+            Unit::PerSecond => "per_s",
+        }
+    }
+
+    /// `v` written with this unit.
+    pub fn format(self, v: f64) -> String {
+        match self {
+            Unit::Micros => format_micros(v),
+            Unit::Count => fmt_num(v),
+            Unit::Ratio => fmt_num(v),
+            Unit::PerSecond => format!("{}/s", three_digits(v)),
+        }
+    }
+}
+
 /// A check's result.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -38,8 +73,29 @@ pub struct Outcome {
     pub text: String,
     /// The measured value (latencies in µs).
     pub value: f64,
+    /// What `value` is.
+    pub unit: Unit,
     /// Whether it held.
     pub passed: bool,
+}
+
+impl Outcome {
+    /// The measured value with its unit, e.g. `1.18s`.
+    pub fn measured(&self) -> String {
+        self.unit.format(self.value)
+    }
+
+    /// The outcome in the JSON report: expression, measured value (with
+    /// its unit, and as a number in that unit) and verdict.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "expression": self.text,
+            "measured": self.measured(),
+            "value": if self.value.is_finite() { serde_json::json!(self.value) } else { serde_json::Value::Null },
+            "unit": self.unit.name(),
+            "verdict": if self.passed { "ok" } else { "failed" },
+        })
+    }
 }
 
 const NAMED: &[&str] = &[
@@ -96,7 +152,13 @@ fn latency_metric(s: &str) -> Option<(Stage, Option<f64>)> {
 /// Parses a comma-separated list of checks.
 pub fn parse(spec: &str) -> Result<Vec<Check>, BlastError> {
     let mut out = Vec::new();
-    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+    for part in spec.split(',').map(str::trim) {
+        if part.is_empty() {
+            return Err(BlastError::Config(format!(
+                "--threshold {spec:?}: empty check (expected METRIC OP VALUE, comma-separated, \
+                 e.g. p99<200ms,5xx==0)"
+            )));
+        }
         let bad = |why: &str| BlastError::Config(format!("--threshold {part:?}: {why}"));
         let (name, op, value) = crate::compare::split(part)
             .ok_or_else(|| bad("expected METRIC OP VALUE (OP: <, <=, >, >=, ==, !=)"))?;
@@ -130,6 +192,15 @@ fn ratio(n: u64, d: u64) -> f64 {
         0.0
     } else {
         n as f64 / d as f64
+    }
+}
+
+fn unit(m: &Metric) -> Unit {
+    match m {
+        Metric::Latency(..) => Unit::Micros,
+        Metric::Named(n) if n.ends_with("_rate") => Unit::Ratio,
+        Metric::Named(n) if n.ends_with("_per_s") => Unit::PerSecond,
+        Metric::Named(_) => Unit::Count,
     }
 }
 
@@ -179,16 +250,44 @@ pub fn evaluate(checks: &[Check], r: &RunResult) -> Vec<Outcome> {
             Outcome {
                 text: c.text.clone(),
                 value: v,
+                unit: unit(&c.metric),
                 passed: c.op.holds(v, c.limit),
             }
         })
         .collect()
 }
 
-/// `p99<200ms: 1234 us` style description of a result.
+/// `FAILED  p99<50ms  (measured 1.18s)`: one line per result.
 pub fn describe(o: &Outcome) -> String {
     let verdict = if o.passed { "ok" } else { "FAILED" };
-    format!("{verdict:>6}  {}  (measured {})", o.text, fmt_num(o.value))
+    format!("{verdict:>6}  {}  (measured {})", o.text, o.measured())
+}
+
+/// Three significant digits, trailing zeros dropped (`1.18`, `12.3`, `50`).
+fn three_digits(v: f64) -> String {
+    let decimals = match v.abs() {
+        a if a >= 100.0 => 0,
+        a if a >= 10.0 => 1,
+        _ => 2,
+    };
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Microseconds in the largest unit that keeps the value at 1 or more.
+fn format_micros(us: f64) -> String {
+    if !us.is_finite() {
+        return "-".into();
+    }
+    match us.abs() {
+        a if a >= 1e6 => format!("{}s", three_digits(us / 1e6)),
+        a if a >= 1e3 => format!("{}ms", three_digits(us / 1e3)),
+        _ => format!("{}µs", three_digits(us)),
+    }
 }
 
 fn fmt_num(v: f64) -> String {
@@ -218,5 +317,40 @@ mod tests {
         assert!(parse("p99<200").is_err());
         assert!(parse("bogus<1").is_err());
         assert!(parse("accepted").is_err());
+    }
+
+    #[test]
+    fn empty_checks_are_rejected() {
+        for spec in [",,,", "", " ", "p99<1s,", "p99<1s,,5xx==0"] {
+            let e = parse(spec).unwrap_err().to_string();
+            assert!(e.contains("empty check"), "{spec:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn measured_values_carry_their_unit() {
+        let o = |value, unit| Outcome {
+            text: String::new(),
+            value,
+            unit,
+            passed: true,
+        };
+        assert_eq!(o(1_175_551.0, Unit::Micros).measured(), "1.18s");
+        assert_eq!(o(573.132, Unit::Micros).measured(), "573µs");
+        assert_eq!(o(12_345.0, Unit::Micros).measured(), "12.3ms");
+        assert_eq!(o(50_000.0, Unit::Micros).measured(), "50ms");
+        assert_eq!(o(0.9939, Unit::Ratio).measured(), "0.9939");
+        assert_eq!(o(1400.0, Unit::Count).measured(), "1400");
+        assert_eq!(o(1234.56, Unit::PerSecond).measured(), "1235/s");
+        let j = Outcome {
+            text: "p99<50ms".into(),
+            value: 1_175_551.0,
+            unit: Unit::Micros,
+            passed: false,
+        }
+        .to_json();
+        assert_eq!(j["measured"], "1.18s");
+        assert_eq!(j["verdict"], "failed");
+        assert_eq!(j["unit"], "us");
     }
 }

@@ -149,6 +149,9 @@ fn sink_plan_is_loaded_into_the_embedded_sink() {
         plan.to_str().unwrap(),
         "--report",
         report.to_str().unwrap(),
+        // Everything is rejected on purpose: say so, or the run fails.
+        "--threshold",
+        "rejected==20",
     ]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v: serde_json::Value =
@@ -269,7 +272,7 @@ fn sigint_writes_a_partial_report() {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(status.code(), Some(5), "the documented interrupted code");
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert!(common::validate(&schema(), &v).is_empty());

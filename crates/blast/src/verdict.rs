@@ -1,0 +1,271 @@
+//! Whether a finished run may pass at all, apart from `--threshold`: a run
+//! in which nothing was accepted, the target stopped answering, or the
+//! blaster could not offer the load asked for must not exit 0.
+//!
+//! The first two judge the target, so `--threshold` replaces them (a test
+//! of a rejecting server writes `--threshold rejected==20`); the third
+//! judges the run itself and always applies.
+
+use std::fmt;
+
+use crate::stats::Transport;
+use crate::{Row, RunResult};
+
+/// Share of the scheduled open-loop sends that may go unstarted before the
+/// run counts as not having offered the load asked for.
+pub const MAX_NOT_OFFERED: f64 = 0.01;
+
+/// The target counts as having stopped answering when at least this many
+/// trailing intervals, spanning at least [`MIN_SILENT_SECS`], had transport
+/// errors and neither an acceptance nor any reply.
+pub const MIN_SILENT_INTERVALS: usize = 2;
+/// See [`MIN_SILENT_INTERVALS`].
+pub const MIN_SILENT_SECS: f64 = 1.0;
+
+/// A reason a run fails.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Problem {
+    /// Messages were attempted and none was accepted.
+    NothingAccepted {
+        /// Messages started.
+        attempted: u64,
+        /// How they ended, e.g. `deferred 2, failed 3 (tls_failure 3)`.
+        how: String,
+    },
+    /// The last intervals saw only transport errors after earlier
+    /// acceptances.
+    StoppedAnswering {
+        /// Seconds since the start when the silence began.
+        since_s: f64,
+        /// Transport errors in the silent stretch, e.g. `refused 480`.
+        errors: u64,
+    },
+    /// Open loop: scheduled sends never started (every connection busy).
+    NotOffered {
+        /// Sends never started.
+        not_started: u64,
+        /// Sends scheduled.
+        scheduled: u64,
+        /// The connection cap (`-c`).
+        connections: u32,
+    },
+}
+
+impl Problem {
+    /// Whether `--threshold` takes over this judgement (it judges the
+    /// target, not the run).
+    pub fn judges_target(&self) -> bool {
+        !matches!(self, Problem::NotOffered { .. })
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Problem::NothingAccepted { attempted, how } => {
+                write!(f, "no message was accepted (0 of {attempted}: {how})")
+            }
+            Problem::StoppedAnswering { since_s, errors } => write!(
+                f,
+                "the target stopped answering at about {since_s:.1} s: from then on only \
+                 transport errors ({errors}), no reply"
+            ),
+            Problem::NotOffered {
+                not_started,
+                scheduled,
+                connections,
+            } => write!(
+                f,
+                "{not_started} of {scheduled} scheduled sends ({:.1}%) never started because \
+                 all {connections} connections were busy: raise -c",
+                *not_started as f64 * 100.0 / *scheduled as f64
+            ),
+        }
+    }
+}
+
+/// Everything wrong with the run (empty: it may pass).
+pub fn problems(r: &RunResult) -> Vec<Problem> {
+    let c = &r.totals.counters;
+    let mut out = Vec::new();
+    if c.attempted > 0 && c.accepted == 0 {
+        out.push(Problem::NothingAccepted {
+            attempted: c.attempted,
+            how: how_they_ended(r),
+        });
+    } else if let Some(p) = stopped_answering(r) {
+        out.push(p);
+    }
+    if r.config.open_loop()
+        && c.scheduled > 0
+        && c.not_started as f64 > c.scheduled as f64 * MAX_NOT_OFFERED
+    {
+        out.push(Problem::NotOffered {
+            not_started: c.not_started,
+            scheduled: c.scheduled,
+            connections: r.config.concurrency,
+        });
+    }
+    out
+}
+
+fn how_they_ended(r: &RunResult) -> String {
+    let c = &r.totals.counters;
+    let mut parts = Vec::new();
+    for (n, name) in [(c.deferred, "deferred"), (c.rejected, "rejected")] {
+        if n > 0 {
+            parts.push(format!("{name} {n}"));
+        }
+    }
+    if c.failed > 0 {
+        let kinds: Vec<String> = Transport::ALL
+            .iter()
+            .filter(|k| r.totals.transport[**k as usize] > 0)
+            .map(|k| format!("{} {}", k.name(), r.totals.transport[*k as usize]))
+            .collect();
+        parts.push(format!("failed {} ({})", c.failed, kinds.join(", ")));
+    }
+    parts.join(", ")
+}
+
+/// Whether a row had any traffic at all.
+fn active(row: &Row) -> bool {
+    let c = &row.counters;
+    c.attempted
+        + c.accepted
+        + c.failed
+        + c.conn_failed
+        + row.errors
+        + row.replies_4xx
+        + row.replies_5xx
+        > 0
+}
+
+/// Transport errors and nothing else: no acceptance, no reply of any kind.
+/// Messages the blaster itself cut off at the end do not count.
+fn silent(row: &Row) -> bool {
+    row.counters.accepted == 0
+        && row.replies_4xx == 0
+        && row.replies_5xx == 0
+        && row.errors > row.aborted
+}
+
+fn stopped_answering(r: &RunResult) -> Option<Problem> {
+    if r.totals.counters.accepted == 0 {
+        return None;
+    }
+    let mut first_silent = None;
+    let mut errors = 0;
+    let mut count = 0;
+    for (i, row) in r.rows.iter().enumerate().rev() {
+        if !active(row) {
+            continue;
+        }
+        if !silent(row) {
+            break;
+        }
+        first_silent = Some(i);
+        errors += row.errors - row.aborted;
+        count += 1;
+    }
+    let first = first_silent?;
+    let step = r.config.interval.as_secs_f64();
+    let since_s = first as f64 * step;
+    let span = r.rows.len() as f64 * step - since_s;
+    (count >= MIN_SILENT_INTERVALS && span >= MIN_SILENT_SECS)
+        .then_some(Problem::StoppedAnswering { since_s, errors })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::stats::Stats;
+    use std::time::Duration;
+
+    fn result(rows: Vec<Row>) -> RunResult {
+        let mut totals = Stats::default();
+        for row in &rows {
+            totals.counters.add(&row.counters);
+        }
+        RunResult {
+            totals,
+            rows,
+            elapsed: Duration::from_secs(4),
+            config: Config::default(),
+            target: "t".into(),
+            interrupted: false,
+            resilience: None,
+            internal_error: None,
+        }
+    }
+
+    fn row(accepted: u64, errors: u64, aborted: u64) -> Row {
+        let mut r = Row::default();
+        r.counters.attempted = accepted + errors;
+        r.counters.accepted = accepted;
+        r.counters.failed = errors;
+        r.errors = errors;
+        r.aborted = aborted;
+        r
+    }
+
+    #[test]
+    fn a_target_that_went_silent_fails_the_run() {
+        let dead = result(vec![
+            row(500, 0, 0),
+            row(250, 30, 0),
+            row(0, 40, 0),
+            row(0, 40, 0),
+        ]);
+        let p = problems(&dead);
+        assert!(
+            matches!(p[..], [Problem::StoppedAnswering { errors: 80, .. }]),
+            "{p:?}"
+        );
+        assert!(p[0]
+            .to_string()
+            .contains("stopped answering at about 2.0 s"));
+    }
+
+    #[test]
+    fn a_single_bad_or_aborted_tail_is_not_silence() {
+        // One bad last interval is too short to call the target dead.
+        assert!(problems(&result(vec![row(500, 0, 0), row(500, 0, 0), row(0, 3, 0)])).is_empty());
+        // Messages the blaster cut off at the end are its own doing.
+        let cut = result(vec![
+            row(500, 0, 0),
+            row(0, 5, 5),
+            row(0, 5, 5),
+            Row::default(),
+        ]);
+        assert!(problems(&cut).is_empty());
+    }
+
+    #[test]
+    fn nothing_accepted_names_how_they_ended() {
+        let mut r = result(vec![row(0, 5, 0)]);
+        r.totals.transport[Transport::TlsFailure as usize] = 5;
+        let p = problems(&r);
+        assert_eq!(
+            p[0].to_string(),
+            "no message was accepted (0 of 5: failed 5 (tls_failure 5))"
+        );
+        assert!(p[0].judges_target());
+    }
+
+    #[test]
+    fn unoffered_open_loop_load_says_raise_c() {
+        let mut r = result(vec![row(1400, 0, 0)]);
+        r.config.rate = Some(2000.0);
+        r.config.concurrency = 10;
+        r.totals.counters.scheduled = 6000;
+        r.totals.counters.not_started = 4600;
+        let p = problems(&r);
+        assert_eq!(p.len(), 1);
+        assert!(p[0].to_string().contains("raise -c"), "{}", p[0]);
+        assert!(!p[0].judges_target());
+        r.totals.counters.not_started = 60;
+        assert!(problems(&r).is_empty(), "1% is tolerated");
+    }
+}

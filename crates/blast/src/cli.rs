@@ -213,7 +213,8 @@ pub struct Args {
     /// Timeouts: `10s` for all, or `connect=2s,banner=5s,data_end=1m,...`.
     #[arg(long)]
     pub timeout: Option<String>,
-    /// Time in-flight messages get to finish after a stop. Default 5s.
+    /// Time in-flight messages get to finish after a stop (the end of the
+    /// run, SIGINT or SIGTERM). Default 5s.
     #[arg(long, value_parser = parse_duration_arg)]
     pub grace: Option<std::time::Duration>,
     /// Open loop: a send starting later than this is counted late. Default 2ms.
@@ -439,5 +440,35 @@ mod tests {
         assert_eq!(c.auth_mech, AuthMech::CramMd5);
         let bad = Args::try_parse_from(["x", "--threshold", "p99<3"]).unwrap();
         assert!(bad.to_config().is_err());
+        let bad = Args::try_parse_from(["x", "--threshold", ",,,"]).unwrap();
+        assert!(bad.to_config().is_err());
+    }
+
+    #[test]
+    fn enum_flags_ignore_case() {
+        let a = Args::try_parse_from([
+            "mailstorm-blast",
+            "--auth-mech",
+            "PLAIN",
+            "--starttls",
+            "Required",
+            "--pipelining",
+            "ON",
+            "--chunking",
+            "Off",
+            "--stages",
+            "1s:5",
+            "--stages-mode",
+            "CONCURRENCY",
+        ])
+        .unwrap();
+        let c = a.to_config().unwrap();
+        assert_eq!(c.auth_mech, AuthMech::Plain);
+        assert_eq!(c.starttls, StartTls::Required);
+        assert_eq!(c.pipelining, Mode::On);
+        assert_eq!(c.chunking, Mode::Off);
+        assert_eq!(c.stages_mode, StagesMode::Concurrency);
+        let a = Args::try_parse_from(["x", "--auth-mech", "CRAM-MD5"]).unwrap();
+        assert_eq!(a.to_config().unwrap().auth_mech, AuthMech::CramMd5);
     }
 }

@@ -16,7 +16,8 @@ pub mod auth;
 pub mod cli;
 mod compare;
 pub mod config;
-mod fault;
+#[doc(hidden)]
+pub mod fault;
 pub mod message;
 pub mod net;
 pub mod policy;

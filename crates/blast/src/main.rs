@@ -219,6 +219,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     // panics are already caught by `run`): keep the settings and the error.
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         mailstorm_blast::run(&params, |p| {
+            mailstorm_blast::fault::maybe_panic_in_progress();
             let line = report::progress_line(p);
             match &bar {
                 Some(b) => b.set_message(line),

@@ -316,11 +316,7 @@ pub fn summary(r: &RunResult) -> String {
             let _ = writeln!(s, "  {:<10} {}", stage.name(), list.join(", "));
         }
     }
-    let errs: Vec<String> = Transport::ALL
-        .iter()
-        .filter(|k| t.transport[**k as usize] > 0)
-        .map(|k| format!("{} {}", k.name(), t.transport[*k as usize]))
-        .collect();
+    let errs = transport_errors(t);
     if !errs.is_empty() {
         let _ = writeln!(s, "\ntransport errors: {}", errs.join(", "));
     }
@@ -328,6 +324,19 @@ pub fn summary(r: &RunResult) -> String {
         s.push_str(&crate::policy::report::summary(p, secs));
     }
     s
+}
+
+/// Transport errors for the summary, one entry per kind with its count.
+///
+/// Hook: once the engine counts errors by stage and keeps the first text
+/// of each (`Stats::faults_by_count`), this lists `kind@stage count
+/// ("first error text")` instead, most frequent first.
+fn transport_errors(t: &crate::stats::Stats) -> Vec<String> {
+    Transport::ALL
+        .iter()
+        .filter(|k| t.transport[**k as usize] > 0)
+        .map(|k| format!("{} {}", k.name(), t.transport[*k as usize]))
+        .collect()
 }
 
 /// The timeline CSV: one row per interval.

@@ -163,6 +163,35 @@ fn a_shard_panic_keeps_the_run_and_exits_4() {
 }
 
 #[test]
+fn a_panic_on_the_main_thread_still_writes_a_report_and_exits_4() {
+    let report = tmp("main-panic.json");
+    let (code, stdout, stderr) = Running::start(
+        &[
+            "-d",
+            "30s",
+            "-t",
+            "1",
+            "--no-pin",
+            "--quiet",
+            "--interval",
+            "100ms",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[("MAILSTORM_BLAST_INJECT_PANIC", "progress")],
+    )
+    .finish();
+    assert_eq!(code, Some(4), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("internal error: panicked: injected panic"),
+        "{stderr}"
+    );
+    let v = read_report(&report);
+    assert_eq!(v["outcome"]["status"], "internal_error");
+    assert_eq!(v["config"]["threads"], 1, "the settings are kept");
+}
+
+#[test]
 fn sigterm_finishes_in_flight_writes_everything_and_exits_5() {
     let report = tmp("sigterm.json");
     let timeline = tmp("sigterm.csv");

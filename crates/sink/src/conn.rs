@@ -11,7 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant, Sleep};
 
-use crate::server::Admission;
+use crate::admission::Admission;
 use crate::session::{Flow, Session};
 use crate::settings::{Settings, READ_INITIAL};
 use crate::stats::{CloseReason, ShardStats, C};

@@ -296,7 +296,36 @@ pub trait StageHook: Send + Sync {
     }
 }
 
-pub use crate::plan::SessionEnd;
+/// What a session did, reported when it ends.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionEnd {
+    /// The session id.
+    pub session_id: u64,
+    /// The client.
+    pub peer: Option<SocketAddr>,
+    /// Messages accepted in the session.
+    pub messages: u64,
+    /// The client sent a command before the reply to the previous one.
+    pub pipelined: bool,
+    /// The client used BDAT.
+    pub bdat: bool,
+    /// Commands received after the sink sent 421 (QUIT excluded).
+    pub commands_after_421: u32,
+    /// The client sent QUIT after a 421.
+    pub quit_after_421: bool,
+}
+
+impl SessionEnd {
+    /// A report for session `id` with client `peer`.
+    pub fn new(session_id: u64, peer: SocketAddr) -> SessionEnd {
+        SessionEnd {
+            session_id,
+            peer: Some(peer),
+            ..SessionEnd::default()
+        }
+    }
+}
 
 /// A hook from a closure.
 impl<F> StageHook for F

@@ -24,6 +24,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admission;
 pub mod auth;
 pub mod config;
 mod conn;
@@ -50,7 +51,8 @@ pub use server::raise_nofile_limit;
 pub use stats::{CloseReason, StatsSnapshot};
 pub use store::StoredMessage;
 
-use server::{Limits, Shared};
+use admission::Limits;
+use server::Shared;
 use settings::Settings;
 use store::Store;
 

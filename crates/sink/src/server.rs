@@ -2,17 +2,17 @@
 //! its own `SO_REUSEPORT` listeners, so the kernel spreads connections and
 //! no session ever touches another shard's state.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
+use crate::admission::Limits;
 use crate::conn::{self, ConnCtx};
 use crate::settings::Settings;
 use crate::stats::{ShardStats, Stats, C};
@@ -43,63 +43,6 @@ impl Shared {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
-    }
-}
-
-/// Open-connection accounting for the total and per-IP limits.
-#[derive(Default)]
-pub(crate) struct Limits {
-    open: AtomicUsize,
-    per_ip: Mutex<HashMap<IpAddr, u32>>,
-}
-
-/// A connection's slot under the limits; released on drop.
-pub(crate) struct Admission {
-    limits: Arc<Limits>,
-    ip: Option<IpAddr>,
-}
-
-impl Limits {
-    /// Takes a slot, or `None` when a limit is reached.
-    pub(crate) fn admit(
-        self: &Arc<Self>,
-        ip: IpAddr,
-        max: usize,
-        max_per_ip: usize,
-    ) -> Option<Admission> {
-        let open = self.open.fetch_add(1, Ordering::Relaxed) + 1;
-        let mut adm = Admission {
-            limits: self.clone(),
-            ip: None,
-        };
-        if max != 0 && open > max {
-            return None; // dropping `adm` gives the slot back
-        }
-        if max_per_ip != 0 {
-            let mut map = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let n = map.entry(ip).or_insert(0);
-            if *n as usize >= max_per_ip {
-                return None;
-            }
-            *n += 1;
-            adm.ip = Some(ip);
-        }
-        Some(adm)
-    }
-}
-
-impl Drop for Admission {
-    fn drop(&mut self) {
-        self.limits.open.fetch_sub(1, Ordering::Relaxed);
-        if let Some(ip) = self.ip {
-            let mut map = self.limits.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(n) = map.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    map.remove(&ip);
-                }
-            }
-        }
     }
 }
 

@@ -51,7 +51,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 pub use engine::{Outcome, Verdict};
 pub use model::PlanSpec;
-pub use referee::SessionEnd;
+pub use crate::hook::SessionEnd;
 
 use engine::{stage_bit, Slot};
 use referee::Referee;

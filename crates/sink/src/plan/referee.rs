@@ -14,7 +14,7 @@
 //! end; per-command work happens only once a failure has been injected.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,38 +25,7 @@ use serde_json::{json, Value};
 use super::engine::{Now, RcptPart, View};
 use super::select::{IpText, KeyHasher};
 use super::state::Striped;
-use crate::hook::Stage;
-
-/// What a session did, reported when it ends.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct SessionEnd {
-    /// The session id.
-    pub session_id: u64,
-    /// The client.
-    pub peer: Option<SocketAddr>,
-    /// Messages accepted in the session.
-    pub messages: u64,
-    /// The client sent a command before the reply to the previous one.
-    pub pipelined: bool,
-    /// The client used BDAT.
-    pub bdat: bool,
-    /// Commands received after the sink sent 421 (QUIT excluded).
-    pub commands_after_421: u32,
-    /// The client sent QUIT after a 421.
-    pub quit_after_421: bool,
-}
-
-impl SessionEnd {
-    /// A report for session `id` with client `peer`.
-    pub fn new(session_id: u64, peer: SocketAddr) -> SessionEnd {
-        SessionEnd {
-            session_id,
-            peer: Some(peer),
-            ..SessionEnd::default()
-        }
-    }
-}
+use crate::hook::{SessionEnd, Stage};
 
 #[derive(Default, Clone)]
 struct Client {

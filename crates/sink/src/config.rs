@@ -68,6 +68,10 @@ pub struct SinkConfig {
     /// Close (`421 4.4.2`) after this long without input.
     #[serde(with = "duration_serde")]
     pub idle_timeout: Duration,
+    /// Close (`421 4.4.2`) a client whose command line is not complete
+    /// this long after its first byte (slowloris; RFC 5321 §4.5.3.2).
+    #[serde(with = "duration_serde")]
+    pub command_timeout: Duration,
     /// Close (`421 4.4.2`) sessions older than this; 0 = no limit.
     #[serde(with = "duration_serde")]
     pub max_session_duration: Duration,
@@ -135,6 +139,7 @@ impl Default for SinkConfig {
             max_recipients: 1000,
             max_errors: 20,
             idle_timeout: Duration::from_secs(300),
+            command_timeout: Duration::from_secs(300),
             max_session_duration: Duration::from_secs(3600),
             max_connections: 0,
             max_connections_per_ip: 0,
@@ -269,6 +274,9 @@ impl SinkConfig {
         }
         if self.idle_timeout.is_zero() {
             return bad("idle-timeout must be positive".into());
+        }
+        if self.command_timeout.is_zero() {
+            return bad("command-timeout must be positive".into());
         }
         if self.tls_key.is_some() && self.tls_cert.is_none() {
             return bad("tls-key given without tls-cert".into());

@@ -105,6 +105,35 @@ impl fmt::Display for Stage {
     }
 }
 
+/// What a reply code means for the request it answers. The one place the
+/// sink turns a code into "accepted", "deferred" or "rejected".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReplyClass {
+    /// 2xx/3xx: the request goes ahead.
+    Positive,
+    /// 4xx: refused for now; the client should retry later.
+    Deferred,
+    /// 5xx (or anything else): refused for good; the client should not
+    /// retry.
+    Rejected,
+}
+
+impl ReplyClass {
+    /// The class of reply `code`.
+    pub fn of(code: u16) -> ReplyClass {
+        match code {
+            200..=399 => ReplyClass::Positive,
+            400..=499 => ReplyClass::Deferred,
+            _ => ReplyClass::Rejected,
+        }
+    }
+
+    /// A 4xx or 5xx: the request was refused.
+    pub fn is_failure(self) -> bool {
+        self != ReplyClass::Positive
+    }
+}
+
 /// What the session does at a stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
@@ -142,18 +171,48 @@ pub struct Fault {
     pub delay: Option<Duration>,
     /// Then this (not itself a `Fault`).
     pub then: Decision,
-    /// Close after the client sent this many more octets (and `true`: with
-    /// a reset).
-    pub disconnect_after: Option<(u64, bool)>,
+    /// Close after the client sent this many more octets.
+    pub disconnect_after: Option<DisconnectAfter>,
     /// After the replies, stop reading for this long.
     pub stall: Option<Duration>,
     /// Limit the connection to this many octets per second from now on.
     pub throttle: Option<u64>,
-    /// Write the next replies in fragments of this size, this far apart.
-    pub split_reply: Option<(usize, Duration)>,
-    /// From now on, when the client is idle this long, send this reply
-    /// (code, enhanced code, text) unprompted and close.
-    pub idle_close: Option<(Duration, u16, String, String)>,
+    /// Write the next replies in fragments.
+    pub split_reply: Option<SplitReply>,
+    /// From now on, when the client is idle this long, send a reply
+    /// unprompted and close.
+    pub idle_close: Option<IdleClose>,
+}
+
+/// Close the connection once the client sent `bytes` more octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisconnectAfter {
+    /// Octets to let through first.
+    pub bytes: u64,
+    /// Reset (SO_LINGER 0) instead of a FIN.
+    pub rst: bool,
+}
+
+/// Write replies in fragments of `fragment` octets, `gap` apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitReply {
+    /// Octets per fragment.
+    pub fragment: usize,
+    /// Pause between fragments.
+    pub gap: Duration,
+}
+
+/// When the client stays idle `after`, send this reply and close.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdleClose {
+    /// Idle time before the reply.
+    pub after: Duration,
+    /// Reply code.
+    pub code: u16,
+    /// Enhanced status code.
+    pub enhanced: String,
+    /// Reply text.
+    pub text: String,
 }
 
 impl Fault {

@@ -209,6 +209,8 @@ impl SinkBuilder {
         max_errors: u32);
     setter!(/// Idle timeout.
         idle_timeout: Duration);
+    setter!(/// Time allowed to complete one command line.
+        command_timeout: Duration);
     setter!(/// Session duration limit (zero = none).
         max_session_duration: Duration);
     setter!(/// Total open connections (0 = no limit).
@@ -561,6 +563,7 @@ impl control::ControlBackend for Backend {
         self.0.stats.reset();
         if let Some(e) = &self.0.engine {
             e.reset_referee();
+            e.reset_state();
         }
     }
 

@@ -73,6 +73,10 @@ struct Args {
     /// Close with 421 4.4.2 after this long without input [default: 300s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     idle_timeout: Option<Duration>,
+    /// Close with 421 4.4.2 a client whose command line is not complete this
+    /// long after it began (slowloris) [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    command_timeout: Option<Duration>,
     /// Close with 421 4.4.2 sessions older than this; 0 = unlimited [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_session_duration: Option<Duration>,
@@ -163,6 +167,7 @@ impl Args {
             max_recipients,
             max_errors,
             idle_timeout,
+            command_timeout,
             max_session_duration,
             max_connections,
             max_connections_per_ip,

@@ -49,35 +49,78 @@ impl Shared {
 /// Binds one listening socket with `SO_REUSEPORT`, so each shard can bind
 /// the same address and the kernel balances connections between them.
 pub(crate) fn bind(addr: SocketAddr, backlog: u32) -> io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
+    let socket = new_socket(addr)?;
     socket.set_reuse_port(true)?;
-    if addr.is_ipv6() {
-        // `[::]` should not also grab IPv4, so `0.0.0.0` can be listed too.
-        socket.set_only_v6(true)?;
-    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog.min(i32::MAX as u32) as i32)?;
     Ok(socket.into())
 }
 
-/// Binds `addrs` once per shard. Port 0 is resolved by the first bind and
-/// the rest bind the same port. Returns per-shard listener lists and the
-/// bound addresses.
+fn new_socket(addr: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Lets a restarted sink bind over its predecessor's TIME_WAIT
+    // connections; never lets two listeners share the address.
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // `[::]` should not also grab IPv4, so `0.0.0.0` can be listed too.
+        socket.set_only_v6(true)?;
+    }
+    Ok(socket)
+}
+
+/// Claims `addr` for this sink: binds it once *without* `SO_REUSEPORT`,
+/// which fails while any other socket (another sink's `SO_REUSEPORT`
+/// listeners included) holds the address. Returns the address with port 0
+/// resolved. The probe is closed before the shards bind with
+/// `SO_REUSEPORT`; a second process would have to bind in that gap of a
+/// few microseconds to slip in.
+fn claim(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let probe = new_socket(addr)?;
+    probe.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot listen on {addr}: the address is already in use \
+                     (another mailstorm-sink or server is listening there)"
+                ),
+            )
+        } else {
+            io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+        }
+    })?;
+    probe.local_addr()?.as_socket().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("cannot listen on {addr}: not an IP address"),
+        )
+    })
+}
+
+/// Binds `addrs` once per shard. Each address is first claimed (see
+/// [`claim`]): another process on it is an error, not a silent split of
+/// the traffic. An address listed twice is an error (port 0 excepted: each
+/// `:0` is a new port). Returns per-shard listener lists and the bound
+/// addresses.
 pub(crate) fn bind_all(
     addrs: &[SocketAddr],
     shards: usize,
     backlog: u32,
 ) -> io::Result<(Vec<Vec<std::net::TcpListener>>, Vec<SocketAddr>)> {
+    for (i, a) in addrs.iter().enumerate() {
+        if a.port() != 0 && addrs[..i].contains(a) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("listen address {a} is given twice"),
+            ));
+        }
+    }
     let mut per_shard: Vec<Vec<std::net::TcpListener>> = (0..shards).map(|_| Vec::new()).collect();
     let mut bound = Vec::new();
     for &addr in addrs {
-        let first = bind(addr, backlog)
-            .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
-        let actual = first.local_addr()?;
-        per_shard[0].push(first);
-        for shard in per_shard.iter_mut().skip(1) {
+        let actual = claim(addr)?;
+        for shard in per_shard.iter_mut() {
             shard.push(bind(actual, backlog).map_err(|e| {
                 io::Error::new(e.kind(), format!("cannot listen on {actual}: {e}"))
             })?);

@@ -28,6 +28,8 @@ pub enum CloseReason {
     IdleTimeout,
     /// The session ran longer than the maximum session duration.
     SessionTimeout,
+    /// A command line was not complete within `command_timeout`.
+    CommandTimeout,
     /// Too many errors in one session.
     TooManyErrors,
     /// Refused at the greeting: too many connections (total or per IP).
@@ -44,11 +46,12 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// Every reason, in declaration order.
-    pub const ALL: [CloseReason; 10] = [
+    pub const ALL: [CloseReason; 11] = [
         CloseReason::Quit,
         CloseReason::ClientClosed,
         CloseReason::IdleTimeout,
         CloseReason::SessionTimeout,
+        CloseReason::CommandTimeout,
         CloseReason::TooManyErrors,
         CloseReason::TooManyConnections,
         CloseReason::Shutdown,
@@ -64,6 +67,7 @@ impl CloseReason {
             CloseReason::ClientClosed => "client_closed",
             CloseReason::IdleTimeout => "idle_timeout",
             CloseReason::SessionTimeout => "session_timeout",
+            CloseReason::CommandTimeout => "command_timeout",
             CloseReason::TooManyErrors => "too_many_errors",
             CloseReason::TooManyConnections => "too_many_connections",
             CloseReason::Shutdown => "shutdown",

@@ -270,3 +270,51 @@ fn control_off_loopback_requires_token() {
         .unwrap_err();
     assert!(err.to_string().contains("control-token"), "{err}");
 }
+
+/// Issue 10 item 2: a second sink on an address another sink listens on
+/// refuses to start (SO_REUSEPORT is only shared among one sink's shards),
+/// and the first keeps all the traffic.
+#[test]
+fn second_sink_on_the_same_address_refuses_to_start() {
+    let first = start(Sink::builder().threads(2));
+    let addr = first.local_addr();
+    let err = Sink::builder()
+        .listen(addr)
+        .threads(2)
+        .start()
+        .err()
+        .expect("a second sink on the same address must not start");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&addr.to_string()) && msg.contains("in use"),
+        "{msg}"
+    );
+    // The first sink is untouched and serves every message.
+    for _ in 0..4 {
+        let mut c = Client::ehlo(addr);
+        c.send_message("a@x.test", &["b@y.test"], "Subject: t\r\n\r\nhi\r\n")
+            .expect(250, "2.0.0");
+        c.cmd("QUIT");
+    }
+    assert_eq!(first.shutdown().messages_accepted, 4);
+}
+
+/// Issue 10 item 13: the same listen address given twice is an error, not
+/// two binds that share the port.
+#[test]
+fn same_listen_address_twice_is_an_error() {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let err = Sink::builder()
+        .listen(addr)
+        .listen(addr)
+        .start()
+        .err()
+        .expect("a duplicated listen address must be refused");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&addr.to_string()) && msg.contains("twice"),
+        "{msg}"
+    );
+}

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use mailstorm_sink::plan::{Engine, Outcome, Plan, Probe, Verdict};
+use mailstorm_sink::plan::{Engine, FaultAction, Plan, Probe, Verdict};
 use mailstorm_sink::Stage;
 
 fn load(name: &str, t0: Instant) -> Engine {
@@ -115,7 +115,7 @@ fn spam_filter() {
         .decide(&e, now)
         .unwrap();
     assert!(
-        matches!(&v.outcome, Outcome::Reply { code: 554, enhanced, .. } if enhanced == "5.7.1")
+        matches!(&v.outcome, FaultAction::Reply { code: 554, enhanced, .. } if enhanced == "5.7.1")
     );
     assert_eq!(
         code(&end("Subject: You are a LOTTERY WINNER").decide(&e, now)),

@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use mailstorm_sink::plan::{Engine, Outcome, Plan, Probe, Verdict};
+use mailstorm_sink::hook::SplitReply;
+use mailstorm_sink::plan::{Engine, FaultAction, Plan, Probe, Verdict};
 use mailstorm_sink::Stage;
 
 fn plan(yaml: &str) -> Plan {
@@ -86,14 +87,14 @@ fn every_action_at_every_stage() {
     let actions: [(&str, Check); 9] = [
         (
             "reply: {code: 451, enhanced: 4.3.0, text: busy}",
-            |v| matches!(&v.outcome, Outcome::Reply { code: 451, enhanced, text } if enhanced == "4.3.0" && text == "busy"),
+            |v| matches!(&v.outcome, FaultAction::Reply { code: 451, enhanced, text } if enhanced == "4.3.0" && text == "busy"),
         ),
         (
             "reply: {code: 421}",
-            |v| matches!(&v.outcome, Outcome::Reply { code: 421, enhanced, .. } if enhanced == "4.3.2"),
+            |v| matches!(&v.outcome, FaultAction::Reply { code: 421, enhanced, .. } if enhanced == "4.3.2"),
         ),
         ("delay: {ms: 250}", |v| {
-            v.delay == Some(Duration::from_millis(250)) && v.outcome == Outcome::Accept
+            v.delay == Some(Duration::from_millis(250)) && v.outcome == FaultAction::Accept
         }),
         (
             "{delay: {ms: 5}, reply: {code: 554, enhanced: 5.7.1}}",
@@ -101,23 +102,27 @@ fn every_action_at_every_stage() {
         ),
         ("disconnect: {mode: rst, after_bytes: 100}", |v| {
             v.outcome
-                == Outcome::Disconnect {
+                == FaultAction::Disconnect {
                     rst: true,
                     after_bytes: 100,
                 }
         }),
         ("stall: {seconds: 2}", |v| {
-            v.outcome == Outcome::Stall(Duration::from_secs(2))
+            v.outcome == FaultAction::Stall(Duration::from_secs(2))
         }),
         ("throttle: {bytes_per_sec: 1000}", |v| {
-            v.throttle == Some(1000) && v.outcome == Outcome::Accept
+            v.throttle == Some(1000) && v.outcome == FaultAction::Accept
         }),
         ("split_reply: {fragment_bytes: 3, gap_ms: 1}", |v| {
-            v.split_reply == Some((3, Duration::from_millis(1)))
+            v.split_reply
+                == Some(SplitReply {
+                    fragment: 3,
+                    gap: Duration::from_millis(1),
+                })
         }),
         (
             "idle_close: {after_seconds: 1.5}",
-            |v| matches!(&v.outcome, Outcome::IdleClose { after, code: 421, .. } if *after == Duration::from_millis(1500)),
+            |v| matches!(&v.outcome, FaultAction::IdleClose { after, code: 421, .. } if *after == Duration::from_millis(1500)),
         ),
     ];
     for (sname, stage) in STAGES {
@@ -152,7 +157,7 @@ fn every_action_at_every_stage() {
         let v = probe(stage, "a@x.test", "b@y.test")
             .decide(&e, now)
             .unwrap();
-        assert_eq!((v.rule, &v.outcome), (0, &Outcome::Accept), "{sname}");
+        assert_eq!((v.rule, &v.outcome), (0, &FaultAction::Accept), "{sname}");
     }
     // Greylisting applies to MAIL, RCPT, DATA and end of data.
     for (sname, stage) in [
@@ -168,7 +173,7 @@ fn every_action_at_every_stage() {
             .decide(&e, now)
             .unwrap();
         assert!(
-            matches!(&v.outcome, Outcome::Reply { code: 450, enhanced, .. } if enhanced == "4.7.1"),
+            matches!(&v.outcome, FaultAction::Reply { code: 450, enhanced, .. } if enhanced == "4.7.1"),
             "{v:?}"
         );
     }
@@ -288,7 +293,7 @@ fn selection_by_attempt() {
     let v = probe(Stage::Rcpt, "s", "new@y.test")
         .decide(&e, now)
         .unwrap();
-    assert!(matches!(&v.outcome, Outcome::Reply { text, .. } if text == "custom"));
+    assert!(matches!(&v.outcome, FaultAction::Reply { text, .. } if text == "custom"));
     assert_eq!(v.attempt, 1);
     // Global ordinal: every 2nd match over all keys.
     let e =
@@ -507,6 +512,24 @@ fn greylisting_with_injected_clock() {
         code(&p.decide(&e, t0 + Duration::from_secs(302))),
         Some(450)
     );
+}
+
+/// Issue 10 item 13: resetting the plan's state forgets greylist entries
+/// (a passed triplet is greylisted again) and attempt counters.
+#[test]
+fn reset_state_forgets_greylist_entries_and_attempts() {
+    let t0 = Instant::now();
+    let e = engine_at("rules:\n  - {stage: rcpt, action: {greylist: {min_retry_seconds: 300, expire_seconds: 3600}}}\n  - {stage: mail, sequence: [451, 250]}\n", t0);
+    let at =
+        |s: u64| code(&probe(Stage::Rcpt, "s@x", "a@y").decide(&e, t0 + Duration::from_secs(s)));
+    let mail = || code(&probe(Stage::Mail, "s@x", "").decide(&e, t0));
+    assert_eq!(at(0), Some(450));
+    assert_eq!(at(300), None, "passed");
+    assert_eq!((mail(), mail()), (Some(451), None));
+    e.reset_state();
+    assert_eq!(e.state_len(), 0);
+    assert_eq!(at(301), Some(450), "greylisted afresh after the reset");
+    assert_eq!(mail(), Some(451), "the sequence starts again");
 }
 
 #[test]

@@ -450,3 +450,51 @@ fn plan_file_in_config_and_failed_reload_keeps_old_plan() {
         .expect(250, "2.1.0");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Issue 10 item 13: `POST /reset` starts the plan's attempt counters and
+/// greylist entries afresh, so a `sequence` begins at its first code again.
+#[test]
+fn post_reset_restarts_sequences() {
+    let engine = Arc::new(Engine::new());
+    engine.load(
+        Plan::from_yaml_str(
+            "rules:\n  - {stage: rcpt, key: rcpt, match: {recipient_domain: seq.test}, sequence: [451, 451, 250]}\n",
+            "test",
+        )
+        .unwrap(),
+    );
+    let sink = start(
+        Sink::builder()
+            .threads(1)
+            .control("127.0.0.1:0".parse().unwrap())
+            .fault_engine(engine.clone()),
+    );
+    let ctl = sink.control_addr().unwrap();
+    let post_reset = || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(ctl).unwrap();
+        s.set_read_timeout(Some(TIMEOUT)).unwrap();
+        write!(
+            s,
+            "POST /reset HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 204"), "{out}");
+    };
+    let mut c = Client::ehlo(sink.local_addr());
+    c.cmd("MAIL FROM:<a@x.test>").expect(250, "2.1.0");
+    let codes = |c: &mut Client| -> Vec<u16> {
+        (0..3).map(|_| c.cmd("RCPT TO:<b@seq.test>").code).collect()
+    };
+    assert_eq!(codes(&mut c), [451, 451, 250]);
+    assert_eq!(engine.state_len(), 1);
+    post_reset();
+    assert_eq!(engine.state_len(), 0, "reset leaves no per-key state");
+    c.cmd("RSET").expect(250, "2.0.0");
+    c.cmd("MAIL FROM:<a@x.test>").expect(250, "2.1.0");
+    assert_eq!(codes(&mut c), [451, 451, 250], "the sequence starts again");
+    c.cmd("QUIT");
+    sink.shutdown();
+}

@@ -35,27 +35,27 @@
 //! evicted in one go, see `state`) and belongs to the loaded plan: loading
 //! a plan starts its counters afresh.
 
-pub mod engine;
+mod engine;
+mod keys;
+mod matching;
 pub mod model;
-mod referee;
+pub mod referee;
 pub mod select;
+mod slots;
 mod state;
 mod validate;
+mod verdict;
+mod view;
 
-use std::cell::RefCell;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
-pub use engine::{Outcome, Verdict};
-pub use model::PlanSpec;
 pub use crate::hook::SessionEnd;
+pub use engine::Engine;
+pub use model::PlanSpec;
+pub use referee::RefereeReport;
+pub use verdict::{FaultAction, Verdict};
 
-use engine::{stage_bit, Slot};
-use referee::Referee;
-use state::Striped;
 use validate::Rule;
 
 use crate::hook::StageContext;
@@ -89,7 +89,7 @@ pub enum PlanError {
 #[derive(Debug)]
 pub struct Plan {
     spec: PlanSpec,
-    rules: Vec<Rule>,
+    pub(crate) rules: Vec<Rule>,
     origin: String,
 }
 
@@ -202,281 +202,6 @@ impl Plan {
         self.rules
             .iter()
             .any(|r| r.m.header.is_some() || r.key == model::KeyKind::MessageId)
-    }
-}
-
-/// A loaded plan with its state.
-pub(crate) struct Active {
-    pub(crate) plan: Plan,
-    /// Attempt counters: 16 bytes an entry.
-    pub(crate) counts: Striped<u64>,
-    /// Token buckets and greylist entries.
-    pub(crate) state: Striped<Slot>,
-    pub(crate) globals: Vec<AtomicU64>,
-    pub(crate) loaded_at: Instant,
-    pub(crate) stage_mask: u32,
-}
-
-/// The fault engine: the active plan, its state, the referee and the event
-/// log. Install it as the sink's hook; swap plans with [`Engine::load`].
-pub struct Engine {
-    id: u64,
-    slot: RwLock<Option<Arc<Active>>>,
-    generation: AtomicU64,
-    loaded: AtomicBool,
-    headers: AtomicBool,
-    pub(crate) referee: Referee,
-    events_on: AtomicBool,
-    events: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
-}
-
-impl std::fmt::Debug for Engine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("loaded", &self.loaded.load(Ordering::Relaxed))
-            .finish()
-    }
-}
-
-/// (engine id, generation, the plan then active).
-type Cached = (u64, u64, Option<Arc<Active>>);
-
-static ENGINE_IDS: AtomicU64 = AtomicU64::new(1);
-
-thread_local! {
-    /// Each shard thread's view of the active plan: (engine id, generation,
-    /// plan). Refreshed under the read lock only when the generation moved,
-    /// so a decision takes no lock and touches no shared reference count.
-    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
-}
-
-impl Default for Engine {
-    fn default() -> Self {
-        Engine::new()
-    }
-}
-
-impl Engine {
-    /// An engine with no plan (every decision: normal behaviour).
-    pub fn new() -> Engine {
-        Engine {
-            id: ENGINE_IDS.fetch_add(1, Ordering::Relaxed),
-            slot: RwLock::new(None),
-            generation: AtomicU64::new(0),
-            loaded: AtomicBool::new(false),
-            headers: AtomicBool::new(false),
-            referee: Referee::new(),
-            events_on: AtomicBool::new(false),
-            events: Mutex::new(None),
-        }
-    }
-
-    /// Writes one JSON line per injected fault to `path` (appending).
-    pub fn set_events_file(&self, path: &Path) -> std::io::Result<()> {
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)?;
-        *self.events.lock().unwrap_or_else(|e| e.into_inner()) = Some(std::io::BufWriter::new(f));
-        self.events_on.store(true, Ordering::Release);
-        Ok(())
-    }
-
-    /// Makes `plan` active now.
-    pub fn load(&self, plan: Plan) {
-        self.load_at(plan, Instant::now());
-    }
-
-    /// Makes `plan` active, its windows counting from `loaded_at`.
-    pub fn load_at(&self, plan: Plan, loaded_at: Instant) {
-        let stage_mask = plan.rules.iter().fold(0, |m, r| m | stage_bit(r.stage));
-        let headers = plan.needs_headers();
-        // `state_cap` bounds all entries: split between the two maps only
-        // when the plan uses buckets or greylisting at all.
-        let cap = plan.spec.state_cap.max(1);
-        let slots = plan.rules.iter().any(|r| {
-            r.rate_limit.is_some() || matches!(r.primary, validate::Primary::Greylist { .. })
-        });
-        let (count_cap, slot_cap) = if slots {
-            (cap - cap / 2, cap / 2)
-        } else {
-            (cap, 0)
-        };
-        let active = Active {
-            counts: Striped::new(count_cap),
-            state: Striped::new(slot_cap),
-            globals: plan.rules.iter().map(|_| AtomicU64::new(0)).collect(),
-            plan,
-            loaded_at,
-            stage_mask,
-        };
-        let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
-        *slot = Some(Arc::new(active));
-        self.headers.store(headers, Ordering::Relaxed);
-        self.generation.fetch_add(1, Ordering::Release);
-        self.loaded.store(true, Ordering::Release);
-    }
-
-    /// Parses and loads a plan; on error the old plan stays active.
-    pub fn load_bytes(
-        &self,
-        body: &[u8],
-        content_type: Option<&str>,
-        origin: &str,
-    ) -> Result<(), PlanError> {
-        let plan = Plan::from_bytes(body, content_type, origin)?;
-        self.load(plan);
-        Ok(())
-    }
-
-    /// Reads and loads a plan file; on error the old plan stays active.
-    pub fn load_file(&self, path: &Path) -> Result<(), PlanError> {
-        let plan = Plan::from_file(path)?;
-        self.load(plan);
-        Ok(())
-    }
-
-    /// Removes the plan: normal behaviour from the next decision.
-    pub fn unload(&self) {
-        let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
-        *slot = None;
-        self.headers.store(false, Ordering::Relaxed);
-        self.loaded.store(false, Ordering::Release);
-        self.generation.fetch_add(1, Ordering::Release);
-    }
-
-    /// Whether a plan is active.
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.load(Ordering::Acquire)
-    }
-
-    /// The active plan as YAML, if any.
-    pub fn plan_yaml(&self) -> Option<String> {
-        let slot = self.slot.read().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().map(|a| a.plan.to_yaml())
-    }
-
-    /// Whether the active plan needs message headers at end of data.
-    pub fn wants_headers(&self) -> bool {
-        self.headers.load(Ordering::Relaxed)
-    }
-
-    /// Per-key state entries held by the active plan (bounded by
-    /// `state_cap`).
-    pub fn state_len(&self) -> usize {
-        let slot = self.slot.read().unwrap_or_else(|e| e.into_inner());
-        slot.as_ref().map_or(0, |a| a.counts.len() + a.state.len())
-    }
-
-    /// Runs `f` with this thread's cached view of the active plan.
-    fn with_active<R>(&self, f: impl FnOnce(Option<&Active>) -> R) -> R {
-        if !self.loaded.load(Ordering::Acquire) {
-            return f(None);
-        }
-        let gen = self.generation.load(Ordering::Acquire);
-        CACHE.with(|c| {
-            let fresh = matches!(&*c.borrow(), Some((id, g, _)) if *id == self.id && *g == gen);
-            if !fresh {
-                let a = self.slot.read().unwrap_or_else(|e| e.into_inner()).clone();
-                *c.borrow_mut() = Some((self.id, gen, a));
-            }
-            let c = c.borrow();
-            f(c.as_ref().and_then(|(_, _, a)| a.as_deref()))
-        })
-    }
-
-    /// A session starts (before its greeting is decided). Returns whether
-    /// the referee counts it, in which case [`Engine::session_closed`] must
-    /// follow. With no plan loaded nothing is counted.
-    pub fn session_opened(&self, peer: std::net::SocketAddr, now: Instant) -> bool {
-        if !self.is_loaded() {
-            return false;
-        }
-        self.referee.opened(peer.ip(), now);
-        true
-    }
-
-    /// A session counted by [`Engine::session_opened`] ended.
-    pub fn session_closed(&self, end: &SessionEnd) {
-        self.referee.closed(end);
-        // Connection-keyed counters die with the connection.
-        self.with_active(|a| {
-            let Some(a) = a else { return };
-            for (i, r) in a.plan.rules.iter().enumerate() {
-                if r.counts_attempts {
-                    let (keys, n) = engine::connection_state_keys(r.key, end.session_id);
-                    for &k in &keys[..n] {
-                        a.counts
-                            .remove(engine::state_key(i, engine::TAG_ATTEMPTS, k));
-                    }
-                }
-            }
-        });
-    }
-
-    /// `GET /clients`: the referee's report.
-    pub fn clients_json(&self) -> serde_json::Value {
-        self.referee.to_json()
-    }
-
-    /// The referee's figures in Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        let mut s = String::new();
-        self.referee.to_prometheus(&mut s);
-        s
-    }
-
-    /// Forgets the referee's records (open connections stay counted).
-    pub fn reset_referee(&self) {
-        self.referee.reset();
-    }
-
-    fn log_event(&self, ctx: &StageContext<'_>, v: &Verdict) {
-        if !self.events_on.load(Ordering::Acquire) {
-            return;
-        }
-        let mut ev = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(w) = ev.as_mut() else { return };
-        let time = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0.0, |d| d.as_secs_f64());
-        let line = serde_json::json!({
-            "time": (time * 1000.0).round() / 1000.0,
-            "session": ctx.session_id,
-            "client": ctx.peer.ip().to_canonical().to_string(),
-            "stage": ctx.stage.as_str(),
-            "rule": &*v.rule_name,
-            "rule_index": v.rule,
-            "key": v.key,
-            "attempt": v.attempt,
-            "outcome": v.describe(),
-        });
-        let _ = writeln!(w, "{line}");
-        let _ = w.flush();
-    }
-}
-
-impl crate::hook::StageHook for Engine {
-    fn decide(&self, ctx: &StageContext<'_>) -> crate::hook::Decision {
-        if !self.is_loaded() {
-            return crate::hook::Decision::Accept;
-        }
-        match self.decide_with(ctx, &engine::Now::lazy()) {
-            None => crate::hook::Decision::Accept,
-            Some(v) => v.to_decision(),
-        }
-    }
-
-    fn session_opened(&self, peer: std::net::SocketAddr, now: Instant) -> bool {
-        Engine::session_opened(self, peer, now)
-    }
-
-    fn session_closed(&self, end: &SessionEnd) {
-        Engine::session_closed(self, end);
-    }
-
-    fn wants_headers(&self) -> bool {
-        Engine::wants_headers(self)
     }
 }
 

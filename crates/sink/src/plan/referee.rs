@@ -20,12 +20,12 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 
-use super::engine::{Now, RcptPart, View};
 use super::select::{IpText, KeyHasher};
 use super::state::Striped;
-use crate::hook::{SessionEnd, Stage};
+use super::view::{Now, RcptPart, View};
+use crate::hook::{ReplyClass, SessionEnd, Stage};
 
 #[derive(Default, Clone)]
 struct Client {
@@ -62,19 +62,129 @@ fn hist() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 7 * 86_400_000, 2).expect("valid histogram bounds")
 }
 
-fn summary(h: &Histogram<u64>) -> Value {
-    json!({
-        "count": h.len(),
-        "min": h.min(),
-        "mean": (h.mean() * 10.0).round() / 10.0,
-        "p50": h.value_at_quantile(0.5),
-        "p90": h.value_at_quantile(0.9),
-        "p99": h.value_at_quantile(0.99),
-        "max": h.max(),
-    })
+/// The referee's report (`GET /clients`): what each client did in reply
+/// to the faults, and the retry and reconnect intervals. The JSON form is
+/// this struct serialized; readers (the scenario runner) deserialize it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RefereeReport {
+    /// Per client IP.
+    pub clients: BTreeMap<IpAddr, ClientRecord>,
+    /// Intervals (ms) between an injected failure and the retry, by the
+    /// failure's reply code.
+    pub retry_interval_ms_by_code: BTreeMap<u16, HistogramSummary>,
+    /// Time (ms) from an injected 421 to the client's next connection.
+    pub reconnect_after_421_ms: HistogramSummary,
+    /// Messages per connection, over closed connections.
+    pub messages_per_connection: HistogramSummary,
+    /// The latest retries (at most 200), oldest first.
+    pub recent_retries: Vec<RetryRecord>,
+}
+
+/// What one client IP did.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClientRecord {
+    /// Connections opened.
+    pub connections: u64,
+    /// Connections open now.
+    pub open: u64,
+    /// Most connections open at once.
+    pub max_concurrent: u64,
+    /// Messages accepted.
+    pub messages: u64,
+    /// `messages / connections`.
+    pub messages_per_connection: f64,
+    /// Sessions in which the client pipelined.
+    pub sessions_pipelined: u64,
+    /// Sessions in which the client used BDAT.
+    pub sessions_bdat: u64,
+    /// Faults injected for this client.
+    pub faults: u64,
+    /// Injected 421 replies.
+    pub replies_421: u64,
+    /// Commands sent after a 421 (QUIT excluded).
+    pub commands_after_421: u64,
+    /// QUITs sent after a 421.
+    pub quit_after_421: u64,
+    /// Requests retried after an injected failure.
+    pub retries: u64,
+    /// Requests sent again after a 5xx (should have bounced).
+    pub resent_after_5xx: u64,
+}
+
+impl ClientRecord {
+    fn of(c: &Client) -> ClientRecord {
+        ClientRecord {
+            connections: c.connections,
+            open: c.open,
+            max_concurrent: c.max_concurrent,
+            messages: c.messages,
+            messages_per_connection: if c.connections > 0 {
+                c.messages as f64 / c.connections as f64
+            } else {
+                0.0
+            },
+            sessions_pipelined: c.sessions_pipelined,
+            sessions_bdat: c.sessions_bdat,
+            faults: c.faults,
+            replies_421: c.replies_421,
+            commands_after_421: c.commands_after_421,
+            quit_after_421: c.quit_after_421,
+            retries: c.retries,
+            resent_after_5xx: c.resent_after_5xx,
+        }
+    }
+}
+
+/// A histogram's summary (all zero when empty).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct HistogramSummary {
+    /// Values recorded.
+    pub count: u64,
+    /// Smallest.
+    pub min: u64,
+    /// Mean, to one decimal.
+    pub mean: f64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+impl HistogramSummary {
+    fn of(h: &Histogram<u64>) -> HistogramSummary {
+        if h.is_empty() {
+            return HistogramSummary::default();
+        }
+        HistogramSummary {
+            count: h.len(),
+            min: h.min(),
+            mean: (h.mean() * 10.0).round() / 10.0,
+            p50: h.value_at_quantile(0.5),
+            p90: h.value_at_quantile(0.9),
+            p99: h.value_at_quantile(0.99),
+            max: h.max(),
+        }
+    }
 }
 
 /// One observed retry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryRecord {
+    /// The request key (client, sender, recipients).
+    pub key: String,
+    /// The injected reply code it retried after.
+    pub after_code: u16,
+    /// The request's attempt number.
+    pub attempt: u32,
+    /// Time since the failure.
+    pub interval_ms: u64,
+}
+
+/// One observed retry (kept in the recent list).
 #[derive(Debug, Clone)]
 struct Retry {
     key: String,
@@ -213,7 +323,7 @@ impl Referee {
         }
         self.client(v.ctx.peer.ip().to_canonical(), |c| {
             c.retries += 1;
-            if f.code >= 500 {
+            if ReplyClass::of(f.code) == ReplyClass::Rejected {
                 c.resent_after_5xx += 1;
             }
         });
@@ -336,59 +446,41 @@ impl Referee {
     }
 
     /// `GET /clients`.
-    pub(crate) fn to_json(&self) -> Value {
+    pub(crate) fn report(&self) -> RefereeReport {
         let map = self
             .clients
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let mut clients = serde_json::Map::new();
-        let mut ips: Vec<_> = map.keys().copied().collect();
-        ips.sort();
-        for ip in ips {
-            let c = &map[&ip];
-            clients.insert(
-                ip.to_string(),
-                json!({
-                    "connections": c.connections,
-                    "open": c.open,
-                    "max_concurrent": c.max_concurrent,
-                    "messages": c.messages,
-                    "messages_per_connection": if c.connections > 0 { c.messages as f64 / c.connections as f64 } else { 0.0 },
-                    "sessions_pipelined": c.sessions_pipelined,
-                    "sessions_bdat": c.sessions_bdat,
-                    "faults": c.faults,
-                    "replies_421": c.replies_421,
-                    "commands_after_421": c.commands_after_421,
-                    "quit_after_421": c.quit_after_421,
-                    "retries": c.retries,
-                    "resent_after_5xx": c.resent_after_5xx,
-                }),
-            );
-        }
+        let clients = map
+            .iter()
+            .map(|(ip, c)| (*ip, ClientRecord::of(c)))
+            .collect();
         let h = self.hists.lock().unwrap_or_else(|e| e.into_inner());
-        let retry: serde_json::Map<String, Value> = h
+        let retry_interval_ms_by_code = h
             .retry_by_code
             .iter()
-            .map(|(code, h)| (code.to_string(), summary(h)))
+            .map(|(code, h)| (*code, HistogramSummary::of(h)))
             .collect();
-        let recent: Vec<Value> = self
+        let recent_retries = self
             .recent
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .iter()
-            .map(|r| {
-                json!({"key": r.key, "after_code": r.after_code, "attempt": r.attempt,
-                       "interval_ms": r.interval.as_millis() as u64})
+            .map(|r| RetryRecord {
+                key: r.key.clone(),
+                after_code: r.after_code,
+                attempt: r.attempt,
+                interval_ms: r.interval.as_millis() as u64,
             })
             .collect();
-        json!({
-            "clients": clients,
-            "retry_interval_ms_by_code": retry,
-            "reconnect_after_421_ms": summary(&h.reconnect_after_421),
-            "messages_per_connection": summary(&h.messages_per_connection),
-            "recent_retries": recent,
-        })
+        RefereeReport {
+            clients,
+            retry_interval_ms_by_code,
+            reconnect_after_421_ms: HistogramSummary::of(&h.reconnect_after_421),
+            messages_per_connection: HistogramSummary::of(&h.messages_per_connection),
+            recent_retries,
+        }
     }
 
     /// The same figures as Prometheus text.

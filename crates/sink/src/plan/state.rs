@@ -132,6 +132,15 @@ impl<V> Striped<V> {
         }
     }
 
+    /// Forgets every entry (`POST /reset`).
+    pub(crate) fn clear(&self) {
+        for s in self.stripes.iter() {
+            let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+            s.young.clear();
+            s.old.clear();
+        }
+    }
+
     /// Number of entries (sums the stripes; for reports and tests).
     pub(crate) fn len(&self) -> usize {
         self.stripes

@@ -7,7 +7,7 @@ use mailstorm_proto::data::{BdatReceiver, DataConfig, DataReceiver};
 use mailstorm_proto::{Body, Command};
 
 use super::{
-    Flow, Gate, Greeted, Outcome, Pending, Phase, Session, OK_DATA, OK_GENERIC, OK_MAIL, OK_RCPT,
+    Flow, Gate, Greeted, Handled, Pending, Phase, Session, OK_DATA, OK_GENERIC, OK_MAIL, OK_RCPT,
 };
 use crate::auth::{AuthExchange, Mechanism, Step};
 use crate::hook::Stage;
@@ -16,7 +16,7 @@ use crate::stats::{CloseReason, C};
 impl Session {
     // ---- commands ------------------------------------------------------
 
-    pub(super) fn command(&mut self, cmd: Command<'_>, line: &[u8], out: &mut Vec<u8>) -> Outcome {
+    pub(super) fn command(&mut self, cmd: Command<'_>, line: &[u8], out: &mut Vec<u8>) -> Handled {
         self.stats.add(C::Commands, 1);
         match cmd {
             Command::Ehlo { domain } | Command::Helo { domain } | Command::Lhlo { domain } => {
@@ -41,7 +41,7 @@ impl Session {
                         "5.3.4",
                         "Message size exceeds fixed maximum message size",
                     );
-                    return Outcome::Next;
+                    return Handled::Next;
                 }
                 let custom = match self.pass(Stage::Mail, None, line, out) {
                     Ok(c) => c,
@@ -55,7 +55,7 @@ impl Session {
                     Some(p) => self.reply_pending(out, Stage::Mail, &p),
                     None => self.fixed(out, Stage::Mail, 250, OK_MAIL),
                 }
-                Outcome::Next
+                Handled::Next
             }
             Command::Rcpt { to, .. } => {
                 if !self.tx.active {
@@ -66,7 +66,7 @@ impl Session {
                 }
                 if self.tx.rcpt_ends.len() >= self.s.config.max_recipients {
                     self.reply(out, Stage::Rcpt, 452, "4.5.3", "Too many recipients");
-                    return Outcome::Next;
+                    return Handled::Next;
                 }
                 let custom = match self.pass(Stage::Rcpt, Some(to.as_str()), line, out) {
                     Ok(c) => c,
@@ -79,7 +79,7 @@ impl Session {
                     Some(p) => self.reply_pending(out, Stage::Rcpt, &p),
                     None => self.fixed(out, Stage::Rcpt, 250, OK_RCPT),
                 }
-                Outcome::Next
+                Handled::Next
             }
             Command::Data => {
                 if !self.tx.active {
@@ -115,7 +115,7 @@ impl Session {
                     Some(p) => self.reply_pending(out, Stage::Data, &p),
                     None => self.fixed(out, Stage::Data, 354, OK_DATA),
                 }
-                Outcome::Next
+                Handled::Next
             }
             Command::Bdat { size, last } => self.bdat(size, last, line),
             Command::Rset => {
@@ -128,23 +128,23 @@ impl Session {
                     Some(p) => self.reply_pending(out, Stage::Rset, &p),
                     None => self.fixed(out, Stage::Rset, 250, OK_GENERIC),
                 }
-                Outcome::Next
+                Handled::Next
             }
             Command::Noop => {
                 self.fixed(out, Stage::Noop, 250, OK_GENERIC);
-                Outcome::Next
+                Handled::Next
             }
             Command::Quit => {
                 let custom = match self.pass(Stage::Quit, None, line, out) {
                     Ok(c) => c,
-                    Err(Outcome::Next) => return Outcome::Stop(Flow::Close(CloseReason::Quit)),
+                    Err(Handled::Next) => return Handled::Stop(Flow::Close(CloseReason::Quit)),
                     Err(o) => return o,
                 };
                 match custom {
                     Some(p) => self.reply_pending(out, Stage::Quit, &p),
                     None => self.fixed(out, Stage::Quit, 221, b"221 2.0.0 Bye\r\n"),
                 }
-                Outcome::Stop(Flow::Close(CloseReason::Quit))
+                Handled::Stop(Flow::Close(CloseReason::Quit))
             }
             Command::Vrfy { .. } => {
                 self.reply(
@@ -154,11 +154,11 @@ impl Session {
                     "2.5.0",
                     "Cannot VRFY user, but will accept message",
                 );
-                Outcome::Next
+                Handled::Next
             }
             Command::Expn { .. } => {
                 self.reply(out, Stage::Vrfy, 502, "5.5.1", "EXPN not supported");
-                Outcome::Next
+                Handled::Next
             }
             Command::Help { .. } => {
                 self.reply(
@@ -168,7 +168,7 @@ impl Session {
                     "2.0.0",
                     "mailstorm-sink: EHLO HELO LHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP STARTTLS AUTH",
                 );
-                Outcome::Next
+                Handled::Next
             }
             Command::StartTls => self.starttls(line, out),
             Command::Auth {
@@ -181,7 +181,7 @@ impl Session {
         }
     }
 
-    fn hello(&mut self, cmd: Command<'_>, domain: &str, line: &[u8], out: &mut Vec<u8>) -> Outcome {
+    fn hello(&mut self, cmd: Command<'_>, domain: &str, line: &[u8], out: &mut Vec<u8>) -> Handled {
         let lhlo = matches!(cmd, Command::Lhlo { .. });
         if self.s.config.lmtp && !lhlo {
             return self.error(out, Stage::Ehlo, 503, "5.5.1", "This is LMTP: send LHLO");
@@ -211,10 +211,10 @@ impl Session {
             }
             None => out.extend_from_slice(&self.s.ehlo),
         }
-        Outcome::Next
+        Handled::Next
     }
 
-    fn bdat(&mut self, size: u64, last: bool, line: &[u8]) -> Outcome {
+    fn bdat(&mut self, size: u64, last: bool, line: &[u8]) -> Handled {
         let max = self.s.config.max_message_size;
         let mut reject = if !self.tx.active {
             Some(Pending::fixed(503, "5.5.1", "Need MAIL command", true))
@@ -261,7 +261,7 @@ impl Session {
             reject,
             custom,
         };
-        Outcome::Next
+        Handled::Next
     }
 
     /// A BDAT chunk was fully read.
@@ -272,7 +272,7 @@ impl Session {
         reject: Option<Pending>,
         custom: Option<Pending>,
         out: &mut Vec<u8>,
-    ) -> Outcome {
+    ) -> Handled {
         match reject {
             Some(p) => {
                 if p.reset {
@@ -285,9 +285,9 @@ impl Session {
                 }
                 self.reply_pending(out, Stage::Bdat, &p);
                 if p.close {
-                    return Outcome::Stop(Flow::Close(crate::stats::CloseReason::Hook));
+                    return Handled::Stop(Flow::Close(crate::stats::CloseReason::Hook));
                 }
-                Outcome::Next
+                Handled::Next
             }
             None => {
                 self.tx.bdat_bytes += size;
@@ -302,12 +302,12 @@ impl Session {
                     self.stats.reply(Stage::Bdat, 250);
                     let _ = write!(out, "250 2.0.0 {size} octets received\r\n");
                 }
-                Outcome::Next
+                Handled::Next
             }
         }
     }
 
-    fn starttls(&mut self, line: &[u8], out: &mut Vec<u8>) -> Outcome {
+    fn starttls(&mut self, line: &[u8], out: &mut Vec<u8>) -> Handled {
         if self.s.tls.is_none() {
             return self.error(out, Stage::StartTls, 502, "5.5.1", "STARTTLS not available");
         }
@@ -339,7 +339,7 @@ impl Session {
                 b"220 2.0.0 Ready to start TLS\r\n",
             ),
         }
-        Outcome::Stop(Flow::StartTls)
+        Handled::Stop(Flow::StartTls)
     }
 
     // ---- AUTH ----------------------------------------------------------
@@ -350,7 +350,7 @@ impl Session {
         initial: Option<&str>,
         line: &[u8],
         out: &mut Vec<u8>,
-    ) -> Outcome {
+    ) -> Handled {
         if self.greeted != Greeted::Ehlo {
             return self.error(out, Stage::Auth, 503, "5.5.1", "Send EHLO first");
         }
@@ -386,16 +386,16 @@ impl Session {
         self.auth_step(step, out)
     }
 
-    pub(super) fn auth_continue(&mut self, client_line: &[u8], out: &mut Vec<u8>) -> Outcome {
+    pub(super) fn auth_continue(&mut self, client_line: &[u8], out: &mut Vec<u8>) -> Handled {
         let users = self.s.users.clone();
         let Phase::Auth(ex) = &mut self.phase else {
-            return Outcome::Next;
+            return Handled::Next;
         };
         let step = ex.next(client_line, users.as_deref());
         self.auth_step(step, out)
     }
 
-    fn auth_step(&mut self, step: Step, out: &mut Vec<u8>) -> Outcome {
+    fn auth_step(&mut self, step: Step, out: &mut Vec<u8>) -> Handled {
         match step {
             Step::Challenge(c) => {
                 // Stays in the Auth phase for the client's answer.
@@ -403,14 +403,14 @@ impl Session {
                 out.extend_from_slice(b"334 ");
                 out.extend_from_slice(c.as_bytes());
                 out.extend_from_slice(b"\r\n");
-                Outcome::Next
+                Handled::Next
             }
             Step::Success { user } => {
                 self.phase = Phase::Command;
                 self.auth_user = Some(user);
                 self.stats.add(C::AuthSuccesses, 1);
                 self.reply(out, Stage::Auth, 235, "2.7.0", "Authentication successful");
-                Outcome::Next
+                Handled::Next
             }
             Step::Failure(f) => {
                 self.phase = Phase::Command;

@@ -3,7 +3,7 @@
 
 use std::io::Write as _;
 
-use super::{Gate, Outcome, Phase, Session, OK_MSG};
+use super::{Gate, Handled, Phase, Session, OK_MSG};
 use crate::config::BareLfPolicy;
 use crate::hook::Stage;
 use crate::stats::C;
@@ -24,7 +24,7 @@ impl Session {
         }
     }
 
-    pub(super) fn end_message(&mut self, out: &mut Vec<u8>) -> Outcome {
+    pub(super) fn end_message(&mut self, out: &mut Vec<u8>) -> Handled {
         let refuse = if self.body_over {
             Some((
                 552,
@@ -57,7 +57,7 @@ impl Session {
                 }
                 let o = self.finish_tx(false);
                 if p.close {
-                    return Outcome::Stop(super::Flow::Close(crate::stats::CloseReason::Hook));
+                    return Handled::Stop(super::Flow::Close(crate::stats::CloseReason::Hook));
                 }
                 return o;
             }
@@ -110,7 +110,7 @@ impl Session {
         self.finish_tx(true)
     }
 
-    fn finish_tx(&mut self, accepted: bool) -> Outcome {
+    fn finish_tx(&mut self, accepted: bool) -> Handled {
         if !accepted {
             self.stats.add(C::MessagesRejected, 1);
         }
@@ -121,6 +121,6 @@ impl Session {
             self.msg = Vec::new();
         }
         self.phase = Phase::Command;
-        Outcome::Next
+        Handled::Next
     }
 }

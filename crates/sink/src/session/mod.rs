@@ -15,13 +15,16 @@ use mailstorm_proto::line::{find_line, skip_line};
 use mailstorm_proto::{parse_command, Status};
 
 use crate::auth::AuthExchange;
-use crate::hook::{Decision, Fault, Recipients, Stage, StageContext};
+use crate::hook::{Decision, DisconnectAfter, Recipients, SplitReply, Stage};
 use crate::settings::{Settings, AUTH_LINE_MAX};
 use crate::stats::{CloseReason, ShardStats, C};
 use crate::store::Store;
 
 mod commands;
+mod gate;
 mod message;
+
+use gate::Gate;
 
 /// What the connection does after [`Session::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,21 +72,29 @@ impl Pending {
     }
 }
 
-/// Connection-level effects a fault asked for; the connection applies them.
+/// Connection-level effects a fault asked for, recorded by the session
+/// and taken over by the connection's fault I/O (`conn/effects.rs`).
 #[derive(Debug, Default)]
 pub(crate) struct IoEffects {
-    /// Close once this many more octets arrived (`true`: reset).
-    pub(crate) cut_after: Option<(u64, bool)>,
+    /// Close once this many more octets arrived.
+    pub(crate) disconnect_after: Option<DisconnectAfter>,
     /// After the next write, stop reading this long.
     pub(crate) stall: Option<Duration>,
     /// Octets per second, both directions, from now on.
     pub(crate) throttle: Option<u64>,
-    /// Write the next batch in fragments of this size, this far apart.
-    pub(crate) split: Option<(usize, Duration)>,
-    /// Idle this long → this reply, then close.
-    pub(crate) idle_close: Option<(Duration, Vec<u8>)>,
-    /// A hook's 421 went out (later input is a client violation).
-    pub(crate) sent_421: bool,
+    /// Write the next batch in fragments.
+    pub(crate) split: Option<SplitReply>,
+    /// From now on: idle this long → this reply, then close.
+    pub(crate) idle_close: Option<IdleCloseReply>,
+}
+
+/// An idle-close fault with its reply already encoded.
+#[derive(Debug)]
+pub(crate) struct IdleCloseReply {
+    /// Idle time before the reply.
+    pub(crate) after: Duration,
+    /// The reply, CRLF-terminated.
+    pub(crate) reply: Vec<u8>,
 }
 
 /// What the referee learns at the end of a session.
@@ -97,6 +108,8 @@ pub(crate) struct Report {
     pub(crate) bdat: bool,
     pub(crate) commands_after_421: u32,
     pub(crate) quit_after_421: bool,
+    /// A hook's 421 went out (later input is a client violation).
+    pub(crate) sent_421: bool,
 }
 
 impl Session {
@@ -176,23 +189,13 @@ impl Tx {
 }
 
 /// What a command handler tells the loop.
-enum Outcome {
+enum Handled {
     /// Consumed; go on with the next input.
     Next,
     /// Consumed; stop and let the connection act.
     Stop(Flow),
     /// Not consumed: wait, then handle the same input again.
     Retry(Duration),
-}
-
-/// A hook's verdict reduced to what a handler needs.
-enum Gate {
-    /// Proceed, with a replacement 2xx/3xx reply if `Some`.
-    Go(Option<Pending>),
-    /// The hook refused with this 4xx/5xx reply (not yet written).
-    Refuse(Pending),
-    /// The hook delays or closes: return this.
-    Stop(Outcome),
 }
 
 /// One SMTP/LMTP session's protocol state.
@@ -297,12 +300,12 @@ impl Session {
         code: u16,
         enhanced: &str,
         text: &str,
-    ) -> Outcome {
+    ) -> Handled {
         if self.count_error() {
             return self.too_many_errors(out);
         }
         self.reply(out, stage, code, enhanced, text);
-        Outcome::Next
+        Handled::Next
     }
 
     /// Counts an error; `true` when the limit is now exceeded.
@@ -311,7 +314,7 @@ impl Session {
         self.errors > self.s.config.max_errors
     }
 
-    fn too_many_errors(&self, out: &mut Vec<u8>) -> Outcome {
+    fn too_many_errors(&self, out: &mut Vec<u8>) -> Handled {
         self.reply(
             out,
             Stage::Session,
@@ -319,7 +322,7 @@ impl Session {
             "4.7.0",
             "Too many errors, closing connection",
         );
-        Outcome::Stop(Flow::Close(CloseReason::TooManyErrors))
+        Handled::Stop(Flow::Close(CloseReason::TooManyErrors))
     }
 
     /// The greeting, or the hook's replacement. `Flow::Read` means the
@@ -347,12 +350,24 @@ impl Session {
                 self.reply_pending(out, Stage::Connect, &p);
                 Flow::Close(CloseReason::Hook)
             }
-            Gate::Stop(Outcome::Retry(d)) => {
+            Gate::Stop(Handled::Retry(d)) => {
                 self.greeting_sent = false;
                 Flow::Delay(d)
             }
-            Gate::Stop(Outcome::Stop(f)) => f,
-            Gate::Stop(Outcome::Next) => Flow::Read,
+            Gate::Stop(Handled::Stop(f)) => f,
+            Gate::Stop(Handled::Next) => Flow::Read,
+        }
+    }
+
+    /// Whether the session holds part of a command line: `buffered`
+    /// unconsumed input while a command or AUTH line is expected, or the
+    /// rest of an over-long line being skipped. The connection bounds the
+    /// time such a line may take (`command_timeout`).
+    pub(crate) fn mid_command(&self, buffered: usize) -> bool {
+        match self.phase {
+            Phase::Command | Phase::Auth(_) => buffered > 0,
+            Phase::SkipLine => true,
+            Phase::Data(_) | Phase::Bdat { .. } | Phase::DataEnd => false,
         }
     }
 
@@ -418,16 +433,16 @@ impl Session {
                             self.report.pipelined |= !out.is_empty();
                             let line = trim_crlf(&input[..n]);
                             match self.command(cmd, line, out) {
-                                Outcome::Retry(d) => return (pos, Flow::Delay(d)),
-                                Outcome::Stop(Flow::StartTls) => {
+                                Handled::Retry(d) => return (pos, Flow::Delay(d)),
+                                Handled::Stop(Flow::StartTls) => {
                                     // RFC 3207 §5: anything pipelined after
                                     // STARTTLS is discarded (injection defence).
                                     return (buf.len(), Flow::StartTls);
                                 }
-                                Outcome::Stop(f) => return (pos + n, f),
-                                Outcome::Next => {
+                                Handled::Stop(f) => return (pos + n, f),
+                                Handled::Next => {
                                     pos += n;
-                                    Outcome::Next
+                                    Handled::Next
                                 }
                             }
                         }
@@ -446,7 +461,7 @@ impl Session {
                     Some(n) => {
                         pos += n;
                         self.phase = Phase::Command;
-                        Outcome::Next
+                        Handled::Next
                     }
                     None => return (buf.len(), Flow::Read),
                 },
@@ -476,7 +491,7 @@ impl Session {
                             self.body_bare = st.bare_lf || st.bare_cr;
                             self.body_over = st.over_limit;
                             self.phase = Phase::DataEnd;
-                            Outcome::Next
+                            Handled::Next
                         }
                     }
                 }
@@ -531,123 +546,10 @@ impl Session {
                 Phase::DataEnd => self.end_message(out),
             };
             match outcome {
-                Outcome::Next => {}
-                Outcome::Stop(f) => return (pos, f),
-                Outcome::Retry(d) => return (pos, Flow::Delay(d)),
+                Handled::Next => {}
+                Handled::Stop(f) => return (pos, f),
+                Handled::Retry(d) => return (pos, Flow::Delay(d)),
             }
-        }
-    }
-
-    // ---- hook ----------------------------------------------------------
-
-    /// Consults the hook (if any) for `stage`.
-    fn gate(&mut self, stage: Stage, rcpt: Option<&str>, command: &[u8]) -> Gate {
-        let Some(hook) = &self.s.hook else {
-            return Gate::Go(None);
-        };
-        if let Some(d) = self.deferred.take() {
-            return self.apply(d);
-        }
-        if std::mem::take(&mut self.hook_bypass) {
-            return Gate::Go(None);
-        }
-        let ctx = StageContext {
-            stage,
-            session_id: self.id,
-            peer: self.peer,
-            helo: (self.greeted != Greeted::No).then_some(self.helo.as_str()),
-            sender: self.tx.active.then_some(self.tx.sender.as_str()),
-            recipients: self.tx.recipients(),
-            rcpt,
-            tls: self.tls.is_some(),
-            auth_user: self.auth_user.as_deref(),
-            message_size: if stage == Stage::Bdat {
-                self.tx.bdat_bytes
-            } else {
-                self.body_bytes
-            },
-            message: (stage == Stage::DataEnd && (self.s.keep_bodies || !self.msg.is_empty()))
-                .then_some(&self.msg[..]),
-            command,
-        };
-        let d = hook.decide(&ctx);
-        self.apply(d)
-    }
-
-    /// Turns a decision into a gate, recording connection-level effects.
-    fn apply(&mut self, d: Decision) -> Gate {
-        match d {
-            Decision::Fault(f) => {
-                let mut f: Fault = *f;
-                if let Some(delay) = f.delay.take() {
-                    // Re-run the stage after the delay with the rest.
-                    self.deferred = Some(Decision::Fault(Box::new(f)));
-                    return Gate::Stop(Outcome::Retry(delay));
-                }
-                let io = &mut self.io;
-                io.cut_after = f.disconnect_after.or(io.cut_after);
-                io.stall = f.stall.or(io.stall);
-                io.throttle = f.throttle.or(io.throttle);
-                io.split = f.split_reply.or(io.split);
-                if let Some((after, code, enh, text)) = f.idle_close {
-                    let mut r = Vec::new();
-                    mailstorm_proto::encode::write_reply(&mut r, code, Some(&enh), &text);
-                    io.idle_close = Some((after, r));
-                }
-                match f.then {
-                    Decision::Fault(_) => Gate::Go(None),
-                    d => self.apply(d),
-                }
-            }
-            Decision::Accept => Gate::Go(None),
-            Decision::Delay(d) => {
-                self.hook_bypass = true;
-                Gate::Stop(Outcome::Retry(d))
-            }
-            Decision::Close { rst } => Gate::Stop(Outcome::Stop(Flow::Abort { rst })),
-            Decision::Reply {
-                code,
-                enhanced,
-                text,
-            } => {
-                let p = Pending {
-                    code,
-                    enhanced,
-                    text,
-                    error: false,
-                    reset: false,
-                    close: code == 421,
-                };
-                if code < 400 {
-                    Gate::Go(Some(p))
-                } else {
-                    self.io.sent_421 |= code == 421;
-                    Gate::Refuse(Pending { reset: true, ..p })
-                }
-            }
-        }
-    }
-
-    /// [`Session::gate`] for command stages: a refusal is answered here.
-    /// `Ok(custom)` proceeds; `Err(outcome)` is returned by the handler.
-    fn pass(
-        &mut self,
-        stage: Stage,
-        rcpt: Option<&str>,
-        command: &[u8],
-        out: &mut Vec<u8>,
-    ) -> Result<Option<Pending>, Outcome> {
-        match self.gate(stage, rcpt, command) {
-            Gate::Go(c) => Ok(c),
-            Gate::Refuse(p) => {
-                self.reply_pending(out, stage, &p);
-                if p.close {
-                    self.tx.reset();
-                    return Err(Outcome::Stop(Flow::Close(CloseReason::Hook)));
-                }
-                Err(Outcome::Next)
-            }
-            Gate::Stop(o) => Err(o),
         }
     }
 }

@@ -1,0 +1,162 @@
+//! What the rules look at: a [`View`] of the command (with the EHLO and
+//! MAIL arguments read from the line at their own stage), the recipients
+//! as one key part ([`RcptPart`]) and the decision's time ([`Now`]).
+
+use std::cell::Cell;
+use std::time::Instant;
+
+use super::select::{cmp_lower, KeyHasher};
+use crate::hook::{Stage, StageContext};
+
+/// The argument of `EHLO x` / `MAIL FROM:<x>` read from the command line,
+/// for the stage where the session has not stored it yet.
+fn arg_of(command: &[u8]) -> Option<&str> {
+    let s = std::str::from_utf8(command).ok()?;
+    if let (Some(a), Some(b)) = (s.find('<'), s.find('>')) {
+        return s.get(a + 1..b);
+    }
+    s.split_ascii_whitespace().nth(1)
+}
+
+/// The facts about a command the rules look at.
+pub(crate) struct View<'a> {
+    pub(crate) ctx: &'a StageContext<'a>,
+    pub(crate) helo: Option<&'a str>,
+    pub(crate) sender: Option<&'a str>,
+}
+
+impl<'a> View<'a> {
+    pub(crate) fn new(ctx: &'a StageContext<'a>) -> View<'a> {
+        View {
+            ctx,
+            helo: if ctx.stage == Stage::Ehlo {
+                arg_of(ctx.command)
+            } else {
+                ctx.helo
+            },
+            sender: if ctx.stage == Stage::Mail {
+                arg_of(ctx.command).or(Some(""))
+            } else {
+                ctx.sender
+            },
+        }
+    }
+
+    /// The recipients a condition looks at: the one being decided at RCPT,
+    /// all of the transaction's after it.
+    pub(super) fn any_rcpt(&self, f: impl Fn(&str) -> bool) -> bool {
+        match self.ctx.stage {
+            Stage::Rcpt => self.ctx.rcpt.is_some_and(f),
+            _ => self.ctx.recipients.iter().any(f),
+        }
+    }
+
+    /// The recipients as one key part (sorted, lower-cased): the one being
+    /// decided at RCPT, else the transaction's. `None` when there are none.
+    pub(super) fn rcpt_part(&self) -> Option<RcptPart<'a>> {
+        if let Some(r) = self.ctx.rcpt {
+            return Some(RcptPart::One(r));
+        }
+        match RcptPart::all(self.ctx) {
+            RcptPart::Empty => None,
+            p => Some(p),
+        }
+    }
+}
+
+/// Recipients as a key part: ASCII-lower-cased, sorted, joined by a
+/// separator. Hashed piecewise ([`RcptPart::feed`]) on the hot path; the
+/// text ([`RcptPart::text`]) is built only for a verdict or a record.
+pub(crate) enum RcptPart<'a> {
+    Empty,
+    One(&'a str),
+    /// Two or more, sorted as their lower-cased forms sort.
+    Many(Vec<&'a str>),
+}
+
+impl<'a> RcptPart<'a> {
+    /// All of the transaction's recipients.
+    pub(crate) fn all(ctx: &StageContext<'a>) -> RcptPart<'a> {
+        match ctx.recipients.len() {
+            0 => RcptPart::Empty,
+            1 => ctx.recipients.get(0).map_or(RcptPart::Empty, RcptPart::One),
+            _ => {
+                let mut v: Vec<&'a str> = ctx.recipients.iter().collect();
+                v.sort_by(|a, b| cmp_lower(a, b));
+                RcptPart::Many(v)
+            }
+        }
+    }
+
+    /// Length of the text with separator `sep`.
+    pub(crate) fn len(&self, sep: &str) -> usize {
+        match self {
+            RcptPart::Empty => 0,
+            RcptPart::One(r) => r.len(),
+            RcptPart::Many(v) => {
+                v.iter().map(|r| r.len()).sum::<usize>() + (v.len() - 1) * sep.len()
+            }
+        }
+    }
+
+    /// Feeds the text with separator `sep`.
+    pub(crate) fn feed(&self, k: &mut KeyHasher, sep: &str) {
+        match self {
+            RcptPart::Empty => {}
+            RcptPart::One(r) => {
+                k.lower(r.as_bytes());
+            }
+            RcptPart::Many(v) => {
+                for (i, r) in v.iter().enumerate() {
+                    if i > 0 {
+                        k.bytes(sep.as_bytes());
+                    }
+                    k.lower(r.as_bytes());
+                }
+            }
+        }
+    }
+
+    /// The text with separator `sep`.
+    pub(crate) fn text(&self, sep: &str) -> String {
+        match self {
+            RcptPart::Empty => String::new(),
+            RcptPart::One(r) => r.to_ascii_lowercase(),
+            RcptPart::Many(v) => v
+                .iter()
+                .map(|r| r.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(sep),
+        }
+    }
+}
+
+/// The time of one decision: given (tests, [`Engine::decide_at`]) or read
+/// from the clock at most once, and only if a rule or the referee needs it
+/// (a window, a bucket, a greylist entry, a failure record). Most
+/// decisions read no clock at all.
+pub(crate) struct Now(Cell<Option<Instant>>);
+
+impl Now {
+    /// A fixed time.
+    pub(crate) fn at(t: Instant) -> Now {
+        Now(Cell::new(Some(t)))
+    }
+
+    /// The clock, read on first use.
+    pub(crate) fn lazy() -> Now {
+        Now(Cell::new(None))
+    }
+
+    /// The time.
+    pub(crate) fn get(&self) -> Instant {
+        match self.0.get() {
+            Some(t) => t,
+            None => {
+                let t = Instant::now();
+                self.0.set(Some(t));
+                t
+            }
+        }
+    }
+}

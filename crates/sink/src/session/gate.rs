@@ -1,0 +1,138 @@
+//! The hook seam of the session: asks the stage hook (when one is
+//! installed) and turns its decision into what a command handler does.
+
+use crate::hook::{Decision, Fault, ReplyClass, Stage, StageContext};
+use crate::stats::CloseReason;
+
+use super::{Flow, Greeted, Handled, IdleCloseReply, Pending, Session};
+
+/// A hook's verdict reduced to what a handler needs.
+pub(super) enum Gate {
+    /// Proceed, with a replacement 2xx/3xx reply if `Some`.
+    Go(Option<Pending>),
+    /// The hook refused with this 4xx/5xx reply (not yet written).
+    Refuse(Pending),
+    /// The hook delays or closes: return this.
+    Stop(Handled),
+}
+
+impl Session {
+    /// Consults the hook (if any) for `stage`.
+    pub(super) fn gate(&mut self, stage: Stage, rcpt: Option<&str>, command: &[u8]) -> Gate {
+        let Some(hook) = &self.s.hook else {
+            return Gate::Go(None);
+        };
+        if let Some(d) = self.deferred.take() {
+            return self.apply(d);
+        }
+        if std::mem::take(&mut self.hook_bypass) {
+            return Gate::Go(None);
+        }
+        let ctx = StageContext {
+            stage,
+            session_id: self.id,
+            peer: self.peer,
+            helo: (self.greeted != Greeted::No).then_some(self.helo.as_str()),
+            sender: self.tx.active.then_some(self.tx.sender.as_str()),
+            recipients: self.tx.recipients(),
+            rcpt,
+            tls: self.tls.is_some(),
+            auth_user: self.auth_user.as_deref(),
+            message_size: if stage == Stage::Bdat {
+                self.tx.bdat_bytes
+            } else {
+                self.body_bytes
+            },
+            message: (stage == Stage::DataEnd && (self.s.keep_bodies || !self.msg.is_empty()))
+                .then_some(&self.msg[..]),
+            command,
+        };
+        let d = hook.decide(&ctx);
+        self.apply(d)
+    }
+
+    /// Turns a decision into a gate, recording connection-level effects.
+    fn apply(&mut self, d: Decision) -> Gate {
+        match d {
+            Decision::Fault(f) => {
+                let mut f: Fault = *f;
+                if let Some(delay) = f.delay.take() {
+                    // Re-run the stage after the delay with the rest.
+                    self.deferred = Some(Decision::Fault(Box::new(f)));
+                    return Gate::Stop(Handled::Retry(delay));
+                }
+                let io = &mut self.io;
+                io.disconnect_after = f.disconnect_after.or(io.disconnect_after);
+                io.stall = f.stall.or(io.stall);
+                io.throttle = f.throttle.or(io.throttle);
+                io.split = f.split_reply.or(io.split);
+                if let Some(ic) = f.idle_close {
+                    let mut reply = Vec::new();
+                    mailstorm_proto::encode::write_reply(
+                        &mut reply,
+                        ic.code,
+                        Some(&ic.enhanced),
+                        &ic.text,
+                    );
+                    io.idle_close = Some(IdleCloseReply {
+                        after: ic.after,
+                        reply,
+                    });
+                }
+                match f.then {
+                    Decision::Fault(_) => Gate::Go(None),
+                    d => self.apply(d),
+                }
+            }
+            Decision::Accept => Gate::Go(None),
+            Decision::Delay(d) => {
+                self.hook_bypass = true;
+                Gate::Stop(Handled::Retry(d))
+            }
+            Decision::Close { rst } => Gate::Stop(Handled::Stop(Flow::Abort { rst })),
+            Decision::Reply {
+                code,
+                enhanced,
+                text,
+            } => {
+                let p = Pending {
+                    code,
+                    enhanced,
+                    text,
+                    error: false,
+                    reset: false,
+                    close: code == 421,
+                };
+                if ReplyClass::of(code) == ReplyClass::Positive {
+                    Gate::Go(Some(p))
+                } else {
+                    self.report.sent_421 |= code == 421;
+                    Gate::Refuse(Pending { reset: true, ..p })
+                }
+            }
+        }
+    }
+
+    /// [`Session::gate`] for command stages: a refusal is answered here.
+    /// `Ok(custom)` proceeds; `Err(outcome)` is returned by the handler.
+    pub(super) fn pass(
+        &mut self,
+        stage: Stage,
+        rcpt: Option<&str>,
+        command: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Pending>, Handled> {
+        match self.gate(stage, rcpt, command) {
+            Gate::Go(c) => Ok(c),
+            Gate::Refuse(p) => {
+                self.reply_pending(out, stage, &p);
+                if p.close {
+                    self.tx.reset();
+                    return Err(Handled::Stop(Flow::Close(CloseReason::Hook)));
+                }
+                Err(Handled::Next)
+            }
+            Gate::Stop(o) => Err(o),
+        }
+    }
+}

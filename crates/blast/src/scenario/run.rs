@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use mailstorm_sink::plan::Engine;
+use mailstorm_sink::plan::referee::HistogramSummary;
+use mailstorm_sink::plan::{Engine, RefereeReport};
 use serde_json::Value;
 
 use super::expect::{self, Checked, Measurements};
@@ -35,7 +36,7 @@ pub struct Outcome {
     /// Each expectation, checked.
     pub checks: Vec<Checked>,
     /// The sink's referee report (`GET /clients`).
-    pub clients: Value,
+    pub clients: RefereeReport,
     /// The sink's counters at the end.
     pub sink: mailstorm_sink::StatsSnapshot,
 }
@@ -123,7 +124,7 @@ pub fn run(scn: &Scenario, opts: &Options) -> Result<Outcome, BlastError> {
         stop: StopSignal::new(),
     };
     let run = crate::run(&params, |_| {})?;
-    let clients = engine.clients_json();
+    let clients = engine.referee_report();
     let stats = sink.shutdown_with_grace(std::time::Duration::from_secs(1));
     let measurements = measure(&run, &clients, &stats);
     let checks = expect::evaluate(&scn.expectations, &measurements);
@@ -136,15 +137,11 @@ pub fn run(scn: &Scenario, opts: &Options) -> Result<Outcome, BlastError> {
     })
 }
 
-fn num(v: &Value, key: &str) -> Option<f64> {
-    v.get(key).and_then(Value::as_f64)
-}
-
 /// Every metric a scenario can check, from the run, the referee report
 /// (`GET /clients`) and the sink's counters.
 pub fn measure(
     r: &RunResult,
-    clients: &Value,
+    clients: &RefereeReport,
     sink: &mailstorm_sink::StatsSnapshot,
 ) -> Measurements {
     let mut m = Measurements::default();
@@ -211,90 +208,73 @@ pub fn measure(
 
 /// The referee's figures: per-client counters summed over clients, retry
 /// intervals by code and over all codes (times in seconds).
-fn referee(m: &mut Measurements, clients: &Value) {
-    let mut sums = [0.0f64; 5];
-    let mut max_concurrent = 0.0f64;
-    if let Some(cl) = clients.get("clients").and_then(Value::as_object) {
-        for c in cl.values() {
-            for (i, k) in [
-                "retries",
-                "resent_after_5xx",
-                "commands_after_421",
-                "connections",
-                "replies_421",
-            ]
-            .iter()
-            .enumerate()
-            {
-                sums[i] += num(c, k).unwrap_or(0.0);
-            }
-            max_concurrent = max_concurrent.max(num(c, "max_concurrent").unwrap_or(0.0));
-        }
-    }
-    for (i, k) in [
-        "retries",
-        "resent_after_5xx",
-        "commands_after_421",
-        "connections",
-        "replies_421",
-    ]
-    .iter()
-    .enumerate()
-    {
-        m.set(format!("referee.{k}"), sums[i]);
-    }
-    m.set("referee.max_concurrent", max_concurrent);
-    let put = |m: &mut Measurements, family: &str, s: &Value| {
-        let count = num(s, "count").unwrap_or(0.0);
-        m.set(format!("{family}.count"), count);
-        if count > 0.0 {
-            for k in ["min", "mean", "p50", "p90", "p99", "max"] {
-                if let Some(v) = num(s, k) {
-                    m.set(format!("{family}.{k}"), v / 1000.0);
-                }
-            }
-        }
+fn referee(m: &mut Measurements, report: &RefereeReport) {
+    let clients = report.clients.values();
+    let sum = |f: fn(&mailstorm_sink::plan::referee::ClientRecord) -> u64| {
+        clients.clone().map(f).sum::<u64>() as f64
     };
-    if let Some(s) = clients.get("reconnect_after_421_ms") {
-        put(m, "reconnect_after_421", s);
-    }
-    let by_code = clients
-        .get("retry_interval_ms_by_code")
-        .and_then(Value::as_object);
-    let mut all: Vec<&Value> = Vec::new();
-    if let Some(codes) = by_code {
-        for (code, s) in codes {
-            put(m, &format!("retry_interval.{code}"), s);
-            if num(s, "count").unwrap_or(0.0) > 0.0 {
-                all.push(s);
-            }
-        }
+    m.set("referee.retries", sum(|c| c.retries));
+    m.set("referee.resent_after_5xx", sum(|c| c.resent_after_5xx));
+    m.set("referee.commands_after_421", sum(|c| c.commands_after_421));
+    m.set("referee.connections", sum(|c| c.connections));
+    m.set("referee.replies_421", sum(|c| c.replies_421));
+    let max_concurrent = clients.clone().map(|c| c.max_concurrent).max().unwrap_or(0);
+    m.set("referee.max_concurrent", max_concurrent as f64);
+    put_ms_summary(m, "reconnect_after_421", &report.reconnect_after_421_ms);
+    for (code, s) in &report.retry_interval_ms_by_code {
+        put_ms_summary(m, &format!("retry_interval.{code}"), s);
     }
     // Over all codes: exact count, min, max and mean; a quantile is the
     // largest of the per-code quantiles (an upper bound).
-    let count: f64 = all.iter().map(|s| num(s, "count").unwrap_or(0.0)).sum();
-    m.set("retry_interval.count", count);
-    if count > 0.0 {
-        let get = |k: &'static str| all.iter().filter_map(move |s| num(s, k));
+    let all: Vec<&HistogramSummary> = report
+        .retry_interval_ms_by_code
+        .values()
+        .filter(|s| s.count > 0)
+        .collect();
+    let count: u64 = all.iter().map(|s| s.count).sum();
+    m.set("retry_interval.count", count as f64);
+    if count > 0 {
+        let secs = |ms: u64| ms as f64 / 1000.0;
         m.set(
             "retry_interval.min",
-            get("min").fold(f64::INFINITY, f64::min) / 1000.0,
+            secs(all.iter().map(|s| s.min).min().unwrap_or(0)),
         );
         m.set(
             "retry_interval.max",
-            get("max").fold(0.0, f64::max) / 1000.0,
+            secs(all.iter().map(|s| s.max).max().unwrap_or(0)),
         );
-        let mean = all
-            .iter()
-            .map(|s| num(s, "mean").unwrap_or(0.0) * num(s, "count").unwrap_or(0.0))
-            .sum::<f64>()
-            / count;
+        let mean = all.iter().map(|s| s.mean * s.count as f64).sum::<f64>() / count as f64;
         m.set("retry_interval.mean", mean / 1000.0);
-        for k in ["p50", "p90", "p99"] {
+        for (k, q) in [
+            (
+                "p50",
+                (|s: &HistogramSummary| s.p50) as fn(&HistogramSummary) -> u64,
+            ),
+            ("p90", |s| s.p90),
+            ("p99", |s| s.p99),
+        ] {
             m.set(
                 format!("retry_interval.{k}"),
-                get(k).fold(0.0, f64::max) / 1000.0,
+                secs(all.iter().map(|s| q(s)).max().unwrap_or(0)),
             );
+        }
+    }
+}
+
+/// One millisecond histogram summary as `family.count` and, when it has
+/// values, `family.min` .. `family.max` in seconds.
+fn put_ms_summary(m: &mut Measurements, family: &str, s: &HistogramSummary) {
+    m.set(format!("{family}.count"), s.count as f64);
+    if s.count > 0 {
+        for (k, v) in [
+            ("min", s.min as f64),
+            ("mean", s.mean),
+            ("p50", s.p50 as f64),
+            ("p90", s.p90 as f64),
+            ("p99", s.p99 as f64),
+            ("max", s.max as f64),
+        ] {
+            m.set(format!("{family}.{k}"), v / 1000.0);
         }
     }
 }
@@ -334,6 +314,6 @@ pub fn to_json(scn: &Scenario, o: &Outcome) -> Value {
         "passed": o.passed(),
         "expectations": checks,
         "measurements": o.measurements.values,
-        "referee": o.clients,
+        "referee": serde_json::to_value(&o.clients).unwrap_or_default(),
     })
 }

@@ -1,0 +1,246 @@
+//! Hostile peers against the sink: slowloris (clients trickling a command
+//! line byte by byte) and ten thousand idle connections. Each test is
+//! bounded in time and checks the accounting and the memory it costs.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use mailstorm_sink::{CloseReason, Sink};
+
+/// Resident set size of process `pid` ("self" for this one), in KiB.
+fn rss_kib(pid: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc status")
+}
+
+/// Issue 10 item 11: connections that trickle a command line (one byte at
+/// a time, each byte well inside the idle timeout) are closed with
+/// `421 4.4.2` once the line is not complete within `command_timeout`,
+/// while a normal client is served meanwhile.
+#[test]
+fn slowloris_is_closed_by_the_command_deadline() {
+    const TRICKLERS: usize = 200;
+    let sink = start(
+        Sink::builder()
+            .threads(2)
+            .idle_timeout(Duration::from_secs(60))
+            .command_timeout(Duration::from_millis(800)),
+    );
+    let addr = sink.local_addr();
+    let rss_before = rss_kib("self");
+    let mut conns: Vec<(TcpStream, Vec<u8>, bool)> = (0..TRICKLERS)
+        .map(|_| {
+            let mut c = Client::connect(addr);
+            c.send(b"E");
+            c.stream.set_nonblocking(true).unwrap();
+            (c.stream, Vec::new(), false)
+        })
+        .collect();
+    // A normal client is served while the tricklers hold their lines open.
+    let mut normal = Client::ehlo(addr);
+    normal
+        .send_message("a@x.test", &["b@y.test"], "Subject: t\r\n\r\nhi")
+        .expect(250, "2.0.0");
+    // Trickle one byte per connection every 100 ms (never a line end)
+    // until the sink has closed them all, for at most 10 s.
+    let end = Instant::now() + TIMEOUT;
+    let mut closed = 0;
+    while closed < TRICKLERS {
+        assert!(
+            Instant::now() < end,
+            "only {closed} of {TRICKLERS} trickling connections were closed"
+        );
+        for (stream, got, done) in conns.iter_mut().filter(|c| !c.2) {
+            let _ = stream.write(b"H");
+            let mut buf = [0u8; 256];
+            loop {
+                match stream.read(&mut buf) {
+                    Ok(0) => {
+                        *done = true;
+                        closed += 1;
+                        break;
+                    }
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(_) => {
+                        *done = true;
+                        closed += 1;
+                        break;
+                    }
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (_, got, _) in &conns {
+        let text = String::from_utf8_lossy(got);
+        assert!(text.starts_with("421 4.4.2 "), "{text:?}");
+    }
+    // The normal client's session is still fine.
+    normal.cmd("NOOP").expect(250, "2.0.0");
+    normal.cmd("QUIT");
+    wait_for("every close counted", || {
+        let s = sink.stats();
+        s.closed_for(CloseReason::CommandTimeout) == TRICKLERS as u64
+            && s.closed_for(CloseReason::Quit) == 1
+    });
+    let s = sink.shutdown();
+    assert_eq!(s.messages_accepted, 1);
+    assert_eq!(s.connections_total, TRICKLERS as u64 + 1);
+    assert_eq!(s.closed_for(CloseReason::IdleTimeout), 0);
+    let grown = rss_kib("self").saturating_sub(rss_before);
+    assert!(grown < 64 * 1024, "RSS grew by {grown} KiB");
+}
+
+/// A command line that is complete in time is not affected: the deadline
+/// covers one line, not the session.
+#[test]
+fn command_deadline_restarts_with_each_line() {
+    let sink = start(Sink::builder().command_timeout(Duration::from_millis(400)));
+    let mut c = Client::ehlo(sink.local_addr());
+    let end = Instant::now() + Duration::from_millis(1200);
+    // Each NOOP trickles in over ~200 ms; together they outlast the
+    // deadline several times.
+    while Instant::now() < end {
+        for b in b"NOOP\r\n".chunks(2) {
+            c.send(b);
+            std::thread::sleep(Duration::from_millis(60));
+        }
+        c.reply().expect(250, "2.0.0");
+    }
+    c.cmd("QUIT");
+    wait_for("quit", || sink.stats().closed_for(CloseReason::Quit) == 1);
+    assert_eq!(sink.stats().closed_for(CloseReason::CommandTimeout), 0);
+}
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailstorm-sink");
+
+/// The sink binary as a child process, with its stderr lines.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Running {
+    fn spawn(args: &[&str]) -> Running {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running { child, lines }
+    }
+
+    fn line_with(&self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(TIMEOUT)
+                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Issue 10: 10,000 idle connections while a normal client is served. The
+/// sink runs as its own process (20,000 descriptors would not fit one
+/// process under common limits); its RSS per idle connection is bounded.
+#[test]
+fn ten_thousand_idle_connections_and_a_normal_client() {
+    const IDLE: usize = 10_000;
+    let limit = mailstorm_sink::raise_nofile_limit().unwrap();
+    assert!(
+        limit >= IDLE as u64 + 100,
+        "open files limit {limit} is too low for this test"
+    );
+    let run = Running::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "2",
+        "--no-pin",
+        "--control",
+        "off",
+        "--stats-interval",
+        "0",
+    ]);
+    let line = run.line_with("listening on");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("address in the listening line");
+    let pid = run.child.id().to_string();
+    let started = Instant::now();
+    let rss_before = rss_kib(&pid);
+    // Every idle connection is accepted and greeted.
+    let idle: Vec<Client> = (0..IDLE).map(|_| Client::connect(addr)).collect();
+    let rss_idle = rss_kib(&pid);
+    // The normal client is served promptly.
+    let t = Instant::now();
+    let mut c = Client::ehlo(addr);
+    c.send_message("a@x.test", &["b@y.test"], "Subject: t\r\n\r\nhi")
+        .expect(250, "2.0.0");
+    c.cmd("QUIT");
+    assert!(
+        t.elapsed() < Duration::from_secs(2),
+        "normal client took {:?}",
+        t.elapsed()
+    );
+    let per_conn = rss_idle.saturating_sub(rss_before) * 1024 / IDLE as u64;
+    assert!(
+        per_conn < 16 * 1024,
+        "{per_conn} bytes of sink RSS per idle connection"
+    );
+    // Closed idle sessions see EOF (during the shutdown grace at the
+    // latest): every one counts as closed by the client.
+    drop(idle);
+    drop(c);
+    kill_term(&run);
+    let fin = run.line_with("final stats");
+    let json: serde_json::Value =
+        serde_json::from_str(fin.split_once("final stats: ").unwrap().1).unwrap();
+    assert_eq!(json["messages_accepted"], 1, "{fin}");
+    assert_eq!(json["connections_total"], IDLE as u64 + 1, "{fin}");
+    assert_eq!(json["closed"]["quit"], 1, "{fin}");
+    assert_eq!(json["closed"]["client_closed"], IDLE as u64, "{fin}");
+    assert!(started.elapsed() < Duration::from_secs(60));
+    eprintln!(
+        "sink RSS: {rss_before} KiB at start, {rss_idle} KiB with {IDLE} idle connections ({per_conn} B each)"
+    );
+}
+
+fn kill_term(run: &Running) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    kill(Pid::from_raw(run.child.id() as i32), Signal::SIGTERM).unwrap();
+}

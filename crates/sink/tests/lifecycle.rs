@@ -278,12 +278,9 @@ fn control_off_loopback_requires_token() {
 fn second_sink_on_the_same_address_refuses_to_start() {
     let first = start(Sink::builder().threads(2));
     let addr = first.local_addr();
-    let err = Sink::builder()
-        .listen(addr)
-        .threads(2)
-        .start()
-        .err()
-        .expect("a second sink on the same address must not start");
+    let Err(err) = Sink::builder().listen(addr).threads(2).start() else {
+        panic!("a second sink on the same address must not start");
+    };
     let msg = err.to_string();
     assert!(
         msg.contains(&addr.to_string()) && msg.contains("in use"),
@@ -306,12 +303,9 @@ fn same_listen_address_twice_is_an_error() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = probe.local_addr().unwrap();
     drop(probe);
-    let err = Sink::builder()
-        .listen(addr)
-        .listen(addr)
-        .start()
-        .err()
-        .expect("a duplicated listen address must be refused");
+    let Err(err) = Sink::builder().listen(addr).listen(addr).start() else {
+        panic!("a duplicated listen address must be refused");
+    };
     let msg = err.to_string();
     assert!(
         msg.contains(&addr.to_string()) && msg.contains("twice"),

@@ -11,8 +11,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use super::deadlines::Deadlines;
+use super::transport::Transport;
 use super::write::{write_reply_batch, write_with_timeout};
-use super::Transport;
 use crate::hook::{DisconnectAfter, SplitReply};
 use crate::session::{IdleCloseReply, IoEffects, Session};
 use crate::stats::CloseReason;

@@ -6,6 +6,7 @@
 mod deadlines;
 mod effects;
 mod read_buffer;
+mod transport;
 mod write;
 
 use std::net::SocketAddr;
@@ -13,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{sleep_until, Instant};
 
@@ -26,24 +27,8 @@ use crate::store::Store;
 use deadlines::Deadlines;
 use effects::{count_after_421, FaultIo};
 use read_buffer::ReadBuffer;
+use transport::{handshake, tls_version, Transport};
 use write::write_with_timeout;
-
-/// A byte stream the session runs on: plain TCP or TLS over TCP.
-pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
-    fn tcp(&self) -> &TcpStream;
-}
-
-impl Transport for TcpStream {
-    fn tcp(&self) -> &TcpStream {
-        self
-    }
-}
-
-impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
-    fn tcp(&self) -> &TcpStream {
-        self.get_ref().0
-    }
-}
 
 /// Per-connection context handed over by the shard.
 pub(crate) struct ConnCtx {
@@ -288,31 +273,5 @@ impl Conn {
         let _ = write_with_timeout(stream, &self.out, Duration::from_secs(1)).await;
         let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
         reason
-    }
-}
-
-async fn handshake(
-    s: &Settings,
-    tcp: TcpStream,
-    stats: &ShardStats,
-) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
-    let acceptor = s.tls.clone()?;
-    match tokio::time::timeout(s.config.tls_handshake_timeout, acceptor.accept(tcp)).await {
-        Ok(Ok(tls)) => {
-            stats.add(C::TlsHandshakes, 1);
-            Some(tls)
-        }
-        _ => {
-            stats.add(C::TlsFailures, 1);
-            None
-        }
-    }
-}
-
-fn tls_version(tls: &tokio_rustls::server::TlsStream<TcpStream>) -> &'static str {
-    match tls.get_ref().1.protocol_version() {
-        Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
-        Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
-        _ => "TLS",
     }
 }

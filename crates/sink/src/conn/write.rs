@@ -7,7 +7,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
 use super::deadlines::Deadlines;
-use super::Transport;
+use super::transport::Transport;
 use crate::stats::CloseReason;
 
 /// Writes `buf` fully within `limit` (replies sent on the way out).

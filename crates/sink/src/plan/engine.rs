@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::keys::{self, bucket_key, state_key, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
+use super::load::{Plan, PlanError};
 use super::matching::{stage_bit, stage_sel};
 use super::model::{ConnPer, KeyKind, StageSel};
 use super::referee::{Referee, RefereeReport};
@@ -19,8 +20,7 @@ use super::state::Striped;
 use super::validate::{self, Primary, Rule};
 use super::verdict::{action_of, FaultAction, Verdict};
 use super::view::{Now, View};
-use super::{Plan, PlanError, SessionEnd};
-use crate::hook::{ReplyClass, SplitReply, Stage, StageContext};
+use crate::hook::{ReplyClass, SessionEnd, SplitReply, Stage, StageContext};
 
 /// A loaded plan with its state.
 pub(crate) struct Active {
@@ -110,7 +110,7 @@ impl Engine {
         let headers = plan.needs_headers();
         // `state_cap` bounds all entries: split between the two maps only
         // when the plan uses buckets or greylisting at all.
-        let cap = plan.spec.state_cap.max(1);
+        let cap = plan.spec().state_cap.max(1);
         let slots = plan.rules.iter().any(|r| {
             r.rate_limit.is_some() || matches!(r.primary, validate::Primary::Greylist { .. })
         });
@@ -433,7 +433,7 @@ impl Active {
                 return false;
             }
         }
-        !(rule.every.is_some_and(|n| attempt % n != 0)
+        !(rule.every.is_some_and(|n| !attempt.is_multiple_of(n))
             || rule.first.is_some_and(|n| attempt > n)
             || rule.after.is_some_and(|n| attempt <= n))
     }

@@ -4,17 +4,7 @@
 use crate::hook::{Decision, Fault, ReplyClass, Stage, StageContext};
 use crate::stats::CloseReason;
 
-use super::{Flow, Greeted, Handled, IdleCloseReply, Pending, Session};
-
-/// A hook's verdict reduced to what a handler needs.
-pub(super) enum Gate {
-    /// Proceed, with a replacement 2xx/3xx reply if `Some`.
-    Go(Option<Pending>),
-    /// The hook refused with this 4xx/5xx reply (not yet written).
-    Refuse(Pending),
-    /// The hook delays or closes: return this.
-    Stop(Handled),
-}
+use super::{Flow, Gate, Greeted, Handled, IdleCloseReply, Pending, Session};
 
 impl Session {
     /// Consults the hook (if any) for `stage`.

@@ -24,8 +24,6 @@ mod commands;
 mod gate;
 mod message;
 
-use gate::Gate;
-
 /// What the connection does after [`Session::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Flow {
@@ -196,6 +194,16 @@ enum Handled {
     Stop(Flow),
     /// Not consumed: wait, then handle the same input again.
     Retry(Duration),
+}
+
+/// A hook's verdict reduced to what a handler needs.
+enum Gate {
+    /// Proceed, with a replacement 2xx/3xx reply if `Some`.
+    Go(Option<Pending>),
+    /// The hook refused with this 4xx/5xx reply (not yet written).
+    Refuse(Pending),
+    /// The hook delays or closes: return this.
+    Stop(Handled),
 }
 
 /// One SMTP/LMTP session's protocol state.

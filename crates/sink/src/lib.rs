@@ -52,7 +52,7 @@ pub use stats::{CloseReason, StatsSnapshot};
 pub use store::StoredMessage;
 
 use admission::Limits;
-use server::Shared;
+use server::SinkState;
 use settings::Settings;
 use store::Store;
 
@@ -324,7 +324,7 @@ impl SinkBuilder {
         let (plain, local) = server::bind_all(&config.listen, shards, config.backlog)?;
         let (tls, tls_local) = server::bind_all(&config.tls_listen, shards, config.backlog)?;
         let (shutdown, _) = tokio::sync::watch::channel(false);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(SinkState {
             store: Arc::new(Store::new(config.capture.as_deref())),
             settings: RwLock::new(Arc::new(settings)),
             stats: stats::Stats::new(shards),
@@ -370,7 +370,7 @@ impl SinkBuilder {
 /// A running sink. Dropping it stops the sink at once (no grace period);
 /// call [`SinkHandle::shutdown`] for a graceful stop.
 pub struct SinkHandle {
-    shared: Arc<Shared>,
+    shared: Arc<SinkState>,
     threads: Vec<JoinHandle<()>>,
     local: Vec<SocketAddr>,
     tls_local: Vec<SocketAddr>,
@@ -544,7 +544,7 @@ impl Drop for SinkHandle {
 }
 
 /// The control API's view of the sink.
-struct Backend(Arc<Shared>);
+struct Backend(Arc<SinkState>);
 
 impl control::ControlBackend for Backend {
     fn stats_json(&self) -> serde_json::Value {

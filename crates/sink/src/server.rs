@@ -20,7 +20,7 @@ use crate::store::Store;
 
 /// State shared by all shards and the handle. Nothing in here is touched
 /// per command: settings once per session, the limits once per connection.
-pub(crate) struct Shared {
+pub(crate) struct SinkState {
     pub(crate) settings: RwLock<Arc<Settings>>,
     pub(crate) stats: Stats,
     pub(crate) store: Arc<Store>,
@@ -37,7 +37,7 @@ pub(crate) struct Shared {
     pub(crate) engine: Option<Arc<crate::plan::Engine>>,
 }
 
-impl Shared {
+impl SinkState {
     pub(crate) fn settings(&self) -> Arc<Settings> {
         self.settings
             .read()
@@ -155,7 +155,7 @@ pub(crate) struct ShardSpec {
     pub(crate) plain: Vec<std::net::TcpListener>,
     pub(crate) tls: Vec<std::net::TcpListener>,
     pub(crate) stats: Arc<ShardStats>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) shared: Arc<SinkState>,
     pub(crate) pin: bool,
 }
 
@@ -230,7 +230,7 @@ async fn accept_loop(
     listener: TcpListener,
     implicit_tls: bool,
     stats: Arc<ShardStats>,
-    shared: Arc<Shared>,
+    shared: Arc<SinkState>,
     alive: mpsc::Sender<()>,
 ) {
     let mut shutdown = shared.shutdown.subscribe();

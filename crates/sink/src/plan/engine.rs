@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::keys::{self, bucket_key, state_key, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
+use super::keys::{self, bucket_key, state_key, KeyHashes, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
 use super::load::{Plan, PlanError};
 use super::matching::{stage_bit, stage_sel};
 use super::model::{ConnPer, KeyKind, StageSel};
@@ -55,16 +55,20 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// (engine id, generation, the plan then active).
-type Cached = (u64, u64, Option<Arc<Active>>);
+/// A shard thread's copy of an engine's active plan.
+struct CachedPlan {
+    engine_id: u64,
+    /// The engine's generation when copied.
+    generation: u64,
+    active: Option<Arc<Active>>,
+}
 
 static ENGINE_IDS: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
-    /// Each shard thread's view of the active plan: (engine id, generation,
-    /// plan). Refreshed under the read lock only when the generation moved,
+    /// Each shard thread's view of the active plan. Refreshed under the read lock only when the generation moved,
     /// so a decision takes no lock and touches no shared reference count.
-    static CACHE: RefCell<Option<Cached>> = const { RefCell::new(None) };
+    static CACHE: RefCell<Option<CachedPlan>> = const { RefCell::new(None) };
 }
 
 impl Default for Engine {
@@ -192,13 +196,18 @@ impl Engine {
         }
         let gen = self.generation.load(Ordering::Acquire);
         CACHE.with(|c| {
-            let fresh = matches!(&*c.borrow(), Some((id, g, _)) if *id == self.id && *g == gen);
+            let fresh =
+                matches!(&*c.borrow(), Some(p) if p.engine_id == self.id && p.generation == gen);
             if !fresh {
-                let a = self.slot.read().unwrap_or_else(|e| e.into_inner()).clone();
-                *c.borrow_mut() = Some((self.id, gen, a));
+                let active = self.slot.read().unwrap_or_else(|e| e.into_inner()).clone();
+                *c.borrow_mut() = Some(CachedPlan {
+                    engine_id: self.id,
+                    generation: gen,
+                    active,
+                });
             }
             let c = c.borrow();
-            f(c.as_ref().and_then(|(_, _, a)| a.as_deref()))
+            f(c.as_ref().and_then(|p| p.active.as_deref()))
         })
     }
 
@@ -384,7 +393,10 @@ impl Active {
         if rule.stage != sel && rule.stage != StageSel::Any || !rule.matches(v) {
             return None;
         }
-        let (khash, kstate) = rule.key_hashes(v)?;
+        let KeyHashes {
+            draw: khash,
+            state: kstate,
+        } = rule.key_hashes(v)?;
         if !self.in_window(rule, now) {
             return None;
         }

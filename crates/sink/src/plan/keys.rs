@@ -16,6 +16,15 @@ pub(crate) fn state_key(rule: usize, tag: u64, key: u64) -> u64 {
     mix64(key ^ mix64(((rule as u64) << 8) | tag))
 }
 
+/// A key's two hashes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct KeyHashes {
+    /// What the rule's random draws use.
+    pub(super) draw: u64,
+    /// What attempts and other per-key state are kept under.
+    pub(super) state: u64,
+}
+
 impl Rule {
     /// The key's decision hash (what the draw uses) and its state hash
     /// (what attempts are counted under). `None`: the key does not exist at
@@ -23,7 +32,7 @@ impl Rule {
     ///
     /// For text keys both are `hash_bytes(0, text)` of the readable form
     /// ([`Rule::key_text`]), computed piecewise without building the text.
-    pub(super) fn key_hashes(&self, v: &View<'_>) -> Option<(u64, u64)> {
+    pub(super) fn key_hashes(&self, v: &View<'_>) -> Option<KeyHashes> {
         let ctx = v.ctx;
         let h = match self.key {
             KeyKind::Rcpt => {
@@ -68,11 +77,11 @@ impl Rule {
                 let (_, h) = conn_hash(self.key);
                 let (states, _) = connection_state_keys(self.key, ctx.session_id);
                 let st = states[usize::from(ctx.tls && self.key == KeyKind::Session)];
-                return Some((h, st));
+                return Some(KeyHashes { draw: h, state: st });
             }
             KeyKind::Global => hash_bytes(0, b"global"),
         };
-        Some((h, h))
+        Some(KeyHashes { draw: h, state: h })
     }
 
     /// The key's readable form (`rcpt:bob@example.test`), built only when

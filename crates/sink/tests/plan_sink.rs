@@ -397,10 +397,16 @@ fn control_api_plan_and_clients() {
         let (_, j) = http("GET", "/clients", "");
         j.contains("\"sessions_pipelined\":1")
     });
-    let (_, j) = http("GET", "/clients", "");
-    let j: serde_json::Value = serde_json::from_str(&j).unwrap();
+    let (_, text) = http("GET", "/clients", "");
+    let j: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(j["retry_interval_ms_by_code"]["451"]["count"], 1, "{j}");
     assert_eq!(j["clients"]["127.0.0.1"]["max_concurrent"], 1);
+    // The JSON is the typed report: it reads back as the same struct.
+    let typed: mailstorm_sink::plan::RefereeReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(typed, sink.fault_engine().unwrap().referee_report());
+    let client = &typed.clients[&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()];
+    assert_eq!((client.retries, client.max_concurrent), (1, 1));
+    assert_eq!(typed.retry_interval_ms_by_code[&451].count, 1);
     let (_, m) = http("GET", "/metrics", "");
     assert!(
         m.contains("mailstorm_sink_client_retries_total{client=\"127.0.0.1\"} 1"),

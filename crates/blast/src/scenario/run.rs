@@ -28,7 +28,7 @@ pub struct Options {
 
 /// What a scenario run produced.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct ScenarioOutcome {
     /// The blaster's run.
     pub run: RunResult,
     /// Every measured value.
@@ -41,7 +41,7 @@ pub struct Outcome {
     pub sink: mailstorm_sink::StatsSnapshot,
 }
 
-impl Outcome {
+impl ScenarioOutcome {
     /// Whether every expectation held.
     pub fn passed(&self) -> bool {
         self.checks.iter().all(|c| c.passed)
@@ -87,7 +87,7 @@ pub fn config(scn: &Scenario, opts: &Options) -> Result<crate::config::Config, B
 
 /// Runs `scn`: starts the embedded sink with its plan, blasts it, and
 /// checks the expectations.
-pub fn run(scn: &Scenario, opts: &Options) -> Result<Outcome, BlastError> {
+pub fn run(scn: &Scenario, opts: &Options) -> Result<ScenarioOutcome, BlastError> {
     let cfg = config(scn, opts)?;
     let engine = Arc::new(Engine::new());
     if let Some((yaml, origin)) = &scn.plan {
@@ -128,7 +128,7 @@ pub fn run(scn: &Scenario, opts: &Options) -> Result<Outcome, BlastError> {
     let stats = sink.shutdown_with_grace(std::time::Duration::from_secs(1));
     let measurements = measure(&run, &clients, &stats);
     let checks = expect::evaluate(&scn.expectations, &measurements);
-    Ok(Outcome {
+    Ok(ScenarioOutcome {
         run,
         measurements,
         checks,
@@ -280,7 +280,7 @@ fn put_ms_summary(m: &mut Measurements, family: &str, s: &HistogramSummary) {
 }
 
 /// The scenario's verdict, one line per expectation.
-pub fn describe(scn: &Scenario, o: &Outcome) -> String {
+pub fn describe(scn: &Scenario, o: &ScenarioOutcome) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let _ = writeln!(s, "scenario {}:", scn.name);
@@ -303,7 +303,7 @@ pub fn describe(scn: &Scenario, o: &Outcome) -> String {
 
 /// The scenario's part of the JSON report: each expectation and the
 /// measurements.
-pub fn to_json(scn: &Scenario, o: &Outcome) -> Value {
+pub fn to_json(scn: &Scenario, o: &ScenarioOutcome) -> Value {
     let checks: Vec<Value> = o
         .checks
         .iter()

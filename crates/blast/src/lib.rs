@@ -292,7 +292,7 @@ pub fn run(
         }
         None => None,
     };
-    let shared = shard::Shared {
+    let shared = shard::RunContext {
         res: res.clone(),
         cfg: Arc::new(cfg.clone()),
         addr: params.addr,
@@ -309,7 +309,7 @@ pub fn run(
     };
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads {
-        let plan = shard::Plan {
+        let plan = shard::ShardLoad {
             index: i,
             shards: threads,
             cpu: (cfg.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]),

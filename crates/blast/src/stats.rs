@@ -6,142 +6,115 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use mailstorm_proto::reply::EnhancedCode;
 
-/// A measured stage. Latencies are microseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Stage {
-    /// TCP connect.
-    Connect,
-    /// TLS handshake (implicit or STARTTLS, including the STARTTLS command).
-    Tls,
-    /// Connect done to the greeting.
-    Banner,
-    /// EHLO/HELO/LHLO.
-    Ehlo,
-    /// The whole AUTH exchange.
-    Auth,
-    /// MAIL FROM sent to its reply.
-    Mail,
-    /// RCPT TO sent to its reply (pipelined: the group's send time).
-    Rcpt,
-    /// DATA sent to its 354.
-    Data,
-    /// Body sent to the final reply (BDAT: the group's send time).
-    DataEnd,
-    /// RSET.
-    Rset,
-    /// QUIT.
-    Quit,
-    /// MAIL FROM sent to the final reply of the transaction.
-    Message,
-    /// Message picked up by a connection to its final reply, including any
-    /// session setup it had to wait for.
-    Service,
-    /// Intended start (open loop schedule) to the final reply: corrected for
-    /// coordinated omission. Equals `service` in closed loop.
-    Latency,
-    /// Connect start to close.
-    Session,
+/// Declares a C-like enum whose variants are listed once: the enum, its
+/// `ALL` array (in declaration order), `COUNT`, and the report names all
+/// come from that one list, so adding a variant cannot leave an index array
+/// one entry short.
+macro_rules! indexed_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident {
+            $( $(#[$vmeta:meta])* $variant:ident => $label:literal, )+
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// Every variant, in report order (the declaration order).
+            pub const ALL: [$name; [$($name::$variant),+].len()] = [$($name::$variant),+];
+            /// How many variants there are: the length of index arrays.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The name in reports and thresholds.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $label, )+
+                }
+            }
+
+            /// The position in [`Self::ALL`] (and in arrays of [`Self::COUNT`]).
+            #[inline]
+            pub fn index(self) -> usize {
+                self as usize
+            }
+        }
+    };
+}
+
+indexed_enum! {
+    /// A measured stage. Latencies are microseconds.
+    pub enum Stage {
+        /// TCP connect.
+        Connect => "connect",
+        /// TLS handshake (implicit or STARTTLS, including the STARTTLS command).
+        Tls => "tls",
+        /// Connect done to the greeting.
+        Banner => "banner",
+        /// EHLO/HELO/LHLO.
+        Ehlo => "ehlo",
+        /// The whole AUTH exchange.
+        Auth => "auth",
+        /// MAIL FROM sent to its reply.
+        Mail => "mail",
+        /// RCPT TO sent to its reply (pipelined: the group's send time).
+        Rcpt => "rcpt",
+        /// DATA sent to its 354.
+        Data => "data",
+        /// Body sent to the final reply (BDAT: the group's send time).
+        DataEnd => "data_end",
+        /// RSET.
+        Rset => "rset",
+        /// QUIT.
+        Quit => "quit",
+        /// MAIL FROM sent to the final reply of the transaction.
+        Message => "message",
+        /// Message picked up by a connection to its final reply, including any
+        /// session setup it had to wait for.
+        Service => "service",
+        /// Intended start (open loop schedule) to the final reply: corrected for
+        /// coordinated omission. Equals `service` in closed loop.
+        Latency => "latency",
+        /// Connect start to close.
+        Session => "session",
+    }
 }
 
 impl Stage {
-    /// Every stage, in report order.
-    pub const ALL: [Stage; 15] = [
-        Stage::Connect,
-        Stage::Tls,
-        Stage::Banner,
-        Stage::Ehlo,
-        Stage::Auth,
-        Stage::Mail,
-        Stage::Rcpt,
-        Stage::Data,
-        Stage::DataEnd,
-        Stage::Rset,
-        Stage::Quit,
-        Stage::Message,
-        Stage::Service,
-        Stage::Latency,
-        Stage::Session,
-    ];
-
-    /// The stage's name in reports and thresholds.
-    pub fn name(self) -> &'static str {
-        match self {
-            Stage::Connect => "connect",
-            Stage::Tls => "tls",
-            Stage::Banner => "banner",
-            Stage::Ehlo => "ehlo",
-            Stage::Auth => "auth",
-            Stage::Mail => "mail",
-            Stage::Rcpt => "rcpt",
-            Stage::Data => "data",
-            Stage::DataEnd => "data_end",
-            Stage::Rset => "rset",
-            Stage::Quit => "quit",
-            Stage::Message => "message",
-            Stage::Service => "service",
-            Stage::Latency => "latency",
-            Stage::Session => "session",
-        }
-    }
-
     /// The stage named `s`.
     pub fn from_name(s: &str) -> Option<Stage> {
         Stage::ALL.into_iter().find(|st| st.name() == s)
     }
 }
 
-/// A failure below the SMTP reply level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Transport {
-    /// Connection refused.
-    Refused,
-    /// Connection reset (or broken pipe).
-    Reset,
-    /// TCP connect did not finish in time.
-    ConnectTimeout,
-    /// A reply (or a write) did not arrive in time.
-    ReadTimeout,
-    /// TLS handshake or certificate failure.
-    TlsFailure,
-    /// A reply that does not parse.
-    MalformedReply,
-    /// The server closed the connection while a reply was expected.
-    UnexpectedClose,
-    /// Still in flight when the stop grace ran out.
-    Aborted,
-    /// Any other I/O error.
-    Other,
+indexed_enum! {
+    /// A failure below the SMTP reply level.
+    pub enum Transport {
+        /// Connection refused.
+        Refused => "refused",
+        /// Connection reset (or broken pipe).
+        Reset => "reset",
+        /// TCP connect did not finish in time.
+        ConnectTimeout => "connect_timeout",
+        /// A reply (or a write) did not arrive in time.
+        ReadTimeout => "read_timeout",
+        /// TLS handshake or certificate failure.
+        TlsFailure => "tls_failure",
+        /// A reply that does not parse, or one over the size or line caps.
+        MalformedReply => "malformed_reply",
+        /// The server closed the connection while a reply was expected.
+        UnexpectedClose => "unexpected_close",
+        /// Still in flight when the stop grace ran out.
+        Aborted => "aborted",
+        /// Any other I/O error.
+        Other => "other",
+    }
 }
 
 impl Transport {
-    /// Every kind, in report order.
-    pub const ALL: [Transport; 9] = [
-        Transport::Refused,
-        Transport::Reset,
-        Transport::ConnectTimeout,
-        Transport::ReadTimeout,
-        Transport::TlsFailure,
-        Transport::MalformedReply,
-        Transport::UnexpectedClose,
-        Transport::Aborted,
-        Transport::Other,
-    ];
-
-    /// The kind's name in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Transport::Refused => "refused",
-            Transport::Reset => "reset",
-            Transport::ConnectTimeout => "connect_timeout",
-            Transport::ReadTimeout => "read_timeout",
-            Transport::TlsFailure => "tls_failure",
-            Transport::MalformedReply => "malformed_reply",
-            Transport::UnexpectedClose => "unexpected_close",
-            Transport::Aborted => "aborted",
-            Transport::Other => "other",
-        }
-    }
-
     /// Classifies an I/O error.
     pub fn from_io(e: &std::io::Error) -> Transport {
         use std::io::ErrorKind as K;
@@ -156,9 +129,51 @@ impl Transport {
     }
 }
 
+/// A transport error with the protocol step it happened at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fault {
+    /// What went wrong.
+    pub kind: Transport,
+    /// The step it happened at (the command whose reply or write failed).
+    pub stage: Stage,
+}
+
+impl Fault {
+    /// `kind` at `stage`.
+    pub fn new(kind: Transport, stage: Stage) -> Fault {
+        Fault { kind, stage }
+    }
+}
+
+impl std::fmt::Display for Fault {
+    /// `read_timeout@banner`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}@{}", self.kind.name(), self.stage.name())
+    }
+}
+
+/// The first error text kept per kind@stage, in characters: enough for a
+/// TLS alert or certificate complaint, bounded against a hostile peer.
+pub const MAX_ERROR_TEXT: usize = 240;
+
+/// Transport errors counted by kind@stage, with the first error text of
+/// each (a short list scanned linearly: few distinct keys occur).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FaultCount {
+    /// Kind and stage.
+    pub fault: Fault,
+    /// How many.
+    pub count: u64,
+    /// The first error's text (empty when the error had none).
+    pub first_text: String,
+}
+
 /// Message and connection counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Counters {
+    /// Sends the load asked for: open loop, the scheduled sends that came
+    /// due; closed loop, the messages started (a free connection asks).
+    pub offered: u64,
     /// Messages started.
     pub attempted: u64,
     /// Final reply 2xx (LMTP: at least one recipient delivered).
@@ -171,7 +186,8 @@ pub struct Counters {
     pub failed: u64,
     /// Open loop: started later than `late_after` after the intended time.
     pub late: u64,
-    /// Open loop: scheduled but never started (stop came first).
+    /// Open loop: scheduled sends that never started because no connection
+    /// was free before the run ended (counted in their intended interval).
     pub not_started: u64,
     /// Open loop: sends scheduled.
     pub scheduled: u64,
@@ -190,6 +206,7 @@ pub struct Counters {
 impl Counters {
     /// Adds `o` into `self`.
     pub fn add(&mut self, o: &Counters) {
+        self.offered += o.offered;
         self.attempted += o.attempted;
         self.accepted += o.accepted;
         self.deferred += o.deferred;
@@ -203,6 +220,16 @@ impl Counters {
         self.bytes += o.bytes;
         self.rcpt_attempted += o.rcpt_attempted;
         self.rcpt_accepted += o.rcpt_accepted;
+    }
+
+    /// The share of the offered load that never started (0 when nothing
+    /// was offered): what a "raise -c" verdict reads.
+    pub fn not_started_ratio(&self) -> f64 {
+        if self.offered == 0 {
+            0.0
+        } else {
+            self.not_started as f64 / self.offered as f64
+        }
     }
 }
 
@@ -274,9 +301,11 @@ pub struct Stats {
     pub counters: Counters,
     /// Reply counts; a short list, scanned linearly (few distinct keys).
     pub replies: Vec<(ReplyKey, u64)>,
-    /// Transport errors by kind (indexed like [`Transport::ALL`]).
-    pub transport: [u64; Transport::ALL.len()],
-    /// One histogram per stage (indexed like [`Stage::ALL`]).
+    /// Transport errors by kind (indexed by [`Transport::index`]).
+    pub transport: [u64; Transport::COUNT],
+    /// Transport errors by kind@stage with the first text of each.
+    pub faults: Vec<FaultCount>,
+    /// One histogram per stage (indexed by [`Stage::index`]).
     pub hist: Vec<Histogram<u64>>,
     /// Per load stage (`--stages`), by stage index; empty without stages.
     pub load: Vec<StageTally>,
@@ -287,7 +316,8 @@ impl Default for Stats {
         Stats {
             counters: Counters::default(),
             replies: Vec::new(),
-            transport: [0; Transport::ALL.len()],
+            transport: [0; Transport::COUNT],
+            faults: Vec::new(),
             hist: Stage::ALL.iter().map(|_| new_histogram()).collect(),
             load: Vec::new(),
         }
@@ -299,7 +329,7 @@ impl Stats {
     #[inline]
     pub fn time(&mut self, stage: Stage, us: u64) {
         // Auto-resizing histograms only fail for values beyond u64 range.
-        let _ = self.hist[stage as usize].record(us.max(1));
+        let _ = self.hist[stage.index()].record(us.max(1));
     }
 
     /// Counts a reply.
@@ -316,10 +346,45 @@ impl Stats {
         }
     }
 
-    /// Counts a transport error.
-    #[inline]
-    pub fn transport(&mut self, t: Transport) {
-        self.transport[t as usize] += 1;
+    /// Counts a transport error at its stage; `text` (the OS or TLS error)
+    /// is kept, truncated, for the first error of each kind@stage.
+    pub fn fault(&mut self, fault: Fault, text: &str) {
+        self.add_fault(fault, 1, text);
+    }
+
+    /// Counts `count` errors of one kind@stage (e.g. messages aborted at
+    /// the end of the grace period).
+    pub fn add_fault(&mut self, fault: Fault, count: u64, text: &str) {
+        if count == 0 {
+            return;
+        }
+        self.transport[fault.kind.index()] += count;
+        match self.faults.iter_mut().find(|f| f.fault == fault) {
+            Some(f) => {
+                f.count += count;
+                if f.first_text.is_empty() {
+                    f.first_text = bounded_text(text);
+                }
+            }
+            None => self.faults.push(FaultCount {
+                fault,
+                count,
+                first_text: bounded_text(text),
+            }),
+        }
+    }
+
+    /// Transport errors by kind@stage, most frequent first, with the first
+    /// error text of each: what a summary shows to say why.
+    pub fn faults_by_count(&self) -> Vec<FaultCount> {
+        let mut v = self.faults.clone();
+        v.sort_by(|a, b| b.count.cmp(&a.count).then(a.fault.cmp(&b.fault)));
+        v
+    }
+
+    /// Transport errors of `kind` at any stage.
+    pub fn transport_count(&self, kind: Transport) -> u64 {
+        self.transport[kind.index()]
     }
 
     /// The tally of load stage `i`.
@@ -333,7 +398,7 @@ impl Stats {
 
     /// The histogram of `stage`.
     pub fn histogram(&self, stage: Stage) -> &Histogram<u64> {
-        &self.hist[stage as usize]
+        &self.hist[stage.index()]
     }
 
     /// Takes the contents, leaving empty measurements behind.
@@ -342,11 +407,12 @@ impl Stats {
             counters: self.counters,
             replies: std::mem::take(&mut self.replies),
             transport: self.transport,
+            faults: std::mem::take(&mut self.faults),
             hist: self.hist.clone(),
             load: std::mem::take(&mut self.load),
         };
         self.counters = Counters::default();
-        self.transport = [0; Transport::ALL.len()];
+        self.transport = [0; Transport::COUNT];
         for h in &mut self.hist {
             h.reset();
         }
@@ -362,8 +428,10 @@ impl Stats {
                 None => self.replies.push((*k, *n)),
             }
         }
-        for (a, b) in self.transport.iter_mut().zip(other.transport) {
-            *a += b;
+        // Every count goes through `add_fault`, so the faults carry the
+        // per-kind totals too.
+        for f in &other.faults {
+            self.add_fault(f.fault, f.count, &f.first_text);
         }
         for (i, t) in other.load.iter().enumerate() {
             self.load_stage(i).add(t);
@@ -401,19 +469,12 @@ impl Stats {
     }
 }
 
-/// What a shard sends to the main thread.
-#[derive(Debug)]
-pub struct Delta {
-    /// Which shard.
-    pub shard: usize,
-    /// Interval index since the run's start (0 = first interval).
-    pub interval: u64,
-    /// Measurements of that interval.
-    pub stats: Stats,
-    /// The shard is done; nothing more will come from it.
-    pub last: bool,
-    /// With a policy, on the last delta: the shard's final states.
-    pub tally: Option<crate::policy::runtime::Tally>,
+/// `text` cut to [`MAX_ERROR_TEXT`] characters.
+fn bounded_text(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -427,7 +488,10 @@ mod tests {
         a.time(Stage::Mail, 70_000_000); // beyond 60 s still recorded
         a.reply(Stage::Mail, 250, None);
         a.reply(Stage::Mail, 250, None);
-        a.transport(Transport::Reset);
+        a.fault(
+            Fault::new(Transport::Reset, Stage::DataEnd),
+            "connection reset by peer",
+        );
         a.counters.accepted = 2;
         let d = a.take();
         assert_eq!(a.histogram(Stage::Mail).len(), 0);
@@ -441,5 +505,33 @@ mod tests {
         assert_eq!(total.replies, vec![(d.replies[0].0, 4)]);
         assert_eq!(total.transport_errors(), 2);
         assert_eq!(Stage::from_name("data_end"), Some(Stage::DataEnd));
+        let faults = total.faults_by_count();
+        assert_eq!(faults.len(), 1);
+        assert_eq!(faults[0].count, 2);
+        assert_eq!(faults[0].fault.to_string(), "reset@data_end");
+        assert_eq!(faults[0].first_text, "connection reset by peer");
+        assert_eq!(total.transport_count(Transport::Reset), 2);
+    }
+
+    #[test]
+    fn index_arrays_follow_the_variant_lists() {
+        for (i, s) in Stage::ALL.iter().enumerate() {
+            assert_eq!(s.index(), i);
+        }
+        for (i, t) in Transport::ALL.iter().enumerate() {
+            assert_eq!(t.index(), i);
+        }
+        assert_eq!(Stats::default().hist.len(), Stage::COUNT);
+    }
+
+    #[test]
+    fn error_text_is_bounded() {
+        let mut a = Stats::default();
+        let long = "x".repeat(100_000);
+        let f = Fault::new(Transport::TlsFailure, Stage::Tls);
+        a.fault(f, &long);
+        a.fault(f, "second");
+        assert_eq!(a.faults[0].count, 2);
+        assert!(a.faults[0].first_text.chars().count() <= MAX_ERROR_TEXT + 1);
     }
 }

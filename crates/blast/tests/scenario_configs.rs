@@ -148,11 +148,11 @@ fn counts(name: &str, threads: usize) -> Vec<(String, u64)> {
     let mut v: Vec<(String, u64)> = vec![
         ("offered".into(), t.offered),
         ("retries".into(), t.retries),
-        ("delivered".into(), t.messages[0]),
-        ("rejected".into(), t.messages[1]),
-        ("gave_up".into(), t.messages[2]),
-        ("gave_up_budget".into(), t.messages[3]),
-        ("pending".into(), t.messages[4]),
+        ("delivered".into(), t.messages.delivered),
+        ("rejected".into(), t.messages.rejected),
+        ("gave_up".into(), t.messages.gave_up),
+        ("gave_up_budget".into(), t.messages.gave_up_budget),
+        ("pending".into(), t.messages.pending),
         ("breaker_opened".into(), s.breaker.map_or(0, |b| b.0)),
         ("sink_accepted".into(), o.sink.messages_accepted),
     ];

@@ -8,7 +8,7 @@
 //! `suspend`, then the window restarts at `initial`. A success resets the
 //! failed-cohort count. Every change of the window is recorded.
 //!
-//! Pure and clock-injected ([`Feedback`]); [`Shared`] wraps it for the
+//! Pure and clock-injected ([`Feedback`]); [`SharedFeedback`] wraps it for the
 //! shards: the current limit is an atomic read when a connection slot
 //! opens, and the lock is taken once per outcome.
 
@@ -211,7 +211,7 @@ impl Feedback {
 /// What a connection slot should do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Slot {
-    /// A connection may be opened; release it with [`Shared::release`].
+    /// A connection may be opened; release it with [`SharedFeedback::release`].
     Granted,
     /// Wait for a release or this time (since the run start), then retry.
     Wait(Option<Duration>),
@@ -219,7 +219,7 @@ pub enum Slot {
 
 /// The feedback shared by every shard of a run.
 #[derive(Debug)]
-pub struct Shared {
+pub struct SharedFeedback {
     limit: AtomicU32,
     active: AtomicU32,
     inner: Mutex<Feedback>,
@@ -227,10 +227,10 @@ pub struct Shared {
     pub notify: tokio::sync::Notify,
 }
 
-impl Shared {
+impl SharedFeedback {
     /// Starts at the initial concurrency.
-    pub fn new(spec: ConcurrencySpec) -> Shared {
-        Shared {
+    pub fn new(spec: ConcurrencySpec) -> SharedFeedback {
+        SharedFeedback {
             limit: AtomicU32::new(spec.initial),
             active: AtomicU32::new(0),
             inner: Mutex::new(Feedback::new(spec)),
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn shared_slots() {
-        let s = Shared::new(ConcurrencySpec {
+        let s = SharedFeedback::new(ConcurrencySpec {
             initial: 2,
             limit: 3,
             suspend: ms(50),

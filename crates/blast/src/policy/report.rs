@@ -36,20 +36,20 @@ pub fn to_json(s: &Summary, secs: f64) -> Value {
             "retries": t.retries,
             "offered_per_s": per_s(t.offered, secs),
             "attempted_per_s": per_s(attempted, secs),
-            "goodput_per_s": per_s(t.messages[0], secs),
+            "goodput_per_s": per_s(t.messages.delivered, secs),
         },
         "final_states": {
-            "delivered": t.messages[0],
-            "rejected": t.messages[1],
-            "gave_up": t.messages[2],
-            "gave_up_budget": t.messages[3],
-            "pending": t.messages[4],
+            "delivered": t.messages.delivered,
+            "rejected": t.messages.rejected,
+            "gave_up": t.messages.gave_up,
+            "gave_up_budget": t.messages.gave_up_budget,
+            "pending": t.messages.pending,
         },
         "recipients": {
-            "delivered": t.recipients[0],
-            "rejected": t.recipients[1],
-            "gave_up": t.recipients[2],
-            "pending": t.recipients[3],
+            "delivered": t.recipients.delivered,
+            "rejected": t.recipients.rejected,
+            "gave_up": t.recipients.gave_up,
+            "pending": t.recipients.pending,
         },
         "attempts_per_message": hist,
         "attempts": {
@@ -100,16 +100,16 @@ pub fn summary(s: &Summary, secs: f64) -> String {
         attempted,
         per_s(attempted, secs),
         t.retries,
-        per_s(t.messages[0], secs)
+        per_s(t.messages.delivered, secs)
     );
     let _ = writeln!(
         o,
         "final:       delivered {}, rejected {}, gave up {} (budget {}), pending {}",
-        t.messages[0],
-        t.messages[1],
-        t.messages[2] + t.messages[3],
-        t.messages[3],
-        t.messages[4]
+        t.messages.delivered,
+        t.messages.rejected,
+        t.messages.gave_up_total(),
+        t.messages.gave_up_budget,
+        t.messages.pending
     );
     let hist: Vec<String> = t
         .attempts

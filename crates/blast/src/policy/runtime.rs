@@ -194,11 +194,10 @@ pub struct Tally {
     pub offered: u64,
     /// Retries started.
     pub retries: u64,
-    /// Messages by final state: delivered, rejected, gave up, gave up for
-    /// the budget, pending.
-    pub messages: [u64; 5],
-    /// Recipients: delivered, rejected, given up, pending.
-    pub recipients: [u64; 4],
+    /// Messages by final state.
+    pub messages: MessageFinals,
+    /// Recipients by final state.
+    pub recipients: RecipientFinals,
     /// `attempts[k]`: finished messages that took `k` attempts (the last
     /// slot counts everything beyond).
     pub attempts: Vec<u64>,
@@ -208,22 +207,84 @@ pub struct Tally {
 
 const ATTEMPT_SLOTS: usize = 65;
 
+/// Messages counted by how they ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MessageFinals {
+    /// Every recipient delivered.
+    pub delivered: u64,
+    /// At least one recipient rejected, none given up.
+    pub rejected: u64,
+    /// Gave up: attempts or age exhausted.
+    pub gave_up: u64,
+    /// Gave up: the retry budget was spent.
+    pub gave_up_budget: u64,
+    /// Still waiting for a retry (or in flight) when the run ended.
+    pub pending: u64,
+}
+
+impl MessageFinals {
+    /// The counter of `state`.
+    pub fn of(&mut self, state: Final) -> &mut u64 {
+        match state {
+            Final::Delivered => &mut self.delivered,
+            Final::Rejected => &mut self.rejected,
+            Final::GaveUp => &mut self.gave_up,
+            Final::GaveUpBudget => &mut self.gave_up_budget,
+            Final::Pending => &mut self.pending,
+        }
+    }
+
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &MessageFinals) {
+        self.delivered += o.delivered;
+        self.rejected += o.rejected;
+        self.gave_up += o.gave_up;
+        self.gave_up_budget += o.gave_up_budget;
+        self.pending += o.pending;
+    }
+
+    /// Messages given up for any reason.
+    pub fn gave_up_total(&self) -> u64 {
+        self.gave_up + self.gave_up_budget
+    }
+}
+
+/// Recipients counted by how they ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecipientFinals {
+    /// Delivered.
+    pub delivered: u64,
+    /// Rejected.
+    pub rejected: u64,
+    /// Given up (attempts, age or budget).
+    pub gave_up: u64,
+    /// Still pending when the run ended.
+    pub pending: u64,
+}
+
+impl RecipientFinals {
+    /// Adds `o` into `self`.
+    pub fn add(&mut self, o: &RecipientFinals) {
+        self.delivered += o.delivered;
+        self.rejected += o.rejected;
+        self.gave_up += o.gave_up;
+        self.pending += o.pending;
+    }
+}
+
 impl Tally {
     /// Records a finished message.
     pub fn finish(&mut self, m: &Msg, state: Final) {
-        let i = match state {
-            Final::Delivered => 0,
-            Final::Rejected => 1,
-            Final::GaveUp => 2,
-            Final::GaveUpBudget => 3,
-            Final::Pending => 4,
-        };
-        self.messages[i] += 1;
+        *self.messages.of(state) += 1;
         let ones = |x: Mask| u64::from((x & all(m.n)).count_ones());
-        self.recipients[0] += ones(m.delivered);
-        self.recipients[1] += ones(m.rejected);
+        self.recipients.delivered += ones(m.delivered);
+        self.recipients.rejected += ones(m.rejected);
         let left = ones(m.pending & !m.delivered & !m.rejected);
-        self.recipients[if state == Final::Pending { 3 } else { 2 }] += left;
+        if state == Final::Pending {
+            self.recipients.pending += left;
+        } else {
+            self.recipients.gave_up += left;
+        }
         if state != Final::Pending {
             if self.attempts.len() < ATTEMPT_SLOTS {
                 self.attempts.resize(ATTEMPT_SLOTS, 0);
@@ -246,12 +307,8 @@ impl Tally {
     pub fn merge(&mut self, o: &Tally) {
         self.offered += o.offered;
         self.retries += o.retries;
-        for (a, b) in self.messages.iter_mut().zip(o.messages) {
-            *a += b;
-        }
-        for (a, b) in self.recipients.iter_mut().zip(o.recipients) {
-            *a += b;
-        }
+        self.messages.add(&o.messages);
+        self.recipients.add(&o.recipients);
         if self.attempts.len() < o.attempts.len() {
             self.attempts.resize(o.attempts.len(), 0);
         }
@@ -265,7 +322,8 @@ impl Tally {
 
     /// Messages that finished (any state but pending).
     pub fn finished(&self) -> u64 {
-        self.messages[..4].iter().sum()
+        let m = &self.messages;
+        m.delivered + m.rejected + m.gave_up + m.gave_up_budget
     }
 
     /// The attempts-per-message quantile `q` (0..=1) of finished messages.
@@ -315,7 +373,7 @@ pub struct Resilience {
     /// The target's breaker.
     pub breaker: Option<Mutex<Breaker>>,
     /// Concurrency feedback.
-    pub feedback: Option<super::feedback::Shared>,
+    pub feedback: Option<super::feedback::SharedFeedback>,
     /// The retry budget.
     pub budget: Option<Budget>,
 }
@@ -325,7 +383,7 @@ impl Resilience {
     pub fn new(policy: Policy, seed: u64, start: Instant) -> Resilience {
         Resilience {
             breaker: policy.breaker.map(|b| Mutex::new(Breaker::new(b))),
-            feedback: policy.concurrency.map(super::feedback::Shared::new),
+            feedback: policy.concurrency.map(super::feedback::SharedFeedback::new),
             budget: policy.retry_budget.map(Budget::new),
             policy,
             seed,
@@ -458,7 +516,14 @@ mod tests {
         );
         let mut t = Tally::default();
         t.finish(&m, Final::Rejected);
-        assert_eq!(t.recipients, [2, 1, 0, 0]);
+        assert_eq!(
+            t.recipients,
+            RecipientFinals {
+                delivered: 2,
+                rejected: 1,
+                ..RecipientFinals::default()
+            }
+        );
         assert_eq!(t.attempts_quantile(1.0), 2);
     }
 
@@ -532,7 +597,14 @@ mod tests {
         g.attempts = 4;
         b.finish(&g, Final::GaveUp);
         a.merge(&b);
-        assert_eq!(a.messages, [99, 0, 1, 0, 0]);
+        assert_eq!(
+            a.messages,
+            MessageFinals {
+                delivered: 99,
+                gave_up: 1,
+                ..MessageFinals::default()
+            }
+        );
         assert_eq!(a.attempts_quantile(0.5), 1);
         assert_eq!(a.attempts_quantile(0.99), 3);
         assert_eq!(a.attempts_quantile(1.0), 4);

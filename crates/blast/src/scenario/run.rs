@@ -157,20 +157,23 @@ pub fn measure(
         m.set("offered", t.offered as f64);
         m.set("retries", t.retries as f64);
         m.set("attempted", (t.offered + t.retries) as f64);
-        m.set("delivered", t.messages[0] as f64);
-        m.set("rejected", t.messages[1] as f64);
-        m.set("gave_up", (t.messages[2] + t.messages[3]) as f64);
-        m.set("pending", t.messages[4] as f64);
-        for (i, k) in ["delivered", "rejected", "gave_up", "pending"]
-            .iter()
-            .enumerate()
-        {
-            m.set(format!("recipients.{k}"), t.recipients[i] as f64);
+        m.set("delivered", t.messages.delivered as f64);
+        m.set("rejected", t.messages.rejected as f64);
+        m.set("gave_up", t.messages.gave_up_total() as f64);
+        m.set("pending", t.messages.pending as f64);
+        let rcpts = &t.recipients;
+        for (k, n) in [
+            ("delivered", rcpts.delivered),
+            ("rejected", rcpts.rejected),
+            ("gave_up", rcpts.gave_up),
+            ("pending", rcpts.pending),
+        ] {
+            m.set(format!("recipients.{k}"), n as f64);
         }
         m.set(
             "goodput",
             if secs > 0.0 {
-                t.messages[0] as f64 / secs
+                t.messages.delivered as f64 / secs
             } else {
                 0.0
             },

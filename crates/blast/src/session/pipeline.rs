@@ -7,9 +7,11 @@ use mailstorm_proto::encode::{
     write_bdat, write_data, write_mail_from, write_quit, write_rcpt_to, write_rset,
 };
 
-use super::{early, envelope, Conn, Env, Job, JobSource, Outcome, Scratch, Txn};
+use super::disposition::{DataEnd, RcptReplies};
+use super::transaction::envelope;
+use super::{Conn, Disposition, Env, Job, JobSource, Scratch, Txn};
 use crate::policy::fate::TxnRecord;
-use crate::stats::{Stage, Transport};
+use crate::stats::{Fault, Stage};
 
 impl Conn {
     /// RFC 2920 groups. With CHUNKING, up to `pipeline_depth` transactions
@@ -26,7 +28,7 @@ impl Conn {
         sc: &mut Scratch,
         first: Job,
         src: &dyn JobSource,
-    ) -> Result<(), Transport> {
+    ) -> Result<(), Fault> {
         let cfg = &env.cfg;
         let chunking = cfg.chunking.use_it(self.caps.chunking);
         let depth = cfg.pipeline_depth.max(1) as usize;
@@ -44,7 +46,7 @@ impl Conn {
             write_quit(&mut self.wbuf);
             self.quit_sent = true;
         }
-        let t0 = self.send_group(cfg.timeouts.data).await?;
+        let t0 = self.send_group(Stage::Mail, cfg.timeouts.data).await?;
         if quit {
             quit_at = Some(t0);
         }
@@ -59,11 +61,9 @@ impl Conn {
             }
         }
         if let Some(tq) = quit_at {
-            match self.reply(cfg.timeouts.quit).await {
+            match self.reply(Stage::Quit, cfg.timeouts.quit).await {
                 Ok(r) => self.record(env, Stage::Quit, r, tq),
-                // A server that closes right after 221 is fine.
-                Err(Transport::UnexpectedClose) => {}
-                Err(t) => env.stats().transport(t),
+                Err(f) => self.quit_fault(env, f),
             }
         }
         Ok(())
@@ -106,8 +106,8 @@ impl Conn {
     }
 
     /// Sends the write buffer; stamps the transactions it carries.
-    async fn send_group(&mut self, limit: Duration) -> Result<Instant, Transport> {
-        let t0 = self.send(limit).await?;
+    async fn send_group(&mut self, stage: Stage, limit: Duration) -> Result<Instant, Fault> {
+        let t0 = self.send(stage, limit).await?;
         for t in self.pending.iter_mut().rev() {
             if t.sent.is_some() {
                 break;
@@ -129,62 +129,56 @@ impl Conn {
         chunking: bool,
         depth: usize,
         quit_at: &mut Option<Instant>,
-    ) -> Result<Outcome, Transport> {
+    ) -> Result<Disposition, Fault> {
         let cfg = &env.cfg;
         let t = &cfg.timeouts;
         let t0 = txn.sent.unwrap_or(self.last_read);
         self.rec.set(TxnRecord::begin(txn.offered));
         if txn.rset {
-            let r = self.reply(t.rset).await?;
+            let r = self.reply(Stage::Rset, t.rset).await?;
             self.record(env, Stage::Rset, r, t0);
             self.dirty = false;
             if self.broken {
-                return Ok(self.message_done(env, t0, Outcome::Deferred));
+                return Ok(self.message_done(env, t0, Disposition::Deferred));
             }
         }
-        let m = self.reply(t.mail).await?;
+        let m = self.reply(Stage::Mail, t.mail).await?;
         self.record(env, Stage::Mail, m, t0);
         if self.broken {
             // 421: the server closes; the rest of the group is lost.
-            return Ok(self.message_done(env, t0, Outcome::Deferred));
+            return Ok(self.message_done(env, t0, Disposition::Deferred));
         }
-        let (mut accepted, mut any_4xx) = (0u32, false);
+        let mut rcpts = RcptReplies::default();
         for _ in 0..txn.n {
-            let r = self.reply(t.rcpt).await?;
+            let r = self.reply(Stage::Rcpt, t.rcpt).await?;
             self.record(env, Stage::Rcpt, r, t0);
             if self.broken {
-                return Ok(self.message_done(env, t0, Outcome::Deferred));
+                return Ok(self.message_done(env, t0, Disposition::Deferred));
             }
-            if r.ok() {
-                accepted += 1;
-            }
-            any_4xx |= r.code / 100 == 4;
+            rcpts.add(r);
         }
-        env.stats().counters.rcpt_accepted += u64::from(accepted);
+        env.stats().counters.rcpt_accepted += u64::from(rcpts.accepted);
         if chunking {
-            return self.finals(env, t0, t0, m, accepted, any_4xx).await;
+            return self.finals(env, t0, t0, m, rcpts).await;
         }
-        let d = self.reply(t.data).await?;
+        let d = self.reply(Stage::Data, t.data).await?;
         self.record(env, Stage::Data, d, t0);
         if self.broken {
-            return Ok(self.message_done(env, t0, Outcome::Deferred));
+            return Ok(self.message_done(env, t0, Disposition::Deferred));
         }
         if d.code != 354 {
             self.dirty = m.ok();
-            return Ok(self.message_done(env, t0, early(m, accepted, any_4xx, d)));
+            let o = Disposition::of_transaction(m, rcpts, DataEnd::Refused(d.code));
+            return Ok(self.message_done(env, t0, o));
         }
-        if !m.ok() || accepted == 0 {
+        if !m.ok() || rcpts.accepted == 0 {
             // A server that said 354 without recipients: end the empty
             // message to stay in sync.
             self.wbuf.extend_from_slice(b".\r\n");
-            let tb = self.send(t.data).await?;
-            let f = self.reply(t.data_end).await?;
+            let tb = self.send(Stage::DataEnd, t.data).await?;
+            let f = self.reply(Stage::DataEnd, t.data_end).await?;
             self.record(env, Stage::DataEnd, f, tb);
-            let o = if any_4xx {
-                Outcome::Deferred
-            } else {
-                Outcome::Rejected
-            };
+            let o = Disposition::of_transaction(m, rcpts, DataEnd::NotReached);
             return Ok(self.message_done(env, t0, o));
         }
         // The group was written last, so the scratch still holds this
@@ -208,10 +202,10 @@ impl Conn {
                 quit = true;
             }
         }
-        let tb = self.send_group(t.data).await?;
+        let tb = self.send_group(Stage::DataEnd, t.data).await?;
         if quit {
             *quit_at = Some(tb);
         }
-        self.finals(env, t0, tb, m, accepted, any_4xx).await
+        self.finals(env, t0, tb, m, rcpts).await
     }
 }

@@ -1,0 +1,307 @@
+//! Session setup (connect, TLS, greeting, EHLO/HELO, STARTTLS, AUTH) and
+//! the polite end (QUIT).
+
+use std::cell::Cell;
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use mailstorm_proto::ehlo::Capabilities;
+use mailstorm_proto::encode::{write_command, write_ehlo, write_lhlo, write_quit};
+use mailstorm_proto::Command;
+
+use super::transport::Stream;
+use super::{us, Caps, Conn, Disposition, Env};
+use crate::auth::Credentials;
+use crate::config::{AuthMech, StartTls};
+use crate::net;
+use crate::policy::fate::TxnRecord;
+use crate::stats::{Fault, Stage, Transport};
+
+impl Caps {
+    fn from(c: &Capabilities) -> Caps {
+        Caps {
+            pipelining: c.pipelining,
+            chunking: c.chunking,
+            starttls: c.starttls,
+            size: c.size.is_some(),
+        }
+    }
+}
+
+/// Why a session could not be set up.
+pub(crate) type SetupResult = Result<Conn, Disposition>;
+
+impl Conn {
+    /// Connects and runs the session setup. Failures are recorded in the
+    /// stats (transport errors with their stage, replies, `conn_failed`).
+    pub async fn open(env: &Env) -> SetupResult {
+        let cfg = &env.cfg;
+        let t0 = Instant::now();
+        let connected = tokio::time::timeout(
+            cfg.timeouts.connect,
+            net::connect(env.addr, env.source(), &env.opts),
+        )
+        .await;
+        let tcp = match connected {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(connect_failed(env, Transport::from_io(&e), &e.to_string())),
+            Err(_) => {
+                let text = format!("no connection within {:?}", cfg.timeouts.connect);
+                return Err(connect_failed(env, Transport::ConnectTimeout, &text));
+            }
+        };
+        let now = Instant::now();
+        {
+            let mut st = env.stats();
+            st.time(Stage::Connect, us(t0, now));
+            st.counters.conn_opened += 1;
+        }
+        let mut c = Conn {
+            stream: Stream::Tcp(tcp),
+            rbuf: Vec::with_capacity(8192),
+            rpos: 0,
+            wbuf: Vec::with_capacity(8192),
+            caps: Caps::default(),
+            last_read: now,
+            error_text: String::new(),
+            opened: t0,
+            txns: 0,
+            dirty: false,
+            broken: false,
+            quit_sent: false,
+            pending: VecDeque::new(),
+            rec: Cell::new(TxnRecord::default()),
+        };
+        match c.setup(env, now).await {
+            Ok(()) => Ok(c),
+            Err(o) => {
+                env.stats().counters.conn_failed += 1;
+                Err(o)
+            }
+        }
+    }
+
+    /// Greeting to AUTH; transport errors are counted here.
+    async fn setup(&mut self, env: &Env, connected: Instant) -> Result<(), Disposition> {
+        let cfg = &env.cfg;
+        let t = &cfg.timeouts;
+        let mut banner_from = connected;
+        if cfg.tls {
+            self.handshake(env)
+                .await
+                .map_err(|f| self.count_fault(env, f))?;
+            let now = Instant::now();
+            env.stats().time(Stage::Tls, us(connected, now));
+            banner_from = now;
+        }
+        let r = self
+            .reply(Stage::Banner, t.banner)
+            .await
+            .map_err(|f| self.count_fault(env, f))?;
+        self.record(env, Stage::Banner, r, banner_from);
+        if !r.ok() {
+            return Err(Disposition::of_code(r.code));
+        }
+        self.ehlo(env).await?;
+        if cfg.starttls != StartTls::Off {
+            if self.caps.starttls {
+                self.starttls(env).await?;
+            } else if cfg.starttls == StartTls::Required {
+                let f = self.fault(
+                    Transport::TlsFailure,
+                    Stage::Tls,
+                    "STARTTLS required but not offered",
+                );
+                return Err(self.count_fault(env, f));
+            }
+        }
+        if let Some(creds) = &env.creds {
+            self.auth(env, creds).await?;
+        }
+        Ok(())
+    }
+
+    async fn starttls(&mut self, env: &Env) -> Result<(), Disposition> {
+        let cfg = &env.cfg;
+        let limit = cfg.timeouts.ehlo;
+        let t0 = Instant::now();
+        write_command(&mut self.wbuf, &Command::StartTls);
+        let r = async {
+            self.send(Stage::Tls, limit).await?;
+            self.reply(Stage::Tls, limit).await
+        }
+        .await
+        .map_err(|f| self.count_fault(env, f))?;
+        env.stats().reply(Stage::Tls, r.code, r.enhanced);
+        if r.code != 220 {
+            if cfg.starttls == StartTls::Required {
+                return Err(Disposition::of_code(r.code));
+            }
+            return Ok(());
+        }
+        if self.rpos != self.rbuf.len() {
+            // Data after 220 would be injected into the TLS session.
+            let f = self.fault(
+                Transport::MalformedReply,
+                Stage::Tls,
+                "data after the STARTTLS 220 reply",
+            );
+            return Err(self.count_fault(env, f));
+        }
+        self.handshake(env)
+            .await
+            .map_err(|f| self.count_fault(env, f))?;
+        env.stats().time(Stage::Tls, us(t0, Instant::now()));
+        // RFC 3207: everything learned before TLS is forgotten.
+        self.ehlo(env).await
+    }
+
+    async fn ehlo(&mut self, env: &Env) -> Result<(), Disposition> {
+        let cfg = &env.cfg;
+        let limit = cfg.timeouts.ehlo;
+        if cfg.lmtp {
+            write_lhlo(&mut self.wbuf, &cfg.helo);
+        } else {
+            write_ehlo(&mut self.wbuf, &cfg.helo);
+        }
+        let (t0, r, caps) = async {
+            let t0 = self.send(Stage::Ehlo, limit).await?;
+            let (r, caps) = self
+                .reply_with(Stage::Ehlo, limit, |rep| {
+                    rep.is_positive().then(|| Capabilities::from_reply(rep))
+                })
+                .await?;
+            Ok::<_, Fault>((t0, r, caps))
+        }
+        .await
+        .map_err(|f| self.count_fault(env, f))?;
+        self.record(env, Stage::Ehlo, r, t0);
+        if let Some(c) = caps.filter(|_| r.ok()) {
+            self.caps = Caps::from(&c);
+            return Ok(());
+        }
+        if r.code / 100 != 5 || cfg.lmtp {
+            return Err(Disposition::of_code(r.code));
+        }
+        // RFC 5321 §3.2: fall back to HELO (no extensions).
+        self.caps = Caps::default();
+        write_command(
+            &mut self.wbuf,
+            &Command::Helo {
+                domain: cfg.helo.as_str(),
+            },
+        );
+        let (t0, r) = async {
+            let t0 = self.send(Stage::Ehlo, limit).await?;
+            Ok::<_, Fault>((t0, self.reply(Stage::Ehlo, limit).await?))
+        }
+        .await
+        .map_err(|f| self.count_fault(env, f))?;
+        self.record(env, Stage::Ehlo, r, t0);
+        if r.ok() {
+            Ok(())
+        } else {
+            Err(Disposition::of_code(r.code))
+        }
+    }
+
+    async fn auth(&mut self, env: &Env, creds: &Credentials) -> Result<(), Disposition> {
+        let t0 = Instant::now();
+        let last = self
+            .auth_exchange(env, creds)
+            .await
+            .map_err(|f| self.count_fault(env, f))?;
+        self.record(env, Stage::Auth, last, t0);
+        if last.code == 235 {
+            Ok(())
+        } else {
+            // A 334 left hanging (or any odd code) is no acceptance.
+            Err(Disposition::of_code(last.code.max(400)))
+        }
+    }
+
+    /// The AUTH command and its challenge-response steps; the last reply.
+    async fn auth_exchange(&mut self, env: &Env, creds: &Credentials) -> Result<super::Rep, Fault> {
+        let limit = env.cfg.timeouts.auth;
+        let stage = Stage::Auth;
+        Ok(match creds.mech {
+            AuthMech::Plain => {
+                self.wbuf.extend_from_slice(b"AUTH PLAIN ");
+                self.wbuf.extend_from_slice(creds.plain.as_bytes());
+                self.wbuf.extend_from_slice(b"\r\n");
+                self.send(stage, limit).await?;
+                self.reply(stage, limit).await?
+            }
+            AuthMech::Login => {
+                self.wbuf.extend_from_slice(b"AUTH LOGIN\r\n");
+                self.send(stage, limit).await?;
+                let mut r = self.reply(stage, limit).await?;
+                for step in [&creds.login_user, &creds.login_pass] {
+                    if r.code != 334 {
+                        break;
+                    }
+                    self.wbuf.extend_from_slice(step.as_bytes());
+                    self.wbuf.extend_from_slice(b"\r\n");
+                    self.send(stage, limit).await?;
+                    r = self.reply(stage, limit).await?;
+                }
+                r
+            }
+            AuthMech::CramMd5 => {
+                self.wbuf.extend_from_slice(b"AUTH CRAM-MD5\r\n");
+                self.send(stage, limit).await?;
+                let (r, challenge) = self
+                    .reply_with(stage, limit, |rep| rep.text().to_vec())
+                    .await?;
+                if r.code != 334 {
+                    return Ok(r);
+                }
+                match creds.cram_md5(&challenge) {
+                    Some(resp) => self.wbuf.extend_from_slice(resp.as_bytes()),
+                    // RFC 4954 §4: "*" cancels the exchange.
+                    None => self.wbuf.push(b'*'),
+                }
+                self.wbuf.extend_from_slice(b"\r\n");
+                self.send(stage, limit).await?;
+                self.reply(stage, limit).await?
+            }
+        })
+    }
+
+    /// Ends the session politely with QUIT; errors here are recorded but do
+    /// not affect message outcomes.
+    pub async fn quit(mut self, env: &Env) {
+        if !self.broken && !self.quit_sent {
+            write_quit(&mut self.wbuf);
+            let limit = env.cfg.timeouts.quit;
+            let res = async {
+                let t0 = self.send(Stage::Quit, limit).await?;
+                let r = self.reply(Stage::Quit, limit).await?;
+                Ok::<_, Fault>((t0, r))
+            }
+            .await;
+            match res {
+                Ok((t0, r)) => self.record(env, Stage::Quit, r, t0),
+                Err(f) => self.quit_fault(env, f),
+            }
+        }
+        env.stats()
+            .time(Stage::Session, us(self.opened, Instant::now()));
+    }
+
+    /// A server that closes right after 221 is fine; other QUIT errors
+    /// count.
+    pub(super) fn quit_fault(&self, env: &Env, f: Fault) {
+        if f.kind != Transport::UnexpectedClose {
+            self.count_fault(env, f);
+        }
+    }
+}
+
+/// A failed connect: counted as a transport error at `connect`.
+fn connect_failed(env: &Env, kind: Transport, text: &str) -> Disposition {
+    let mut st = env.stats();
+    st.fault(Fault::new(kind, Stage::Connect), text);
+    st.counters.conn_failed += 1;
+    Disposition::Failed(kind)
+}

@@ -1,0 +1,241 @@
+//! Counting messages as they are offered, start and end, and the shard's
+//! final delta (what was cut off in flight, what never started).
+
+use std::ops::Range;
+use std::time::Instant;
+
+use super::admission::Pick;
+use super::{interval_index, Ctx, ShardDelta};
+use crate::policy::fate::Fate;
+use crate::policy::runtime::{settle, Final, Settled};
+use crate::session::{Disposition, Job};
+use crate::stats::{Fault, Stage, Stats, Transport};
+
+/// Open loop: sends `fresh` of the schedule just came due.
+pub(super) fn offered(ctx: &Ctx, fresh: Range<u64>) {
+    let n = fresh.end - fresh.start;
+    let mut st = ctx.env.stats.borrow_mut();
+    st.counters.offered += n;
+    st.counters.scheduled += n;
+    if ctx.env.cfg.stages.is_some() {
+        if let Some(s) = &ctx.schedule {
+            s.buckets(
+                fresh,
+                |t| ctx.stage_of(t),
+                |stage, k| {
+                    st.load_stage(stage).scheduled += k;
+                },
+            );
+        }
+    }
+}
+
+impl Ctx {
+    /// Counts a message as started.
+    pub(super) fn begin(&self, pick: Pick) -> Job {
+        let Pick {
+            intended,
+            seq,
+            msg,
+            probe,
+            first,
+        } = pick;
+        let started = Instant::now();
+        let stage = self.stage_of(intended);
+        self.in_flight.set(self.in_flight.get() + 1);
+        let mut st = self.env.stats.borrow_mut();
+        st.counters.attempted += 1;
+        if self.schedule.is_none() && first {
+            // Closed loop: a free connection is what asks for a message.
+            st.counters.offered += 1;
+        }
+        if self.schedule.is_some()
+            && started.saturating_duration_since(intended) > self.env.cfg.late_after
+        {
+            st.counters.late += 1;
+        }
+        if self.env.cfg.stages.is_some() {
+            st.load_stage(stage).attempted += 1;
+        }
+        drop(st);
+        #[cfg(test)]
+        tests::inject_panic(&self.env.cfg, "worker");
+        Job {
+            seq,
+            intended,
+            started,
+            stage,
+            mask: msg.map_or(u64::MAX, |m| m.pending),
+            msg,
+            probe,
+        }
+    }
+
+    /// Records how a message ended; with a policy, settles it (final state
+    /// or a retry) and feeds the breaker and the concurrency feedback.
+    pub(super) fn end(&self, job: &Job, o: Disposition, fate: &Fate) {
+        self.in_flight.set(self.in_flight.get() - 1);
+        if let (Some(res), Some(mut m)) = (&self.run.res, job.msg) {
+            let now = res.now();
+            res.observe(now, fate, job.probe);
+            match settle(&res.policy, res.seed, &mut m, fate, now) {
+                Settled::Done(f) => self.tally.borrow_mut().finish(&m, f),
+                Settled::Retry => self.retries.borrow_mut().push(m),
+            }
+            // Idle workers may have a retry to wait for, or be done.
+            self.wake.notify_waiters();
+        }
+        let end = Instant::now();
+        let mut st = self.env.stats.borrow_mut();
+        if self.env.cfg.stages.is_some() {
+            let t = st.load_stage(job.stage);
+            match o {
+                Disposition::Accepted => t.accepted += 1,
+                Disposition::Deferred => t.deferred += 1,
+                Disposition::Rejected => t.rejected += 1,
+                Disposition::Failed(_) => t.failed += 1,
+            }
+        }
+        let c = &mut st.counters;
+        match o {
+            Disposition::Accepted => c.accepted += 1,
+            Disposition::Deferred => c.deferred += 1,
+            Disposition::Rejected => c.rejected += 1,
+            Disposition::Failed(_) => {
+                c.failed += 1;
+                return;
+            }
+        }
+        st.time(
+            Stage::Service,
+            end.saturating_duration_since(job.started).as_micros() as u64,
+        );
+        st.time(
+            Stage::Latency,
+            end.saturating_duration_since(job.intended).as_micros() as u64,
+        );
+    }
+}
+
+/// After the workers ended: counts what the cut-off aborted and the sends
+/// that never started (each in the interval and load stage it was meant
+/// for), and ships the shard's last delta.
+pub(super) fn ship_final(ctx: &Ctx) {
+    let run = &ctx.run;
+    if let Some(s) = &ctx.schedule {
+        let backlog = s.backlog();
+        s.buckets(
+            backlog.clone(),
+            |t| interval_index(run, t) as usize,
+            |interval, n| {
+                let mut stats = Stats::default();
+                stats.counters.not_started = n;
+                let _ = run.tx.send(ShardDelta {
+                    interval: interval as u64,
+                    stats,
+                    last: false,
+                    tally: None,
+                });
+            },
+        );
+        if ctx.env.cfg.stages.is_some() {
+            let mut st = ctx.env.stats.borrow_mut();
+            s.buckets(
+                backlog,
+                |t| ctx.stage_of(t),
+                |stage, n| {
+                    st.load_stage(stage).not_started += n;
+                },
+            );
+        }
+    }
+    #[cfg(test)]
+    tests::inject_panic(&ctx.env.cfg, "shard");
+    let mut st = ctx.env.stats.borrow_mut();
+    let aborted = ctx.in_flight.get();
+    if aborted > 0 {
+        st.counters.failed += aborted;
+        st.add_fault(
+            Fault::new(Transport::Aborted, Stage::Message),
+            aborted,
+            "still in flight when the grace period ended",
+        );
+    }
+    let tally = run.res.as_ref().map(|_| {
+        let mut t = ctx.tally.take();
+        // Retries the run did not get to, and messages cut off in flight.
+        for m in ctx.retries.borrow_mut().drain() {
+            t.finish(&m, Final::Pending);
+        }
+        t.messages.pending += aborted;
+        t
+    });
+    let _ = run.tx.send(ShardDelta {
+        interval: interval_index(run, Instant::now()),
+        stats: st.take(),
+        last: true,
+        tally,
+    });
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::time::Duration;
+
+    use crate::config::Config;
+    use crate::{RunParams, StopSignal};
+
+    /// Panics where a run's HELO name asks for it: `panic.<place>.test`.
+    pub fn inject_panic(cfg: &Config, place: &str) {
+        if cfg.helo == format!("panic.{place}.test") {
+            panic!("injected panic in the {place}");
+        }
+    }
+
+    fn run_with_panic(place: &str) -> crate::RunResult {
+        // A port that refuses: the panics come before or after any traffic.
+        let addr = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let config = Config {
+            threads: 1,
+            pin: false,
+            quiet: true,
+            concurrency: 2,
+            messages: Some(4),
+            duration: Some(Duration::from_secs(5)),
+            grace: Duration::from_millis(200),
+            helo: format!("panic.{place}.test"),
+            ..Config::default()
+        };
+        let params = RunParams {
+            config,
+            addr,
+            target: addr.to_string(),
+            host: "127.0.0.1".into(),
+            trusted_pem: None,
+            stop: StopSignal::new(),
+        };
+        crate::run(&params, |_| {}).expect("a panic does not lose the run")
+    }
+
+    #[test]
+    fn a_panicking_worker_does_not_lose_the_run() {
+        let r = run_with_panic("worker");
+        let e = r.internal_error.expect("the panic is reported");
+        assert!(e.contains("injected panic in the worker"), "{e}");
+        // Counted before the panic, and shipped with the final delta.
+        assert!(r.totals.counters.attempted >= 1, "{:?}", r.totals.counters);
+    }
+
+    #[test]
+    fn a_panicking_shard_still_ships_its_measurements() {
+        let r = run_with_panic("shard");
+        let e = r.internal_error.expect("the panic is reported");
+        assert!(e.contains("injected panic in the shard"), "{e}");
+        let c = r.totals.counters;
+        assert_eq!(c.attempted, 4, "{c:?}");
+        assert_eq!(c.failed, 4, "refused, and counted: {c:?}");
+    }
+}

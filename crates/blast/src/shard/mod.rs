@@ -1,0 +1,330 @@
+//! A shard: one pinned thread with a current-thread tokio runtime, its own
+//! connections, its own measurements, and a ticker that ships deltas to the
+//! main thread once per interval.
+//!
+//! - `admission`: which message a worker sends next (retries, the budget or
+//!   the open-loop schedule, the breaker).
+//! - `schedule`: the open-loop schedule, generated as sends come due.
+//! - `accounting`: counting messages as they start and end, and the
+//!   shard's final delta.
+//! - `worker`: one connection slot's loop.
+//!
+//! Nothing that happens inside a shard loses the run: a panic in a task or
+//! in the shard itself still ships the measurements made so far, and the
+//! shard thread then ends in that panic, which the run reports as its
+//! internal error.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
+use tokio::sync::Notify;
+use tokio::task::{JoinError, JoinSet, LocalSet};
+
+use crate::auth::Credentials;
+use crate::config::Config;
+use crate::message::{MessageFactory, Pattern};
+use crate::net::{pin_current_thread, SockOpts};
+use crate::policy::runtime::{Resilience, RetryQueue, Tally};
+use crate::session::Env;
+use crate::stats::Stats;
+use crate::{BlastError, StopSignal};
+
+mod accounting;
+mod admission;
+mod schedule;
+mod worker;
+
+use schedule::Schedule;
+
+/// Read-only state every shard of a run gets a copy of.
+#[derive(Clone)]
+pub(crate) struct RunContext {
+    pub cfg: Arc<Config>,
+    pub addr: SocketAddr,
+    pub tls: Option<Arc<ClientConfig>>,
+    pub server_name: Option<ServerName<'static>>,
+    pub creds: Option<Credentials>,
+    pub start: Instant,
+    pub deadline: Option<Instant>,
+    pub stop: Arc<StopSignal>,
+    pub tx: Sender<ShardDelta>,
+    /// The run's policy state (retries, breaker, feedback, budget).
+    pub res: Option<Arc<Resilience>>,
+}
+
+/// This shard's share of the load.
+#[derive(Debug, Clone)]
+pub(crate) struct ShardLoad {
+    pub index: usize,
+    pub shards: usize,
+    pub cpu: Option<usize>,
+    /// Connections (closed loop) or the connection cap (open loop).
+    pub workers: u32,
+    /// Messages this shard may start.
+    pub messages: Option<u64>,
+}
+
+/// What a shard sends to the main thread.
+#[derive(Debug)]
+pub(crate) struct ShardDelta {
+    /// Interval index since the run's start (0 = first interval).
+    pub interval: u64,
+    /// Measurements of that interval.
+    pub stats: Stats,
+    /// The shard is done; nothing more will come from it.
+    pub last: bool,
+    /// With a policy, on the last delta: the shard's final states.
+    pub tally: Option<Tally>,
+}
+
+/// Runs a shard on a new thread.
+pub(crate) fn spawn(
+    load: ShardLoad,
+    run: RunContext,
+) -> std::io::Result<std::thread::JoinHandle<Result<(), BlastError>>> {
+    std::thread::Builder::new()
+        .name(format!("blast-shard-{}", load.index))
+        .spawn(move || {
+            if let Some(cpu) = load.cpu {
+                // Pinning is an optimisation: a restricted cpuset must not
+                // stop the run.
+                let _ = pin_current_thread(cpu);
+            }
+            let stats = Rc::new(RefCell::new(Stats::default()));
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| BlastError::Config(format!("tokio runtime: {e}")));
+            let outcome = rt.map(|rt| {
+                let shard = shard_main(load.clone(), run.clone(), stats.clone());
+                std::panic::catch_unwind(AssertUnwindSafe(|| LocalSet::new().block_on(&rt, shard)))
+            });
+            match outcome {
+                Ok(Ok(Ok(None))) => Ok(()),
+                // A task panicked; the final delta went out: the thread
+                // ends in that panic, which the run reports as its
+                // internal error ("shard N panicked: …").
+                Ok(Ok(Ok(Some(panic)))) => std::panic::resume_unwind(panic),
+                Ok(Err(panic)) => {
+                    // The shard's own code panicked: ship what it measured,
+                    // then end in the same panic.
+                    let stats = stats.try_borrow_mut().map(|mut s| s.take());
+                    let _ = run.tx.send(ShardDelta {
+                        interval: interval_index(&run, Instant::now()),
+                        stats: stats.unwrap_or_default(),
+                        last: true,
+                        tally: None,
+                    });
+                    std::panic::resume_unwind(panic)
+                }
+                Ok(Ok(Err(e))) | Err(e) => {
+                    // The main thread waits for a last delta from every shard.
+                    let _ = run.tx.send(ShardDelta {
+                        interval: 0,
+                        stats: Stats::default(),
+                        last: true,
+                        tally: None,
+                    });
+                    Err(e)
+                }
+            }
+        })
+}
+
+/// A shard's state, shared by its tasks (one thread, so `Cell`s).
+struct Ctx {
+    env: Env,
+    load: ShardLoad,
+    run: RunContext,
+    stop: Cell<bool>,
+    /// Wakes idle workers (new open-loop send, stop) and the shard's main.
+    wake: Notify,
+    stopped: Notify,
+    /// Open loop: the schedule.
+    schedule: Option<Schedule>,
+    /// Closed loop: messages left to start.
+    remaining: Cell<u64>,
+    next_local: Cell<u64>,
+    in_flight: Cell<u64>,
+    /// With a policy: messages waiting for a retry, and final states.
+    retries: RefCell<RetryQueue>,
+    tally: RefCell<Tally>,
+    /// The breaker holds traffic back until then (since the run start).
+    hold: Cell<Option<Duration>>,
+    /// The first panic of one of the shard's tasks (its payload).
+    panic: RefCell<Option<Box<dyn std::any::Any + Send>>>,
+}
+
+impl Ctx {
+    fn set_stop(&self) {
+        self.stop.set(true);
+        self.wake.notify_waiters();
+        self.stopped.notify_waiters();
+    }
+
+    fn past_deadline(&self) -> bool {
+        self.run.deadline.is_some_and(|d| Instant::now() >= d)
+    }
+
+    async fn wait_stopped(&self) {
+        loop {
+            let n = self.stopped.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if self.stop.get() {
+                return;
+            }
+            n.await;
+        }
+    }
+
+    /// Keeps the first panic of a finished task; cancellations (our own
+    /// aborts at the cut-off) are no error.
+    fn note_join(&self, res: Result<(), JoinError>) {
+        if let Err(e) = res {
+            if e.is_panic() {
+                let mut first = self.panic.borrow_mut();
+                if first.is_none() {
+                    *first = Some(e.into_panic());
+                }
+            }
+        }
+    }
+}
+
+/// The shard's work; `Ok(Some(payload))`: a task panicked (everything
+/// else still ran to its end and the final delta went out).
+async fn shard_main(
+    load: ShardLoad,
+    run: RunContext,
+    stats: Rc<RefCell<Stats>>,
+) -> Result<Option<Box<dyn std::any::Any + Send>>, BlastError> {
+    crate::fault::maybe_panic_shard(load.index);
+    let cfg = run.cfg.clone();
+    let schedule = if cfg.open_loop() {
+        Some(Schedule::new(&cfg, &load, run.start, run.deadline)?)
+    } else {
+        None
+    };
+    let from = Pattern::new(&cfg.from);
+    let to = Pattern::new(&cfg.to);
+    let env = Env {
+        utf8: from.is_utf8() || to.is_utf8(),
+        from,
+        to,
+        factory: MessageFactory::new(&cfg)?,
+        addr: run.addr,
+        opts: SockOpts::from_config(&cfg),
+        tls: run.tls.clone(),
+        server_name: run.server_name.clone(),
+        creds: run.creds.clone(),
+        next_source: Cell::new(load.index),
+        stats,
+        cfg: cfg.clone(),
+    };
+    let ctx = Rc::new(Ctx {
+        env,
+        schedule,
+        remaining: Cell::new(load.messages.unwrap_or(u64::MAX)),
+        load: load.clone(),
+        run: run.clone(),
+        stop: Cell::new(false),
+        wake: Notify::new(),
+        stopped: Notify::new(),
+        next_local: Cell::new(0),
+        in_flight: Cell::new(0),
+        retries: RefCell::new(RetryQueue::default()),
+        tally: RefCell::new(Tally::default()),
+        hold: Cell::new(None),
+        panic: RefCell::new(None),
+    });
+
+    let mut helpers = JoinSet::new();
+    {
+        let ctx = ctx.clone();
+        helpers.spawn_local(async move {
+            ctx.run.stop.wait().await;
+            ctx.set_stop();
+        });
+    }
+    helpers.spawn_local(ticker(ctx.clone()));
+    if ctx.schedule.is_some() {
+        helpers.spawn_local(schedule::pace(ctx.clone()));
+    }
+    let mut workers = JoinSet::new();
+    for slot in 0..load.workers {
+        workers.spawn_local(worker::worker(ctx.clone(), slot));
+    }
+    run_until_cutoff(&ctx, &mut workers).await;
+    helpers.abort_all();
+    while let Some(res) = helpers.join_next().await {
+        ctx.note_join(res);
+    }
+    accounting::ship_final(&ctx);
+    let panic = ctx.panic.borrow_mut().take();
+    Ok(panic)
+}
+
+/// Waits for every worker, or for the cut-off (deadline or stop, plus the
+/// grace period), whichever comes first; at the cut-off the workers still
+/// running are aborted. Each worker is joined exactly once.
+async fn run_until_cutoff(ctx: &Ctx, workers: &mut JoinSet<()>) {
+    let cutoff = async {
+        match ctx.run.deadline {
+            Some(d) => {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(d.into()) => {}
+                    _ = ctx.wait_stopped() => {}
+                }
+            }
+            None => ctx.wait_stopped().await,
+        }
+        // Wake idle workers so they see the end, then give in-flight
+        // messages the grace period.
+        ctx.set_stop();
+        tokio::time::sleep(ctx.env.cfg.grace).await;
+    };
+    tokio::pin!(cutoff);
+    let mut cut = false;
+    loop {
+        tokio::select! {
+            joined = workers.join_next() => match joined {
+                Some(res) => ctx.note_join(res),
+                None => return,
+            },
+            _ = &mut cutoff, if !cut => {
+                cut = true;
+                workers.abort_all();
+            }
+        }
+    }
+}
+
+fn interval_index(run: &RunContext, at: Instant) -> u64 {
+    let nanos = run.cfg.interval.as_nanos().max(1);
+    (at.saturating_duration_since(run.start).as_nanos() / nanos) as u64
+}
+
+/// Ships this shard's measurements once per interval.
+async fn ticker(ctx: Rc<Ctx>) {
+    let interval = ctx.run.cfg.interval;
+    let mut k: u32 = 1;
+    loop {
+        tokio::time::sleep_until((ctx.run.start + interval * k).into()).await;
+        let stats = ctx.env.stats.borrow_mut().take();
+        let _ = ctx.run.tx.send(ShardDelta {
+            interval: u64::from(k - 1),
+            stats,
+            last: false,
+            tally: None,
+        });
+        k += 1;
+    }
+}

@@ -190,9 +190,9 @@ pub(super) async fn pace(ctx: Rc<Ctx>) {
         return;
     };
     loop {
-        if ctx.stop.get() {
-            break;
-        }
+        // After a stop too: the sends due by now were offered (the deadline
+        // itself is a stop, and sends at or past it are never due).
+        let stopped = ctx.stop.get();
         let now = Instant::now();
         let fresh = sched.advance(now);
         let n = fresh.end - fresh.start;
@@ -201,6 +201,9 @@ pub(super) async fn pace(ctx: Rc<Ctx>) {
             for _ in 0..n.min(u64::from(ctx.load.workers)) {
                 ctx.wake.notify_one();
             }
+        }
+        if stopped {
+            break;
         }
         match sched.next_due() {
             Some(t) => tokio::time::sleep_until(t.into()).await,

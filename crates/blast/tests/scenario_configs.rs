@@ -153,7 +153,7 @@ fn counts(name: &str, threads: usize) -> Vec<(String, u64)> {
         ("gave_up".into(), t.messages.gave_up),
         ("gave_up_budget".into(), t.messages.gave_up_budget),
         ("pending".into(), t.messages.pending),
-        ("breaker_opened".into(), s.breaker.map_or(0, |b| b.0)),
+        ("breaker_opened".into(), s.breaker.map_or(0, |b| b.opened)),
         ("sink_accepted".into(), o.sink.messages_accepted),
     ];
     for (k, n) in t.attempts.iter().enumerate().filter(|(_, n)| **n > 0) {

@@ -285,10 +285,25 @@ impl Breaker {
         &self.transitions
     }
 
-    /// Times opened, closed (from half-open) and half-opened.
-    pub fn counts(&self) -> (u64, u64, u64) {
-        (self.opened, self.closed, self.half_opened)
+    /// How often the breaker changed state.
+    pub fn counts(&self) -> BreakerCounts {
+        BreakerCounts {
+            opened: self.opened,
+            closed: self.closed,
+            half_opened: self.half_opened,
+        }
     }
+}
+
+/// How often a breaker changed state over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BreakerCounts {
+    /// Times opened.
+    pub opened: u64,
+    /// Times closed again (from half-open).
+    pub closed: u64,
+    /// Times half-opened (a probe let through).
+    pub half_opened: u64,
 }
 
 #[cfg(test)]
@@ -336,7 +351,14 @@ mod tests {
             ]
         );
         assert_eq!(b.transitions()[0].at_s, 0.005);
-        assert_eq!(b.counts(), (1, 1, 1));
+        assert_eq!(
+            b.counts(),
+            BreakerCounts {
+                opened: 1,
+                closed: 1,
+                half_opened: 1
+            }
+        );
     }
 
     #[test]
@@ -350,7 +372,7 @@ mod tests {
         assert_eq!(b.allow(ms(100)), Permit::Probe);
         b.record(ms(120), false, true);
         assert_eq!(b.allow(ms(150)), Permit::Denied(ms(220)));
-        assert_eq!(b.counts().0, 2);
+        assert_eq!(b.counts().opened, 2);
     }
 
     #[test]

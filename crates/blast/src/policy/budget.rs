@@ -90,13 +90,22 @@ impl Budget {
         }
     }
 
-    /// (granted, denied).
-    pub fn counts(&self) -> (u64, u64) {
-        (
-            self.granted.load(Ordering::Acquire),
-            self.denied.load(Ordering::Acquire),
-        )
+    /// Retries granted and denied so far.
+    pub fn counts(&self) -> BudgetCounts {
+        BudgetCounts {
+            granted: self.granted.load(Ordering::Acquire),
+            denied: self.denied.load(Ordering::Acquire),
+        }
     }
+}
+
+/// What a retry budget granted and denied over a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BudgetCounts {
+    /// Retries allowed.
+    pub granted: u64,
+    /// Retries refused (those messages gave up).
+    pub denied: u64,
 }
 
 #[cfg(test)]
@@ -116,7 +125,13 @@ mod tests {
         }
         let granted = (0..50).filter(|_| b.try_retry()).count();
         assert_eq!(granted, 10);
-        assert_eq!(b.counts(), (12, 41));
+        assert_eq!(
+            b.counts(),
+            BudgetCounts {
+                granted: 12,
+                denied: 41
+            }
+        );
         assert_eq!(
             BudgetSpec {
                 ratio: 0.3,

@@ -61,17 +61,17 @@ pub fn to_json(s: &Summary, secs: f64) -> Value {
             "max": t.attempts_quantile(1.0),
         },
         "undelivered": serde_json::to_value(&t.undelivered).unwrap_or(Value::Null),
-        "breaker": s.breaker.map(|(o, c, h)| json!({
-            "opened": o,
-            "closed": c,
-            "half_opened": h,
+        "breaker": s.breaker.map(|b| json!({
+            "opened": b.opened,
+            "closed": b.closed,
+            "half_opened": b.half_opened,
             "transitions": serde_json::to_value(&s.transitions).unwrap_or(Value::Null),
         })),
         "concurrency": s.suspensions.map(|n| json!({
             "suspensions": n,
             "timeline": serde_json::to_value(&s.concurrency).unwrap_or(Value::Null),
         })),
-        "retry_budget": s.budget.map(|(g, d)| json!({"granted": g, "denied": d})),
+        "retry_budget": s.budget.map(|b| json!({"granted": b.granted, "denied": b.denied})),
     })
 }
 
@@ -129,11 +129,15 @@ pub fn summary(s: &Summary, secs: f64) -> String {
         t.attempts_quantile(0.99),
         t.attempts_quantile(1.0)
     );
-    if let Some((g, d)) = s.budget {
-        let _ = writeln!(o, "budget:      {g} retries granted, {d} denied");
+    if let Some(b) = s.budget {
+        let _ = writeln!(
+            o,
+            "budget:      {} retries granted, {} denied",
+            b.granted, b.denied
+        );
     }
-    if let Some((op, cl, _)) = s.breaker {
-        let _ = writeln!(o, "breaker:     opened {op}, closed {cl}");
+    if let Some(b) = s.breaker {
+        let _ = writeln!(o, "breaker:     opened {}, closed {}", b.opened, b.closed);
         for tr in s.transitions.iter().take(20) {
             let _ = writeln!(
                 o,

@@ -467,14 +467,14 @@ pub struct Summary {
     pub tally: Tally,
     /// Breaker transitions.
     pub transitions: Vec<super::breaker::Transition>,
-    /// Breaker (opened, closed, half-opened), when there is a breaker.
-    pub breaker: Option<(u64, u64, u64)>,
+    /// Breaker state changes, when there is a breaker.
+    pub breaker: Option<super::breaker::BreakerCounts>,
     /// The concurrency timeline (changes only).
     pub concurrency: Vec<super::feedback::Point>,
     /// Suspensions (dead destination), when feedback is on.
     pub suspensions: Option<u64>,
-    /// Retry budget (granted, denied), when there is a budget.
-    pub budget: Option<(u64, u64)>,
+    /// Retry budget use, when there is a budget.
+    pub budget: Option<super::budget::BudgetCounts>,
 }
 
 #[cfg(test)]

@@ -188,14 +188,14 @@ pub fn measure(
                 m.set(format!("attempts.{k}"), f64::from(t.attempts_quantile(q)));
             }
         }
-        if let Some((g, d)) = s.budget {
-            m.set("budget.granted", g as f64);
-            m.set("budget.denied", d as f64);
+        if let Some(b) = s.budget {
+            m.set("budget.granted", b.granted as f64);
+            m.set("budget.denied", b.denied as f64);
         }
-        if let Some((o, c, h)) = s.breaker {
-            m.set("breaker.opened", o as f64);
-            m.set("breaker.closed", c as f64);
-            m.set("breaker.half_opened", h as f64);
+        if let Some(b) = s.breaker {
+            m.set("breaker.opened", b.opened as f64);
+            m.set("breaker.closed", b.closed as f64);
+            m.set("breaker.half_opened", b.half_opened as f64);
         }
         if let Some(n) = s.suspensions {
             let mut cs = s.concurrency.iter().map(|p| f64::from(p.concurrency));

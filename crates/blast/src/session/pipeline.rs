@@ -8,7 +8,7 @@ use mailstorm_proto::encode::{
 };
 
 use super::disposition::{DataEnd, RcptReplies};
-use super::transaction::envelope;
+use super::transaction::{envelope, Envelope};
 use super::{Conn, Disposition, Env, Job, JobSource, Scratch, Txn};
 use crate::policy::fate::TxnRecord;
 use crate::stats::{Fault, Stage};
@@ -71,7 +71,11 @@ impl Conn {
 
     /// Writes one transaction's commands (and, with CHUNKING, its body).
     fn write_txn(&mut self, env: &Env, sc: &mut Scratch, job: Job, rset: bool, chunking: bool) {
-        let (n, offered, size) = envelope(env, sc, &job);
+        let Envelope {
+            rcpts: n,
+            offered,
+            size,
+        } = envelope(env, sc, &job);
         self.txns += 1;
         env.stats().counters.rcpt_attempted += n as u64;
         if rset {

@@ -68,7 +68,11 @@ impl Conn {
         let cfg = &env.cfg;
         let t = &cfg.timeouts;
         let seq = job.seq;
-        let (n, offered, size) = envelope(env, sc, &job);
+        let Envelope {
+            rcpts: n,
+            offered,
+            size,
+        } = envelope(env, sc, &job);
         self.rec.set(TxnRecord::begin(offered));
         let chunking = cfg.chunking.use_it(self.caps.chunking);
         let need_rset = self.dirty || (cfg.rset && self.txns > 0);
@@ -181,11 +185,20 @@ impl Conn {
     }
 }
 
+/// What [`envelope`] drew for a message.
+pub(super) struct Envelope {
+    /// Recipients offered (at the front of the scratch).
+    pub rcpts: usize,
+    /// Their indices in the message.
+    pub offered: Mask,
+    /// Message size in bytes.
+    pub size: u64,
+}
+
 /// Writes `job`'s sender and the recipients it offers (compacted to the
 /// front of the scratch) and draws its size. Every recipient is drawn, so
-/// a retry offering a subset gets the same addresses and size. Returns
-/// (recipients offered, their mask, size).
-pub(super) fn envelope(env: &Env, sc: &mut Scratch, job: &Job) -> (usize, Mask, u64) {
+/// a retry offering a subset gets the same addresses and size.
+pub(super) fn envelope(env: &Env, sc: &mut Scratch, job: &Job) -> Envelope {
     let cfg = &env.cfg;
     let mut rng = Rng::for_item(cfg.seed, job.seq);
     let n = rng.range(u64::from(cfg.rcpts.min), u64::from(cfg.rcpts.max)) as usize;
@@ -207,5 +220,9 @@ pub(super) fn envelope(env: &Env, sc: &mut Scratch, job: &Job) -> (usize, Mask, 
         k = 1;
     }
     let size = env.factory.size(&mut rng, job.seq, &sc.rcpts[0]);
-    (k, offered, size)
+    Envelope {
+        rcpts: k,
+        offered,
+        size,
+    }
 }

@@ -225,3 +225,28 @@ fn a_rate_one_shard_cannot_schedule_is_refused() {
     }
     assert!(t0.elapsed() < Duration::from_secs(2));
 }
+
+#[test]
+fn a_tls_failure_is_counted_at_its_stage_with_the_reason() {
+    let _serial = serial();
+    let sink = sink_builder()
+        .tls(true)
+        .tls_listen("127.0.0.1:0".parse().unwrap())
+        .start()
+        .unwrap();
+    let cfg = Config {
+        starttls: mailstorm_blast::config::StartTls::Required,
+        messages: Some(6),
+        concurrency: 2,
+        ..config()
+    };
+    // A certificate the sink does not have: every handshake fails.
+    let other = mailstorm_sink::tls::generate_self_signed("localhost").unwrap();
+    let r = run_with(cfg, sink.local_addr(), Some(other.cert_pem.into_bytes()));
+    let faults = r.totals.faults_by_count();
+    assert_eq!(faults.len(), 1, "{faults:?}");
+    let f = &faults[0];
+    assert_eq!(f.fault.to_string(), "tls_failure@tls");
+    assert_eq!(f.count, 6);
+    assert!(f.first_text.contains("certificate"), "{}", f.first_text);
+}

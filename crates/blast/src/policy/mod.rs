@@ -31,6 +31,7 @@ pub mod feedback;
 pub mod report;
 pub mod runtime;
 pub mod scope;
+pub mod tally;
 
 use std::time::Duration;
 

@@ -326,16 +326,15 @@ pub fn summary(r: &RunResult) -> String {
     s
 }
 
-/// Transport errors for the summary, one entry per kind with its count.
-///
-/// Hook: once the engine counts errors by stage and keeps the first text
-/// of each (`Stats::faults_by_count`), this lists `kind@stage count
-/// ("first error text")` instead, most frequent first.
+/// Transport errors for the summary: `kind@stage count ("first error
+/// text")`, most frequent first.
 fn transport_errors(t: &crate::stats::Stats) -> Vec<String> {
-    Transport::ALL
+    t.faults_by_count()
         .iter()
-        .filter(|k| t.transport[**k as usize] > 0)
-        .map(|k| format!("{} {}", k.name(), t.transport[*k as usize]))
+        .map(|f| match f.first_text.as_str() {
+            "" => format!("{} {}", f.fault, f.count),
+            text => format!("{} {} ({text:?})", f.fault, f.count),
+        })
         .collect()
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::admission::Limits;
 use crate::conn::{self, ConnCtx};
 use crate::settings::Settings;
-use crate::stats::{ShardStats, Stats, C};
+use crate::stats::{Counter, ShardStats, Stats};
 use crate::store::Store;
 
 /// State shared by all shards and the handle. Nothing in here is touched
@@ -261,8 +261,8 @@ async fn accept_loop(
             settings.config.max_connections,
             settings.config.max_connections_per_ip,
         );
-        stats.add(C::ConnectionsTotal, 1);
-        stats.add(C::ConnectionsOpen, 1);
+        stats.add(Counter::ConnectionsTotal, 1);
+        stats.add(Counter::ConnectionsOpen, 1);
         let ctx = ConnCtx {
             id: shared.ordinal.fetch_add(1, Ordering::Relaxed) + 1,
             settings,

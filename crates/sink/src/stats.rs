@@ -78,9 +78,27 @@ impl CloseReason {
     }
 }
 
-/// Scalar counters, indexes into [`ShardStats::c`].
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum C {
+/// Declares the scalar counters once: the enum, its list and its length come
+/// from the same list, so a new counter cannot be one array slot short.
+macro_rules! scalar_counters {
+    ($($(#[$doc:meta])* $variant:ident,)*) => {
+        /// Scalar counters: each indexes one slot of a [`ShardStats`] array.
+        #[derive(Debug, Clone, Copy)]
+        pub(crate) enum Counter {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Counter {
+            /// Every counter, in index order.
+            #[cfg_attr(not(test), allow(dead_code))]
+            pub(crate) const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+            /// How many counters there are.
+            pub(crate) const COUNT: usize = Counter::ALL.len();
+        }
+    };
+}
+
+scalar_counters! {
     ConnectionsTotal,
     ConnectionsOpen,
     MessagesAccepted,
@@ -96,14 +114,14 @@ pub(crate) enum C {
     ReadBufferHighWater,
     Writes,
 }
-const N_C: usize = 14;
+const N_COUNTERS: usize = Counter::COUNT;
 const N_CODES: usize = 400; // 200..=599
 const N_STAGES: usize = Stage::ALL.len();
 const N_REASONS: usize = CloseReason::ALL.len();
 
 /// One shard's counters. Written only by the owning shard's thread.
 pub(crate) struct ShardStats {
-    c: [AtomicU64; N_C],
+    c: [AtomicU64; N_COUNTERS],
     replies: Box<[AtomicU64]>,
     closed: [AtomicU64; N_REASONS],
 }
@@ -125,18 +143,18 @@ impl ShardStats {
     }
 
     #[inline]
-    pub(crate) fn add(&self, c: C, n: u64) {
+    pub(crate) fn add(&self, c: Counter, n: u64) {
         bump(&self.c[c as usize], n);
     }
 
     #[inline]
-    pub(crate) fn sub(&self, c: C, n: u64) {
+    pub(crate) fn sub(&self, c: Counter, n: u64) {
         let a = &self.c[c as usize];
         a.store(a.load(Relaxed).wrapping_sub(n), Relaxed);
     }
 
     /// Raises a high-water mark.
-    pub(crate) fn max(&self, c: C, v: u64) {
+    pub(crate) fn max(&self, c: Counter, v: u64) {
         let a = &self.c[c as usize];
         if a.load(Relaxed) < v {
             a.store(v, Relaxed);
@@ -157,7 +175,7 @@ impl ShardStats {
 /// Plain sums of all shards.
 #[derive(Clone)]
 struct Raw {
-    c: [u64; N_C],
+    c: [u64; N_COUNTERS],
     replies: Vec<u64>,
     closed: [u64; N_REASONS],
 }
@@ -165,7 +183,7 @@ struct Raw {
 impl Raw {
     fn zero() -> Raw {
         Raw {
-            c: [0; N_C],
+            c: [0; N_COUNTERS],
             replies: vec![0; N_STAGES * N_CODES],
             closed: [0; N_REASONS],
         }
@@ -180,7 +198,7 @@ pub(crate) struct Stats {
 }
 
 /// Gauges are not reset (they describe the present, not a period).
-const GAUGES: [C; 2] = [C::ConnectionsOpen, C::ReadBufferHighWater];
+const GAUGES: [Counter; 2] = [Counter::ConnectionsOpen, Counter::ReadBufferHighWater];
 
 impl Stats {
     pub(crate) fn new(shards: usize) -> Stats {
@@ -208,10 +226,10 @@ impl Stats {
             }
         }
         // The high-water mark is a maximum, not a sum.
-        r.c[C::ReadBufferHighWater as usize] = self
+        r.c[Counter::ReadBufferHighWater as usize] = self
             .shards
             .iter()
-            .map(|s| s.c[C::ReadBufferHighWater as usize].load(Relaxed))
+            .map(|s| s.c[Counter::ReadBufferHighWater as usize].load(Relaxed))
             .max()
             .unwrap_or(0);
         r
@@ -230,7 +248,7 @@ impl Stats {
             let b = self.baseline.lock().unwrap_or_else(|e| e.into_inner());
             (b.0.clone(), b.1)
         };
-        let c = |k: C| {
+        let c = |k: Counter| {
             let i = k as usize;
             if GAUGES.iter().any(|g| *g as usize == i) {
                 raw.c[i]
@@ -262,20 +280,20 @@ impl Stats {
         StatsSnapshot {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             since_reset_secs: since.elapsed().as_secs_f64(),
-            connections_total: c(C::ConnectionsTotal),
-            connections_open: c(C::ConnectionsOpen),
-            messages_accepted: c(C::MessagesAccepted),
-            messages_rejected: c(C::MessagesRejected),
-            bytes_received: c(C::BytesReceived),
-            message_bytes: c(C::MessageBytes),
-            recipients_accepted: c(C::RecipientsAccepted),
-            commands: c(C::Commands),
-            tls_handshakes: c(C::TlsHandshakes),
-            tls_failures: c(C::TlsFailures),
-            auth_successes: c(C::AuthSuccesses),
-            auth_failures: c(C::AuthFailures),
-            read_buffer_high_water: c(C::ReadBufferHighWater),
-            reply_writes: c(C::Writes),
+            connections_total: c(Counter::ConnectionsTotal),
+            connections_open: c(Counter::ConnectionsOpen),
+            messages_accepted: c(Counter::MessagesAccepted),
+            messages_rejected: c(Counter::MessagesRejected),
+            bytes_received: c(Counter::BytesReceived),
+            message_bytes: c(Counter::MessageBytes),
+            recipients_accepted: c(Counter::RecipientsAccepted),
+            commands: c(Counter::Commands),
+            tls_handshakes: c(Counter::TlsHandshakes),
+            tls_failures: c(Counter::TlsFailures),
+            auth_successes: c(Counter::AuthSuccesses),
+            auth_failures: c(Counter::AuthFailures),
+            read_buffer_high_water: c(Counter::ReadBufferHighWater),
+            reply_writes: c(Counter::Writes),
             replies,
             closed,
         }
@@ -493,11 +511,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_counter_has_its_own_slot_in_order() {
+        for (slot, counter) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*counter as usize, slot);
+        }
+        assert_eq!(N_COUNTERS, Counter::ALL.len());
+    }
+
+    #[test]
     fn sums_shards_and_resets_by_baseline() {
         let st = Stats::new(2);
-        st.shards[0].add(C::MessagesAccepted, 3);
-        st.shards[1].add(C::MessagesAccepted, 4);
-        st.shards[0].add(C::ConnectionsOpen, 2);
+        st.shards[0].add(Counter::MessagesAccepted, 3);
+        st.shards[1].add(Counter::MessagesAccepted, 4);
+        st.shards[0].add(Counter::ConnectionsOpen, 2);
         st.shards[1].reply(Stage::Rcpt, 250);
         st.shards[1].closed(CloseReason::Quit);
         let s = st.snapshot();
@@ -509,7 +535,7 @@ mod tests {
             .to_prometheus()
             .contains("mailstorm_sink_replies_total{stage=\"rcpt\",code=\"250\"} 1"));
         st.reset();
-        st.shards[0].add(C::MessagesAccepted, 1);
+        st.shards[0].add(Counter::MessagesAccepted, 1);
         let s = st.snapshot();
         assert_eq!(s.messages_accepted, 1);
         assert_eq!(s.connections_open, 2, "gauges survive a reset");

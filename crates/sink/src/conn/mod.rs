@@ -21,7 +21,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::admission::Admission;
 use crate::session::{Flow, Session};
 use crate::settings::Settings;
-use crate::stats::{CloseReason, ShardStats, C};
+use crate::stats::{CloseReason, Counter, ShardStats};
 use crate::store::Store;
 
 use deadlines::Deadlines;
@@ -71,7 +71,7 @@ impl Drop for OpenGuard {
         // Free the slot before the counters say the session is gone.
         drop(self.admission.take());
         self.stats.closed(self.reason);
-        self.stats.sub(C::ConnectionsOpen, 1);
+        self.stats.sub(Counter::ConnectionsOpen, 1);
     }
 }
 
@@ -171,7 +171,7 @@ impl Conn {
             self.fx.absorb(&mut self.sess.io);
             if !self.out.is_empty() {
                 // One write for everything the last batch produced.
-                self.stats.add(C::Writes, 1);
+                self.stats.add(Counter::Writes, 1);
                 let res = self.fx.write(stream, &self.out, &mut timer, &self.dl).await;
                 self.out.clear();
                 if let Err(r) = res {
@@ -206,7 +206,7 @@ impl Conn {
             }
             let stats = &self.stats;
             let room = match self.rbuf.make_room(read_cap, |cap| {
-                stats.max(C::ReadBufferHighWater, cap as u64)
+                stats.max(Counter::ReadBufferHighWater, cap as u64)
             }) {
                 Ok(room) => room,
                 Err(_) => return Exit::Closed(CloseReason::IoError),
@@ -217,7 +217,7 @@ impl Conn {
                     Ok(0) => return Exit::Closed(CloseReason::ClientClosed),
                     Ok(n) => {
                         self.rbuf.filled(n, room);
-                        self.stats.add(C::BytesReceived, n as u64);
+                        self.stats.add(Counter::BytesReceived, n as u64);
                         self.dl.input(Instant::now());
                         if self.fx.after_read(stream, n).await.is_err() {
                             return Exit::Closed(CloseReason::Hook);

@@ -5,7 +5,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::settings::Settings;
-use crate::stats::{ShardStats, C};
+use crate::stats::{Counter, ShardStats};
 
 /// A byte stream the session runs on: plain TCP or TLS over TCP.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
@@ -32,11 +32,11 @@ pub(super) async fn handshake(
     let acceptor = s.tls.clone()?;
     match tokio::time::timeout(s.config.tls_handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
-            stats.add(C::TlsHandshakes, 1);
+            stats.add(Counter::TlsHandshakes, 1);
             Some(tls)
         }
         _ => {
-            stats.add(C::TlsFailures, 1);
+            stats.add(Counter::TlsFailures, 1);
             None
         }
     }

@@ -11,13 +11,13 @@ use super::{
 };
 use crate::auth::{AuthExchange, Mechanism, Step};
 use crate::hook::Stage;
-use crate::stats::{CloseReason, C};
+use crate::stats::{CloseReason, Counter};
 
 impl Session {
     // ---- commands ------------------------------------------------------
 
     pub(super) fn command(&mut self, cmd: Command<'_>, line: &[u8], out: &mut Vec<u8>) -> Handled {
-        self.stats.add(C::Commands, 1);
+        self.stats.add(Counter::Commands, 1);
         match cmd {
             Command::Ehlo { domain } | Command::Helo { domain } | Command::Lhlo { domain } => {
                 self.hello(cmd, domain, line, out)
@@ -74,7 +74,7 @@ impl Session {
                 };
                 self.tx.rcpt_buf.push_str(to.as_str());
                 self.tx.rcpt_ends.push(self.tx.rcpt_buf.len() as u32);
-                self.stats.add(C::RecipientsAccepted, 1);
+                self.stats.add(Counter::RecipientsAccepted, 1);
                 match custom {
                     Some(p) => self.reply_pending(out, Stage::Rcpt, &p),
                     None => self.fixed(out, Stage::Rcpt, 250, OK_RCPT),
@@ -277,7 +277,7 @@ impl Session {
             Some(p) => {
                 if p.reset {
                     // An over-size message: refused like one over size in DATA.
-                    self.stats.add(C::MessagesRejected, 1);
+                    self.stats.add(Counter::MessagesRejected, 1);
                     self.tx.reset();
                 }
                 if p.error && self.count_error() {
@@ -408,13 +408,13 @@ impl Session {
             Step::Success { user } => {
                 self.phase = Phase::Command;
                 self.auth_user = Some(user);
-                self.stats.add(C::AuthSuccesses, 1);
+                self.stats.add(Counter::AuthSuccesses, 1);
                 self.reply(out, Stage::Auth, 235, "2.7.0", "Authentication successful");
                 Handled::Next
             }
             Step::Failure(f) => {
                 self.phase = Phase::Command;
-                self.stats.add(C::AuthFailures, 1);
+                self.stats.add(Counter::AuthFailures, 1);
                 let (code, enh, text) = f.reply();
                 self.error(out, Stage::Auth, code, enh, text)
             }

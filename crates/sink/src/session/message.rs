@@ -6,7 +6,7 @@ use std::io::Write as _;
 use super::{Gate, Handled, Phase, Session, OK_MSG};
 use crate::config::BareLfPolicy;
 use crate::hook::Stage;
-use crate::stats::C;
+use crate::stats::Counter;
 use crate::store::Envelope;
 
 impl Session {
@@ -85,9 +85,9 @@ impl Session {
         } else {
             None
         };
-        self.stats.add(C::MessagesAccepted, 1);
+        self.stats.add(Counter::MessagesAccepted, 1);
         self.report.messages += 1;
-        self.stats.add(C::MessageBytes, self.body_bytes);
+        self.stats.add(Counter::MessageBytes, self.body_bytes);
         if let Some(p) = custom {
             for _ in 0..(if self.s.config.lmtp {
                 self.tx.rcpt_ends.len()
@@ -112,7 +112,7 @@ impl Session {
 
     fn finish_tx(&mut self, accepted: bool) -> Handled {
         if !accepted {
-            self.stats.add(C::MessagesRejected, 1);
+            self.stats.add(Counter::MessagesRejected, 1);
         }
         self.tx.reset();
         self.msg.clear();

@@ -17,7 +17,7 @@ use mailstorm_proto::{parse_command, Status};
 use crate::auth::AuthExchange;
 use crate::hook::{Decision, DisconnectAfter, Recipients, SplitReply, Stage};
 use crate::settings::{Settings, AUTH_LINE_MAX};
-use crate::stats::{CloseReason, ShardStats, C};
+use crate::stats::{CloseReason, Counter, ShardStats};
 use crate::store::Store;
 
 mod commands;
@@ -455,7 +455,7 @@ impl Session {
                             }
                         }
                         Err(e) => {
-                            self.stats.add(C::Commands, 1);
+                            self.stats.add(Counter::Commands, 1);
                             pos += e.consumed;
                             if !e.line_complete {
                                 self.phase = Phase::SkipLine;
@@ -546,7 +546,7 @@ impl Session {
                             } else {
                                 Phase::SkipLine
                             };
-                            self.stats.add(C::AuthFailures, 1);
+                            self.stats.add(Counter::AuthFailures, 1);
                             self.error(out, Stage::Auth, 501, "5.5.2", "Bad AUTH response line")
                         }
                     }

@@ -384,41 +384,33 @@ impl Conn {
         let fail = |e| Outcome::Failed(e);
         let last = match creds.mech {
             AuthMech::Plain => {
-                self.wbuf.extend_from_slice(b"AUTH PLAIN ");
-                self.wbuf.extend_from_slice(creds.plain.as_bytes());
-                self.wbuf.extend_from_slice(b"\r\n");
+                self.wbuf.extend_from_slice(creds.auth_line());
                 self.send(limit).await.map_err(fail)?;
                 self.reply(limit).await.map_err(fail)?
             }
             AuthMech::Login => {
-                self.wbuf.extend_from_slice(b"AUTH LOGIN\r\n");
+                self.wbuf.extend_from_slice(creds.auth_line());
                 self.send(limit).await.map_err(fail)?;
                 let mut r = self.reply(limit).await.map_err(fail)?;
-                for step in [&creds.login_user, &creds.login_pass] {
+                for step in creds.login_lines() {
                     if r.code != 334 {
                         break;
                     }
-                    self.wbuf.extend_from_slice(step.as_bytes());
-                    self.wbuf.extend_from_slice(b"\r\n");
+                    self.wbuf.extend_from_slice(step);
                     self.send(limit).await.map_err(fail)?;
                     r = self.reply(limit).await.map_err(fail)?;
                 }
                 r
             }
             AuthMech::CramMd5 => {
-                self.wbuf.extend_from_slice(b"AUTH CRAM-MD5\r\n");
+                self.wbuf.extend_from_slice(creds.auth_line());
                 self.send(limit).await.map_err(fail)?;
                 let (r, challenge) = self
                     .reply_with(limit, |rep| rep.text().to_vec())
                     .await
                     .map_err(fail)?;
                 if r.code == 334 {
-                    match creds.cram_md5(&challenge) {
-                        Some(resp) => self.wbuf.extend_from_slice(resp.as_bytes()),
-                        // RFC 4954 §4: "*" cancels the exchange.
-                        None => self.wbuf.push(b'*'),
-                    }
-                    self.wbuf.extend_from_slice(b"\r\n");
+                    creds.write_cram_md5_line(&challenge, &mut self.wbuf);
                     self.send(limit).await.map_err(fail)?;
                     self.reply(limit).await.map_err(fail)?
                 } else {

@@ -24,7 +24,7 @@ impl Credentials {
     pub fn new(spec: &str, mech: Mechanism) -> Credentials {
         let (user, pass) = spec.split_once(':').unwrap_or((spec, ""));
         let mut auth_line = Vec::new();
-        if mech.sends_initial_response() {
+        if mech.is_client_first() {
             let mut plain = Vec::new();
             sasl::write_plain(&mut plain, "", user, pass);
             sasl::write_auth(&mut auth_line, mech, Some(&plain));

@@ -9,10 +9,7 @@
 mod sasl;
 mod users;
 
-pub use mailstorm_proto::sasl::{
-    Mechanism, LOGIN_PASSWORD_CHALLENGE, LOGIN_USERNAME_CHALLENGE,
-    MAX_RESPONSE_LINE as MAX_AUTH_LINE,
-};
+pub use mailstorm_proto::sasl::Mechanism;
 pub use sasl::{AuthExchange, AuthFailure, Step};
 pub use users::{AuthError, Users};
 

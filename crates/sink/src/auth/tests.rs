@@ -3,6 +3,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
+use mailstorm_proto::sasl::MAX_RESPONSE_LINE;
 
 use super::sasl::cram_verify;
 use super::*;
@@ -317,8 +318,8 @@ fn cram_md5_exchange() {
 
 #[test]
 fn oversized_and_garbage_never_panic() {
-    let long = "QUFB".repeat(MAX_AUTH_LINE / 4 + 1);
-    assert!(long.len() > MAX_AUTH_LINE);
+    let long = "QUFB".repeat(MAX_RESPONSE_LINE / 4 + 1);
+    assert!(long.len() > MAX_RESPONSE_LINE);
     for mech in Mechanism::ALL {
         let (mut ex, _) = AuthExchange::start(mech, None, "h", 1, None);
         assert_eq!(ex.next(long.as_bytes(), None), MALFORMED);
@@ -328,7 +329,7 @@ fn oversized_and_garbage_never_panic() {
         MALFORMED
     );
     // Exactly at the limit is still decoded (and then judged on content).
-    let at_limit = "QUFB".repeat(MAX_AUTH_LINE / 4);
+    let at_limit = "QUFB".repeat(MAX_RESPONSE_LINE / 4);
     let (mut ex, _) = AuthExchange::start(Mechanism::Plain, None, "h", 1, None);
     assert_eq!(ex.next(at_limit.as_bytes(), None), MALFORMED);
 

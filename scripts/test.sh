@@ -175,6 +175,11 @@ step fmt cargo fmt --all --check
 step clippy cargo clippy --workspace --all-targets -- -D warnings
 # Plain `cargo test` so its "test result:" lines appear in the log.
 step test cargo test --workspace
+# No module cycles in any crate; the checker's own tests first. (A Python
+# script, not cargo-modules: that one links rust-analyzer and takes far too
+# long to install here; see the script's docs.)
+step module-cycles-selftest python3 scripts/test_check_module_cycles.py
+step module-cycles python3 scripts/check-module-cycles.py
 
 # --- interop tests and scenarios ---
 # The interop tests (swaks, smtplib, curl, Postfix as client and server,

@@ -368,12 +368,9 @@ impl Args {
                 _ => StartTls::Off,
             };
         }
-        if let Some(s) = lower(&self.auth_mech) {
-            c.auth_mech = match s.as_str() {
-                "login" => AuthMech::Login,
-                "cram-md5" => AuthMech::CramMd5,
-                _ => AuthMech::Plain,
-            };
+        if let Some(s) = &self.auth_mech {
+            // clap has checked the name against the same list.
+            c.auth_mech = AuthMech::parse(s).unwrap_or_default();
         }
         let bytes = |s: &Option<String>| -> Result<Option<u32>, BlastError> {
             s.as_deref()

@@ -48,18 +48,9 @@ pub enum StartTls {
     Required,
 }
 
-/// SASL mechanism for `--auth`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum AuthMech {
-    /// RFC 4616 PLAIN, with the initial response on the AUTH line.
-    #[default]
-    Plain,
-    /// The de-facto LOGIN exchange (user, then password, base64).
-    Login,
-    /// RFC 2195 CRAM-MD5.
-    CramMd5,
-}
+/// SASL mechanism for `--auth`: the protocol crate's one mechanism enum
+/// (names case-insensitive in flags and YAML; PLAIN is the default).
+pub use mailstorm_proto::sasl::Mechanism as AuthMech;
 
 /// Message size distribution (whole message: headers and body, CRLF lines).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

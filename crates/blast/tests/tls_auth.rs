@@ -150,3 +150,29 @@ fn each_auth_mechanism() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+/// SASL names are case-insensitive (RFC 4422 §3.1): `--auth-mech PLAIN`
+/// picks the same mechanism as `plain`, and YAML accepts the same forms.
+#[test]
+fn auth_mech_names_in_any_case() {
+    use clap::Parser as _;
+    use mailstorm_blast::cli::Args;
+    for (name, mech) in [
+        ("plain", AuthMech::Plain),
+        ("PLAIN", AuthMech::Plain),
+        ("LOGIN", AuthMech::Login),
+        ("Login", AuthMech::Login),
+        ("CRAM-MD5", AuthMech::CramMd5),
+        ("cram-md5", AuthMech::CramMd5),
+    ] {
+        let args = Args::try_parse_from(["mailstorm-blast", "--auth-mech", name])
+            .unwrap_or_else(|e| panic!("--auth-mech {name}: {e}"));
+        assert_eq!(args.to_config().unwrap().auth_mech, mech, "{name}");
+        let from_yaml: AuthMech = serde_yaml::from_str(name).unwrap();
+        assert_eq!(from_yaml, mech, "{name}");
+    }
+    let err = Args::try_parse_from(["mailstorm-blast", "--auth-mech", "xoauth2"]).unwrap_err();
+    assert!(err.to_string().contains("cram-md5"), "{err}");
+    let err = serde_yaml::from_str::<AuthMech>("xoauth2").unwrap_err();
+    assert!(err.to_string().contains("cram-md5"), "{err}");
+}

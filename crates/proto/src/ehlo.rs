@@ -4,9 +4,11 @@
 use smol_str::SmolStr;
 
 use crate::reply::{parse_reply, Reply};
+use crate::sasl::Mechanism;
 use crate::{Error, Status, DEFAULT_MAX_REPLY_LINE};
 
-/// SASL mechanisms the client knows by name (RFC 4954 `AUTH` keyword).
+/// The set of known SASL [`Mechanism`]s a server offers (RFC 4954 `AUTH`
+/// keyword).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct AuthMechanisms {
     /// `PLAIN` (RFC 4616)
@@ -21,6 +23,24 @@ impl AuthMechanisms {
     /// `true` when none of the known mechanisms is offered.
     pub fn is_empty(&self) -> bool {
         !(self.plain || self.login || self.cram_md5)
+    }
+
+    /// `true` when `mechanism` is offered.
+    pub fn contains(&self, mechanism: Mechanism) -> bool {
+        match mechanism {
+            Mechanism::Plain => self.plain,
+            Mechanism::Login => self.login,
+            Mechanism::CramMd5 => self.cram_md5,
+        }
+    }
+
+    /// Marks `mechanism` as offered.
+    pub fn insert(&mut self, mechanism: Mechanism) {
+        match mechanism {
+            Mechanism::Plain => self.plain = true,
+            Mechanism::Login => self.login = true,
+            Mechanism::CramMd5 => self.cram_md5 = true,
+        }
     }
 }
 
@@ -131,12 +151,8 @@ impl Capabilities {
 
     fn add_auth(&mut self, params: &[u8]) {
         for mech in params.split(|&c| c == b' ').filter(|m| !m.is_empty()) {
-            if mech.eq_ignore_ascii_case(b"PLAIN") {
-                self.auth.plain = true;
-            } else if mech.eq_ignore_ascii_case(b"LOGIN") {
-                self.auth.login = true;
-            } else if mech.eq_ignore_ascii_case(b"CRAM-MD5") {
-                self.auth.cram_md5 = true;
+            if let Some(known) = Mechanism::parse_bytes(mech) {
+                self.auth.insert(known);
             } else if !self
                 .auth_other
                 .iter()
@@ -246,6 +262,7 @@ mod tests {
 250-Auth=scram-sha-256\n250-size\n250-binarymime\n250-\n250 x-custom arg\n",
         );
         assert!(c.auth.plain && c.auth.login && !c.auth.cram_md5);
+        assert!(c.auth.contains(Mechanism::Plain) && !c.auth.contains(Mechanism::CramMd5));
         assert_eq!(c.auth_other, ["SCRAM-SHA-256"]);
         assert_eq!(c.size, Some(0));
         assert!(c.binary_mime);

@@ -11,6 +11,7 @@
 //!   [`data::BdatReceiver`], [`encode::write_reply`].
 //! - Client side: [`reply::parse_reply`], [`ehlo::Capabilities`],
 //!   [`encode`] command writers and [`encode::DotStuffer`].
+//! - Both sides: [`sasl`] (AUTH PLAIN, LOGIN and CRAM-MD5).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -23,6 +24,7 @@ mod error;
 pub mod line;
 mod params;
 pub mod reply;
+pub mod sasl;
 mod verb;
 
 pub use address::{Address, Path};

@@ -293,12 +293,8 @@ fn bearer_matches(headers: &HeaderMap, token: &str) -> bool {
     let Some((scheme, given)) = value.trim().split_once(' ') else {
         return false;
     };
-    scheme.eq_ignore_ascii_case("bearer") && ct_eq(given.trim().as_bytes(), token.as_bytes())
-}
-
-/// Comparison without an early exit on the first differing byte.
-fn ct_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    scheme.eq_ignore_ascii_case("bearer")
+        && mailstorm_proto::sasl::constant_time_eq(given.trim().as_bytes(), token.as_bytes())
 }
 
 async fn stats(State(b): State<Backend>) -> Json<serde_json::Value> {

@@ -207,8 +207,9 @@ fn auth_plain_login_and_cram_md5() {
     let r = c.cmd("AUTH CRAM-MD5");
     assert_eq!(r.code, 334);
     let challenge = String::from_utf8(B64.decode(r.text()).unwrap()).unwrap();
-    let digest = mailstorm_sink::auth::cram_md5_digest("secret", &challenge);
-    c.cmd(&B64.encode(format!("alice {digest}")))
+    let mut response = Vec::new();
+    mailstorm_proto::sasl::write_cram_md5(&mut response, "alice", b"secret", challenge.as_bytes());
+    c.cmd(std::str::from_utf8(&response).unwrap())
         .expect(235, "2.7.0");
     c.send_message("a@b.test", &["x@y.test"], "hi")
         .expect(250, "2.0.0");

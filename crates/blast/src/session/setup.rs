@@ -226,29 +226,26 @@ impl Conn {
         let stage = Stage::Auth;
         Ok(match creds.mech {
             AuthMech::Plain => {
-                self.wbuf.extend_from_slice(b"AUTH PLAIN ");
-                self.wbuf.extend_from_slice(creds.plain.as_bytes());
-                self.wbuf.extend_from_slice(b"\r\n");
+                self.wbuf.extend_from_slice(creds.auth_line());
                 self.send(stage, limit).await?;
                 self.reply(stage, limit).await?
             }
             AuthMech::Login => {
-                self.wbuf.extend_from_slice(b"AUTH LOGIN\r\n");
+                self.wbuf.extend_from_slice(creds.auth_line());
                 self.send(stage, limit).await?;
                 let mut r = self.reply(stage, limit).await?;
-                for step in [&creds.login_user, &creds.login_pass] {
+                for step in creds.login_lines() {
                     if r.code != 334 {
                         break;
                     }
-                    self.wbuf.extend_from_slice(step.as_bytes());
-                    self.wbuf.extend_from_slice(b"\r\n");
+                    self.wbuf.extend_from_slice(step);
                     self.send(stage, limit).await?;
                     r = self.reply(stage, limit).await?;
                 }
                 r
             }
             AuthMech::CramMd5 => {
-                self.wbuf.extend_from_slice(b"AUTH CRAM-MD5\r\n");
+                self.wbuf.extend_from_slice(creds.auth_line());
                 self.send(stage, limit).await?;
                 let (r, challenge) = self
                     .reply_with(stage, limit, |rep| rep.text().to_vec())
@@ -256,12 +253,7 @@ impl Conn {
                 if r.code != 334 {
                     return Ok(r);
                 }
-                match creds.cram_md5(&challenge) {
-                    Some(resp) => self.wbuf.extend_from_slice(resp.as_bytes()),
-                    // RFC 4954 §4: "*" cancels the exchange.
-                    None => self.wbuf.push(b'*'),
-                }
-                self.wbuf.extend_from_slice(b"\r\n");
+                creds.write_cram_md5_line(&challenge, &mut self.wbuf);
                 self.send(stage, limit).await?;
                 self.reply(stage, limit).await?
             }

@@ -28,6 +28,7 @@ pub mod breaker;
 pub mod budget;
 pub mod fate;
 pub mod feedback;
+pub mod message;
 pub mod report;
 pub mod runtime;
 pub mod scope;

@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use super::fate::{all, Mask};
-use super::runtime::{Final, Msg};
+use super::message::{Final, Msg};
 
 /// A message that did not end delivered, for the report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -110,16 +110,13 @@ fn friendly(msg: &str, renames: Renames<'_>) -> String {
             let allowed = backticked(tail);
             let snake = value.replace('-', "_");
             if snake != value && allowed.contains(&snake.as_str()) {
-                return format!("unknown value `{value}`: write `{snake}` (snake_case)");
+                return format!("unknown variant `{value}`: write `{snake}` (snake_case)");
             }
             return format!(
-                "unknown value `{value}`; allowed values: {}",
+                "unknown variant `{value}`; allowed values: {}",
                 allowed.join(", ")
             );
         }
-    }
-    if let Some(rest) = msg.strip_prefix("missing field `") {
-        return format!("missing key `{rest}");
     }
     without_type_names(msg)
 }
@@ -132,26 +129,26 @@ fn backticked(s: &str) -> Vec<&str> {
 fn unknown_key(key: &str, allowed: &[&str], renames: Renames<'_>) -> String {
     if let Some((_, new)) = renames.iter().find(|(old, _)| *old == key) {
         if allowed.contains(new) {
-            return format!("key `{key}` was renamed: write `{new}`");
+            return format!("unknown field `{key}`: renamed, write `{new}`");
         }
     }
     let snake = key.replace('-', "_");
     if snake != key && allowed.contains(&snake.as_str()) {
-        return format!("unknown key `{key}`: write `{snake}` (keys are snake_case)");
+        return format!("unknown field `{key}`: write `{snake}` (keys are snake_case)");
     }
     for suffix in ["_seconds", "_secs", "_ms"] {
         if let Some(stem) = snake.strip_suffix(suffix) {
             if allowed.contains(&stem) {
                 return format!(
-                    "key `{key}` was renamed: write `{stem}` with a unit (e.g. {stem}: 300ms, 2s, 1m)"
+                    "unknown field `{key}`: renamed, write `{stem}` with a unit (e.g. {stem}: 300ms, 2s, 1m)"
                 );
             }
         }
     }
     if allowed.is_empty() {
-        format!("unknown key `{key}`; this mapping takes no keys")
+        format!("unknown field `{key}`; this mapping takes no keys")
     } else {
-        format!("unknown key `{key}`; allowed keys: {}", allowed.join(", "))
+        format!("unknown field `{key}`; allowed keys: {}", allowed.join(", "))
     }
 }
 

@@ -79,11 +79,8 @@ fn greylisting_plan(secs: u64) -> Plan {
         })
         .collect();
     assert_eq!(edits, 1, "one min_retry in {}", path.display());
-    let plan = Plan::from_yaml_str(
-        &edited,
-        &format!("{} (min_retry: {secs}s)", path.display()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let plan = Plan::from_yaml_str(&edited, &format!("{} (min_retry: {secs}s)", path.display()))
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut expected = shipped.spec().clone();
     let grey = expected.rules[0]
         .0

@@ -151,12 +151,18 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
         "m" | "mb" | "mib" => 20,
         "g" | "gb" | "gib" => 30,
         "t" | "tb" | "tib" => 40,
-        _ => return Err(bad("unknown unit; allowed: k, M, G, T (binary, optional B or iB)")),
+        _ => {
+            return Err(bad(
+                "unknown unit; allowed: k, M, G, T (binary, optional B or iB)",
+            ))
+        }
     };
     // Decimal fractions of a power of two: scale by 10^digits first so
     // `1.5k` is exact, then divide back.
     let digits = u32::try_from(num.frac.len()).map_err(|_| bad("too many digits"))?;
-    let pow10 = 10u128.checked_pow(digits).ok_or_else(|| bad("too many digits"))?;
+    let pow10 = 10u128
+        .checked_pow(digits)
+        .ok_or_else(|| bad("too many digits"))?;
     let scaled = Decimal {
         whole: num.whole,
         frac: num.frac,

@@ -148,14 +148,20 @@ fn unknown_key(key: &str, allowed: &[&str], renames: Renames<'_>) -> String {
     if allowed.is_empty() {
         format!("unknown field `{key}`; this mapping takes no keys")
     } else {
-        format!("unknown field `{key}`; allowed keys: {}", allowed.join(", "))
+        format!(
+            "unknown field `{key}`; allowed keys: {}",
+            allowed.join(", ")
+        )
     }
 }
 
 /// Replaces serde's Rust type names with the shape they stand for.
 fn without_type_names(msg: &str) -> String {
     const SHAPES: [(&str, &str); 10] = [
-        ("data did not match any variant of untagged enum ", "a value of an allowed form"),
+        (
+            "data did not match any variant of untagged enum ",
+            "a value of an allowed form",
+        ),
         ("internally tagged enum ", "a mapping with `kind`"),
         ("adjacently tagged enum ", "a mapping"),
         ("struct variant ", "a mapping"),
@@ -201,7 +207,9 @@ mod tests {
             "invalid type: string \"x\", expected a mapping"
         );
         assert_eq!(
-            without_type_names("invalid type: integer `3`, expected internally tagged enum SizeDist"),
+            without_type_names(
+                "invalid type: integer `3`, expected internally tagged enum SizeDist"
+            ),
             "invalid type: integer `3`, expected a mapping with `kind`"
         );
         assert_eq!(

@@ -36,7 +36,16 @@ fn durations_accepted() {
 #[test]
 fn durations_rejected_name_the_value() {
     for text in [
-        "", "s", "5 parsecs", "-1s", "1.5.2s", "1e3s", "5S", "1.5ns", "abc", "99999999999999999999d",
+        "",
+        "s",
+        "5 parsecs",
+        "-1s",
+        "1.5.2s",
+        "1e3s",
+        "5S",
+        "1.5ns",
+        "abc",
+        "99999999999999999999d",
         "1y",
     ] {
         let e = parse_duration(text).expect_err(text).to_string();
@@ -86,7 +95,16 @@ fn sizes_accepted() {
 #[test]
 fn sizes_rejected_name_the_value() {
     for text in [
-        "", "k", "-1", "4x", "1.5", "0.3k", "99999999999T", "1P", "4 kilobytes", "1..2",
+        "",
+        "k",
+        "-1",
+        "4x",
+        "1.5",
+        "0.3k",
+        "99999999999T",
+        "1P",
+        "4 kilobytes",
+        "1..2",
     ] {
         let e = parse_size(text).expect_err(text).to_string();
         assert!(e.contains(&format!("{text:?}")), "{text}: {e}");
@@ -109,7 +127,10 @@ fn sizes_format_round_trip() {
 
 #[test]
 fn ranges() {
-    assert_eq!(parse_range("1k..100k", parse_size).unwrap(), (1024, 102_400));
+    assert_eq!(
+        parse_range("1k..100k", parse_size).unwrap(),
+        (1024, 102_400)
+    );
     assert_eq!(parse_range("4k", parse_size).unwrap(), (4096, 4096));
     assert_eq!(parse_range("1..3", parse_count).unwrap(), (1, 3));
     assert_eq!(parse_range("1..=3", parse_count).unwrap(), (1, 3));

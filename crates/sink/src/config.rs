@@ -391,7 +391,10 @@ mod tests {
             .unwrap_err();
         let msg = e.to_string();
         assert!(msg.contains("max_mesage_size"), "{msg}");
-        assert!(msg.contains("max_message_size"), "allowed keys listed: {msg}");
+        assert!(
+            msg.contains("max_message_size"),
+            "allowed keys listed: {msg}"
+        );
         assert!(msg.starts_with("c.yaml:2:1: "), "{msg}");
     }
 
@@ -406,9 +409,12 @@ mod tests {
 
     #[test]
     fn bad_values_name_key_value_and_allowed_forms() {
-        let e = SinkConfig::from_yaml_str("quiet: true\nidle_timeout: 5 parsecs\n", Path::new("c.yaml"))
-            .unwrap_err()
-            .to_string();
+        let e = SinkConfig::from_yaml_str(
+            "quiet: true\nidle_timeout: 5 parsecs\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("c.yaml:2:15: idle_timeout: "), "{e}");
         assert!(e.contains("\"5 parsecs\""), "{e}");
         let e = SinkConfig::from_yaml_str("bare_lf: maybe\n", Path::new("c.yaml"))

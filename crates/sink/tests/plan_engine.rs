@@ -484,7 +484,10 @@ fn max_connections_at_greeting() {
 #[test]
 fn greylisting_with_injected_clock() {
     let t0 = Instant::now();
-    let e = engine_at("rules:\n  - {stage: rcpt, action: {greylist: {min_retry: 300s, expire: 3600s}}}\n", t0);
+    let e = engine_at(
+        "rules:\n  - {stage: rcpt, action: {greylist: {min_retry: 300s, expire: 3600s}}}\n",
+        t0,
+    );
     let at = |s: u64, rcpt: &str| {
         code(&probe(Stage::Rcpt, "s@x", rcpt).decide(&e, t0 + Duration::from_secs(s)))
     };

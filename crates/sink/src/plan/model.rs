@@ -14,8 +14,8 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod values;
-pub use values::{Code, NonNeg, OneOrMany, Positive, Probability};
 use values::{opt_millis, opt_secs, secs, whole_millis};
+pub use values::{Code, NonNeg, OneOrMany, Positive, Probability};
 
 /// Keys renamed when plans moved to the shared duration grammar, beyond the
 /// `*_seconds` / `*_ms` suffixes the loader recognises by itself.
@@ -278,37 +278,82 @@ pub enum DistKind {
 #[serde(deny_unknown_fields)]
 pub struct DelaySpec {
     /// Fixed delay (key `fixed`).
-    #[serde(rename = "fixed", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "fixed",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub ms: Option<NonNeg>,
     /// A distribution instead of `fixed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<DistKind>,
     /// Lower bound of `uniform` (key `min`).
-    #[serde(rename = "min", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "min",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub min_ms: Option<NonNeg>,
     /// Upper bound of `uniform` (key `max`).
-    #[serde(rename = "max", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "max",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub max_ms: Option<NonNeg>,
     /// Mean of `normal` / `exponential` (key `mean`).
-    #[serde(rename = "mean", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "mean",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub mean_ms: Option<NonNeg>,
     /// Standard deviation of `normal` (key `stddev`).
-    #[serde(rename = "stddev", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "stddev",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub stddev_ms: Option<NonNeg>,
     /// Median of `lognormal` (key `median`).
-    #[serde(rename = "median", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "median",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub median_ms: Option<NonNeg>,
     /// 99th percentile of `lognormal` (key `p99`).
-    #[serde(rename = "p99", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "p99",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub p99_ms: Option<NonNeg>,
     /// Minimum of `pareto` (key `scale`).
-    #[serde(rename = "scale", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "scale",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub scale_ms: Option<NonNeg>,
     /// Tail index of `pareto` (> 0; a plain number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<NonNeg>,
     /// Cap on any sample (key `cap`; default 10 minutes).
-    #[serde(rename = "cap", default, skip_serializing_if = "Option::is_none", with = "opt_millis")]
+    #[serde(
+        rename = "cap",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub cap_ms: Option<NonNeg>,
 }
 
@@ -391,7 +436,6 @@ fn five() -> u64 {
     5
 }
 
-
 /// `greylist`: 450 4.7.1 until the same triplet retries late enough.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -401,7 +445,10 @@ pub struct GreylistSpec {
     pub min_retry: Duration,
     /// Unretried entries (and passed ones, since their last use) expire
     /// after this long (default 4h).
-    #[serde(default = "four_hours", with = "mailstorm_config::serde_units::duration")]
+    #[serde(
+        default = "four_hours",
+        with = "mailstorm_config::serde_units::duration"
+    )]
     pub expire: Duration,
     /// Reply text for the deferral.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -210,9 +210,7 @@ pub(crate) fn dist(d: &DelaySpec) -> Result<(Dist, f64), String> {
             }
             Dist::LogNormal { median, p99 }
         }
-        Some(DistKind::Exponential) => Dist::Exponential {
-            mean: get("mean")?,
-        },
+        Some(DistKind::Exponential) => Dist::Exponential { mean: get("mean")? },
         Some(DistKind::Pareto) => {
             let (scale, shape) = (get("scale")?, get("shape")?);
             if shape <= 0.0 {

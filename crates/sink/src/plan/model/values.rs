@@ -138,9 +138,14 @@ pub(super) mod secs {
     use std::time::Duration;
 
     pub(in crate::plan) fn serialize<S: Serializer>(v: &NonNeg, s: S) -> Result<S::Ok, S::Error> {
-        mailstorm_config::serde_units::duration::serialize(&Duration::from_secs_f64(v.0.min(1e12)), s)
+        mailstorm_config::serde_units::duration::serialize(
+            &Duration::from_secs_f64(v.0.min(1e12)),
+            s,
+        )
     }
-    pub(in crate::plan) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<NonNeg, D::Error> {
+    pub(in crate::plan) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<NonNeg, D::Error> {
         mailstorm_config::serde_units::duration::deserialize(d).map(|v| NonNeg(v.as_secs_f64()))
     }
 }
@@ -150,13 +155,18 @@ pub(super) mod opt_secs {
     use super::*;
     use serde::Serializer;
 
-    pub(in crate::plan) fn serialize<S: Serializer>(v: &Option<NonNeg>, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::plan) fn serialize<S: Serializer>(
+        v: &Option<NonNeg>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         match v {
             Some(v) => super::secs::serialize(v, s),
             None => s.serialize_none(),
         }
     }
-    pub(in crate::plan) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NonNeg>, D::Error> {
+    pub(in crate::plan) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<NonNeg>, D::Error> {
         #[derive(Deserialize)]
         struct W(#[serde(with = "super::secs")] NonNeg);
         Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
@@ -168,10 +178,15 @@ pub(super) mod opt_millis {
     use super::*;
     use serde::Serializer;
 
-    pub(in crate::plan) fn serialize<S: Serializer>(v: &Option<NonNeg>, s: S) -> Result<S::Ok, S::Error> {
+    pub(in crate::plan) fn serialize<S: Serializer>(
+        v: &Option<NonNeg>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         super::opt_secs::serialize(&v.map(|ms| NonNeg(ms.0 / 1e3)), s)
     }
-    pub(in crate::plan) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<NonNeg>, D::Error> {
+    pub(in crate::plan) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<NonNeg>, D::Error> {
         Ok(super::opt_secs::deserialize(d)?.map(|s| NonNeg(s.0 * 1e3)))
     }
 }

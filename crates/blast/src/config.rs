@@ -160,6 +160,7 @@ impl SizeDist {
 
 /// Recipients per message: `n` or `lo..hi` (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RcptRange {
     /// Fewest recipients.
     pub min: u32,
@@ -526,7 +527,9 @@ fn timeouts_any<'de, D: Deserializer<'de>>(d: D) -> Result<Timeouts, D::Error> {
         "a duration for every stage (10s), STAGE=DURATION,... or a mapping of stages",
         |s| {
             let mut t = Timeouts::default();
-            t.apply(s).map(|()| t).map_err(|e| e.to_string())
+            t.apply(s)
+                .map(|()| t)
+                .map_err(|e| e.to_string().replace("--timeout ", ""))
         },
     )
 }

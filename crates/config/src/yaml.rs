@@ -90,7 +90,8 @@ fn raw_message(e: &serde_yaml::Error, path: &str) -> String {
     // serde_yaml prefixes its own path ("rules[0].stage: ..."); ours is
     // reported separately.
     if let Some((head, rest)) = m.split_once(": ") {
-        if !path.is_empty() && (head == path || path.ends_with(head)) {
+        let is_path = !head.contains(char::is_whitespace);
+        if !path.is_empty() && is_path && (path.starts_with(head) || path.ends_with(head)) {
             m = rest.to_owned();
         }
     }

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::rng::Rng;
 use crate::stages::{LoadStages, StagesMode};
 use crate::BlastError;
+use mailstorm_sample::LogNormal;
 
 pub use crate::timeouts::Timeouts;
 pub use mailstorm_config::format_duration;
@@ -148,11 +149,8 @@ impl SizeDist {
             SizeDist::Fixed { bytes } => bytes,
             SizeDist::Uniform { min, max } => rng.range(min, max),
             SizeDist::Lognormal { median, p99 } => {
-                let mu = (median.max(1) as f64).ln();
-                // z(0.99) = 2.3263: p99 = exp(mu + 2.3263 sigma).
-                let sigma = ((p99.max(1) as f64).ln() - mu) / 2.326_348;
-                let v = (mu + sigma * rng.normal()).exp();
-                (v as u64).min(self.max())
+                let ln = LogNormal::from_median_p99(median.max(1) as f64, p99.max(1) as f64);
+                (ln.at(rng.normal()) as u64).min(self.max())
             }
         }
     }

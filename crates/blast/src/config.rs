@@ -505,9 +505,7 @@ pub fn parse_bytes(s: &str) -> Result<u64, BlastError> {
 
 fn rcpts_any<'de, D: Deserializer<'de>>(d: D) -> Result<RcptRange, D::Error> {
     scalar_or_map(d, "a count (3), a range (1..3) or {min, max}", |s| {
-        RcptRange::parse(s)
-            .map(|r| r)
-            .map_err(|e| e.to_string().replace("--rcpts ", ""))
+        RcptRange::parse(s).map_err(|e| e.to_string().replace("--rcpts ", ""))
     })
 }
 

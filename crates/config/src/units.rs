@@ -62,7 +62,7 @@ impl Decimal<'_> {
         let mut place = scale;
         for d in self.frac.bytes() {
             let digit = u128::from(d - b'0');
-            if place % 10 != 0 {
+            if !place.is_multiple_of(10) {
                 // Digits past the unit's resolution must be zero.
                 if digit != 0 {
                     return Err(false);
@@ -128,7 +128,7 @@ pub fn format_duration(d: Duration) -> String {
     let (scale, unit) = UNITS
         .iter()
         .copied()
-        .find(|(scale, _)| n % scale == 0)
+        .find(|(scale, _)| n.is_multiple_of(*scale))
         .unwrap_or((1, "ns"));
     format!("{}{unit}", n / scale)
 }
@@ -170,7 +170,7 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
     .times(pow10)
     .map_err(|_| bad("too large"))?;
     let bytes = scaled.checked_shl(shift).ok_or_else(|| bad("too large"))?;
-    if bytes % pow10 != 0 {
+    if !bytes.is_multiple_of(pow10) {
         return Err(bad("not a whole number of bytes"));
     }
     u64::try_from(bytes / pow10).map_err(|_| bad("too large"))

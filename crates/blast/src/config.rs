@@ -576,6 +576,24 @@ mod tests {
     }
 
     #[test]
+    fn zero_keepalive_is_rejected_naming_flag_and_value() {
+        let c = Config {
+            keepalive: Some(Duration::ZERO),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--keepalive 0s") && e.contains("positive"),
+            "{e}"
+        );
+        let c = Config {
+            keepalive: Some(Duration::from_secs(30)),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
+    }
+
+    #[test]
     fn config_yaml_roundtrip_and_timeouts() {
         let mut c = Config::default();
         c.timeouts.apply("3s,data_end=1m").unwrap();

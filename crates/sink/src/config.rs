@@ -83,7 +83,7 @@ pub struct SinkConfig {
     /// Accept what real clients send but RFC 5321 forbids in commands
     /// (bare-LF line ends, a space after `FROM:`, missing angle brackets).
     pub lenient: bool,
-    /// Offer STARTTLS and enable `tls-listen` (self-signed unless a
+    /// Offer STARTTLS and enable `tls_listen` (self-signed unless a
     /// certificate is given).
     pub tls: bool,
     /// PEM certificate chain (leaf first).

@@ -39,7 +39,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use mailstorm_sink::plan::model::NonNeg;
 use mailstorm_sink::plan::{Engine, Plan};
 use mailstorm_sink::{Sink, SinkHandle};
 use support::postfix::PostfixTools;
@@ -62,7 +61,7 @@ fn shipped_plan_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("configs/greylisting.yaml")
 }
 
-/// `configs/greylisting.yaml` with `min_retry_seconds` set to `secs` and
+/// `configs/greylisting.yaml` with `min_retry` set to `secs` and
 /// nothing else changed (checked against the shipped plan's parse).
 fn greylisting_plan(secs: u64) -> Plan {
     let path = shipped_plan_path();
@@ -71,20 +70,17 @@ fn greylisting_plan(secs: u64) -> Plan {
     let mut edits = 0;
     let edited: String = text
         .lines()
-        .map(|line| match line.split_once("min_retry_seconds:") {
+        .map(|line| match line.split_once("min_retry:") {
             Some((indent, _)) if !line.trim_start().starts_with('#') => {
                 edits += 1;
-                format!("{indent}min_retry_seconds: {secs}\n")
+                format!("{indent}min_retry: {secs}s\n")
             }
             _ => format!("{line}\n"),
         })
         .collect();
-    assert_eq!(edits, 1, "one min_retry_seconds in {}", path.display());
-    let plan = Plan::from_yaml_str(
-        &edited,
-        &format!("{} (min_retry_seconds: {secs})", path.display()),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(edits, 1, "one min_retry in {}", path.display());
+    let plan = Plan::from_yaml_str(&edited, &format!("{} (min_retry: {secs}s)", path.display()))
+        .unwrap_or_else(|e| panic!("{e}"));
     let mut expected = shipped.spec().clone();
     let grey = expected.rules[0]
         .0
@@ -92,8 +88,8 @@ fn greylisting_plan(secs: u64) -> Plan {
         .greylist
         .as_mut()
         .expect("the shipped rule greylists");
-    grey.min_retry_seconds = NonNeg(secs as f64);
-    assert_eq!(plan.spec(), &expected, "only min_retry_seconds changed");
+    grey.min_retry = Duration::from_secs(secs);
+    assert_eq!(plan.spec(), &expected, "only min_retry changed");
     plan
 }
 

@@ -257,8 +257,7 @@ impl Args {
             Some(p) => {
                 let text = std::fs::read_to_string(p)
                     .map_err(|e| BlastError::Config(format!("--profile {}: {e}", p.display())))?;
-                serde_yaml::from_str(&text)
-                    .map_err(|e| BlastError::Config(format!("--profile {}: {e}", p.display())))?
+                Config::from_yaml_str(&text, &p.display().to_string())?
             }
             None => Config::default(),
         };

@@ -5,11 +5,19 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use mailstorm_config::range::parse_count;
+use mailstorm_config::serde_units::scalar_or_map;
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::rng::Rng;
 use crate::stages::{LoadStages, StagesMode};
 use crate::BlastError;
+use mailstorm_sample::LogNormal;
+
+pub use crate::timeouts::Timeouts;
+pub use mailstorm_config::format_duration;
+// Durations in profiles read and write like every other setting.
+pub(crate) use mailstorm_config::serde_units::{duration as dur, opt_duration as opt_dur};
 
 /// `auto` (follow the server's EHLO), `on` (always) or `off` (never).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -59,20 +67,25 @@ pub enum SizeDist {
     /// Every message has this size.
     Fixed {
         /// Bytes.
+        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
         bytes: u64,
     },
     /// Uniform between `min` and `max` inclusive.
     Uniform {
         /// Smallest size, bytes.
+        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
         min: u64,
         /// Largest size, bytes.
+        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
         max: u64,
     },
     /// Log-normal with the given median and 99th percentile.
     Lognormal {
         /// Median size, bytes.
+        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
         median: u64,
         /// 99th percentile size, bytes.
+        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
         p99: u64,
     },
 }
@@ -84,10 +97,10 @@ impl SizeDist {
     /// Parses `2k`, `1k..100k` or `lognormal:10k,200k`.
     pub fn parse(s: &str) -> Result<SizeDist, BlastError> {
         let bad = |why: &str| BlastError::Config(format!("--size {s:?}: {why}"));
-        let s = s.trim();
-        let d = if let Some(rest) = s
+        let t = s.trim();
+        let d = if let Some(rest) = t
             .strip_prefix("lognormal:")
-            .or_else(|| s.strip_prefix("ln:"))
+            .or_else(|| t.strip_prefix("ln:"))
         {
             let (m, p) = rest
                 .split_once(',')
@@ -97,15 +110,13 @@ impl SizeDist {
                 return Err(bad("p99 must be at least the median"));
             }
             SizeDist::Lognormal { median, p99 }
-        } else if let Some((a, b)) = s.split_once("..") {
-            let (min, max) = (parse_bytes(a)?, parse_bytes(b)?);
-            if max < min {
-                return Err(bad("range upper bound below lower bound"));
-            }
-            SizeDist::Uniform { min, max }
         } else {
-            SizeDist::Fixed {
-                bytes: parse_bytes(s)?,
+            let (min, max) = mailstorm_config::parse_range(t, mailstorm_config::parse_size)
+                .map_err(|e| bad(&e.to_string()))?;
+            if min == max && !t.contains("..") {
+                SizeDist::Fixed { bytes: min }
+            } else {
+                SizeDist::Uniform { min, max }
             }
         };
         if d.max() > MAX_MESSAGE_SIZE {
@@ -129,11 +140,8 @@ impl SizeDist {
             SizeDist::Fixed { bytes } => bytes,
             SizeDist::Uniform { min, max } => rng.range(min, max),
             SizeDist::Lognormal { median, p99 } => {
-                let mu = (median.max(1) as f64).ln();
-                // z(0.99) = 2.3263: p99 = exp(mu + 2.3263 sigma).
-                let sigma = ((p99.max(1) as f64).ln() - mu) / 2.326_348;
-                let v = (mu + sigma * rng.normal()).exp();
-                (v as u64).min(self.max())
+                let ln = LogNormal::from_median_p99(median.max(1) as f64, p99.max(1) as f64);
+                (ln.at(rng.normal()) as u64).min(self.max())
             }
         }
     }
@@ -141,6 +149,7 @@ impl SizeDist {
 
 /// Recipients per message: `n` or `lo..hi` (inclusive).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RcptRange {
     /// Fewest recipients.
     pub min: u32,
@@ -151,14 +160,12 @@ pub struct RcptRange {
 impl RcptRange {
     /// Parses `3` or `1..10`.
     pub fn parse(s: &str) -> Result<RcptRange, BlastError> {
-        let num = |t: &str| {
-            t.trim()
-                .parse::<u32>()
-                .map_err(|_| BlastError::Config(format!("--rcpts {s:?}: not a number")))
-        };
-        let (min, max) = match s.split_once("..") {
-            Some((a, b)) => (num(a)?, num(b)?),
-            None => (num(s)?, num(s)?),
+        let (min, max) = mailstorm_config::parse_range(s, parse_count)
+            .map_err(|e| BlastError::Config(format!("--rcpts {s:?}: {e}")))?;
+        let (Ok(min), Ok(max)) = (u32::try_from(min), u32::try_from(max)) else {
+            return Err(BlastError::Config(format!(
+                "--rcpts {s:?}: need 1 <= min <= max <= 1000"
+            )));
         };
         if min == 0 || max < min || max > 1000 {
             return Err(BlastError::Config(format!(
@@ -166,112 +173,6 @@ impl RcptRange {
             )));
         }
         Ok(RcptRange { min, max })
-    }
-}
-
-/// Per-stage timeouts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Timeouts {
-    /// TCP connect.
-    #[serde(with = "dur")]
-    pub connect: Duration,
-    /// TLS handshake (implicit or after STARTTLS).
-    #[serde(with = "dur")]
-    pub tls: Duration,
-    /// The 220 greeting.
-    #[serde(with = "dur")]
-    pub banner: Duration,
-    /// EHLO/HELO/LHLO and STARTTLS replies.
-    #[serde(with = "dur")]
-    pub ehlo: Duration,
-    /// The whole AUTH exchange, per reply.
-    #[serde(with = "dur")]
-    pub auth: Duration,
-    /// MAIL FROM reply.
-    #[serde(with = "dur")]
-    pub mail: Duration,
-    /// Each RCPT TO reply.
-    #[serde(with = "dur")]
-    pub rcpt: Duration,
-    /// DATA's 354 reply, and writing the body.
-    #[serde(with = "dur")]
-    pub data: Duration,
-    /// The reply after the final dot or BDAT LAST.
-    #[serde(with = "dur")]
-    pub data_end: Duration,
-    /// RSET reply.
-    #[serde(with = "dur")]
-    pub rset: Duration,
-    /// QUIT reply.
-    #[serde(with = "dur")]
-    pub quit: Duration,
-}
-
-impl Default for Timeouts {
-    // Shorter than RFC 5321 §4.5.3.2's minutes: a load test wants to see a
-    // stuck server as an error quickly. Each is configurable.
-    fn default() -> Self {
-        let s = Duration::from_secs;
-        Timeouts {
-            connect: s(10),
-            tls: s(10),
-            banner: s(30),
-            ehlo: s(30),
-            auth: s(30),
-            mail: s(30),
-            rcpt: s(30),
-            data: s(30),
-            data_end: s(60),
-            rset: s(30),
-            quit: s(5),
-        }
-    }
-}
-
-impl Timeouts {
-    /// Applies `10s` (all) or `connect=2s,data_end=1m` overrides.
-    pub fn apply(&mut self, spec: &str) -> Result<(), BlastError> {
-        for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let Some((name, value)) = part.split_once('=') else {
-                let d = parse_duration(part)?;
-                *self = Timeouts {
-                    connect: d,
-                    tls: d,
-                    banner: d,
-                    ehlo: d,
-                    auth: d,
-                    mail: d,
-                    rcpt: d,
-                    data: d,
-                    data_end: d,
-                    rset: d,
-                    quit: d,
-                };
-                continue;
-            };
-            let d = parse_duration(value)?;
-            let slot = match name.trim() {
-                "connect" => &mut self.connect,
-                "tls" => &mut self.tls,
-                "banner" => &mut self.banner,
-                "ehlo" | "helo" | "lhlo" => &mut self.ehlo,
-                "auth" => &mut self.auth,
-                "mail" => &mut self.mail,
-                "rcpt" => &mut self.rcpt,
-                "data" => &mut self.data,
-                "data_end" => &mut self.data_end,
-                "rset" => &mut self.rset,
-                "quit" => &mut self.quit,
-                other => {
-                    return Err(BlastError::Config(format!(
-                        "--timeout: unknown stage {other:?} (connect, tls, banner, ehlo, auth, mail, rcpt, data, data_end, rset, quit)"
-                    )))
-                }
-            };
-            *slot = d;
-        }
-        Ok(())
     }
 }
 
@@ -310,9 +211,12 @@ pub struct Config {
     /// Send RSET before every transaction after the first on a connection
     /// (otherwise only after an unfinished one).
     pub rset: bool,
-    /// Recipients per message.
+    /// Recipients per message (`3`, `1..3` or `{min, max}`).
+    #[serde(deserialize_with = "rcpts_any")]
     pub rcpts: RcptRange,
-    /// Message sizes.
+    /// Message sizes (`4k`, `1k..100k`, `lognormal:10k,200k` or the
+    /// mapping form with `kind`).
+    #[serde(deserialize_with = "size_any")]
     pub size: SizeDist,
     /// Template file with `{{seq}}`/`{{rcpt}}` placeholders instead of
     /// generated messages.
@@ -357,9 +261,11 @@ pub struct Config {
     pub seed: u64,
     /// TCP_NODELAY.
     pub nodelay: bool,
-    /// SO_SNDBUF, bytes.
+    /// SO_SNDBUF, bytes (`256k`).
+    #[serde(deserialize_with = "opt_buffer_size")]
     pub sndbuf: Option<u32>,
-    /// SO_RCVBUF, bytes.
+    /// SO_RCVBUF, bytes (`256k`).
+    #[serde(deserialize_with = "opt_buffer_size")]
     pub rcvbuf: Option<u32>,
     /// Close with RST (SO_LINGER 0) instead of FIN.
     pub linger0: bool,
@@ -368,7 +274,8 @@ pub struct Config {
     pub keepalive: Option<Duration>,
     /// Source addresses, used round robin.
     pub source: Vec<IpAddr>,
-    /// Per-stage timeouts.
+    /// Per-stage timeouts (`10s`, `connect=2s,data_end=1m` or a mapping).
+    #[serde(deserialize_with = "timeouts_any")]
     pub timeouts: Timeouts,
     /// How long in-flight messages may take to finish after a stop.
     #[serde(with = "dur")]
@@ -456,6 +363,12 @@ impl Default for Config {
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(5);
 
 impl Config {
+    /// Parses a profile (YAML with the report's `config` keys); errors give
+    /// `origin:line:col`, the key path and the allowed keys or forms.
+    pub fn from_yaml_str(text: &str, origin: &str) -> Result<Config, BlastError> {
+        mailstorm_config::from_yaml_str(text, origin).map_err(|e| BlastError::Config(e.to_string()))
+    }
+
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), BlastError> {
         let err = |m: String| Err(BlastError::Config(m));
@@ -520,6 +433,13 @@ impl Config {
         if self.interval < Duration::from_millis(10) {
             return err("--interval must be at least 10ms".into());
         }
+        if self.keepalive == Some(Duration::ZERO) {
+            return err(
+                "--keepalive 0s: the keepalive idle time must be positive (omit it for none)"
+                    .into(),
+            );
+        }
+        self.timeouts.check()?;
         Ok(())
     }
 
@@ -562,100 +482,52 @@ impl Config {
     }
 }
 
-/// Parses `500ms`, `5s`, `2m`, `1h`, `250us` or a bare number of seconds.
+/// Parses a duration flag with the shared grammar (`500ms`, `5s`, `2m`,
+/// plain seconds); the error quotes the value.
 pub fn parse_duration(s: &str) -> Result<Duration, BlastError> {
-    let t = s.trim();
-    let bad = || BlastError::Config(format!("bad duration {s:?} (e.g. 500ms, 5s, 2m)"));
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
-        "" | "s" => v,
-        "ms" => v / 1e3,
-        "us" | "µs" => v / 1e6,
-        "m" | "min" => v * 60.0,
-        "h" => v * 3600.0,
-        _ => return Err(bad()),
-    };
-    if !(secs.is_finite() && secs >= 0.0) {
-        return Err(bad());
-    }
-    Ok(Duration::from_secs_f64(secs))
+    mailstorm_config::parse_duration(s).map_err(|e| BlastError::Config(e.to_string()))
 }
 
-/// Formats a duration the way [`parse_duration`] reads it.
-pub fn format_duration(d: Duration) -> String {
-    let us = d.as_micros();
-    if us.is_multiple_of(1_000_000) {
-        format!("{}s", us / 1_000_000)
-    } else if us.is_multiple_of(1000) {
-        format!("{}ms", us / 1000)
-    } else {
-        format!("{us}us")
-    }
-}
-
-/// Parses `1024`, `2k`, `1.5M`, `10KB`, `1MiB` (k = 1024).
+/// Parses a size flag with the shared grammar (`1024`, `2k`, `1.5M`,
+/// `1MiB`); the error quotes the value.
 pub fn parse_bytes(s: &str) -> Result<u64, BlastError> {
-    let t = s.trim();
-    let bad = || BlastError::Config(format!("bad size {s:?} (e.g. 1024, 2k, 1M)"));
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let v: f64 = num.parse().map_err(|_| bad())?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        _ => return Err(bad()),
-    };
-    Ok((v * mult).round() as u64)
+    mailstorm_config::parse_size(s).map_err(|e| BlastError::Config(e.to_string()))
 }
 
-/// Serde for `Duration` as a human string ("5s"); numbers are seconds.
-pub(crate) mod dur {
-    use super::*;
-    use serde::{Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            S(String),
-            N(f64),
-        }
-        match Raw::deserialize(d)? {
-            Raw::S(s) => parse_duration(&s).map_err(serde::de::Error::custom),
-            Raw::N(n) if n >= 0.0 && n.is_finite() => Ok(Duration::from_secs_f64(n)),
-            Raw::N(n) => Err(serde::de::Error::custom(format!("bad duration {n}"))),
-        }
-    }
+fn rcpts_any<'de, D: Deserializer<'de>>(d: D) -> Result<RcptRange, D::Error> {
+    scalar_or_map(d, "a count (3), a range (1..3) or {min, max}", |s| {
+        RcptRange::parse(s).map_err(|e| e.to_string().replace("--rcpts ", ""))
+    })
 }
 
-/// Serde for `Option<Duration>`.
-pub(crate) mod opt_dur {
-    use super::*;
-    use serde::{Deserializer, Serializer};
+fn size_any<'de, D: Deserializer<'de>>(d: D) -> Result<SizeDist, D::Error> {
+    scalar_or_map(
+        d,
+        "a size (4k), a range (1k..100k), lognormal:MEDIAN,P99 or a mapping with `kind`",
+        |s| SizeDist::parse(s).map_err(|e| e.to_string().replace("--size ", "")),
+    )
+}
 
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_str(&format_duration(*d)),
-            None => s.serialize_none(),
-        }
-    }
+fn timeouts_any<'de, D: Deserializer<'de>>(d: D) -> Result<Timeouts, D::Error> {
+    scalar_or_map(
+        d,
+        "a duration for every stage (10s), STAGE=DURATION,... or a mapping of stages",
+        |s| {
+            let mut t = Timeouts::default();
+            t.apply(s)
+                .map(|()| t)
+                .map_err(|e| e.to_string().replace("--timeout ", ""))
+        },
+    )
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "super::dur")] Duration);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
+fn opt_buffer_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    let n = mailstorm_config::serde_units::opt_size::deserialize(d)?;
+    n.map(|n| {
+        u32::try_from(n)
+            .map_err(|_| serde::de::Error::custom(format!("socket buffer size {n} is over 4GiB")))
+    })
+    .transpose()
 }
 
 #[cfg(test)]
@@ -692,6 +564,24 @@ mod tests {
         assert!((med / 10240.0 - 1.0).abs() < 0.1, "{med}");
         assert!((p99 / 204_800.0 - 1.0).abs() < 0.2, "{p99}");
         assert!(SizeDist::parse("4k..1k").is_err());
+    }
+
+    #[test]
+    fn zero_keepalive_is_rejected_naming_flag_and_value() {
+        let c = Config {
+            keepalive: Some(Duration::ZERO),
+            ..Config::default()
+        };
+        let e = c.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--keepalive 0s") && e.contains("positive"),
+            "{e}"
+        );
+        let c = Config {
+            keepalive: Some(Duration::from_secs(30)),
+            ..Config::default()
+        };
+        assert!(c.validate().is_ok());
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod shard;
 pub mod stages;
 pub mod stats;
 pub mod threshold;
+pub mod timeouts;
 pub mod tls;
 pub mod verdict;
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::{format_duration, parse_duration};
 use crate::BlastError;
+use mailstorm_config::format_duration;
 
 /// What the stage values mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -130,7 +130,7 @@ impl LoadStages {
             let (d, v) = part
                 .split_once(':')
                 .ok_or_else(|| bad("expected DURATION:VALUE or DURATION:FROM..TO"))?;
-            let duration = parse_duration(d)?;
+            let duration = mailstorm_config::parse_duration(d).map_err(|e| bad(&e.to_string()))?;
             let num = |t: &str| {
                 t.trim()
                     .parse::<f64>()

@@ -19,7 +19,7 @@ pub fn client_config(
         return Ok(None);
     }
     if cfg.insecure {
-        return Ok(Some(mailstorm_sink::tls::insecure_client_config()));
+        return Ok(Some(mailstorm_tls::insecure_client_config()));
     }
     let pem = match (&cfg.ca, trusted_pem) {
         (Some(path), _) => std::fs::read(path)
@@ -33,7 +33,7 @@ pub fn client_config(
             ))
         }
     };
-    mailstorm_sink::tls::client_config_trusting(&pem)
+    mailstorm_tls::client_config_trusting(&pem)
         .map(Some)
         .map_err(|e| BlastError::Config(format!("TLS: {e}")))
 }

@@ -200,7 +200,7 @@ fn concurrency_falls_under_a_cap_and_recovers() {
     let (sink, engine) = sink_with(
         "seed: 1\nrules:\n  - stage: connect\n    window: {from: 0, to: 1.5}\n    \
          max_connections: {max: 2, per: ip}\n    action: {reply: {code: 421, enhanced: 4.7.0}}\n  \
-         - stage: data_end\n    key: triplet\n    action: {delay: {ms: 5}}\n",
+         - stage: data_end\n    key: triplet\n    action: {delay: {fixed: 5ms}}\n",
     );
     let c = Config {
         messages: None,

@@ -330,7 +330,7 @@ fn an_open_loop_capped_by_connections_fails_and_says_raise_c() {
     let plan = tmp("slow.yaml");
     std::fs::write(
         &plan,
-        "seed: 1\nrules:\n  - stage: data_end\n    action: {delay: {ms: 20}}\n",
+        "seed: 1\nrules:\n  - stage: data_end\n    action: {delay: {fixed: 20ms}}\n",
     )
     .unwrap();
     let plan = plan.to_str().unwrap();

@@ -1,20 +1,23 @@
 //! The sink's configuration: defaults, YAML form and validation.
 //!
-//! YAML keys are the long flag names (`max-message-size: 50MiB`). Durations
-//! are written `300ms`, `5s`, `2m`, `1h` (a bare number means seconds);
-//! sizes `512`, `64k`, `50MiB`, `1G` (binary multiples).
+//! YAML keys are the long flag names in snake_case (`max_message_size:
+//! 50MiB`); a flag-style spelling (`max-message-size`) is an error naming
+//! the right key. Durations and sizes use the one grammar of
+//! [`mailstorm_config::units`]: `300ms`, `5s`, `2m`, `1h`, `1d` (a plain
+//! number is seconds); `512`, `64k`, `50MiB`, `1G` (binary multiples).
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mailstorm_config::serde_units::{duration as duration_serde, size as size_serde};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What to do with a DATA body that has a bare LF or bare CR (the raw
 /// material of SMTP smuggling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "snake_case")]
 pub enum BareLfPolicy {
     /// Refuse the message with `550 5.7.0` (like Postfix's
     /// `smtpd_forbid_bare_newline = reject`), for strict tests.
@@ -39,7 +42,7 @@ impl std::str::FromStr for BareLfPolicy {
 /// Every setting of the sink. [`SinkConfig::default`] gives the binary's
 /// defaults; [`crate::Sink::builder`] starts from [`SinkConfig::embedded`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields)]
 pub struct SinkConfig {
     /// Plain SMTP/LMTP listeners (STARTTLS offered when TLS is on).
     pub listen: Vec<SocketAddr>,
@@ -84,7 +87,7 @@ pub struct SinkConfig {
     /// Accept what real clients send but RFC 5321 forbids in commands
     /// (bare-LF line ends, a space after `FROM:`, missing angle brackets).
     pub lenient: bool,
-    /// Offer STARTTLS and enable `tls-listen` (self-signed unless a
+    /// Offer STARTTLS and enable `tls_listen` (self-signed unless a
     /// certificate is given).
     pub tls: bool,
     /// PEM certificate chain (leaf first).
@@ -209,16 +212,19 @@ impl SinkConfig {
         }
     }
 
-    /// Parses YAML (unknown keys are errors naming the key and position).
+    /// Parses YAML (unknown keys are errors naming the key, its position
+    /// and the allowed keys).
     pub fn from_yaml_str(yaml: &str, origin: &Path) -> Result<SinkConfig, ConfigError> {
-        // An empty file is an empty mapping, not an error.
-        if yaml.trim().is_empty() {
-            return Ok(SinkConfig::default());
-        }
-        serde_yaml::from_str(yaml).map_err(|e| ConfigError::Parse {
-            path: origin.to_path_buf(),
-            location: e.location().map(|l| (l.line(), l.column())),
-            message: e.to_string(),
+        mailstorm_config::from_yaml_str(yaml, &origin.display().to_string()).map_err(|e| {
+            ConfigError::Parse {
+                path: origin.to_path_buf(),
+                location: e.location,
+                message: if e.path.is_empty() {
+                    e.message
+                } else {
+                    format!("{}: {}", e.path, e.message)
+                },
+            }
         })
     }
 
@@ -258,34 +264,34 @@ impl SinkConfig {
             return bad("no listen address".into());
         }
         if !self.tls_listen.is_empty() && !self.tls {
-            return bad("tls-listen needs TLS enabled".into());
+            return bad("tls_listen needs TLS enabled".into());
         }
         if self.threads == Some(0) {
             return bad("threads must be at least 1".into());
         }
         if !(16..=1 << 20).contains(&self.max_line_length) {
             return bad(format!(
-                "max-line-length {} is outside 16..=1MiB",
+                "max_line_length {} is outside 16..=1MiB",
                 self.max_line_length
             ));
         }
         if self.max_recipients == 0 {
-            return bad("max-recipients must be at least 1".into());
+            return bad("max_recipients must be at least 1".into());
         }
         if self.idle_timeout.is_zero() {
-            return bad("idle-timeout must be positive".into());
+            return bad("idle_timeout must be positive".into());
         }
         if self.command_timeout.is_zero() {
             return bad("command-timeout must be positive".into());
         }
         if self.tls_key.is_some() && self.tls_cert.is_none() {
-            return bad("tls-key given without tls-cert".into());
+            return bad("tls_key given without tls_cert".into());
         }
         if let Some(addr) = self.control {
             let has_token = self.control_token.as_deref().is_some_and(|t| !t.is_empty());
             if !addr.ip().is_loopback() && !has_token {
                 return bad(format!(
-                    "the control API on non-loopback {addr} requires --control-token"
+                    "the control API on non-loopback {addr} requires control_token (--control-token)"
                 ));
             }
         }
@@ -307,61 +313,21 @@ fn system_hostname() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Parses `300ms`, `5s`, `2m`, `1h`, `1d` or a bare number of seconds
-/// (fractions allowed: `1.5s`).
+/// Parses a duration flag (`300ms`, `5s`, `2m`, `1h`, `1d`, plain seconds)
+/// with the shared grammar; the error quotes the value.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("bad duration {s:?} (e.g. 300ms, 5s, 2m)"))?;
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 1e-3,
-        "us" | "µs" => 1e-6,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        "d" => 86400.0,
-        u => return Err(format!("bad duration unit {u:?} in {s:?}")),
-    };
-    let secs = n * scale;
-    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
-        return Err(format!("duration {s:?} out of range"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    mailstorm_config::parse_duration(s).map_err(|e| e.to_string())
 }
 
 /// Formats a duration the way [`parse_duration`] reads it.
 pub fn format_duration(d: Duration) -> String {
-    if d.subsec_nanos() == 0 {
-        format!("{}s", d.as_secs())
-    } else if d.as_nanos().is_multiple_of(1_000_000) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{}s", d.as_secs_f64())
-    }
+    mailstorm_config::format_duration(d)
 }
 
-/// Parses `1024`, `64k`, `50M`, `50MiB`, `1G` (binary multiples).
+/// Parses a size flag (`1024`, `64k`, `50MiB`, `1G`) with the shared
+/// grammar; the error quotes the value.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("bad size {s:?} (e.g. 512, 64k, 50MiB)"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        u => return Err(format!("bad size unit {u:?} in {s:?}")),
-    };
-    n.checked_mul(1 << shift)
-        .ok_or_else(|| format!("size {s:?} too large"))
+    mailstorm_config::parse_size(s).map_err(|e| e.to_string())
 }
 
 /// Parses `off` or a socket address.
@@ -372,43 +338,6 @@ pub fn parse_control(s: &str) -> Result<Option<SocketAddr>, String> {
             .parse()
             .map(Some)
             .map_err(|e| format!("bad control address {a:?}: {e} (or `off`)")),
-    }
-}
-
-/// A number or a string, for YAML values that may be either.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum NumOrStr {
-    Num(f64),
-    Str(String),
-}
-
-mod duration_serde {
-    use super::*;
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format_duration(*d))
-    }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        match NumOrStr::deserialize(d)? {
-            NumOrStr::Num(n) => parse_duration(&n.to_string()),
-            NumOrStr::Str(s) => parse_duration(&s),
-        }
-        .map_err(serde::de::Error::custom)
-    }
-}
-
-mod size_serde {
-    use super::*;
-    pub(super) fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(*n)
-    }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        match NumOrStr::deserialize(d)? {
-            NumOrStr::Num(n) if n >= 0.0 && n.fract() == 0.0 => Ok(n as u64),
-            NumOrStr::Num(n) => Err(format!("bad size {n}")),
-            NumOrStr::Str(s) => parse_size(&s),
-        }
-        .map_err(serde::de::Error::custom)
     }
 }
 
@@ -450,7 +379,7 @@ mod tests {
     #[test]
     fn yaml_round_trip_and_units() {
         let c = SinkConfig::from_yaml_str(
-            "listen: ['127.0.0.1:2600', '[::1]:2600']\nmax-message-size: 10MiB\nidle-timeout: 1.5s\ncontrol: off\nbare-lf: accept\n",
+            "listen: ['127.0.0.1:2600', '[::1]:2600']\nmax_message_size: 10MiB\nidle_timeout: 1.5s\ncontrol: off\nbare_lf: accept\n",
             Path::new("t.yaml"),
         )
         .unwrap();
@@ -466,11 +395,41 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_position() {
-        let e = SinkConfig::from_yaml_str("lmtp: true\nmax-mesage-size: 5\n", Path::new("c.yaml"))
+        let e = SinkConfig::from_yaml_str("lmtp: true\nmax_mesage_size: 5\n", Path::new("c.yaml"))
             .unwrap_err();
         let msg = e.to_string();
-        assert!(msg.contains("max-mesage-size"), "{msg}");
-        assert!(msg.starts_with("c.yaml:2:"), "{msg}");
+        assert!(msg.contains("max_mesage_size"), "{msg}");
+        assert!(
+            msg.contains("max_message_size"),
+            "allowed keys listed: {msg}"
+        );
+        assert!(msg.starts_with("c.yaml:2:1: "), "{msg}");
+    }
+
+    #[test]
+    fn kebab_key_names_the_snake_case_key() {
+        let e = SinkConfig::from_yaml_str("lmtp: true\nmax-message-size: 5\n", Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:2:1: "), "{e}");
+        assert!(e.contains("write `max_message_size`"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_key_value_and_allowed_forms() {
+        let e = SinkConfig::from_yaml_str(
+            "quiet: true\nidle_timeout: 5 parsecs\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("c.yaml:2:15: idle_timeout: "), "{e}");
+        assert!(e.contains("\"5 parsecs\""), "{e}");
+        let e = SinkConfig::from_yaml_str("bare_lf: maybe\n", Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("c.yaml:1:10: bare_lf: "), "{e}");
+        assert!(e.contains("reject, accept"), "{e}");
     }
 
     #[test]
@@ -481,7 +440,7 @@ mod tests {
         assert!(parse_duration("5 parsecs").is_err());
         assert_eq!(parse_size("64k").unwrap(), 65536);
         assert_eq!(parse_size("50MiB").unwrap(), 50 << 20);
-        assert!(parse_size("1T").is_err());
+        assert!(parse_size("1P").is_err());
         assert_eq!(parse_control("off").unwrap(), None);
     }
 

@@ -13,8 +13,9 @@ use mailstorm_sink::{BareLfPolicy, Sink, SinkConfig, SinkError, SinkHandle, Stat
 
 const AFTER_HELP: &str = "\
 Every option can also be set in the YAML file given with --config, under its long
-name (e.g. `max-message-size: 10MiB`); flags override the file. Unknown keys are
-errors. Durations: 300ms, 5s, 2m, 1h. Sizes: 512, 64k, 50MiB.
+name in snake_case (e.g. `max_message_size: 10MiB`); flags override the file.
+Unknown keys are errors. Durations: 300ms, 5s, 1.5s, 2m, 1h, 1d. Sizes: 512, 64k,
+50MiB, 1G.
 
 Signals: SIGINT/SIGTERM stop accepting, answer 421 4.3.2 to each session at its next
 command, wait up to --shutdown-grace, print final stats and exit 0. SIGHUP reloads the
@@ -34,7 +35,7 @@ Exit codes:
 #[derive(Parser, Debug, Clone)]
 #[command(name = "mailstorm-sink", version, about, after_help = AFTER_HELP)]
 struct Args {
-    /// YAML configuration file (keys are the long option names).
+    /// YAML configuration file (keys are the long option names, snake_case).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Listen address, repeatable (IPv4 or [IPv6]:port) [default: 127.0.0.1:2525].

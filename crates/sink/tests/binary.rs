@@ -350,8 +350,8 @@ fn help_lists_every_exit_code_as_the_readme_does() {
 #[test]
 fn enum_flags_ignore_case() {
     for (args, expect) in [
-        (&["--bare-lf", "ACCEPT"][..], "bare-lf: accept"),
-        (&["--bare-lf", "Reject"], "bare-lf: reject"),
+        (&["--bare-lf", "ACCEPT"][..], "bare_lf: accept"),
+        (&["--bare-lf", "Reject"], "bare_lf: reject"),
         (&["--control", "OFF"], "control: off"),
     ] {
         let out = Command::new(BIN)

@@ -93,11 +93,11 @@ fn every_action_at_every_stage() {
             "reply: {code: 421}",
             |v| matches!(&v.outcome, FaultAction::Reply { code: 421, enhanced, .. } if enhanced == "4.3.2"),
         ),
-        ("delay: {ms: 250}", |v| {
+        ("delay: {fixed: 250ms}", |v| {
             v.delay == Some(Duration::from_millis(250)) && v.outcome == FaultAction::Accept
         }),
         (
-            "{delay: {ms: 5}, reply: {code: 554, enhanced: 5.7.1}}",
+            "{delay: {fixed: 5ms}, reply: {code: 554, enhanced: 5.7.1}}",
             |v| v.delay == Some(Duration::from_millis(5)) && v.code() == Some(554),
         ),
         ("disconnect: {mode: rst, after_bytes: 100}", |v| {
@@ -107,13 +107,13 @@ fn every_action_at_every_stage() {
                     after_bytes: 100,
                 }
         }),
-        ("stall: {seconds: 2}", |v| {
+        ("stall: {duration: 2s}", |v| {
             v.outcome == FaultAction::Stall(Duration::from_secs(2))
         }),
         ("throttle: {bytes_per_sec: 1000}", |v| {
             v.throttle == Some(1000) && v.outcome == FaultAction::Accept
         }),
-        ("split_reply: {fragment_bytes: 3, gap_ms: 1}", |v| {
+        ("split_reply: {fragment_bytes: 3, gap: 1ms}", |v| {
             v.split_reply
                 == Some(SplitReply {
                     fragment: 3,
@@ -121,7 +121,7 @@ fn every_action_at_every_stage() {
                 })
         }),
         (
-            "idle_close: {after_seconds: 1.5}",
+            "idle_close: {after: 1.5s}",
             |v| matches!(&v.outcome, FaultAction::IdleClose { after, code: 421, .. } if *after == Duration::from_millis(1500)),
         ),
     ];
@@ -167,7 +167,7 @@ fn every_action_at_every_stage() {
         ("data_end", Stage::DataEnd),
     ] {
         let e = engine(&format!(
-            "rules:\n  - stage: {sname}\n    action: {{greylist: {{min_retry_seconds: 60}}}}\n"
+            "rules:\n  - stage: {sname}\n    action: {{greylist: {{min_retry: 60s}}}}\n"
         ));
         let v = probe(stage, "a@x.test", "b@y.test")
             .decide(&e, now)
@@ -363,7 +363,7 @@ fn probability_is_deterministic_and_calibrated() {
 
 #[test]
 fn delays_are_seeded() {
-    let yaml = "seed: 3\nrules:\n  - {stage: rcpt, action: {delay: {distribution: lognormal, median_ms: 100, p99_ms: 2000}}}\n";
+    let yaml = "seed: 3\nrules:\n  - {stage: rcpt, action: {delay: {distribution: lognormal, median: 100ms, p99: 2000ms}}}\n";
     let sample = |e: &Engine| -> Vec<Duration> {
         (0..200)
             .map(|k| {
@@ -382,10 +382,10 @@ fn delays_are_seeded() {
     let median = sorted[100].as_millis();
     assert!((60..170).contains(&median), "{median}");
     for (kind, params) in [
-        ("uniform", "min_ms: 10, max_ms: 20"),
-        ("normal", "mean_ms: 50, stddev_ms: 5"),
-        ("exponential", "mean_ms: 30"),
-        ("pareto", "scale_ms: 10, shape: 1.5, cap_ms: 1000"),
+        ("uniform", "min: 10ms, max: 20ms"),
+        ("normal", "mean: 50ms, stddev: 5ms"),
+        ("exponential", "mean: 30ms"),
+        ("pareto", "scale: 10ms, shape: 1.5, cap: 1000ms"),
     ] {
         let e = engine(&format!(
             "rules:\n  - {{stage: mail, action: {{delay: {{distribution: {kind}, {params}}}}}}}\n"
@@ -427,7 +427,7 @@ fn window_with_injected_clock() {
 fn rate_limit_with_injected_clock() {
     let t0 = Instant::now();
     let e = engine_at(
-        "rules:\n  - {stage: mail, rate_limit: {max: 3, per_seconds: 1, by: ip}, action: {reply: {code: 451, enhanced: 4.7.0, text: slow down}}}\n",
+        "rules:\n  - {stage: mail, rate_limit: {max: 3, per: 1s, by: ip}, action: {reply: {code: 451, enhanced: 4.7.0, text: slow down}}}\n",
         t0,
     );
     let at = |ms: u64, ip: &str| {
@@ -452,7 +452,7 @@ fn rate_limit_with_injected_clock() {
         [None, Some(451)]
     );
     // A client under the rate never trips it.
-    let e2 = engine_at("rules:\n  - {stage: mail, rate_limit: {max: 2, per_seconds: 1, by: global}, action: {reply: {code: 451}}}\n", t0);
+    let e2 = engine_at("rules:\n  - {stage: mail, rate_limit: {max: 2, per: 1s, by: global}, action: {reply: {code: 451}}}\n", t0);
     for i in 0..20u64 {
         let v = probe(Stage::Mail, "s@x", "").decide(&e2, t0 + Duration::from_millis(i * 600));
         assert_eq!(code(&v), None, "request {i}");
@@ -489,7 +489,10 @@ fn max_connections_at_greeting() {
 #[test]
 fn greylisting_with_injected_clock() {
     let t0 = Instant::now();
-    let e = engine_at("rules:\n  - {stage: rcpt, action: {greylist: {min_retry_seconds: 300, expire_seconds: 3600}}}\n", t0);
+    let e = engine_at(
+        "rules:\n  - {stage: rcpt, action: {greylist: {min_retry: 300s, expire: 3600s}}}\n",
+        t0,
+    );
     let at = |s: u64, rcpt: &str| {
         code(&probe(Stage::Rcpt, "s@x", rcpt).decide(&e, t0 + Duration::from_secs(s)))
     };
@@ -579,7 +582,7 @@ seed: 99
 rules:
   - {stage: rcpt, match: {recipient_domain: d0.test}, sequence: [451, 451, 250]}
   - {stage: rcpt, key: triplet, probability: 0.3, action: {reply: {code: 452, enhanced: 4.2.2}}}
-  - {stage: rcpt, key: sender, every: 5, action: {delay: {distribution: exponential, mean_ms: 40}}}
+  - {stage: rcpt, key: sender, every: 5, action: {delay: {distribution: exponential, mean: 40ms}}}
   - {stage: data_end, key: triplet, probability: 0.1, action: {reply: {code: 554, enhanced: 5.7.1}}}
 "#;
 
@@ -698,14 +701,14 @@ fn bad_plans_give_clear_errors() {
         ("rules:\n  - stage: rcpt\n", &["t.yaml:2:5", "rules[0]", "no action", "greylist"]),
         ("rules:\n  - stage: rcpt\n    action: {reply: {code: 451}, disconnect: {}}\n", &["rules[0]", "cannot be combined", "reply` and `disconnect"]),
         ("rules:\n  - stage: rcpt\n    action: {reply: {code: 451, enhanced: 5.1.1}}\n", &["rules[0]", "5.1.1", "class must be 4"]),
-        ("rules:\n  - stage: rcpt\n    action: {delay: {distribution: lognormal, median_ms: 5}}\n", &["rules[0]", "lognormal", "p99_ms"]),
-        ("rules:\n  - stage: rcpt\n    action: {delay: {distribution: uniform, min_ms: 1, max_ms: 2, shape: 3}}\n", &["`shape` does not apply", "min_ms, max_ms"]),
+        ("rules:\n  - stage: rcpt\n    action: {delay: {distribution: lognormal, median: 5ms}}\n", &["rules[0]", "lognormal", "p99"]),
+        ("rules:\n  - stage: rcpt\n    action: {delay: {distribution: uniform, min: 1ms, max: 2ms, shape: 3}}\n", &["`shape` does not apply", "min, max"]),
         ("rules:\n  - stage: rcpt\n    action: {delay: {distribution: gamma}}\n", &["t.yaml:3:36", "unknown variant `gamma`", "lognormal"]),
-        ("rules:\n  - stage: connect\n    action: {greylist: {min_retry_seconds: 60}}\n", &["action.greylist", "allowed stages: mail, rcpt, data, data_end"]),
+        ("rules:\n  - stage: connect\n    action: {greylist: {min_retry: 60s}}\n", &["action.greylist", "allowed stages: mail, rcpt, data, data_end"]),
         ("rules:\n  - stage: rcpt\n    max_connections: {max: 3}\n    action: {reply: {code: 421}}\n", &["max_connections", "allowed stages: connect"]),
         ("rules:\n  - stage: rcpt\n    window: {from: 30, to: 10}\n    action: {accept: true}\n", &["window", "greater than `from`"]),
-        ("rules:\n  - stage: rcpt\n    rate_limit: {max: 3, per_seconds: 1, by: host}\n    action: {accept: true}\n", &["rate_limit.by", "unknown variant `host`", "rcpt_domain"]),
-        ("rules:\n  - stage: rcpt\n    sequence: [451]\n    action: {greylist: {min_retry_seconds: 1}}\n", &["sequence", "cannot be combined with action `greylist`"]),
+        ("rules:\n  - stage: rcpt\n    rate_limit: {max: 3, per: 1s, by: host}\n    action: {accept: true}\n", &["rate_limit.by", "unknown variant `host`", "rcpt_domain"]),
+        ("rules:\n  - stage: rcpt\n    sequence: [451]\n    action: {greylist: {min_retry: 1s}}\n", &["sequence", "cannot be combined with action `greylist`"]),
         ("rules: {stage: rcpt}\n", &["t.yaml:1:8", "rules", "sequence"]),
     ];
     for (yaml, needles) in cases {

@@ -232,7 +232,7 @@ fn reply_421_mid_session_closes_and_referee_counts_violations() {
 #[test]
 fn delay_then_reply_and_delayed_greeting() {
     let (sink, _e) = sink_with(
-        "rules:\n  - {stage: connect, action: {delay: {ms: 150}}}\n  - {stage: mail, action: {delay: {ms: 150}, reply: {code: 451, enhanced: 4.7.0, text: later}}}\n",
+        "rules:\n  - {stage: connect, action: {delay: {fixed: 150ms}}}\n  - {stage: mail, action: {delay: {fixed: 150ms}, reply: {code: 451, enhanced: 4.7.0, text: later}}}\n",
         |b| b,
     );
     let t = std::time::Instant::now();
@@ -271,11 +271,11 @@ fn stall_split_throttle_and_idle_close() {
     let (sink, _e) = sink_with(
         r#"
 rules:
-  - {stage: ehlo, action: {split_reply: {fragment_bytes: 7, gap_ms: 1}}}
-  - {stage: mail, action: {stall: {seconds: 0.2}}}
+  - {stage: ehlo, action: {split_reply: {fragment_bytes: 7, gap: 1ms}}}
+  - {stage: mail, action: {stall: {duration: 0.2s}}}
   - {stage: rset, action: {throttle: {bytes_per_sec: 400}}}
   - {stage: quit, action: {reply: {code: 250, text: not yet}}}
-  - {stage: data_end, action: {idle_close: {after_seconds: 0.3, text: idle too long}}}
+  - {stage: data_end, action: {idle_close: {after: 0.3s, text: idle too long}}}
 "#,
         |b| b,
     );

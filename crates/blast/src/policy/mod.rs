@@ -44,7 +44,7 @@ pub use budget::{Budget, BudgetSpec};
 pub use feedback::{ConcurrencySpec, Feedback};
 pub use scope::{classify, Class, Scope};
 
-use crate::config::Timeouts;
+use crate::timeouts::Timeouts;
 
 /// A named set of defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -316,7 +316,9 @@ impl Policy {
 }
 
 // Durations in policies read and write like every other blaster setting.
-pub(crate) use crate::config::{dur as serde_dur, opt_dur as serde_opt_dur};
+pub(crate) use mailstorm_config::serde_units::{
+    duration as serde_dur, opt_duration as serde_opt_dur,
+};
 
 #[cfg(test)]
 mod tests {

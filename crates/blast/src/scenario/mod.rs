@@ -28,26 +28,53 @@ use serde::Deserialize;
 
 pub use expect::{Checked, Expectation, Measurements};
 
+use mailstorm_sink::plan::PlanSpec;
+
 use crate::config::Config;
 
-/// A scenario that cannot be loaded.
+/// A scenario that cannot be loaded. YAML errors carry `file:line:col` and
+/// the key path in the scenario's own file (inline plans and profiles
+/// included) or in the plan or profile file it names.
 #[derive(Debug, thiserror::Error)]
-#[error("scenario {path}: {message}")]
+#[error("{message}")]
 pub struct ScenarioError {
     /// The scenario file.
     pub path: PathBuf,
-    /// What is wrong.
+    /// What is wrong, starting with the file (and position) it is in.
     pub message: String,
 }
 
-/// A file reference or an inline mapping.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(untagged)]
-pub enum Source {
+/// A file reference or an inline mapping, read from the user's own
+/// document so errors inside an inline mapping keep their position.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Source<T> {
     /// A path, relative to the scenario file.
     Path(PathBuf),
     /// The content itself.
-    Inline(serde_yaml::Value),
+    Inline(T),
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Source<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for V<T> {
+            type Value = Source<T>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a file path or an inline mapping")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Source<T>, E> {
+                Ok(Source::Path(PathBuf::from(v)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<Source<T>, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(Source::Inline)
+            }
+        }
+        d.deserialize_any(V(std::marker::PhantomData))
+    }
 }
 
 /// The file as written.
@@ -62,9 +89,9 @@ pub struct ScenarioSpec {
     pub description: Option<String>,
     /// The sink's fault plan (none: a well-behaved sink).
     #[serde(default)]
-    pub plan: Option<Source>,
+    pub plan: Option<Source<PlanSpec>>,
     /// The blast profile.
-    pub profile: Source,
+    pub profile: Source<Config>,
     /// Policy time scale (the `--time-scale` flag wins).
     #[serde(default)]
     pub time_scale: Option<f64>,
@@ -100,10 +127,16 @@ impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
         let err = |message: String| ScenarioError {
             path: path.to_path_buf(),
-            message,
+            message: format!("scenario {}: {message}", path.display()),
+        };
+        let yaml_err = |e: mailstorm_config::YamlError| ScenarioError {
+            path: path.to_path_buf(),
+            message: e.to_string(),
         };
         let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let spec: ScenarioSpec = serde_yaml::from_str(&text).map_err(|e| err(e.to_string()))?;
+        let spec: ScenarioSpec =
+            mailstorm_config::from_yaml_str(&text, &path.display().to_string())
+                .map_err(yaml_err)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let read = |what: &str, p: &Path| -> Result<(String, String), ScenarioError> {
             let full = dir.join(p);
@@ -111,11 +144,22 @@ impl Scenario {
                 .map(|t| (t, full.display().to_string()))
                 .map_err(|e| err(format!("{what} {}: {e}", full.display())))
         };
-        let plan = match &spec.plan {
+        let plan = match spec.plan {
             None => None,
-            Some(Source::Path(p)) => Some(read("plan", p)?),
-            Some(Source::Inline(v)) => Some((
-                serde_yaml::to_string(v).map_err(|e| err(format!("plan: {e}")))?,
+            Some(Source::Path(p)) => {
+                let (yaml, origin) = read("plan", &p)?;
+                mailstorm_sink::plan::Plan::from_yaml_str(&yaml, &origin).map_err(|e| {
+                    ScenarioError {
+                        path: path.to_path_buf(),
+                        message: e.to_string(),
+                    }
+                })?;
+                Some((yaml, origin))
+            }
+            // Parsed (and its rules checked) from the scenario's own text
+            // above; the runner gets it back as YAML.
+            Some(Source::Inline(plan)) => Some((
+                serde_yaml::to_string(&plan).map_err(|e| err(format!("plan: {e}")))?,
                 format!("{} (inline plan)", path.display()),
             )),
         };
@@ -123,14 +167,12 @@ impl Scenario {
             mailstorm_sink::plan::Plan::from_yaml_str(yaml, origin)
                 .map_err(|e| err(format!("plan: {e}")))?;
         }
-        let config: Config = match &spec.profile {
+        let config: Config = match spec.profile {
             Source::Path(p) => {
-                let (t, origin) = read("profile", p)?;
-                serde_yaml::from_str(&t).map_err(|e| err(format!("profile {origin}: {e}")))?
+                let (t, origin) = read("profile", &p)?;
+                mailstorm_config::from_yaml_str(&t, &origin).map_err(yaml_err)?
             }
-            Source::Inline(v) => {
-                serde_yaml::from_value(v.clone()).map_err(|e| err(format!("profile: {e}")))?
-            }
+            Source::Inline(c) => c,
         };
         if config.target.is_some() {
             return Err(err(

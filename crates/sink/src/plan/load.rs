@@ -50,15 +50,14 @@ fn strip_location(msg: String) -> String {
 impl Plan {
     /// Parses a YAML plan; `origin` names it in errors.
     pub fn from_yaml_str(text: &str, origin: &str) -> Result<Plan, PlanError> {
-        let spec: PlanSpec = if text.trim().is_empty() {
-            serde_yaml::from_str("{}")
-        } else {
-            serde_yaml::from_str(text)
-        }
-        .map_err(|e| PlanError::Invalid {
+        let spec = model::parse_yaml(text, origin).map_err(|e| PlanError::Invalid {
             origin: origin.to_string(),
-            location: e.location().map(|l| (l.line(), l.column())),
-            message: strip_location(e.to_string()),
+            location: e.location,
+            message: if e.path.is_empty() {
+                e.message
+            } else {
+                format!("{}: {}", e.path, e.message)
+            },
         })?;
         Plan::compile(spec, origin)
     }

@@ -2,11 +2,30 @@
 //! checks that need only one field run while parsing (so the error carries
 //! that field's line and column) and whole-rule checks run when the rule's
 //! mapping ends (the error points at the rule).
+//!
+//! Times are written in the shared duration grammar (`300ms`, `2s`, `1m`;
+//! a plain number is seconds) and sizes in the size grammar (`64k`,
+//! `10MiB`): see [`mailstorm_config::units`].
 
 use std::fmt;
+use std::time::Duration;
 
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
+
+mod values;
+use values::{opt_millis, opt_secs, secs, whole_millis};
+pub use values::{Code, NonNeg, OneOrMany, Positive, Probability};
+
+/// Keys renamed when plans moved to the shared duration grammar, beyond the
+/// `*_seconds` / `*_ms` suffixes the loader recognises by itself.
+const RENAMED: &[(&str, &str)] = &[("ms", "fixed"), ("seconds", "duration")];
+
+/// Parses a YAML plan, reporting `origin:line:col`, the key path and the
+/// allowed keys or values.
+pub fn parse_yaml(text: &str, origin: &str) -> Result<PlanSpec, mailstorm_config::YamlError> {
+    mailstorm_config::yaml::from_yaml_str_with(text, origin, RENAMED)
+}
 
 /// A fault plan as written: a seed and ordered rules.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,129 +100,6 @@ pub enum KeyKind {
     Global,
 }
 
-/// Reads a number and checks it inside the parser's visitor, so an error
-/// carries the value's own line and column and key path.
-struct Num<F>(&'static str, F);
-
-impl<'de, T, F: FnOnce(f64) -> Result<T, String>> Visitor<'de> for Num<F> {
-    type Value = T;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.0)
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<T, E> {
-        (self.1)(v as f64).map_err(E::custom)
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<T, E> {
-        (self.1)(v as f64).map_err(E::custom)
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
-        (self.1)(v).map_err(E::custom)
-    }
-}
-
-fn integer(v: f64, what: &str) -> Result<u64, String> {
-    if v.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&v) {
-        Ok(v as u64)
-    } else {
-        Err(format!("{what} must be a whole number, got {v}"))
-    }
-}
-
-/// A reply code: three digits, 200..=599.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Code(pub u16);
-
-impl<'de> Deserialize<'de> for Code {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Num("a reply code (200..=599)", |v: f64| {
-            let n = integer(v, "a reply code")?;
-            if (200..=599).contains(&n) {
-                Ok(Code(n as u16))
-            } else {
-                Err(format!(
-                    "reply code {n} is out of range; allowed: 200..=599 (4xx/5xx refuse, 2xx/3xx accept)"
-                ))
-            }
-        }))
-    }
-}
-
-/// A probability in `[0, 1]`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct Probability(pub f64);
-
-impl<'de> Deserialize<'de> for Probability {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Num("a probability (0.0..=1.0)", |p: f64| {
-            if (0.0..=1.0).contains(&p) {
-                Ok(Probability(p))
-            } else {
-                Err(format!(
-                    "probability {p} is out of range; allowed: 0.0..=1.0"
-                ))
-            }
-        }))
-    }
-}
-
-/// A count of at least 1.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct Positive(pub u64);
-
-impl<'de> Deserialize<'de> for Positive {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Num(
-            "a whole number >= 1",
-            |v: f64| -> Result<Positive, String> {
-                match integer(v, "a count")? {
-                    0 => Err("0 is not allowed; must be at least 1".to_string()),
-                    n => Ok(Positive(n)),
-                }
-            },
-        ))
-    }
-}
-
-/// A non-negative, finite number (seconds or milliseconds).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-#[serde(transparent)]
-pub struct NonNeg(pub f64);
-
-impl<'de> Deserialize<'de> for NonNeg {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        d.deserialize_any(Num("a number >= 0", |v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(NonNeg(v))
-            } else {
-                Err(format!("{v} is not allowed; expected a finite number >= 0"))
-            }
-        }))
-    }
-}
-
-/// One value or a list of values.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(untagged)]
-pub enum OneOrMany<T> {
-    /// A single value.
-    One(T),
-    /// A list.
-    Many(Vec<T>),
-}
-
-impl<T> OneOrMany<T> {
-    /// The values as a slice.
-    pub fn as_slice(&self) -> &[T] {
-        match self {
-            OneOrMany::One(t) => std::slice::from_ref(t),
-            OneOrMany::Many(v) => v,
-        }
-    }
-}
-
 /// A header condition (data_end).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -216,15 +112,19 @@ pub struct HeaderSpec {
     pub regex: Option<String>,
 }
 
-/// Message size bounds in octets (inclusive).
+/// Message size bounds in octets (inclusive), written as sizes (`64k`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SizeSpec {
     /// At least this many octets.
-    #[serde(default)]
+    #[serde(default, with = "mailstorm_config::serde_units::size")]
     pub min: u64,
     /// At most this many octets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "mailstorm_config::serde_units::opt_size"
+    )]
     pub max: Option<u64>,
 }
 
@@ -261,18 +161,18 @@ pub struct MatchSpec {
     pub auth_user: Option<OneOrMany<String>>,
 }
 
-/// Active time: seconds since the plan was loaded.
+/// Active time since the plan was loaded (`from: 30s`, `to: 2m`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
-    /// Start, seconds (default 0).
-    #[serde(default = "zero")]
+    /// Start, in seconds (written as a duration; default 0).
+    #[serde(default = "zero", with = "secs")]
     pub from: NonNeg,
-    /// End, seconds (exclusive); absent: open-ended (or `duty` decides).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// End, in seconds (exclusive); absent: open-ended (or `duty` decides).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
     pub to: Option<NonNeg>,
-    /// Repeat every `period` seconds.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Repeat every `period`, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
     pub period: Option<NonNeg>,
     /// With `period`: the active fraction of each period, from `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -297,13 +197,14 @@ pub enum RateBy {
     Global,
 }
 
-/// A token bucket: fires when the client exceeds `max` per `per_seconds`.
+/// A token bucket: fires when the client exceeds `max` per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitSpec {
     /// Bucket size and tokens per period.
     pub max: Positive,
-    /// The period, seconds (> 0).
+    /// The period (key `per`, a duration > 0), in seconds.
+    #[serde(rename = "per", with = "secs")]
     pub per_seconds: NonNeg,
     /// What each bucket belongs to.
     #[serde(default = "rate_by_ip")]
@@ -358,55 +259,117 @@ pub struct ReplySpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DistKind {
-    /// `min_ms`..`max_ms`.
+    /// `min`..`max`.
     Uniform,
-    /// `mean_ms`, `stddev_ms`.
+    /// `mean`, `stddev`.
     Normal,
-    /// `median_ms`, `p99_ms`.
+    /// `median`, `p99`.
     Lognormal,
-    /// `mean_ms`.
+    /// `mean`.
     Exponential,
-    /// `scale_ms`, `shape`.
+    /// `scale`, `shape`.
     Pareto,
 }
 
-/// `delay`: wait before the reply; `{ms: 200}` or a seeded distribution.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `delay`: wait before the reply: `delay: 200ms` (fixed) or a seeded
+/// distribution (`{distribution: lognormal, median: 20ms, p99: 200ms}`).
+/// The `*_ms` fields hold milliseconds; the keys are durations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DelaySpec {
-    /// Fixed delay.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Fixed delay (key `fixed`).
+    #[serde(
+        rename = "fixed",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub ms: Option<NonNeg>,
-    /// A distribution instead of `ms`.
+    /// A distribution instead of `fixed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distribution: Option<DistKind>,
-    /// Parameters (milliseconds unless said otherwise).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Lower bound of `uniform` (key `min`).
+    #[serde(
+        rename = "min",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub min_ms: Option<NonNeg>,
-    /// Upper bound of `uniform`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Upper bound of `uniform` (key `max`).
+    #[serde(
+        rename = "max",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub max_ms: Option<NonNeg>,
-    /// Mean of `normal` / `exponential`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Mean of `normal` / `exponential` (key `mean`).
+    #[serde(
+        rename = "mean",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub mean_ms: Option<NonNeg>,
-    /// Standard deviation of `normal`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Standard deviation of `normal` (key `stddev`).
+    #[serde(
+        rename = "stddev",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub stddev_ms: Option<NonNeg>,
-    /// Median of `lognormal`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Median of `lognormal` (key `median`).
+    #[serde(
+        rename = "median",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub median_ms: Option<NonNeg>,
-    /// 99th percentile of `lognormal`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 99th percentile of `lognormal` (key `p99`).
+    #[serde(
+        rename = "p99",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub p99_ms: Option<NonNeg>,
-    /// Minimum of `pareto`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Minimum of `pareto` (key `scale`).
+    #[serde(
+        rename = "scale",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub scale_ms: Option<NonNeg>,
-    /// Tail index of `pareto` (> 0).
+    /// Tail index of `pareto` (> 0; a plain number).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shape: Option<NonNeg>,
-    /// Cap on any sample (default 10 minutes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Cap on any sample (key `cap`; default 10 minutes).
+    #[serde(
+        rename = "cap",
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "opt_millis"
+    )]
     pub cap_ms: Option<NonNeg>,
+}
+
+/// `delay: 200ms` is shorthand for `delay: {fixed: 200ms}`.
+fn delay_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DelaySpec>, D::Error> {
+    mailstorm_config::serde_units::scalar_or_map(
+        d,
+        "a duration (200ms) or a mapping with `fixed` or `distribution`",
+        |s| {
+            mailstorm_config::parse_duration(s).map(|v| DelaySpec {
+                ms: Some(NonNeg(v.as_secs_f64() * 1e3)),
+                ..DelaySpec::default()
+            })
+        },
+    )
+    .map(Some)
 }
 
 /// How `disconnect` closes.
@@ -440,8 +403,9 @@ fn fin() -> CloseMode {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StallSpec {
-    /// How long, seconds.
-    pub seconds: NonNeg,
+    /// How long.
+    #[serde(with = "mailstorm_config::serde_units::duration")]
+    pub duration: Duration,
 }
 
 /// `throttle`: a slow link for the rest of the connection.
@@ -459,8 +423,8 @@ pub struct SplitSpec {
     /// Fragment size in octets (default 1).
     #[serde(default = "one")]
     pub fragment_bytes: Positive,
-    /// Pause between fragments, milliseconds (default 5).
-    #[serde(default = "five")]
+    /// Pause between fragments (key `gap`, default 5ms), milliseconds.
+    #[serde(rename = "gap", default = "five", with = "whole_millis")]
     pub gap_ms: u64,
 }
 
@@ -476,28 +440,32 @@ fn five() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GreylistSpec {
-    /// A retry passes once this many seconds have passed since the first
-    /// attempt.
-    pub min_retry_seconds: NonNeg,
+    /// A retry passes once this long has passed since the first attempt.
+    #[serde(with = "mailstorm_config::serde_units::duration")]
+    pub min_retry: Duration,
     /// Unretried entries (and passed ones, since their last use) expire
-    /// after this many seconds (default 4 hours).
-    #[serde(default = "four_hours")]
-    pub expire_seconds: NonNeg,
+    /// after this long (default 4h).
+    #[serde(
+        default = "four_hours",
+        with = "mailstorm_config::serde_units::duration"
+    )]
+    pub expire: Duration,
     /// Reply text for the deferral.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
 }
 
-fn four_hours() -> NonNeg {
-    NonNeg(4.0 * 3600.0)
+fn four_hours() -> Duration {
+    Duration::from_secs(4 * 3600)
 }
 
 /// `idle_close`: an unprompted reply and close when the client is idle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdleCloseSpec {
-    /// Idle time before closing, seconds.
-    pub after_seconds: NonNeg,
+    /// Idle time before closing.
+    #[serde(with = "mailstorm_config::serde_units::duration")]
+    pub after: Duration,
     /// The code sent (default 421).
     #[serde(default = "code_421")]
     pub code: Code,
@@ -520,7 +488,11 @@ pub struct ActionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply: Option<ReplySpec>,
     /// Wait before replying.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "delay_spec"
+    )]
     pub delay: Option<DelaySpec>,
     /// Close the connection.
     #[serde(default, skip_serializing_if = "Option::is_none")]

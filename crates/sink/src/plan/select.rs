@@ -31,13 +31,8 @@ const RULE_MUL: u64 = 0xC2B2_AE3D_27D4_EB4F;
 const ATTEMPT_MUL: u64 = 0x1656_67B1_9E37_79F9;
 const STREAM_MUL: u64 = 0x27D4_EB2F_1656_67C5;
 
-/// The SplitMix64 finalizer: a bijective 64-bit mixer.
-#[inline]
-pub const fn mix64(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+/// The SplitMix64 finalizer, shared with the blaster's generator.
+pub use mailstorm_sample::mix64;
 
 /// Hashes `bytes` under `seed` (see the module docs for the exact steps).
 pub fn hash_bytes(seed: u64, bytes: &[u8]) -> u64 {
@@ -271,23 +266,17 @@ pub enum Dist {
     },
 }
 
-/// z-score of the 99th percentile of the standard normal.
-const Z99: f64 = 2.326_347_874_040_841;
-
 impl Dist {
     /// The sample for two independent uniforms `u1`, `u2` in `[0, 1)`,
     /// capped at `cap_ms`.
     pub fn sample(&self, u1: f64, u2: f64, cap_ms: f64) -> Duration {
-        // Box–Muller; 1 - u1 is in (0, 1], so ln is finite.
-        let gauss = || (-2.0 * (1.0 - u1).ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let gauss = || mailstorm_sample::standard_normal(u1, u2);
         let ms = match *self {
             Dist::Fixed(ms) => ms,
             Dist::Uniform { min, max } => min + (max - min) * u1,
             Dist::Normal { mean, stddev } => mean + stddev * gauss(),
             Dist::LogNormal { median, p99 } => {
-                let mu = median.ln();
-                let sigma = (p99.ln() - mu) / Z99;
-                (mu + sigma * gauss()).exp()
+                mailstorm_sample::LogNormal::from_median_p99(median, p99).at(gauss())
             }
             Dist::Exponential { mean } => -mean * (1.0 - u1).ln(),
             Dist::Pareto { scale, shape } => scale / (1.0 - u1).powf(1.0 / shape),

@@ -148,35 +148,35 @@ fn check_text(text: &str) -> Result<(), String> {
 pub(crate) fn dist(d: &DelaySpec) -> Result<(Dist, f64), String> {
     let cap = d.cap_ms.map_or(600_000.0, |c| c.0);
     let given: Vec<(&str, Option<f64>)> = vec![
-        ("min_ms", d.min_ms.map(|v| v.0)),
-        ("max_ms", d.max_ms.map(|v| v.0)),
-        ("mean_ms", d.mean_ms.map(|v| v.0)),
-        ("stddev_ms", d.stddev_ms.map(|v| v.0)),
-        ("median_ms", d.median_ms.map(|v| v.0)),
-        ("p99_ms", d.p99_ms.map(|v| v.0)),
-        ("scale_ms", d.scale_ms.map(|v| v.0)),
+        ("min", d.min_ms.map(|v| v.0)),
+        ("max", d.max_ms.map(|v| v.0)),
+        ("mean", d.mean_ms.map(|v| v.0)),
+        ("stddev", d.stddev_ms.map(|v| v.0)),
+        ("median", d.median_ms.map(|v| v.0)),
+        ("p99", d.p99_ms.map(|v| v.0)),
+        ("scale", d.scale_ms.map(|v| v.0)),
         ("shape", d.shape.map(|v| v.0)),
     ];
     let (kind, params): (&str, &[&str]) = match (d.ms, d.distribution) {
         (Some(_), Some(_)) => {
-            return Err("delay: give either `ms` or `distribution`, not both".into())
+            return Err("delay: give either `fixed` or `distribution`, not both".into())
         }
         (None, None) => {
-            return Err("delay: give `ms` (fixed) or `distribution` (allowed: uniform, normal, lognormal, exponential, pareto)".into())
+            return Err("delay: give `fixed` (or write `delay: 200ms`) or `distribution` (allowed: uniform, normal, lognormal, exponential, pareto)".into())
         }
-        (Some(_), None) => ("fixed (`ms`)", &[]),
-        (None, Some(DistKind::Uniform)) => ("uniform", &["min_ms", "max_ms"]),
-        (None, Some(DistKind::Normal)) => ("normal", &["mean_ms", "stddev_ms"]),
-        (None, Some(DistKind::Lognormal)) => ("lognormal", &["median_ms", "p99_ms"]),
-        (None, Some(DistKind::Exponential)) => ("exponential", &["mean_ms"]),
-        (None, Some(DistKind::Pareto)) => ("pareto", &["scale_ms", "shape"]),
+        (Some(_), None) => ("fixed", &[]),
+        (None, Some(DistKind::Uniform)) => ("uniform", &["min", "max"]),
+        (None, Some(DistKind::Normal)) => ("normal", &["mean", "stddev"]),
+        (None, Some(DistKind::Lognormal)) => ("lognormal", &["median", "p99"]),
+        (None, Some(DistKind::Exponential)) => ("exponential", &["mean"]),
+        (None, Some(DistKind::Pareto)) => ("pareto", &["scale", "shape"]),
     };
     for (k, v) in &given {
         if v.is_some() && !params.contains(k) {
             return Err(format!(
                 "delay: `{k}` does not apply to a {kind} delay; its parameters: {}",
                 if params.is_empty() {
-                    "ms".to_string()
+                    "fixed".to_string()
                 } else {
                     params.join(", ")
                 }
@@ -193,28 +193,26 @@ pub(crate) fn dist(d: &DelaySpec) -> Result<(Dist, f64), String> {
     let dist = match d.distribution {
         None => Dist::Fixed(d.ms.map_or(0.0, |m| m.0)),
         Some(DistKind::Uniform) => {
-            let (min, max) = (get("min_ms")?, get("max_ms")?);
+            let (min, max) = (get("min")?, get("max")?);
             if max < min {
-                return Err("delay: max_ms must be >= min_ms".into());
+                return Err("delay: max must be >= min".into());
             }
             Dist::Uniform { min, max }
         }
         Some(DistKind::Normal) => Dist::Normal {
-            mean: get("mean_ms")?,
-            stddev: get("stddev_ms")?,
+            mean: get("mean")?,
+            stddev: get("stddev")?,
         },
         Some(DistKind::Lognormal) => {
-            let (median, p99) = (get("median_ms")?, get("p99_ms")?);
+            let (median, p99) = (get("median")?, get("p99")?);
             if median <= 0.0 || p99 < median {
-                return Err("delay: lognormal needs 0 < median_ms <= p99_ms".into());
+                return Err("delay: lognormal needs 0 < median <= p99".into());
             }
             Dist::LogNormal { median, p99 }
         }
-        Some(DistKind::Exponential) => Dist::Exponential {
-            mean: get("mean_ms")?,
-        },
+        Some(DistKind::Exponential) => Dist::Exponential { mean: get("mean")? },
         Some(DistKind::Pareto) => {
-            let (scale, shape) = (get("scale_ms")?, get("shape")?);
+            let (scale, shape) = (get("scale")?, get("shape")?);
             if shape <= 0.0 {
                 return Err("delay: pareto shape must be > 0".into());
             }
@@ -362,10 +360,8 @@ impl Check for RuleSpec {
                     StageSel::DataEnd,
                 ],
             )?;
-            if g.expire_seconds.0 <= g.min_retry_seconds.0 {
-                return Err(
-                    "action.greylist: expire_seconds must be greater than min_retry_seconds".into(),
-                );
+            if g.expire <= g.min_retry {
+                return Err("action.greylist: expire must be greater than min_retry".into());
             }
             if let Some(t) = &g.text {
                 check_text(t)?;
@@ -378,8 +374,8 @@ impl Check for RuleSpec {
                     i.code.0
                 ));
             }
-            if i.after_seconds.0 <= 0.0 {
-                return Err("action.idle_close.after_seconds must be > 0".into());
+            if i.after.is_zero() {
+                return Err("action.idle_close.after must be > 0".into());
             }
         }
         if let Some(d) = &a.delay {
@@ -401,7 +397,7 @@ impl Check for RuleSpec {
         }
         if let Some(r) = &self.rate_limit {
             if r.per_seconds.0 <= 0.0 {
-                return Err("rate_limit.per_seconds must be > 0".into());
+                return Err("rate_limit.per must be > 0".into());
             }
             match r.by {
                 RateBy::Sender => only_at("rate_limit by sender", st, HAS_SENDER)?,
@@ -497,10 +493,6 @@ fn globs(v: &Option<OneOrMany<String>>) -> Vec<String> {
     v.iter().flat_map(|x| x.as_slice()).cloned().collect()
 }
 
-fn secs(n: NonNeg) -> Duration {
-    Duration::from_secs_f64(n.0.min(1e9))
-}
-
 /// Compiles a checked rule.
 pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
     let m = &r.matches;
@@ -532,8 +524,8 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
         }
     } else if let Some(g) = &a.greylist {
         Primary::Greylist {
-            min_retry: secs(g.min_retry_seconds),
-            expire: secs(g.expire_seconds),
+            min_retry: g.min_retry,
+            expire: g.expire,
             text: g.text.clone(),
         }
     } else if let Some(d) = &a.disconnect {
@@ -542,10 +534,10 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
             after_bytes: d.after_bytes,
         }
     } else if let Some(s) = &a.stall {
-        Primary::Stall(secs(s.seconds))
+        Primary::Stall(s.duration)
     } else if let Some(i) = &a.idle_close {
         Primary::IdleClose {
-            after: secs(i.after_seconds),
+            after: i.after,
             code: i.code.0,
             text: i.text.clone(),
         }

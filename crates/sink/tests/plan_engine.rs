@@ -522,7 +522,7 @@ fn greylisting_with_injected_clock() {
 #[test]
 fn reset_state_forgets_greylist_entries_and_attempts() {
     let t0 = Instant::now();
-    let e = engine_at("rules:\n  - {stage: rcpt, action: {greylist: {min_retry_seconds: 300, expire_seconds: 3600}}}\n  - {stage: mail, sequence: [451, 250]}\n", t0);
+    let e = engine_at("rules:\n  - {stage: rcpt, action: {greylist: {min_retry: 300s, expire: 1h}}}\n  - {stage: mail, sequence: [451, 250]}\n", t0);
     let at =
         |s: u64| code(&probe(Stage::Rcpt, "s@x", "a@y").decide(&e, t0 + Duration::from_secs(s)));
     let mail = || code(&probe(Stage::Mail, "s@x", "").decide(&e, t0));

@@ -82,7 +82,15 @@ impl Client {
     /// Reads more input; `false` on EOF.
     fn fill(&mut self) -> bool {
         let mut chunk = [0u8; 65536];
-        match self.stream.read(&mut chunk) {
+        // A signal to this thread (e.g. from a child process the test
+        // started) interrupts the read; that is not a timeout: read again.
+        let read = loop {
+            match self.stream.read(&mut chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                other => break other,
+            }
+        };
+        match read {
             Ok(0) => false,
             Ok(n) => {
                 self.buf.extend_from_slice(&chunk[..n]);

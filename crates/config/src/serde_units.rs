@@ -97,76 +97,77 @@ where
     })
 }
 
-/// `Duration` as `300ms`, `2s`, `1m`; a plain number is seconds.
-pub mod duration {
-    use super::*;
-    use serde::Serializer;
+/// Writes the `with` adapter module for one unit type and its `Option`
+/// twin, so both kinds read and write the same way.
+macro_rules! unit_adapters {
+    (
+        $(#[$doc:meta])* $name:ident,
+        $(#[$opt_doc:meta])* $opt_name:ident,
+        $ty:ty, $format:path, $parse:path, $expecting:literal
+    ) => {
+        $(#[$doc])*
+        pub mod $name {
+            use super::*;
+            use serde::Serializer;
 
-    /// Writes the formatted duration.
-    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::units::format_duration(*d))
-    }
+            /// Writes the value in the grammar.
+            pub fn serialize<S: Serializer>(v: &$ty, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&$format(*v))
+            }
 
-    /// Reads the grammar or a number of seconds.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        scalar(d, "a duration such as 300ms, 2s, 1m", parse_duration)
-    }
-}
-
-/// `Option<Duration>`: absent or `null` is `None`.
-pub mod opt_duration {
-    use super::*;
-    use serde::Serializer;
-
-    /// Writes the formatted duration or `null`.
-    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::duration::serialize(d, s),
-            None => s.serialize_none(),
+            /// Reads the grammar or a plain number.
+            pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<$ty, D::Error> {
+                scalar(d, $expecting, $parse)
+            }
         }
-    }
 
-    /// Reads `null` or a duration.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "super::duration")] Duration);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
-}
+        $(#[$opt_doc])*
+        pub mod $opt_name {
+            use super::*;
+            use serde::Serializer;
 
-/// A size in bytes as `4k`, `10MiB`; a plain number is bytes.
-pub mod size {
-    use super::*;
-    use serde::Serializer;
+            /// Writes the value in the grammar, or `null`.
+            pub fn serialize<S: Serializer>(v: &Option<$ty>, s: S) -> Result<S::Ok, S::Error> {
+                match v {
+                    Some(v) => super::$name::serialize(v, s),
+                    None => s.serialize_none(),
+                }
+            }
 
-    /// Writes the formatted size (`4KiB`, `1000`).
-    pub fn serialize<S: Serializer>(n: &u64, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&crate::units::format_size(*n))
-    }
-
-    /// Reads the grammar or a number of bytes.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-        scalar(d, "a size such as 512, 4k, 10MiB", parse_size)
-    }
-}
-
-/// `Option<u64>` size: absent or `null` is `None`.
-pub mod opt_size {
-    use super::*;
-    use serde::Serializer;
-
-    /// Writes the formatted size or `null`.
-    pub fn serialize<S: Serializer>(n: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
-        match n {
-            Some(n) => super::size::serialize(n, s),
-            None => s.serialize_none(),
+            /// Reads `null` or a value.
+            pub fn deserialize<'de, D: Deserializer<'de>>(
+                d: D,
+            ) -> Result<Option<$ty>, D::Error> {
+                struct W($ty);
+                impl<'de> Deserialize<'de> for W {
+                    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                        super::$name::deserialize(d).map(W)
+                    }
+                }
+                Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
+            }
         }
-    }
-
-    /// Reads `null` or a size.
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
-        #[derive(Deserialize)]
-        struct W(#[serde(with = "super::size")] u64);
-        Ok(Option::<W>::deserialize(d)?.map(|w| w.0))
-    }
+    };
 }
+
+unit_adapters!(
+    /// `Duration` as `300ms`, `2s`, `1m`; a plain number is seconds.
+    duration,
+    /// `Option<Duration>`: absent or `null` is `None`.
+    opt_duration,
+    Duration,
+    crate::units::format_duration,
+    parse_duration,
+    "a duration such as 300ms, 2s, 1m"
+);
+
+unit_adapters!(
+    /// A size in bytes as `4k`, `10MiB`; a plain number is bytes.
+    size,
+    /// `Option<u64>` size: absent or `null` is `None`.
+    opt_size,
+    u64,
+    crate::units::format_size,
+    parse_size,
+    "a size such as 512, 4k, 10MiB"
+);

@@ -49,6 +49,19 @@ fn split_number(s: &str) -> Option<(Decimal<'_>, &str)> {
     Some((Decimal { whole, frac }, unit.trim_start()))
 }
 
+/// Trims `s`, rejects a sign and splits it like [`split_number`]; `bad`
+/// builds the caller's error kind from the reason.
+fn split_unsigned(
+    s: &str,
+    bad: impl Fn(&'static str) -> UnitError,
+) -> Result<(Decimal<'_>, &str), UnitError> {
+    let t = s.trim();
+    if t.starts_with('-') {
+        return Err(bad("must not be negative"));
+    }
+    split_number(t).ok_or_else(|| bad("expected a number and a unit"))
+}
+
 impl Decimal<'_> {
     /// `self * scale`, exactly, when it is a whole number that fits.
     /// `Err(true)` when it overflows, `Err(false)` when it is fractional.
@@ -83,11 +96,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
         value: s.to_owned(),
         why,
     };
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(bad("must not be negative"));
-    }
-    let (num, unit) = split_number(t).ok_or_else(|| bad("expected a number and a unit"))?;
+    let (num, unit) = split_unsigned(s, &bad)?;
     let nanos_per: u128 = match unit {
         "ns" => 1,
         "us" | "µs" => 1_000,
@@ -140,11 +149,7 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
         value: s.to_owned(),
         why,
     };
-    let t = s.trim();
-    if t.starts_with('-') {
-        return Err(bad("must not be negative"));
-    }
-    let (num, unit) = split_number(t).ok_or_else(|| bad("expected a number and a unit"))?;
+    let (num, unit) = split_unsigned(s, &bad)?;
     let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,

@@ -209,13 +209,7 @@ pub fn decode_initial_response(response: &[u8], out: &mut Vec<u8>) -> Result<(),
 /// given (base64, or empty for RFC 4954's `=`), then CRLF. To answer a
 /// challenge instead, write the response and [`write_response_end`].
 pub fn write_auth(out: &mut Vec<u8>, mechanism: Mechanism, initial_response: Option<&[u8]>) {
-    out.extend_from_slice(b"AUTH ");
-    out.extend_from_slice(mechanism.name().as_bytes());
-    if let Some(ir) = initial_response {
-        out.push(b' ');
-        out.extend_from_slice(if ir.is_empty() { b"=" } else { ir });
-    }
-    write_response_end(out);
+    crate::encode::put_auth(out, mechanism.name(), initial_response);
 }
 
 /// Ends a client response line (CRLF).

@@ -7,6 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
+use mailstorm_sample::HistSummary;
 use serde_json::{json, Map, Value};
 
 use crate::stats::{Stage, Transport};
@@ -15,16 +16,18 @@ use crate::RunResult;
 /// The report's schema identifier.
 pub const SCHEMA: &str = "mailstorm.report/2";
 
-/// Latency summary of one histogram, microseconds.
+/// Latency summary of one histogram, microseconds: the shared
+/// [`HistSummary`] without `min`, which the report schema does not carry.
 pub fn latency_summary(h: &Histogram<u64>) -> Value {
+    let sum = HistSummary::of(h);
     json!({
-        "count": h.len(),
-        "mean": (h.mean() * 10.0).round() / 10.0,
-        "p50": h.value_at_quantile(0.50),
-        "p90": h.value_at_quantile(0.90),
-        "p99": h.value_at_quantile(0.99),
-        "p999": h.value_at_quantile(0.999),
-        "max": h.max(),
+        "count": sum.count,
+        "mean": sum.mean,
+        "p50": sum.p50,
+        "p90": sum.p90,
+        "p99": sum.p99,
+        "p999": sum.p999,
+        "max": sum.max,
     })
 }
 
@@ -295,17 +298,20 @@ pub fn summary(r: &RunResult) -> String {
         if h.is_empty() {
             continue;
         }
+        let sum = HistSummary::of(h);
+        // The unrounded mean: the summary's is rounded to 0.1 µs, and this
+        // column shows 1 µs in milliseconds.
         let _ = writeln!(
             s,
             "  {:<10} {:>9} {:>10.3} {:>10} {:>10} {:>10} {:>10} {:>10}",
             stage.name(),
-            h.len(),
+            sum.count,
             h.mean() / 1000.0,
-            ms(h.value_at_quantile(0.5)),
-            ms(h.value_at_quantile(0.9)),
-            ms(h.value_at_quantile(0.99)),
-            ms(h.value_at_quantile(0.999)),
-            ms(h.max())
+            ms(sum.p50),
+            ms(sum.p90),
+            ms(sum.p99),
+            ms(sum.p999),
+            ms(sum.max)
         );
     }
     let by_stage = t.replies_by_stage();

@@ -5,17 +5,20 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use mailstorm_config::range::parse_count;
 use mailstorm_config::serde_units::scalar_or_map;
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::rng::Rng;
 use crate::stages::{LoadStages, StagesMode};
 use crate::BlastError;
-use mailstorm_sample::LogNormal;
+
+mod flags;
+mod message_shape;
 
 pub use crate::timeouts::Timeouts;
+pub use flags::{parse_bytes, parse_duration};
 pub use mailstorm_config::format_duration;
+use message_shape::{rcpts_any, size_any};
+pub use message_shape::{RcptRange, SizeDist, MAX_MESSAGE_SIZE};
 // Durations in profiles read and write like every other setting.
 pub(crate) use mailstorm_config::serde_units::{duration as dur, opt_duration as opt_dur};
 
@@ -59,122 +62,6 @@ pub enum StartTls {
 /// SASL mechanism for `--auth`: the protocol crate's one mechanism enum
 /// (names case-insensitive in flags and YAML; PLAIN is the default).
 pub use mailstorm_proto::sasl::Mechanism as AuthMech;
-
-/// Message size distribution (whole message: headers and body, CRLF lines).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum SizeDist {
-    /// Every message has this size.
-    Fixed {
-        /// Bytes.
-        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
-        bytes: u64,
-    },
-    /// Uniform between `min` and `max` inclusive.
-    Uniform {
-        /// Smallest size, bytes.
-        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
-        min: u64,
-        /// Largest size, bytes.
-        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
-        max: u64,
-    },
-    /// Log-normal with the given median and 99th percentile.
-    Lognormal {
-        /// Median size, bytes.
-        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
-        median: u64,
-        /// 99th percentile size, bytes.
-        #[serde(deserialize_with = "mailstorm_config::serde_units::size::deserialize")]
-        p99: u64,
-    },
-}
-
-/// The largest message the generator builds (lognormal tails are clamped).
-pub const MAX_MESSAGE_SIZE: u64 = 64 << 20;
-
-impl SizeDist {
-    /// Parses `2k`, `1k..100k` or `lognormal:10k,200k`.
-    pub fn parse(s: &str) -> Result<SizeDist, BlastError> {
-        let bad = |why: &str| BlastError::Config(format!("--size {s:?}: {why}"));
-        let t = s.trim();
-        let d = if let Some(rest) = t
-            .strip_prefix("lognormal:")
-            .or_else(|| t.strip_prefix("ln:"))
-        {
-            let (m, p) = rest
-                .split_once(',')
-                .ok_or_else(|| bad("expected lognormal:MEDIAN,P99"))?;
-            let (median, p99) = (parse_bytes(m)?, parse_bytes(p)?);
-            if p99 < median {
-                return Err(bad("p99 must be at least the median"));
-            }
-            SizeDist::Lognormal { median, p99 }
-        } else {
-            let (min, max) = mailstorm_config::parse_range(t, mailstorm_config::parse_size)
-                .map_err(|e| bad(&e.to_string()))?;
-            if min == max && !t.contains("..") {
-                SizeDist::Fixed { bytes: min }
-            } else {
-                SizeDist::Uniform { min, max }
-            }
-        };
-        if d.max() > MAX_MESSAGE_SIZE {
-            return Err(bad("sizes are limited to 64 MiB"));
-        }
-        Ok(d)
-    }
-
-    /// The largest size this distribution can produce.
-    pub fn max(&self) -> u64 {
-        match *self {
-            SizeDist::Fixed { bytes } => bytes,
-            SizeDist::Uniform { max, .. } => max,
-            SizeDist::Lognormal { p99, .. } => (p99.saturating_mul(8)).min(MAX_MESSAGE_SIZE),
-        }
-    }
-
-    /// Draws one size.
-    pub fn sample(&self, rng: &mut Rng) -> u64 {
-        match *self {
-            SizeDist::Fixed { bytes } => bytes,
-            SizeDist::Uniform { min, max } => rng.range(min, max),
-            SizeDist::Lognormal { median, p99 } => {
-                let ln = LogNormal::from_median_p99(median.max(1) as f64, p99.max(1) as f64);
-                (ln.at(rng.normal()) as u64).min(self.max())
-            }
-        }
-    }
-}
-
-/// Recipients per message: `n` or `lo..hi` (inclusive).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RcptRange {
-    /// Fewest recipients.
-    pub min: u32,
-    /// Most recipients.
-    pub max: u32,
-}
-
-impl RcptRange {
-    /// Parses `3` or `1..10`.
-    pub fn parse(s: &str) -> Result<RcptRange, BlastError> {
-        let (min, max) = mailstorm_config::parse_range(s, parse_count)
-            .map_err(|e| BlastError::Config(format!("--rcpts {s:?}: {e}")))?;
-        let (Ok(min), Ok(max)) = (u32::try_from(min), u32::try_from(max)) else {
-            return Err(BlastError::Config(format!(
-                "--rcpts {s:?}: need 1 <= min <= max <= 1000"
-            )));
-        };
-        if min == 0 || max < min || max > 1000 {
-            return Err(BlastError::Config(format!(
-                "--rcpts {s:?}: need 1 <= min <= max <= 1000"
-            )));
-        }
-        Ok(RcptRange { min, max })
-    }
-}
 
 /// Every effective setting of a run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -482,32 +369,6 @@ impl Config {
     }
 }
 
-/// Parses a duration flag with the shared grammar (`500ms`, `5s`, `2m`,
-/// plain seconds); the error quotes the value.
-pub fn parse_duration(s: &str) -> Result<Duration, BlastError> {
-    mailstorm_config::parse_duration(s).map_err(|e| BlastError::Config(e.to_string()))
-}
-
-/// Parses a size flag with the shared grammar (`1024`, `2k`, `1.5M`,
-/// `1MiB`); the error quotes the value.
-pub fn parse_bytes(s: &str) -> Result<u64, BlastError> {
-    mailstorm_config::parse_size(s).map_err(|e| BlastError::Config(e.to_string()))
-}
-
-fn rcpts_any<'de, D: Deserializer<'de>>(d: D) -> Result<RcptRange, D::Error> {
-    scalar_or_map(d, "a count (3), a range (1..3) or {min, max}", |s| {
-        RcptRange::parse(s).map_err(|e| e.to_string().replace("--rcpts ", ""))
-    })
-}
-
-fn size_any<'de, D: Deserializer<'de>>(d: D) -> Result<SizeDist, D::Error> {
-    scalar_or_map(
-        d,
-        "a size (4k), a range (1k..100k), lognormal:MEDIAN,P99 or a mapping with `kind`",
-        |s| SizeDist::parse(s).map_err(|e| e.to_string().replace("--size ", "")),
-    )
-}
-
 fn timeouts_any<'de, D: Deserializer<'de>>(d: D) -> Result<Timeouts, D::Error> {
     scalar_or_map(
         d,
@@ -533,6 +394,7 @@ fn opt_buffer_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Er
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rng::Rng;
 
     #[test]
     fn durations_and_sizes() {

@@ -96,7 +96,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
         value: s.to_owned(),
         why,
     };
-    let (num, unit) = split_unsigned(s, &bad)?;
+    let (num, unit) = split_unsigned(s, bad)?;
     let nanos_per: u128 = match unit {
         "ns" => 1,
         "us" | "µs" => 1_000,
@@ -149,7 +149,7 @@ pub fn parse_size(s: &str) -> Result<u64, UnitError> {
         value: s.to_owned(),
         why,
     };
-    let (num, unit) = split_unsigned(s, &bad)?;
+    let (num, unit) = split_unsigned(s, bad)?;
     let shift = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 0,
         "k" | "kb" | "kib" => 10,

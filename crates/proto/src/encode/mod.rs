@@ -11,11 +11,11 @@ mod reply;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use command::put_auth;
 pub use command::{
     write_bdat, write_command, write_data, write_ehlo, write_lhlo, write_mail_from, write_noop,
     write_quit, write_rcpt_to, write_rset,
 };
-pub(crate) use command::put_auth;
 pub use dot::DotStuffer;
 pub use reply::{write_reply, write_reply_lines};
 

@@ -72,8 +72,17 @@ impl Stage {
         Stage::Session,
     ];
 
-    /// The stage's name as used in stats (`snake_case`).
-    pub fn as_str(self) -> &'static str {
+    /// How many stages, from the first in [`Stage::ALL`], consult the hook
+    /// (and so can be named by a plan rule); the rest are counted only.
+    pub const CONSULTED: usize = Stage::Quit as usize + 1;
+
+    /// Whether the hook is consulted at this stage.
+    pub fn is_consulted(self) -> bool {
+        self.index() < Stage::CONSULTED
+    }
+
+    /// The stage's name as used in stats and plans (`snake_case`).
+    pub const fn as_str(self) -> &'static str {
         match self {
             Stage::Connect => "connect",
             Stage::Ehlo => "ehlo",

@@ -7,28 +7,14 @@ use super::view::View;
 use crate::hook::Stage;
 
 pub(super) fn stage_sel(s: Stage) -> Option<StageSel> {
-    Some(match s {
-        Stage::Connect => StageSel::Connect,
-        Stage::Ehlo => StageSel::Ehlo,
-        Stage::StartTls => StageSel::Starttls,
-        Stage::Auth => StageSel::Auth,
-        Stage::Mail => StageSel::Mail,
-        Stage::Rcpt => StageSel::Rcpt,
-        Stage::Data => StageSel::Data,
-        Stage::DataEnd => StageSel::DataEnd,
-        Stage::Bdat => StageSel::Bdat,
-        Stage::Rset => StageSel::Rset,
-        Stage::Quit => StageSel::Quit,
-        _ => return None,
-    })
+    s.is_consulted().then_some(StageSel::One(s))
 }
 
 /// The bit of a stage in a plan's stage mask.
 pub(crate) fn stage_bit(s: StageSel) -> u32 {
-    if s == StageSel::Any {
-        u32::MAX
-    } else {
-        1 << (s as u32)
+    match s {
+        StageSel::One(stage) => 1 << stage.index(),
+        StageSel::Any => u32::MAX,
     }
 }
 

@@ -7,46 +7,30 @@ use regex::Regex;
 
 use super::model::*;
 use super::select::{Cidr, Dist, Window};
+use crate::hook::Stage;
 
 /// Stages where the envelope sender is known.
 const HAS_SENDER: &[StageSel] = &[
-    StageSel::Mail,
-    StageSel::Rcpt,
-    StageSel::Data,
-    StageSel::DataEnd,
-    StageSel::Bdat,
+    StageSel::One(Stage::Mail),
+    StageSel::One(Stage::Rcpt),
+    StageSel::One(Stage::Data),
+    StageSel::One(Stage::DataEnd),
+    StageSel::One(Stage::Bdat),
     StageSel::Any,
 ];
 /// Stages where recipients are known.
 const HAS_RCPT: &[StageSel] = &[
-    StageSel::Rcpt,
-    StageSel::Data,
-    StageSel::DataEnd,
-    StageSel::Bdat,
+    StageSel::One(Stage::Rcpt),
+    StageSel::One(Stage::Data),
+    StageSel::One(Stage::DataEnd),
+    StageSel::One(Stage::Bdat),
     StageSel::Any,
 ];
-
-fn name(s: StageSel) -> &'static str {
-    match s {
-        StageSel::Connect => "connect",
-        StageSel::Ehlo => "ehlo",
-        StageSel::Starttls => "starttls",
-        StageSel::Auth => "auth",
-        StageSel::Mail => "mail",
-        StageSel::Rcpt => "rcpt",
-        StageSel::Data => "data",
-        StageSel::DataEnd => "data_end",
-        StageSel::Bdat => "bdat",
-        StageSel::Rset => "rset",
-        StageSel::Quit => "quit",
-        StageSel::Any => "any",
-    }
-}
 
 fn list(stages: &[StageSel]) -> String {
     stages
         .iter()
-        .map(|&s| name(s))
+        .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -57,7 +41,7 @@ fn only_at(what: &str, stage: StageSel, allowed: &[StageSel]) -> Result<(), Stri
     } else {
         Err(format!(
             "`{what}` cannot be used at stage {}; allowed stages: {}",
-            name(stage),
+            stage.as_str(),
             list(allowed)
         ))
     }
@@ -67,8 +51,11 @@ fn only_at(what: &str, stage: StageSel, allowed: &[StageSel]) -> Result<(), Stri
 pub(crate) fn default_key(stage: StageSel, greylist: bool) -> KeyKind {
     match stage {
         _ if greylist => KeyKind::Triplet,
-        StageSel::Rcpt => KeyKind::Rcpt,
-        StageSel::Mail | StageSel::Data | StageSel::DataEnd | StageSel::Bdat => KeyKind::Sender,
+        StageSel::One(Stage::Rcpt) => KeyKind::Rcpt,
+        StageSel::One(Stage::Mail)
+        | StageSel::One(Stage::Data)
+        | StageSel::One(Stage::DataEnd)
+        | StageSel::One(Stage::Bdat) => KeyKind::Sender,
         _ => KeyKind::Connection,
     }
 }
@@ -292,14 +279,18 @@ impl Check for RuleSpec {
             only_at("match.recipient_domain", st, HAS_RCPT)?;
         }
         if let Some(h) = &m.header {
-            only_at("match.header", st, &[StageSel::DataEnd])?;
+            only_at("match.header", st, &[StageSel::One(Stage::DataEnd)])?;
             header(h)?;
         }
         if m.size.is_some() {
             only_at(
                 "match.size",
                 st,
-                &[StageSel::DataEnd, StageSel::Bdat, StageSel::Any],
+                &[
+                    StageSel::One(Stage::DataEnd),
+                    StageSel::One(Stage::Bdat),
+                    StageSel::Any,
+                ],
             )?;
         }
         if let Some(s) = m.size {
@@ -307,10 +298,15 @@ impl Check for RuleSpec {
                 return Err("match.size: max must be >= min".into());
             }
         }
-        if m.helo.is_some() && st == StageSel::Connect {
+        if m.helo.is_some() && st == StageSel::One(Stage::Connect) {
             return Err("`match.helo` cannot be used at stage connect (no EHLO yet)".into());
         }
-        if m.auth_user.is_some() && matches!(st, StageSel::Connect | StageSel::Ehlo) {
+        if m.auth_user.is_some()
+            && matches!(
+                st,
+                StageSel::One(Stage::Connect) | StageSel::One(Stage::Ehlo)
+            )
+        {
             return Err(
                 "`match.auth_user` cannot be used before AUTH (stage connect or ehlo)".into(),
             );
@@ -354,10 +350,10 @@ impl Check for RuleSpec {
                 "action.greylist",
                 st,
                 &[
-                    StageSel::Mail,
-                    StageSel::Rcpt,
-                    StageSel::Data,
-                    StageSel::DataEnd,
+                    StageSel::One(Stage::Mail),
+                    StageSel::One(Stage::Rcpt),
+                    StageSel::One(Stage::Data),
+                    StageSel::One(Stage::DataEnd),
                 ],
             )?;
             if g.expire <= g.min_retry {
@@ -406,7 +402,7 @@ impl Check for RuleSpec {
             }
         }
         if self.max_connections.is_some() {
-            only_at("max_connections", st, &[StageSel::Connect])?;
+            only_at("max_connections", st, &[StageSel::One(Stage::Connect)])?;
         }
         if let Some(k) = self.key {
             match k {
@@ -414,9 +410,11 @@ impl Check for RuleSpec {
                 KeyKind::Sender | KeyKind::Triplet => {
                     only_at(&format!("key: {k:?}").to_lowercase(), st, HAS_SENDER)?
                 }
-                KeyKind::MessageId => {
-                    only_at("key: message_id", st, &[StageSel::DataEnd, StageSel::Any])?
-                }
+                KeyKind::MessageId => only_at(
+                    "key: message_id",
+                    st,
+                    &[StageSel::One(Stage::DataEnd), StageSel::Any],
+                )?,
                 _ => {}
             }
         }

@@ -783,6 +783,13 @@ fn referee_records_retries() {
     assert_eq!(h["count"], 2, "{j}");
     assert_eq!((h["min"].as_u64().unwrap() + 500) / 1000, 10);
     assert_eq!((h["max"].as_u64().unwrap() + 500) / 1000, 30);
+    // The summary's keys are the report's shape: no p999, empty is zeros.
+    let mut keys: Vec<&str> = h.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    let mut want = ["count", "min", "mean", "p50", "p90", "p99", "max"];
+    want.sort_unstable();
+    assert_eq!(keys, want, "{j}");
+    assert_eq!(j["reconnect_after_421_ms"]["min"], 0, "{j}");
     let c = &j["clients"]["192.0.2.7"];
     assert_eq!(c["resent_after_5xx"], 1, "{j}");
     assert_eq!(c["retries"], 3);

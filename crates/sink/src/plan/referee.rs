@@ -135,39 +135,14 @@ impl ClientRecord {
     }
 }
 
-/// A histogram's summary (all zero when empty).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-pub struct HistogramSummary {
-    /// Values recorded.
-    pub count: u64,
-    /// Smallest.
-    pub min: u64,
-    /// Mean, to one decimal.
-    pub mean: f64,
-    /// Median.
-    pub p50: u64,
-    /// 90th percentile.
-    pub p90: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// Largest.
-    pub max: u64,
-}
+/// A histogram's summary (all zero when empty), without `p999`: the
+/// referee's report has never carried it.
+pub type HistogramSummary = mailstorm_sample::HistSummary;
 
-impl HistogramSummary {
-    fn of(h: &Histogram<u64>) -> HistogramSummary {
-        if h.is_empty() {
-            return HistogramSummary::default();
-        }
-        HistogramSummary {
-            count: h.len(),
-            min: h.min(),
-            mean: (h.mean() * 10.0).round() / 10.0,
-            p50: h.value_at_quantile(0.5),
-            p90: h.value_at_quantile(0.9),
-            p99: h.value_at_quantile(0.99),
-            max: h.max(),
-        }
+fn summary(h: &Histogram<u64>) -> HistogramSummary {
+    HistogramSummary {
+        p999: None,
+        ..HistogramSummary::of(h)
     }
 }
 
@@ -460,7 +435,7 @@ impl Referee {
         let retry_interval_ms_by_code = h
             .retry_by_code
             .iter()
-            .map(|(code, h)| (*code, HistogramSummary::of(h)))
+            .map(|(code, h)| (*code, summary(h)))
             .collect();
         let recent_retries = self
             .recent
@@ -477,8 +452,8 @@ impl Referee {
         RefereeReport {
             clients,
             retry_interval_ms_by_code,
-            reconnect_after_421_ms: HistogramSummary::of(&h.reconnect_after_421),
-            messages_per_connection: HistogramSummary::of(&h.messages_per_connection),
+            reconnect_after_421_ms: summary(&h.reconnect_after_421),
+            messages_per_connection: summary(&h.messages_per_connection),
             recent_retries,
         }
     }

@@ -219,11 +219,7 @@ impl SinkConfig {
             ConfigError::Parse {
                 path: origin.to_path_buf(),
                 location: e.location,
-                message: if e.path.is_empty() {
-                    e.message
-                } else {
-                    format!("{}: {}", e.path, e.message)
-                },
+                message: keyed_message(e),
             }
         })
     }
@@ -369,6 +365,17 @@ impl fmt::Display for BareLfPolicy {
             BareLfPolicy::Reject => "reject",
             BareLfPolicy::Accept => "accept",
         })
+    }
+}
+
+/// A YAML error's message prefixed with its key path (`rules[0].stage: …`),
+/// the form sink config and plan errors share; the origin and location are
+/// carried separately.
+pub(crate) fn keyed_message(e: mailstorm_config::YamlError) -> String {
+    if e.path.is_empty() {
+        e.message
+    } else {
+        format!("{}: {}", e.path, e.message)
     }
 }
 

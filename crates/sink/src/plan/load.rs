@@ -53,11 +53,7 @@ impl Plan {
         let spec = model::parse_yaml(text, origin).map_err(|e| PlanError::Invalid {
             origin: origin.to_string(),
             location: e.location,
-            message: if e.path.is_empty() {
-                e.message
-            } else {
-                format!("{}: {}", e.path, e.message)
-            },
+            message: crate::config::keyed_message(e),
         })?;
         Plan::compile(spec, origin)
     }

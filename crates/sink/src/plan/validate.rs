@@ -7,6 +7,7 @@ use regex::Regex;
 
 use super::model::*;
 use super::select::{Cidr, Dist, Window};
+use super::verdict::FaultAction;
 use crate::hook::Stage;
 
 /// Stages where the envelope sender is known.
@@ -452,11 +453,8 @@ pub(crate) enum Primary {
         expire: Duration,
         text: Option<String>,
     },
-    Disconnect {
-        rst: bool,
-        after_bytes: u64,
-    },
-    Stall(Duration),
+    /// An action with nothing left to fill in (disconnect, stall).
+    Fixed(FaultAction),
     IdleClose {
         after: Duration,
         code: u16,
@@ -527,12 +525,12 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
             text: g.text.clone(),
         }
     } else if let Some(d) = &a.disconnect {
-        Primary::Disconnect {
+        Primary::Fixed(FaultAction::Disconnect {
             rst: d.mode == CloseMode::Rst,
             after_bytes: d.after_bytes,
-        }
+        })
     } else if let Some(s) = &a.stall {
-        Primary::Stall(s.duration)
+        Primary::Fixed(FaultAction::Stall(s.duration))
     } else if let Some(i) = &a.idle_close {
         Primary::IdleClose {
             after: i.after,

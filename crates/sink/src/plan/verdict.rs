@@ -190,11 +190,7 @@ pub(super) fn action_of(p: &Primary, seq_code: Option<u16>) -> FaultAction {
             enhanced,
             text,
         } => reply(*code, enhanced, text),
-        Primary::Disconnect { rst, after_bytes } => FaultAction::Disconnect {
-            rst: *rst,
-            after_bytes: *after_bytes,
-        },
-        Primary::Stall(d) => FaultAction::Stall(*d),
+        Primary::Fixed(action) => action.clone(),
         Primary::IdleClose { after, code, text } => {
             let (de, dt) = default_reply(*code);
             FaultAction::IdleClose {

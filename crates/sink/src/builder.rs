@@ -217,10 +217,7 @@ impl SinkBuilder {
             }
         }
         if let Some(dir) = &self.config.capture {
-            store::prepare_capture_dir(dir).map_err(|source| SinkError::Capture {
-                path: dir.clone(),
-                source,
-            })?;
+            store::prepare_capture_dir(dir)?;
         }
         let config = self.config;
         let settings = Settings::build(config.clone(), self.hook.clone())?;

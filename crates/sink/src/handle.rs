@@ -128,10 +128,7 @@ impl SinkHandle {
         config.threads = o.threads;
         let new = Settings::build(config, self.shared.hook.clone())?;
         if let Some(dir) = &new.config.capture {
-            store::prepare_capture_dir(dir).map_err(|source| SinkError::Capture {
-                path: dir.clone(),
-                source,
-            })?;
+            store::prepare_capture_dir(dir)?;
         }
         // The plan last: when it fails, nothing has changed.
         if let (Some(e), Some(p)) = (&self.shared.engine, &new.config.plan) {

@@ -195,7 +195,14 @@ impl Store {
 /// Checks a capture directory before the first message needs it: creates it
 /// if missing and proves it writable with a probe file, so a bad path fails
 /// at start instead of turning every message into a 451.
-pub(crate) fn prepare_capture_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn prepare_capture_dir(dir: &Path) -> Result<(), crate::SinkError> {
+    probe_dir(dir).map_err(|source| crate::SinkError::Capture {
+        path: dir.to_path_buf(),
+        source,
+    })
+}
+
+fn probe_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let probe = dir.join(format!(".mailstorm-write-probe-{}", std::process::id()));
     let written = std::fs::write(&probe, b"probe");

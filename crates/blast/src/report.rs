@@ -310,7 +310,7 @@ pub fn summary(r: &RunResult) -> String {
             ms(sum.p50),
             ms(sum.p90),
             ms(sum.p99),
-            ms(sum.p999),
+            ms(sum.p999.unwrap_or_default()),
             ms(sum.max)
         );
     }

@@ -57,6 +57,8 @@ mod tests {
     #[test]
     fn empty_is_all_zero_and_p999_is_left_out_when_none() {
         let h = Histogram::<u64>::new(2).unwrap();
+        // Only `min` differs from what the histogram itself says when empty.
+        assert_eq!((h.mean(), h.value_at_quantile(0.999), h.max()), (0.0, 0, 0));
         let s = HistSummary::of(&h);
         assert_eq!((s.count, s.min, s.max, s.p999), (0, 0, 0, Some(0)));
         let json = serde_json::to_value(HistSummary { p999: None, ..s }).unwrap();

@@ -13,12 +13,14 @@ use super::keys::{self, bucket_key, state_key, KeyHashes, TAG_ATTEMPTS, TAG_BUCK
 use super::load::{Plan, PlanError};
 use super::matching::{stage_bit, stage_sel};
 use super::model::{ConnPer, KeyKind, StageSel};
+use super::primary::action_of;
+use super::primary::Primary;
 use super::referee::{Referee, RefereeReport};
 use super::select::{hash_bytes, uniform};
 use super::slots::{grey_step, take_token, Slot};
 use super::state::Striped;
-use super::validate::{self, Primary, Rule};
-use super::verdict::{action_of, FaultAction, Verdict};
+use super::validate::Rule;
+use super::verdict::{FaultAction, Verdict};
 use super::view::{Now, View};
 use crate::hook::{ReplyClass, SessionEnd, SplitReply, Stage, StageContext};
 
@@ -115,9 +117,10 @@ impl Engine {
         // `state_cap` bounds all entries: split between the two maps only
         // when the plan uses buckets or greylisting at all.
         let cap = plan.spec().state_cap.max(1);
-        let slots = plan.rules.iter().any(|r| {
-            r.rate_limit.is_some() || matches!(r.primary, validate::Primary::Greylist { .. })
-        });
+        let slots = plan
+            .rules
+            .iter()
+            .any(|r| r.rate_limit.is_some() || matches!(r.primary, Primary::Greylist { .. }));
         let (count_cap, slot_cap) = if slots {
             (cap - cap / 2, cap / 2)
         } else {

@@ -40,6 +40,7 @@ mod keys;
 mod load;
 mod matching;
 pub mod model;
+mod primary;
 pub mod referee;
 pub mod select;
 mod slots;

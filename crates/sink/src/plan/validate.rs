@@ -1,11 +1,10 @@
 //! Whole-rule checks (run while parsing, see [`super::model::Checked`]) and
 //! compilation of a parsed plan into the form the engine evaluates.
 
-use std::time::Duration;
-
 use regex::Regex;
 
 use super::model::*;
+use super::primary::Primary;
 use super::select::{Cidr, Dist, Window};
 use super::verdict::FaultAction;
 use crate::hook::Stage;
@@ -58,45 +57,6 @@ pub(crate) fn default_key(stage: StageSel, greylist: bool) -> KeyKind {
         | StageSel::One(Stage::DataEnd)
         | StageSel::One(Stage::Bdat) => KeyKind::Sender,
         _ => KeyKind::Connection,
-    }
-}
-
-/// A standard enhanced code and text for a reply code.
-pub(crate) fn default_reply(code: u16) -> (&'static str, &'static str) {
-    match code {
-        421 => (
-            "4.3.2",
-            "Service not available, closing transmission channel",
-        ),
-        450 => (
-            "4.2.0",
-            "Requested mail action not taken: mailbox unavailable",
-        ),
-        451 => (
-            "4.3.0",
-            "Requested action aborted: local error in processing",
-        ),
-        452 => ("4.3.1", "Insufficient system storage"),
-        454 => ("4.7.0", "TLS not available due to temporary reason"),
-        500 => ("5.5.2", "Syntax error, command unrecognized"),
-        501 => ("5.5.4", "Syntax error in parameters or arguments"),
-        530 => ("5.7.0", "Authentication required"),
-        535 => ("5.7.8", "Authentication credentials invalid"),
-        550 => ("5.1.1", "Requested action not taken: mailbox unavailable"),
-        551 => ("5.1.6", "User not local"),
-        552 => (
-            "5.2.2",
-            "Requested mail action aborted: exceeded storage allocation",
-        ),
-        553 => (
-            "5.1.3",
-            "Requested action not taken: mailbox name not allowed",
-        ),
-        554 => ("5.7.1", "Transaction failed"),
-        c if c >= 500 => ("5.0.0", "Permanent failure"),
-        c if c >= 400 => ("4.0.0", "Temporary failure"),
-        c if c >= 300 => ("2.0.0", "Go ahead"),
-        _ => ("2.0.0", "OK"),
     }
 }
 
@@ -435,31 +395,6 @@ pub(crate) struct Matcher {
     pub(crate) size: Option<(u64, u64)>,
     pub(crate) tls: Option<bool>,
     pub(crate) auth_user: Vec<String>,
-}
-
-/// What a selected rule does, compiled.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Primary {
-    /// Only modifiers (delay, throttle, split): then the normal reply.
-    None,
-    Accept,
-    Reply {
-        code: u16,
-        enhanced: Option<String>,
-        text: Option<String>,
-    },
-    Greylist {
-        min_retry: Duration,
-        expire: Duration,
-        text: Option<String>,
-    },
-    /// An action with nothing left to fill in (disconnect, stall).
-    Fixed(FaultAction),
-    IdleClose {
-        after: Duration,
-        code: u16,
-        text: Option<String>,
-    },
 }
 
 /// A compiled rule.

@@ -7,8 +7,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::validate::{default_reply, Primary};
-use crate::hook::{Decision, DisconnectAfter, Fault, IdleClose, ReplyClass, SplitReply};
+use crate::hook::{Decision, DisconnectAfter, Fault, IdleClose, SplitReply};
 
 /// What a selected rule makes the session do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,57 +157,5 @@ impl Verdict {
             let _ = write!(s, " split_reply {}B", split.fragment);
         }
         s
-    }
-}
-
-pub(super) fn action_of(p: &Primary, seq_code: Option<u16>) -> FaultAction {
-    let reply = |code: u16, enhanced: &Option<String>, text: &Option<String>| {
-        let (de, dt) = default_reply(code);
-        FaultAction::Reply {
-            code,
-            // A template's enhanced code only fits codes of its class.
-            enhanced: enhanced
-                .clone()
-                .filter(|e| e.starts_with(char::from(b'0' + (code / 100) as u8)))
-                .unwrap_or_else(|| de.to_string()),
-            text: text.clone().unwrap_or_else(|| dt.to_string()),
-        }
-    };
-    if let Some(code) = seq_code {
-        if ReplyClass::of(code) == ReplyClass::Positive {
-            return FaultAction::Accept;
-        }
-        return match p {
-            Primary::Reply { enhanced, text, .. } => reply(code, enhanced, text),
-            _ => reply(code, &None, &None),
-        };
-    }
-    match p {
-        Primary::None | Primary::Accept | Primary::Greylist { .. } => FaultAction::Accept,
-        Primary::Reply {
-            code,
-            enhanced,
-            text,
-        } => reply(*code, enhanced, text),
-        Primary::Fixed(action) => action.clone(),
-        Primary::IdleClose { after, code, text } => {
-            let (de, dt) = default_reply(*code);
-            FaultAction::IdleClose {
-                after: *after,
-                code: *code,
-                enhanced: if *code == 421 {
-                    "4.4.2".into()
-                } else {
-                    de.into()
-                },
-                text: text.clone().unwrap_or_else(|| {
-                    if *code == 421 {
-                        "Idle timeout, closing connection".into()
-                    } else {
-                        dt.into()
-                    }
-                }),
-            }
-        }
     }
 }

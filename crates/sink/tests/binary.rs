@@ -2,16 +2,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 
+use common::child::{rss_kib, Running, BIN};
 use common::*;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-
-const BIN: &str = env!("CARGO_BIN_EXE_mailstorm-sink");
 
 #[test]
 fn help_documents_every_option_and_exit_codes() {
@@ -84,56 +81,9 @@ fn unknown_yaml_key_is_a_usage_error_naming_key_and_position() {
     assert!(err.contains("bad.yaml:2:"), "{err}");
 }
 
-/// The child and its stderr lines.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn spawn(args: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    /// The next stderr line containing `needle` (bounded wait).
-    fn line_with(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(TIMEOUT)
-                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, sig: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Sends `sig` to the sink.
+fn signal(run: &Running, sig: Signal) {
+    kill(Pid::from_raw(run.child.id() as i32), sig).unwrap();
 }
 
 #[test]
@@ -167,7 +117,7 @@ fn sighup_reloads_and_sigterm_exits_cleanly() {
         "listen: ['127.0.0.1:0']\nhostname: second.test\ncontrol: off\n",
     )
     .unwrap();
-    run.signal(Signal::SIGHUP);
+    signal(&run, Signal::SIGHUP);
     run.line_with("configuration reloaded");
     let mut new = Client::connect_raw(addr);
     assert!(new.reply().text().starts_with("second.test"));
@@ -175,7 +125,7 @@ fn sighup_reloads_and_sigterm_exits_cleanly() {
     assert_eq!(old.cmd("EHLO c.test").lines[0], "first.test");
     old.send_message("a@b.test", &["x@y.test"], "hi")
         .expect(250, "2.0.0");
-    run.signal(Signal::SIGTERM);
+    signal(&run, Signal::SIGTERM);
     old.noop_until_refused().expect(421, "4.3.2");
     new.noop_until_refused().expect(421, "4.3.2");
     let fin = run.line_with("final stats");
@@ -410,17 +360,6 @@ fn capture_log_lines_name_the_path() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Resident memory of a process, in bytes (Linux).
-fn rss_bytes(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS");
-    kb * 1024
-}
-
 #[test]
 fn delete_messages_returns_the_memory() {
     const MESSAGES: usize = 3000;
@@ -449,14 +388,14 @@ fn delete_messages_returns_the_memory() {
         .and_then(|a| a.trim_end_matches('/').parse().ok())
         .expect("control address");
     let pid = run.child.id();
-    let before = rss_bytes(pid);
+    let before = rss_bytes_of(pid);
     let body = format!("Subject: s\r\n\r\n{}", "x".repeat(10 * 1024));
     let mut c = Client::ehlo(addr);
     for _ in 0..MESSAGES {
         c.send_message("a@b.test", &["x@y.test"], &body)
             .expect(250, "2.0.0");
     }
-    let full = rss_bytes(pid);
+    let full = rss_bytes_of(pid);
     let grown = full.saturating_sub(before);
     assert!(
         grown > 20 << 20,
@@ -464,7 +403,7 @@ fn delete_messages_returns_the_memory() {
     );
     assert_eq!(http(api, "DELETE", "/messages", b"").status, 204);
     assert_eq!(http(api, "GET", "/messages", b"").text(), "[]");
-    let after = rss_bytes(pid);
+    let after = rss_bytes_of(pid);
     assert!(
         after < full - grown / 2,
         "RSS {before} -> {full} -> {after} after DELETE /messages"
@@ -519,4 +458,9 @@ fn keep_bytes_caps_the_kept_messages_from_the_command_line() {
         sizes.len()
     );
     assert!(sizes.iter().sum::<u64>() <= 64 * 1024, "{sizes:?}");
+}
+
+/// Resident memory of a process, in bytes.
+fn rss_bytes_of(pid: u32) -> u64 {
+    rss_kib(&pid.to_string()) * 1024
 }

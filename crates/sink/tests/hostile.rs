@@ -4,24 +4,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use common::child::{rss_kib, Running};
 use common::*;
 use mailstorm_sink::{CloseReason, Sink};
-
-/// Resident set size of process `pid` ("self" for this one), in KiB.
-fn rss_kib(pid: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc status")
-}
 
 /// Issue 10 item 11: connections that trickle a command line (one byte at
 /// a time, each byte well inside the idle timeout) are closed with
@@ -121,55 +110,6 @@ fn command_deadline_restarts_with_each_line() {
     c.cmd("QUIT");
     wait_for("quit", || sink.stats().closed_for(CloseReason::Quit) == 1);
     assert_eq!(sink.stats().closed_for(CloseReason::CommandTimeout), 0);
-}
-
-const BIN: &str = env!("CARGO_BIN_EXE_mailstorm-sink");
-
-/// The sink binary as a child process, with its stderr lines.
-struct Running {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Running {
-    fn spawn(args: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running { child, lines }
-    }
-
-    fn line_with(&self, needle: &str) -> String {
-        loop {
-            let line = self
-                .lines
-                .recv_timeout(TIMEOUT)
-                .unwrap_or_else(|_| panic!("no stderr line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Issue 10: 10,000 idle connections while a normal client is served. The

@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use mailstorm_sink::{Sink, SinkBuilder, SinkHandle};
 
+pub mod child;
+
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One reply: code and the text of each line (after `250-` / `250 `).

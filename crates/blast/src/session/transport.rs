@@ -102,14 +102,18 @@ impl Conn {
         let mut deadline = None;
         // Bytes of the pending reply already scanned for line ends, and
         // the lines found: a reply trickled byte by byte is parsed once
-        // per completed line, not once per byte.
+        // per completed line, not once per byte. The first look parses
+        // without scanning: with a pipelined batch buffered, scanning the
+        // whole buffer before each reply would cost O(batch²).
         let (mut scanned, mut lines) = (0usize, 0usize);
         loop {
             let pending = &self.rbuf[self.rpos..];
-            let new_lines = pending[scanned..].iter().filter(|&&b| b == b'\n').count();
             let first_look = deadline.is_none();
-            scanned = pending.len();
-            lines += new_lines;
+            let new_lines = if first_look {
+                0
+            } else {
+                memchr::memchr_iter(b'\n', &pending[scanned..]).count()
+            };
             if first_look || new_lines > 0 {
                 match parse_reply(pending, MAX_REPLY_LINE) {
                     Ok(Status::Complete((r, n))) => {
@@ -130,6 +134,12 @@ impl Conn {
                 }
             }
             // Everything buffered belongs to the incomplete reply.
+            lines += if first_look {
+                memchr::memchr_iter(b'\n', pending).count()
+            } else {
+                new_lines
+            };
+            scanned = pending.len();
             if scanned > MAX_REPLY_BYTES || lines > MAX_REPLY_LINES {
                 self.rbuf.clear();
                 self.rbuf.shrink_to(8192);

@@ -195,6 +195,10 @@ pub struct Counters {
     pub conn_opened: u64,
     /// Connection attempts that failed (connect, TLS or greeting).
     pub conn_failed: u64,
+    /// TLS handshakes completed (implicit TLS or STARTTLS).
+    pub tls_handshakes: u64,
+    /// Of those, handshakes that resumed an earlier session (`--tls-resume`).
+    pub tls_resumed: u64,
     /// Message bytes sent (before dot-stuffing).
     pub bytes: u64,
     /// Recipients sent.
@@ -217,6 +221,8 @@ impl Counters {
         self.scheduled += o.scheduled;
         self.conn_opened += o.conn_opened;
         self.conn_failed += o.conn_failed;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_resumed += o.tls_resumed;
         self.bytes += o.bytes;
         self.rcpt_attempted += o.rcpt_attempted;
         self.rcpt_accepted += o.rcpt_accepted;

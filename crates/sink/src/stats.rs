@@ -108,6 +108,7 @@ scalar_counters! {
     RecipientsAccepted,
     Commands,
     TlsHandshakes,
+    TlsResumed,
     TlsFailures,
     AuthSuccesses,
     AuthFailures,
@@ -289,6 +290,7 @@ impl Stats {
             recipients_accepted: c(Counter::RecipientsAccepted),
             commands: c(Counter::Commands),
             tls_handshakes: c(Counter::TlsHandshakes),
+            tls_resumed: c(Counter::TlsResumed),
             tls_failures: c(Counter::TlsFailures),
             auth_successes: c(Counter::AuthSuccesses),
             auth_failures: c(Counter::AuthFailures),
@@ -327,6 +329,10 @@ pub struct StatsSnapshot {
     pub commands: u64,
     /// Completed TLS handshakes (STARTTLS and implicit).
     pub tls_handshakes: u64,
+    /// Of those, handshakes that resumed a session (a ticket the sink
+    /// issued earlier): no certificate, no signature.
+    #[serde(default)]
+    pub tls_resumed: u64,
     /// Failed TLS handshakes.
     pub tls_failures: u64,
     /// Successful AUTH exchanges.
@@ -444,6 +450,12 @@ impl StatsSnapshot {
                 "counter",
                 "Completed TLS handshakes.",
                 self.tls_handshakes,
+            ),
+            (
+                "tls_resumed_total",
+                "counter",
+                "TLS handshakes that resumed a session.",
+                self.tls_resumed,
             ),
             (
                 "tls_failures_total",

@@ -11,6 +11,7 @@ use mailstorm_proto::Status;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
+use tokio_rustls::rustls::HandshakeKind;
 use tokio_rustls::TlsConnector;
 
 use super::{Conn, Env, Rep};
@@ -211,6 +212,12 @@ impl Conn {
         let res = tokio::time::timeout(limit, connector.connect(name.clone(), tcp)).await;
         match res {
             Ok(Ok(s)) => {
+                let resumed = s.get_ref().1.handshake_kind() == Some(HandshakeKind::Resumed);
+                {
+                    let mut st = env.stats();
+                    st.counters.tls_handshakes += 1;
+                    st.counters.tls_resumed += u64::from(resumed);
+                }
                 self.stream = Stream::Tls(Box::new(s));
                 self.last_read = Instant::now();
                 Ok(())

@@ -194,7 +194,11 @@ fn tls_resume_resumes_sessions_and_is_off_by_default() {
     let full = run_with(cfg.clone(), sink.local_addr(), Some(pem.clone()));
     let c = full.totals.counters;
     assert_eq!((c.accepted, c.tls_handshakes, c.tls_resumed), (6, 6, 0));
-    assert_eq!(sink.stats().tls_resumed, 0, "no resumption without --tls-resume");
+    assert_eq!(
+        sink.stats().tls_resumed,
+        0,
+        "no resumption without --tls-resume"
+    );
 
     let resumed = run_with(
         Config {
@@ -208,5 +212,9 @@ fn tls_resume_resumes_sessions_and_is_off_by_default() {
     assert_eq!((c.accepted, c.tls_handshakes), (6, 6));
     assert_eq!(c.tls_resumed, 5, "all but the first connection resume");
     let s = sink.stats();
-    assert_eq!((s.tls_handshakes, s.tls_resumed), (12, 5), "the sink saw it too");
+    assert_eq!(
+        (s.tls_handshakes, s.tls_resumed),
+        (12, 5),
+        "the sink saw it too"
+    );
 }

@@ -23,6 +23,8 @@ const MAX_REPLY_LINE: usize = 4096;
 /// Longest reply accepted, all lines together: far above real EHLO
 /// replies (a few hundred bytes), far below what hurts memory.
 pub(crate) const MAX_REPLY_BYTES: usize = 64 * 1024;
+/// A connection's first read buffer, and the least it grows by.
+pub(crate) const READ_CHUNK: usize = 512;
 /// Most lines one reply may have (a big EHLO reply has a few dozen).
 pub(crate) const MAX_REPLY_LINES: usize = 256;
 
@@ -143,7 +145,7 @@ impl Conn {
             scanned = pending.len();
             if scanned > MAX_REPLY_BYTES || lines > MAX_REPLY_LINES {
                 self.rbuf.clear();
-                self.rbuf.shrink_to(8192);
+                self.rbuf.shrink_to(READ_CHUNK);
                 self.rpos = 0;
                 return Err(self.fault(
                     Transport::MalformedReply,
@@ -172,8 +174,10 @@ impl Conn {
             }
             self.rpos = 0;
         }
-        if self.rbuf.capacity() - self.rbuf.len() < 1024 {
-            self.rbuf.reserve(8192);
+        // Start small and double: most connections only ever hold a few
+        // replies, and 10,000 idle connections must fit in tens of MiB.
+        if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+            self.rbuf.reserve(self.rbuf.len().max(READ_CHUNK));
         }
         let res = tokio::time::timeout_at(
             tokio::time::Instant::from_std(deadline),

@@ -108,12 +108,17 @@ impl ReadyFile {
             path: self.path.clone(),
             source,
         };
-        let r = std::fs::write(&self.tmp, info.to_line())
-            .and_then(|()| std::fs::rename(&self.tmp, &self.path));
-        if r.is_err() {
-            let _ = std::fs::remove_file(&self.tmp);
-        }
-        r.map_err(err)
+        std::fs::write(&self.tmp, info.to_line())
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path))
+            .map_err(err)
+    }
+}
+
+impl Drop for ReadyFile {
+    fn drop(&mut self) {
+        // Not written (the sink failed to start): leave nothing behind.
+        // After the rename the temporary file is gone already.
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::load::Plan;
-use super::select::{hash_bytes, IpText};
 use super::matching::stage_bit;
 use super::primary::Primary;
+use super::select::{hash_bytes, IpText};
 use super::slots::Slot;
 use super::state::Striped;
 
@@ -112,4 +112,3 @@ impl Who<'_> {
         }
     }
 }
-

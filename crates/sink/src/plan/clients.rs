@@ -35,7 +35,9 @@ pub enum ScopedPlanError {
     #[error("the sink has no fault engine (SinkBuilder::fault_engine)")]
     NoEngine,
     /// [`MAX_SCOPED_PLANS`] are loaded already.
-    #[error("too many scoped plans: {MAX_SCOPED_PLANS} are loaded; DELETE /plan?helo=NAME some first")]
+    #[error(
+        "too many scoped plans: {MAX_SCOPED_PLANS} are loaded; DELETE /plan?helo=NAME some first"
+    )]
     TooMany,
 }
 
@@ -90,7 +92,9 @@ impl Engine {
     /// `helo`'s scoped plan as YAML, if it has one.
     pub fn scoped_plan_yaml(&self, helo: &str) -> Option<String> {
         let id = helo.trim().to_ascii_lowercase();
-        lock(&self.scoped).get(id.as_str()).map(|a| a.plan.to_yaml())
+        lock(&self.scoped)
+            .get(id.as_str())
+            .map(|a| a.plan.to_yaml())
     }
 
     /// How many scoped plans are loaded.

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::active::{Active, Scope};
@@ -133,7 +133,7 @@ impl Engine {
             hash: hash_bytes(0, id.as_bytes()),
             id: id.into(),
             plan,
-            domains: Mutex::new(Vec::new()),
+            domains: Default::default(),
         }))
     }
 
@@ -171,13 +171,22 @@ impl Engine {
         if d.is_empty() {
             return;
         }
-        let mut seen = s.domains.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= 16 || seen.iter().any(|x| x.eq_ignore_ascii_case(d)) {
+        let h = super::select::KeyHasher::new(4, d.len())
+            .lower(d.as_bytes())
+            .finish()
+            .max(1);
+        // The session is the only writer of its scope: load, then store.
+        let Some(free) = s.domains.iter().find_map(|slot| {
+            let v = slot.load(Ordering::Relaxed);
+            (v == 0 || v == h).then_some((slot, v))
+        }) else {
+            return; // 16 domains reported already
+        };
+        if free.1 == h {
             return;
         }
+        free.0.store(h, Ordering::Relaxed);
         let d = d.to_ascii_lowercase();
-        seen.push(d.as_str().into());
-        drop(seen);
         self.referee.domain(&s.id, &d);
     }
 

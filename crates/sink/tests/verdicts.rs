@@ -312,7 +312,7 @@ fn expect_errors_point_at_the_users_file_and_list_metrics() {
     .unwrap_err()
     .to_string();
     assert!(e.starts_with("plan.yaml:"), "{e}");
-    assert!(e.contains("expect"), "{e}");
+    assert!(e.contains("expect[1]: "), "{e}");
     assert!(e.contains("unknown metric \"retry_fast\""), "{e}");
     assert!(e.contains("retry_4xx_min_interval, retries_per_4xx"), "{e}");
     let e = Plan::from_yaml_str("expect: 'unclean_quits=0'\n", "p.yaml")

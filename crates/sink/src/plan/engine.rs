@@ -217,6 +217,7 @@ impl Engine {
             "time": (time * 1000.0).round() / 1000.0,
             "session": ctx.session_id,
             "client": who.as_str(),
+            "ip": ctx.peer.ip().to_canonical().to_string(),
             "stage": ctx.stage.as_str(),
             "rule": &*v.rule_name,
             "rule_index": v.rule,

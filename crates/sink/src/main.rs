@@ -29,7 +29,8 @@ Exit codes:
      value, an unreadable or invalid --config, --plan, TLS certificate or key,
      or --auth-users file, a control API off loopback without a token, a
      --capture directory that cannot be created or written, an --events file
-     that cannot be opened";
+     that cannot be opened, a --ready-file that cannot be written or a
+     --ready-fd that is not open";
 
 /// A per-core ESMTP/LMTP sink that accepts mail at line rate.
 #[derive(Parser, Debug, Clone)]
@@ -140,6 +141,19 @@ struct Args {
     /// Append one JSON line per injected fault to FILE.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Once every listener (SMTP/LMTP, implicit TLS, control) is bound and
+    /// accepting, write one JSON object and a newline to FILE, atomically
+    /// (a temporary file in the same directory, then a rename):
+    /// `{"version","pid","smtp":[addr..],"tls":[addr..],"control":addr|null,
+    /// "dns":null,"hostname"}`. Start with port 0 everywhere and read the
+    /// real addresses from it; `GET /info` serves the same object. A path
+    /// that cannot be written is an error at start (exit 2).
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+    /// Like --ready-file, to an inherited file descriptor N (a pipe the
+    /// harness reads one line from).
+    #[arg(long, value_name = "N")]
+    ready_fd: Option<i32>,
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     print_config: bool,
@@ -314,6 +328,22 @@ fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
             .context("cannot install signal handlers")
             .map_err(Failure::runtime)?
     };
+    // Checked before serving: a bad ready file is a configuration error.
+    let config_err = |e: mailstorm_sink::ready::ReadyError| Failure {
+        code: EXIT_CONFIG,
+        error: anyhow::Error::new(e).context("cannot start"),
+    };
+    let ready_file = args
+        .ready_file
+        .as_deref()
+        .map(mailstorm_sink::ready::ReadyFile::prepare)
+        .transpose()
+        .map_err(config_err)?;
+    let ready_fd = args
+        .ready_fd
+        .map(mailstorm_sink::ready::ReadyFd::prepare)
+        .transpose()
+        .map_err(config_err)?;
     // Always installed, so `PUT /plan` works without --plan; with no plan a
     // decision is one atomic load.
     let sink = Sink::from_config(config.clone())
@@ -336,6 +366,13 @@ fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
         if let Some(a) = sink.control_addr() {
             eprintln!("mailstorm-sink: control API on http://{a}/");
         }
+    }
+    let info = sink.ready_info();
+    if let Some(f) = ready_file {
+        f.write(&info).map_err(Failure::runtime)?;
+    }
+    if let Some(f) = ready_fd {
+        f.write(&info).map_err(Failure::runtime)?;
     }
     rt.block_on(signals(sigs, &args, &sink, stats_interval, quiet));
     let grace = sink.config().shutdown_grace;

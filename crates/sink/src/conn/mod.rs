@@ -110,7 +110,8 @@ pub(crate) async fn run(tcp: TcpStream, peer: SocketAddr, mut ctx: ConnCtx) {
     } else {
         conn.refuse_busy(tcp).await
     };
-    conn.sess.report_end();
+    conn.sess
+        .report_end(guard.reason == CloseReason::ClientClosed);
 }
 
 impl Conn {

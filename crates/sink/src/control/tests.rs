@@ -20,22 +20,27 @@ impl ControlBackend for Fake {
     fn metrics_text(&self) -> String {
         "# TYPE mailstorm_messages_total counter\nmailstorm_messages_total 3\n".into()
     }
-    fn reset(&self) {
+    fn reset(&self, _f: &ClientFilter) {
         *self.resets.lock().unwrap() += 1;
     }
-    fn messages(&self) -> serde_json::Value {
+    fn messages(&self, _f: &ClientFilter) -> serde_json::Value {
         serde_json::json!([{ "id": 1, "size": 12 }])
     }
     fn message_raw(&self, id: u64) -> Option<Vec<u8>> {
         (id == 1).then(|| b"Subject: hi\r\n\r\nbody\r\n".to_vec())
     }
-    fn clear_messages(&self) {
+    fn clear_messages(&self, _f: &ClientFilter) {
         *self.clears.lock().unwrap() += 1;
     }
-    fn plan_yaml(&self) -> Option<String> {
+    fn plan_yaml(&self, _helo: Option<&str>) -> Option<String> {
         Some(self.plan.lock().unwrap().clone())
     }
-    fn put_plan(&self, body: &[u8], content_type: Option<&str>) -> Option<Result<(), String>> {
+    fn put_plan(
+        &self,
+        _helo: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> Option<Result<(), String>> {
         *self.last_content_type.lock().unwrap() = content_type.map(str::to_owned);
         Some(match std::str::from_utf8(body) {
             Ok(text) if text.starts_with("rules:") => {
@@ -45,7 +50,7 @@ impl ControlBackend for Fake {
             _ => Err("line 1: expected `rules:`".to_owned()),
         })
     }
-    fn clients_json(&self) -> Option<serde_json::Value> {
+    fn clients_json(&self, _f: &ClientFilter) -> Option<serde_json::Value> {
         Some(serde_json::json!([]))
     }
 }
@@ -60,14 +65,14 @@ impl ControlBackend for Minimal {
     fn metrics_text(&self) -> String {
         String::new()
     }
-    fn reset(&self) {}
-    fn messages(&self) -> serde_json::Value {
+    fn reset(&self, _f: &ClientFilter) {}
+    fn messages(&self, _f: &ClientFilter) -> serde_json::Value {
         serde_json::json!([])
     }
     fn message_raw(&self, _id: u64) -> Option<Vec<u8>> {
         None
     }
-    fn clear_messages(&self) {}
+    fn clear_messages(&self, _f: &ClientFilter) {}
 }
 
 struct Reply {

@@ -35,6 +35,8 @@
 //! evicted in one go, see `state`) and belongs to the loaded plan: loading
 //! a plan starts its counters afresh.
 
+mod active;
+mod clients;
 mod engine;
 mod keys;
 mod load;
@@ -52,9 +54,11 @@ mod view;
 use std::time::Instant;
 
 pub use crate::hook::SessionEnd;
+pub use clients::{ScopedPlanError, MAX_SCOPED_PLANS};
 pub use engine::Engine;
 pub use load::{Plan, PlanError};
 pub use model::PlanSpec;
+pub use referee::verdicts::{ClientVerdict, Outcome, RuleVerdict};
 pub use referee::RefereeReport;
 pub use verdict::{FaultAction, Verdict};
 
@@ -135,6 +139,7 @@ impl Probe {
             message_size: self.message_size,
             message: self.message.as_deref(),
             command: self.command.as_bytes(),
+            scope: None,
         };
         engine.decide_at(&ctx, now)
     }

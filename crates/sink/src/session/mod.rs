@@ -108,11 +108,21 @@ pub(crate) struct Report {
     pub(crate) quit_after_421: bool,
     /// A hook's 421 went out (later input is a client violation).
     pub(crate) sent_421: bool,
+    /// When the session started (for the referee's reconnect times).
+    pub(crate) connected: Option<std::time::Instant>,
+    /// The first greeting's argument (tracked sessions only).
+    pub(crate) helo: Option<String>,
+    pub(crate) mails: u32,
+    pub(crate) size_violations: u32,
+    pub(crate) unannounced_tested: bool,
+    pub(crate) pipelined_unannounced: bool,
+    pub(crate) quit: bool,
 }
 
 impl Session {
-    /// Tells the hook the session ended, if it asked to know.
-    pub(crate) fn report_end(&self) {
+    /// Tells the hook the session ended, if it asked to know;
+    /// `client_closed`: the client closed the connection.
+    pub(crate) fn report_end(&mut self, client_closed: bool) {
         let (Some(h), true) = (&self.s.hook, self.report.tracked) else {
             return;
         };
@@ -122,6 +132,13 @@ impl Session {
         end.bdat = self.report.bdat;
         end.commands_after_421 = self.report.commands_after_421;
         end.quit_after_421 = self.report.quit_after_421;
+        end.helo = self.report.helo.take();
+        end.mails = self.report.mails;
+        end.size_violations = self.report.size_violations;
+        end.pipelining_unannounced_tested = self.report.unannounced_tested;
+        end.pipelined_unannounced = self.report.pipelined_unannounced;
+        end.quit = self.report.quit;
+        end.client_closed = client_closed && !self.report.quit;
         h.session_closed(&end);
     }
 }
@@ -165,6 +182,8 @@ pub(crate) struct Tx {
     binarymime: bool,
     bdat: bool,
     bdat_bytes: u64,
+    /// The `SIZE=` the client declared at MAIL.
+    pub(crate) declared_size: Option<u64>,
 }
 
 impl Tx {
@@ -176,6 +195,7 @@ impl Tx {
         self.binarymime = false;
         self.bdat = false;
         self.bdat_bytes = 0;
+        self.declared_size = None;
     }
 
     pub(crate) fn recipients(&self) -> Recipients<'_> {
@@ -237,6 +257,8 @@ pub(crate) struct Session {
     deferred: Option<Decision>,
     pub(crate) io: IoEffects,
     pub(crate) report: Report,
+    /// What the hook attached at the first greeting (tracked sessions).
+    scope: Option<crate::hook::SessionScope>,
 }
 
 /// Static replies on the hot path are written as bytes.
@@ -278,6 +300,7 @@ impl Session {
             deferred: None,
             io: IoEffects::default(),
             report: Report::default(),
+            scope: None,
         }
     }
 
@@ -340,7 +363,9 @@ impl Session {
         if !self.report.opened {
             self.report.opened = true;
             if let Some(h) = &self.s.hook {
-                self.report.tracked = h.session_opened(self.peer, std::time::Instant::now());
+                let now = std::time::Instant::now();
+                self.report.tracked = h.session_opened(self.peer, now);
+                self.report.connected = Some(now);
             }
         }
         match self.gate(Stage::Connect, None, b"") {
@@ -438,7 +463,15 @@ impl Session {
                         Ok(Status::Partial) => return (pos, Flow::Read),
                         Ok(Status::Complete((cmd, n))) => {
                             // Replies still unsent: the client did not wait.
-                            self.report.pipelined |= !out.is_empty();
+                            if !out.is_empty() {
+                                self.report.pipelined = true;
+                                if self.greeted != Greeted::Ehlo {
+                                    // PIPELINING is announced in the EHLO
+                                    // reply only (RFC 2920).
+                                    self.report.pipelined_unannounced = true;
+                                    self.report.unannounced_tested = true;
+                                }
+                            }
                             let line = trim_crlf(&input[..n]);
                             match self.command(cmd, line, out) {
                                 Handled::Retry(d) => return (pos, Flow::Delay(d)),

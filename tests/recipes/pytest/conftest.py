@@ -83,13 +83,12 @@ def sink(tmp_path_factory):
             time.sleep(0.02)
         yield Sink(json.loads(ready.read_text()))
     finally:
-        died = proc.poll()
-        if died is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                raise
-    if died is not None:
-        pytest.fail(f"mailstorm-sink died during the tests ({died}):\n" + log_path.read_text())
+        if proc.poll() is None:
+            proc.terminate()  # the sink stops cleanly (exit 0) on SIGTERM
+        try:
+            code = proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    if code != 0:
+        pytest.fail(f"mailstorm-sink died or failed to stop (exit {code}):\n" + log_path.read_text())

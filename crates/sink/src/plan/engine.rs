@@ -317,12 +317,13 @@ impl Engine {
                     .failed(&view, who.as_str(), code, now.get(), before);
             }
         }
-        // A 2xx/3xx reply with no other effect (a `sequence` step of 250)
-        // is an accept, not a fault.
+        // A plain accept, or a 2xx/3xx reply, with no other effect (a
+        // `sequence` step of 250) is not a fault.
         let accept = v.delay.is_none()
             && v.throttle.is_none()
             && v.split_reply.is_none()
-            && code.is_some_and(|c| ReplyClass::of(c) == ReplyClass::Positive);
+            && (v.outcome == FaultAction::Accept
+                || code.is_some_and(|c| ReplyClass::of(c) == ReplyClass::Positive));
         if !accept {
             self.referee.fault(who.as_str(), code, now.get());
         }

@@ -362,7 +362,6 @@ struct PlanScope {
     helo: Option<String>,
 }
 
-
 async fn info(State(b): State<Backend>) -> Response {
     match b.info_json() {
         Some(v) => Json(v).into_response(),
@@ -375,7 +374,10 @@ async fn reset(State(b): State<Backend>, Query(f): Query<ClientFilter>) -> Statu
     StatusCode::NO_CONTENT
 }
 
-async fn messages(State(b): State<Backend>, Query(f): Query<ClientFilter>) -> Json<serde_json::Value> {
+async fn messages(
+    State(b): State<Backend>,
+    Query(f): Query<ClientFilter>,
+) -> Json<serde_json::Value> {
     Json(b.messages(&f))
 }
 
@@ -409,7 +411,10 @@ async fn plan_get(State(b): State<Backend>, Query(p): Query<PlanScope>) -> Respo
                 yaml,
             )
                 .into_response(),
-            None => (StatusCode::NOT_FOUND, format!("no plan scoped to helo {h:?}\n"))
+            None => (
+                StatusCode::NOT_FOUND,
+                format!("no plan scoped to helo {h:?}\n"),
+            )
                 .into_response(),
         };
     }

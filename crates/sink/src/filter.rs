@@ -47,12 +47,10 @@ impl ClientFilter {
 
     /// Whether a client with this id (see [`client_id`]) and these
     /// domains (lower-case) is selected.
-    pub fn matches_client<'a>(
-        &self,
-        id: &str,
-        mut domains: impl Iterator<Item = &'a str>,
-    ) -> bool {
-        self.helo.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(id))
+    pub fn matches_client<'a>(&self, id: &str, mut domains: impl Iterator<Item = &'a str>) -> bool {
+        self.helo
+            .as_deref()
+            .is_none_or(|h| h.eq_ignore_ascii_case(id))
             && self
                 .domain
                 .as_deref()
@@ -62,7 +60,9 @@ impl ClientFilter {
     /// Whether a message with this greeting, sender and recipients is
     /// selected.
     pub fn matches_message(&self, helo: &str, sender: &str, rcpts: &[String]) -> bool {
-        self.helo.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(helo))
+        self.helo
+            .as_deref()
+            .is_none_or(|h| h.eq_ignore_ascii_case(helo))
             && self.domain.as_deref().is_none_or(|d| {
                 std::iter::once(sender)
                     .chain(rcpts.iter().map(String::as_str))
@@ -102,7 +102,13 @@ mod tests {
         assert!(!d.matches_message("h", "a@b.test", &["x@t43.test".into()]));
         assert!(f.matches_message("TEST-42", "", &[]));
         assert!(ClientFilter::all().is_all());
-        assert_eq!(client_id(Some("Host.A"), "::ffff:127.0.0.1".parse().unwrap()), "host.a");
-        assert_eq!(client_id(None, "::ffff:127.0.0.1".parse().unwrap()), "127.0.0.1");
+        assert_eq!(
+            client_id(Some("Host.A"), "::ffff:127.0.0.1".parse().unwrap()),
+            "host.a"
+        );
+        assert_eq!(
+            client_id(None, "::ffff:127.0.0.1".parse().unwrap()),
+            "127.0.0.1"
+        );
     }
 }

@@ -17,6 +17,12 @@ name in snake_case (e.g. `max_message_size: 10MiB`); flags override the file.
 Unknown keys are errors. Durations: 300ms, 5s, 1.5s, 2m, 1h, 1d. Sizes: 512, 64k,
 50MiB, 1G.
 
+Control API (--control): GET /healthz /info /stats /metrics /clients /verdicts
+/clients/{id}/verdict /messages /messages/{id}; POST /reset; DELETE /messages;
+GET|PUT|DELETE /plan. A client's id is the EHLO name of its sessions (or its IP
+before a greeting): ?helo=NAME&domain=D selects one test's clients on /clients,
+/verdicts, /messages and /reset; /plan?helo=NAME is a plan scoped to that name.
+
 Signals: SIGINT/SIGTERM stop accepting, answer 421 4.3.2 to each session at its next
 command, wait up to --shutdown-grace, print final stats and exit 0. SIGHUP reloads the
 config file and TLS certificates; running sessions keep their settings.
@@ -119,7 +125,8 @@ struct Args {
     /// Total size of the kept messages; the oldest go first; 0 = no cap [default: 64MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     keep_bytes: Option<u64>,
-    /// Control API address, or `off` [default: 127.0.0.1:8025].
+    /// Control API address, or `off` [default: 127.0.0.1:8025]; port 0
+    /// picks a free port (see --ready-file).
     #[arg(long, value_name = "ADDR|off", value_parser = parse_control_flag)]
     control: Option<ControlFlag>,
     /// Bearer token for the control API (required when not on loopback).

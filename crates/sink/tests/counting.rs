@@ -41,7 +41,10 @@ fn sequence_accepts_are_not_faults_and_refusals_count_by_stage() {
     });
     let r = sink.clients(&ClientFilter::all()).unwrap();
     let client = &r.clients["client.test"];
-    assert_eq!(client.faults, 3, "two 451s and the 550; the 250 is no fault");
+    assert_eq!(
+        client.faults, 3,
+        "two 451s and the 550; the 250 is no fault"
+    );
     assert_eq!((client.replies_4xx, client.replies_5xx), (2, 1));
     // The 550 at RCPT is visible, by stage: /stats and /metrics.
     let s = sink.stats();

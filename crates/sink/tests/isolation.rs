@@ -38,16 +38,16 @@ fn greet(addr: SocketAddr, name: &str) -> Client {
 /// recipient deferred, then a 550 for `reject@`), one message delivered
 /// after the retry.
 fn one_test(addr: SocketAddr, ctl: SocketAddr, name: &str, domain: &str) {
-    let plan = format!(
-        "seed: 7\nrules:\n  - {{stage: rcpt, key: rcpt, match: {{recipient: 'ok@*'}}, sequence: [451, 250]}}\n  - {{stage: rcpt, match: {{recipient: 'reject@*'}}, action: {{reply: {{code: 550, enhanced: 5.1.1}}}}}}\n"
-    );
+    let plan = "seed: 7\nrules:\n  - {stage: rcpt, key: rcpt, match: {recipient: 'ok@*'}, sequence: [451, 250]}\n  - {stage: rcpt, match: {recipient: 'reject@*'}, action: {reply: {code: 550, enhanced: 5.1.1}}}\n";
     let r = http(ctl, "PUT", &format!("/plan?helo={name}"), plan.as_bytes());
     assert_eq!(r.status, 204, "{}", r.text());
     let mut c = greet(addr, name);
     c.cmd(&format!("MAIL FROM:<me@{domain}>"))
         .expect(250, "2.1.0");
-    c.cmd(&format!("RCPT TO:<ok@{domain}>")).expect(451, "4.3.0");
-    c.cmd(&format!("RCPT TO:<ok@{domain}>")).expect(250, "2.1.5");
+    c.cmd(&format!("RCPT TO:<ok@{domain}>"))
+        .expect(451, "4.3.0");
+    c.cmd(&format!("RCPT TO:<ok@{domain}>"))
+        .expect(250, "2.1.5");
     c.cmd(&format!("RCPT TO:<reject@{domain}>"))
         .expect(550, "5.1.1");
     c.cmd("DATA");
@@ -76,7 +76,11 @@ fn two_parallel_tests_never_see_each_other() {
     });
 
     for (name, domain) in [("test-a", "a.test"), ("test-b", "b.test")] {
-        let j = json(ctl, "GET", &format!("/clients?helo={}", name.to_uppercase()));
+        let j = json(
+            ctl,
+            "GET",
+            &format!("/clients?helo={}", name.to_uppercase()),
+        );
         let clients = j["clients"].as_object().unwrap();
         assert_eq!(clients.keys().collect::<Vec<_>>(), [name], "{j}");
         let c = &clients[name];
@@ -109,7 +113,11 @@ fn two_parallel_tests_never_see_each_other() {
     assert_eq!(c["faults"], 0, "{c}");
     // The scoped plans read back, and are theirs only.
     let r = http(ctl, "GET", "/plan?helo=test-a", b"");
-    assert!(r.status == 200 && r.text().contains("seed: 7"), "{}", r.text());
+    assert!(
+        r.status == 200 && r.text().contains("seed: 7"),
+        "{}",
+        r.text()
+    );
     assert_eq!(http(ctl, "GET", "/plan?helo=test-c", b"").status, 404);
 
     // Resetting A forgets A only: records, messages, plan state.
@@ -126,7 +134,13 @@ fn two_parallel_tests_never_see_each_other() {
         json(ctl, "GET", "/clients?helo=test-b")["clients"]["test-b"]["faults"],
         2
     );
-    assert_eq!(json(ctl, "GET", "/messages?helo=test-b").as_array().unwrap().len(), 1);
+    assert_eq!(
+        json(ctl, "GET", "/messages?helo=test-b")
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
     // A's sequence starts again; B's state is kept (its next attempt of
     // the same recipient is the sequence's second step).
     let mut a = greet(addr, "test-a");
@@ -146,7 +160,10 @@ fn two_parallel_tests_never_see_each_other() {
     b.cmd("RCPT TO:<reject@b.test>").expect(250, "2.1.5");
     b.cmd("QUIT");
     // DELETE /messages?helo= forgets that client's messages only.
-    assert_eq!(http(ctl, "DELETE", "/messages?helo=test-b", b"").status, 204);
+    assert_eq!(
+        http(ctl, "DELETE", "/messages?helo=test-b", b"").status,
+        204
+    );
     assert!(json(ctl, "GET", "/messages").as_array().unwrap().is_empty());
     // An unknown filter parameter is refused.
     assert_eq!(http(ctl, "GET", "/clients?hello=x", b"").status, 400);
@@ -162,11 +179,7 @@ fn a_filtered_reset_drops_that_clients_state_in_the_global_plan() {
         )
         .unwrap(),
     );
-    let sink = start(
-        Sink::builder()
-            .threads(1)
-            .fault_engine(engine.clone()),
-    );
+    let sink = start(Sink::builder().threads(1).fault_engine(engine.clone()));
     let addr = sink.local_addr();
     let first = |name: &str, rcpt: &str| {
         let mut c = greet(addr, name);

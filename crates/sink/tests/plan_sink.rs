@@ -417,6 +417,10 @@ fn control_api_plan_and_clients() {
     let ev = std::fs::read_to_string(&events).unwrap();
     let line: serde_json::Value = serde_json::from_str(ev.lines().next().unwrap()).unwrap();
     assert_eq!(line["stage"], "rcpt");
+    assert_eq!(
+        (&line["client"], &line["ip"]),
+        (&"client.test".into(), &"127.0.0.1".into())
+    );
     assert_eq!(line["key"], "rcpt:b@y.test");
     assert_eq!(line["attempt"], 1);
     assert_eq!(line["outcome"], "reply 451 4.7.1");

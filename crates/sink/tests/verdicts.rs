@@ -16,7 +16,8 @@ use mailstorm_sink::plan::{Engine, Outcome, Plan};
 use mailstorm_sink::{ClientFilter, Sink, SinkHandle};
 
 /// Lowered minimum intervals: a correct client waits `BACKOFF`.
-const EXPECT: &str = "expect: 'retry_4xx_min_interval>=200ms, reconnect_after_421>=200ms, retries_per_4xx<=2'\n";
+const EXPECT: &str =
+    "expect: 'retry_4xx_min_interval>=200ms, reconnect_after_421>=200ms, retries_per_4xx<=2'\n";
 const BACKOFF: Duration = Duration::from_millis(300);
 
 fn sink() -> SinkHandle {
@@ -265,7 +266,10 @@ fn unclean_quits_untested_and_unknown_clients() {
     wait_for("greeting recorded", || sink.verdict("quitter").is_some());
     let v = sink.verdict("quitter").unwrap();
     assert_eq!(v.verdict, Outcome::Untested, "{v:?}");
-    assert!(v.rules.iter().all(|r| r.result == Outcome::Untested && r.measured.is_none()));
+    assert!(v
+        .rules
+        .iter()
+        .all(|r| r.result == Outcome::Untested && r.measured.is_none()));
     open.cmd("QUIT");
     drop(greet(addr, "dropper"));
     assert_rule(&sink, "quitter", 1, "unclean_quits", Outcome::Pass);
@@ -308,7 +312,7 @@ fn expect_errors_point_at_the_users_file_and_list_metrics() {
     .unwrap_err()
     .to_string();
     assert!(e.starts_with("plan.yaml:"), "{e}");
-    assert!(e.contains("expect"), "{e}");
+    assert!(e.contains("expect[1]: "), "{e}");
     assert!(e.contains("unknown metric \"retry_fast\""), "{e}");
     assert!(e.contains("retry_4xx_min_interval, retries_per_4xx"), "{e}");
     let e = Plan::from_yaml_str("expect: 'unclean_quits=0'\n", "p.yaml")

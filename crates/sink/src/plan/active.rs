@@ -7,9 +7,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::load::Plan;
-use super::select::{hash_bytes, IpText};
 use super::matching::stage_bit;
 use super::primary::Primary;
+use super::select::{hash_bytes, IpText};
 use super::slots::Slot;
 use super::state::Striped;
 
@@ -84,8 +84,10 @@ pub(crate) struct Scope {
     pub(crate) hash: u64,
     /// The client's scoped plan, if it has one.
     pub(crate) plan: Option<Arc<Active>>,
-    /// Domains this session already reported (at most 16).
-    pub(crate) domains: std::sync::Mutex<Vec<Box<str>>>,
+    /// Hashes of the domains this session already reported (at most 16;
+    /// 0 = free): checking a known domain takes no lock and allocates
+    /// nothing.
+    pub(crate) domains: [std::sync::atomic::AtomicU64; 16],
 }
 
 /// Who a decision is for: the client id of a greeted session, or the
@@ -112,4 +114,3 @@ impl Who<'_> {
         }
     }
 }
-

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::active::{Active, Scope};
@@ -35,7 +35,9 @@ pub enum ScopedPlanError {
     #[error("the sink has no fault engine (SinkBuilder::fault_engine)")]
     NoEngine,
     /// [`MAX_SCOPED_PLANS`] are loaded already.
-    #[error("too many scoped plans: {MAX_SCOPED_PLANS} are loaded; DELETE /plan?helo=NAME some first")]
+    #[error(
+        "too many scoped plans: {MAX_SCOPED_PLANS} are loaded; DELETE /plan?helo=NAME some first"
+    )]
     TooMany,
 }
 
@@ -90,7 +92,9 @@ impl Engine {
     /// `helo`'s scoped plan as YAML, if it has one.
     pub fn scoped_plan_yaml(&self, helo: &str) -> Option<String> {
         let id = helo.trim().to_ascii_lowercase();
-        lock(&self.scoped).get(id.as_str()).map(|a| a.plan.to_yaml())
+        lock(&self.scoped)
+            .get(id.as_str())
+            .map(|a| a.plan.to_yaml())
     }
 
     /// How many scoped plans are loaded.
@@ -129,7 +133,7 @@ impl Engine {
             hash: hash_bytes(0, id.as_bytes()),
             id: id.into(),
             plan,
-            domains: Mutex::new(Vec::new()),
+            domains: Default::default(),
         }))
     }
 
@@ -167,13 +171,22 @@ impl Engine {
         if d.is_empty() {
             return;
         }
-        let mut seen = s.domains.lock().unwrap_or_else(|e| e.into_inner());
-        if seen.len() >= 16 || seen.iter().any(|x| x.eq_ignore_ascii_case(d)) {
+        let h = super::select::KeyHasher::new(4, d.len())
+            .lower(d.as_bytes())
+            .finish()
+            .max(1);
+        // The session is the only writer of its scope: load, then store.
+        let Some(free) = s.domains.iter().find_map(|slot| {
+            let v = slot.load(Ordering::Relaxed);
+            (v == 0 || v == h).then_some((slot, v))
+        }) else {
+            return; // 16 domains reported already
+        };
+        if free.1 == h {
             return;
         }
+        free.0.store(h, Ordering::Relaxed);
         let d = d.to_ascii_lowercase();
-        seen.push(d.as_str().into());
-        drop(seen);
         self.referee.domain(&s.id, &d);
     }
 

@@ -10,13 +10,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use super::active::{Active, Owned, Scope, Who};
 use super::keys::{bucket_key, state_key, KeyHashes, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
 use super::load::{Plan, PlanError};
 use super::matching::{stage_bit, stage_sel};
 use super::model::{ConnPer, KeyKind, StageSel};
 use super::primary::action_of;
 use super::primary::Primary;
-use super::active::{Active, Owned, Scope, Who};
 use super::referee::Referee;
 use super::select::{hash_bytes, uniform, IpText};
 use super::slots::{grey_step, take_token, Slot};
@@ -121,7 +121,10 @@ impl Engine {
     pub(super) fn plans_changed(&self) {
         let global = self.slot.read().unwrap_or_else(|e| e.into_inner());
         let scoped = self.scoped.read().unwrap_or_else(|e| e.into_inner());
-        let headers = global.iter().chain(scoped.values()).any(|a| a.plan.needs_headers());
+        let headers = global
+            .iter()
+            .chain(scoped.values())
+            .any(|a| a.plan.needs_headers());
         self.headers.store(headers, Ordering::Relaxed);
         self.any
             .store(global.is_some() || !scoped.is_empty(), Ordering::Release);
@@ -214,6 +217,7 @@ impl Engine {
             "time": (time * 1000.0).round() / 1000.0,
             "session": ctx.session_id,
             "client": who.as_str(),
+            "ip": ctx.peer.ip().to_canonical().to_string(),
             "stage": ctx.stage.as_str(),
             "rule": &*v.rule_name,
             "rule_index": v.rule,
@@ -330,7 +334,6 @@ impl Engine {
         self.log_event(ctx, who, &v);
         Some(v)
     }
-
 }
 
 impl Active {

@@ -16,7 +16,10 @@ impl Session {
         }
         self.report.helo = Some(helo.to_owned());
         if let Some(h) = &self.s.hook {
-            let connected = self.report.connected.unwrap_or_else(std::time::Instant::now);
+            let connected = self
+                .report
+                .connected
+                .unwrap_or_else(std::time::Instant::now);
             self.scope = h.session_greeted(self.id, self.peer, helo, connected);
         }
     }

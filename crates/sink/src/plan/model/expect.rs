@@ -43,6 +43,17 @@ fn parse_checks(text: &str) -> Result<Vec<Check>, ExprError> {
     mailstorm_config::expr::parse_list(text, Some(&METRICS))
 }
 
+/// One list item: a check (or several, comma-separated), parsed where it
+/// stands so an error carries the item's own line, column and index.
+struct Item(Vec<Check>);
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_checks(&text).map(Item).map_err(de::Error::custom)
+    }
+}
+
 impl<'de> Deserialize<'de> for ExpectSpec {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         struct V;
@@ -56,8 +67,8 @@ impl<'de> Deserialize<'de> for ExpectSpec {
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<ExpectSpec, A::Error> {
                 let mut out = Vec::new();
-                while let Some(item) = seq.next_element::<String>()? {
-                    out.extend(parse_checks(&item).map_err(de::Error::custom)?);
+                while let Some(Item(checks)) = seq.next_element::<Item>()? {
+                    out.extend(checks);
                 }
                 Ok(ExpectSpec(out))
             }

@@ -93,7 +93,10 @@ impl Client {
         if self.ips.len() < MAX_IPS && !self.ips.contains(&ip) {
             self.ips.push(ip);
         }
-        let since = self.last_421.take().map(|t| at.saturating_duration_since(t))?;
+        let since = self
+            .last_421
+            .take()
+            .map(|t| at.saturating_duration_since(t))?;
         if self.reconnect_min.is_none_or(|m| since < m) {
             self.reconnect_min = Some(since);
         }

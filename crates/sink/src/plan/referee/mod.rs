@@ -131,7 +131,11 @@ impl Referee {
         if !map.contains_key(id) {
             if map.len() >= MAX_CLIENTS {
                 // Bounded: forget a client with no open connection.
-                if let Some(k) = map.iter().find(|(_, c)| c.open == 0).map(|(k, _)| k.clone()) {
+                if let Some(k) = map
+                    .iter()
+                    .find(|(_, c)| c.open == 0)
+                    .map(|(k, _)| k.clone())
+                {
                     map.remove(&k);
                 }
             }
@@ -319,7 +323,9 @@ impl Referee {
             }
             c.closed(end);
         });
-        let _ = lock(&self.hists).messages_per_connection.record(end.messages);
+        let _ = lock(&self.hists)
+            .messages_per_connection
+            .record(end.messages);
     }
 
     /// Open connections in total.

@@ -14,7 +14,9 @@ type Metric = (&'static str, &'static str, fn(&Client) -> u64);
 
 /// A client id as a Prometheus label value (escaped).
 fn label(id: &str) -> String {
-    id.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    id.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 /// The referee's report (`GET /clients`): what each client did in reply
@@ -209,9 +211,7 @@ impl Referee {
             ("sessions_bdat_total", "Sessions that used BDAT", |c| {
                 c.sessions_bdat
             }),
-            ("faults_total", "Faults injected per client", |c| {
-                c.faults
-            }),
+            ("faults_total", "Faults injected per client", |c| c.faults),
             (
                 "commands_after_421_total",
                 "Commands sent after a 421 (violations)",

@@ -175,9 +175,11 @@ mod tests {
             ["rcpt x <a> <b>: retried 0.05s after 451"]
         );
         assert_eq!(v.rules[1].result, Outcome::Pass, "{v:?}");
-        let lax = Policy::default().with(Some(&crate::plan::model::ExpectSpec(vec![
-            Check::parse("retry_4xx_min_interval>=10ms").unwrap(),
-        ])));
+        let lax =
+            Policy::default().with(Some(&crate::plan::model::ExpectSpec(vec![Check::parse(
+                "retry_4xx_min_interval>=10ms",
+            )
+            .unwrap()])));
         assert_eq!(verdict("x", &c, &lax).verdict, Outcome::Pass);
     }
 }

@@ -20,9 +20,23 @@
 //! ([`Engine::decide_at`]), so they are testable, but a live run depends on
 //! the client's timing.
 //!
+//! # Scoped plans and clients
+//!
+//! Besides the global plan, a plan can be scoped to one client id (the
+//! EHLO name, `PUT /plan?helo=NAME`, [`Engine::load_scoped`]): it applies
+//! to that client's sessions from their EHLO on, with its own seed,
+//! counters and state, and replaces the global plan for them. The client's
+//! scoped plan is looked up once per session, at its first greeting, and
+//! kept with the session (the hook's session scope), so no command looks it
+//! up again. Per-key state of the global plan is tagged with the client
+//! that created it, so `POST /reset?helo=NAME` can drop that client's
+//! entries alone ([`Engine::reset_clients`]). The plan's `expect:` is the
+//! policy the referee's verdicts judge clients by ([`referee::verdicts`]).
+//!
 //! # Cost
 //!
-//! With no plan loaded a decision is one relaxed atomic load. With a plan,
+//! With no plan loaded (global or scoped) a decision is one relaxed atomic
+//! load. With a plan,
 //! stages no rule names return after a bit test; rules are matched without
 //! locks or allocation; only a rule that matches and keeps state (attempt
 //! counters, buckets, greylist entries) takes one of 64 striped locks.

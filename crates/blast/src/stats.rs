@@ -78,6 +78,10 @@ indexed_enum! {
         /// Intended start (open loop schedule) to the final reply: corrected for
         /// coordinated omission. Equals `service` in closed loop.
         Latency => "latency",
+        /// Open loop: the generator's own lateness, a message's actual start
+        /// minus its intended start (its clock and scheduling, plus any wait
+        /// for a free connection). Not measured in closed loop.
+        Lateness => "lateness",
         /// Connect start to close.
         Session => "session",
     }

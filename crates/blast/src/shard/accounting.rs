@@ -49,10 +49,12 @@ impl Ctx {
             // Closed loop: a free connection is what asks for a message.
             st.counters.offered += 1;
         }
-        if self.schedule.is_some()
-            && started.saturating_duration_since(intended) > self.env.cfg.late_after
-        {
-            st.counters.late += 1;
+        if self.schedule.is_some() {
+            let lateness = started.saturating_duration_since(intended);
+            st.time(Stage::Lateness, lateness.as_micros() as u64);
+            if lateness > self.env.cfg.late_after {
+                st.counters.late += 1;
+            }
         }
         if self.env.cfg.stages.is_some() {
             st.load_stage(stage).attempted += 1;

@@ -42,7 +42,13 @@ pub async fn connect(
     source: Option<IpAddr>,
     opts: &SockOpts,
 ) -> io::Result<TcpStream> {
-    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // Non-blocking from socket(2) on: two fcntl calls fewer per connection.
+    #[cfg(target_os = "linux")]
+    let ty = Type::STREAM.nonblocking();
+    #[cfg(not(target_os = "linux"))]
+    let ty = Type::STREAM;
+    let sock = Socket::new(Domain::for_address(addr), ty, Some(Protocol::TCP))?;
+    #[cfg(not(target_os = "linux"))]
     sock.set_nonblocking(true)?;
     sock.set_tcp_nodelay(opts.nodelay)?;
     if let Some(n) = opts.sndbuf {

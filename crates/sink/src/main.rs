@@ -148,6 +148,21 @@ struct Args {
     /// Append one JSON line per injected fault to FILE.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Serve an authoritative DNS zone on ADDR, UDP and TCP (e.g.
+    /// 127.0.0.1:5353), for `mailstorm-blast --target mx:DOMAIN`. The zone
+    /// comes from --dns-zone, or else is --dns-domain with one MX host per
+    /// listener IP (mx1.DOMAIN preference 10 → the first --listen IP, mx2
+    /// → the second, ...). Plan rules at `stage: dns` delay queries or
+    /// answer SERVFAIL, NXDOMAIN, nothing, or truncated [default: off].
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+    /// The DNS zone as YAML: `ttl`, and `names` each with `mx`
+    /// (`[{preference, host}]`), `addresses` and `ttl` (see README).
+    #[arg(long, value_name = "FILE")]
+    dns_zone: Option<PathBuf>,
+    /// Domain of the default zone [default: example.test].
+    #[arg(long, value_name = "DOMAIN")]
+    dns_domain: Option<String>,
     /// Once every listener (SMTP/LMTP, implicit TLS, control) is bound and
     /// accepting, write one JSON object and a newline to FILE, atomically
     /// (a temporary file in the same directory, then a rename):
@@ -225,6 +240,15 @@ impl Args {
         }
         if self.events.is_some() {
             c.events = self.events.clone();
+        }
+        if self.dns.is_some() {
+            c.dns = self.dns;
+        }
+        if self.dns_zone.is_some() {
+            c.dns_zone = self.dns_zone.clone();
+        }
+        if let Some(d) = &self.dns_domain {
+            c.dns_domain = d.clone();
         }
         if self.control_token.is_some() {
             c.control_token = self.control_token.clone();

@@ -35,6 +35,8 @@ pub(crate) struct SinkState {
     pub(crate) hook: Option<Arc<dyn crate::hook::StageHook>>,
     /// The fault engine (also the hook) when one is installed.
     pub(crate) engine: Option<Arc<crate::plan::Engine>>,
+    /// The DNS responder, when `dns` is set.
+    pub(crate) dns: Option<Arc<crate::dns::Dns>>,
     /// What the ready file says, set once every listener is bound.
     pub(crate) info: std::sync::OnceLock<crate::ready::ReadyInfo>,
 }

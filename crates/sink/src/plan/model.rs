@@ -138,6 +138,14 @@ pub struct MatchSpec {
     /// Glob on the authenticated user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_user: Option<OneOrMany<String>>,
+    /// Glob on a DNS query's name, lower case without the final dot
+    /// (stage dns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qname: Option<OneOrMany<String>>,
+    /// A DNS query's type: `MX`, `A`, `AAAA`, ... (stage dns;
+    /// case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<OneOrMany<String>>,
 }
 
 /// Active time since the plan was loaded (`from: 30s`, `to: 2m`).
@@ -494,6 +502,24 @@ pub struct ActionSpec {
     /// Proceed normally (stops later rules from deciding).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept: bool,
+    /// A DNS fault (stage dns only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsFault>,
+}
+
+/// `dns`: what the DNS responder does instead of answering (stage dns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DnsFault {
+    /// Answer SERVFAIL.
+    Servfail,
+    /// Answer NXDOMAIN (the name does not exist).
+    Nxdomain,
+    /// Send nothing: the client times out.
+    NoAnswer,
+    /// Over UDP, an empty answer with the TC bit set (the client must
+    /// retry over TCP); over TCP, the normal answer.
+    Truncate,
 }
 
 /// One rule as written.

@@ -51,6 +51,8 @@ fn only_at(what: &str, stage: StageSel, allowed: &[StageSel]) -> Result<(), Stri
 pub(crate) fn default_key(stage: StageSel, greylist: bool) -> KeyKind {
     match stage {
         _ if greylist => KeyKind::Triplet,
+        // DNS queries have no connection to count attempts in (UDP).
+        StageSel::One(Stage::Dns) => KeyKind::Global,
         StageSel::One(Stage::Rcpt) => KeyKind::Rcpt,
         StageSel::One(Stage::Mail)
         | StageSel::One(Stage::Data)
@@ -283,6 +285,7 @@ impl Check for RuleSpec {
             ("stall", a.stall.is_some()),
             ("idle_close", a.idle_close.is_some()),
             ("accept", a.accept),
+            ("dns", a.dns.is_some()),
         ]
         .iter()
         .filter(|(_, on)| *on)
@@ -290,7 +293,7 @@ impl Check for RuleSpec {
         .collect();
         if primaries.len() > 1 {
             return Err(format!(
-                "action: `{}` cannot be combined; use one of reply, greylist, disconnect, stall, idle_close, accept (delay, throttle and split_reply may accompany it)",
+                "action: `{}` cannot be combined; use one of reply, greylist, disconnect, stall, idle_close, accept, dns (delay, throttle and split_reply may accompany it)",
                 primaries.join("` and `")
             ));
         }
@@ -298,6 +301,7 @@ impl Check for RuleSpec {
         if primaries.is_empty() && !modifiers && self.sequence.is_none() {
             return Err("rule has no action; give `action` with one of: reply, delay, disconnect, stall, throttle, split_reply, greylist, idle_close, accept (or a `sequence`)".into());
         }
+        check_dns(self)?;
         if let Some(r) = &a.reply {
             if let Some(e) = &r.enhanced {
                 check_enhanced(r.code.0, e)?;
@@ -383,6 +387,45 @@ impl Check for RuleSpec {
     }
 }
 
+/// Stage dns takes `match.client`, `qname` and `qtype` and the actions
+/// `dns`, `delay` and `accept`; the DNS keys belong to stage dns alone.
+fn check_dns(r: &RuleSpec) -> Result<(), String> {
+    const DNS: &[StageSel] = &[StageSel::One(Stage::Dns)];
+    let m = &r.matches;
+    let a = &r.action;
+    if m.qname.is_some() {
+        only_at("match.qname", r.stage, DNS)?;
+    }
+    if m.qtype.is_some() {
+        only_at("match.qtype", r.stage, DNS)?;
+    }
+    if a.dns.is_some() {
+        only_at("action.dns", r.stage, DNS)?;
+    }
+    if r.stage != StageSel::One(Stage::Dns) {
+        return Ok(());
+    }
+    let smtp_only = [
+        ("match.helo", m.helo.is_some()),
+        ("match.tls", m.tls.is_some()),
+        ("match.auth_user", m.auth_user.is_some()),
+        ("action.reply", a.reply.is_some()),
+        ("action.disconnect", a.disconnect.is_some()),
+        ("action.stall", a.stall.is_some()),
+        ("action.throttle", a.throttle.is_some()),
+        ("action.split_reply", a.split_reply.is_some()),
+        ("action.idle_close", a.idle_close.is_some()),
+        ("sequence", r.sequence.is_some()),
+        ("max_connections", r.max_connections.is_some()),
+    ];
+    if let Some((what, _)) = smtp_only.iter().find(|(_, on)| *on) {
+        return Err(format!(
+            "`{what}` cannot be used at stage dns; it takes match.client, match.qname, match.qtype and the actions dns (servfail, nxdomain, no_answer, truncate), delay and accept"
+        ));
+    }
+    Ok(())
+}
+
 /// A compiled rule's matcher.
 #[derive(Debug, Default)]
 pub(crate) struct Matcher {
@@ -395,6 +438,10 @@ pub(crate) struct Matcher {
     pub(crate) size: Option<(u64, u64)>,
     pub(crate) tls: Option<bool>,
     pub(crate) auth_user: Vec<String>,
+    /// Lower case, without the final dot.
+    pub(crate) qname: Vec<String>,
+    /// Upper case.
+    pub(crate) qtype: Vec<String>,
 }
 
 /// A compiled rule.
@@ -445,6 +492,14 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
         size: m.size.map(|s| (s.min, s.max.unwrap_or(u64::MAX))),
         tls: m.tls,
         auth_user: globs(&m.auth_user),
+        qname: globs(&m.qname)
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+        qtype: globs(&m.qtype)
+            .into_iter()
+            .map(|t| t.to_ascii_uppercase())
+            .collect(),
     };
     let a = &r.action;
     let primary = if let Some(rep) = &a.reply {
@@ -472,6 +527,8 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
             code: i.code.0,
             text: i.text.clone(),
         }
+    } else if let Some(f) = a.dns {
+        Primary::Fixed(FaultAction::Dns(f))
     } else if a.accept {
         Primary::Accept
     } else {

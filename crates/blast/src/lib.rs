@@ -28,6 +28,7 @@ mod session;
 mod shard;
 pub mod stages;
 pub mod stats;
+pub mod target;
 pub mod threshold;
 pub mod timeouts;
 pub mod tls;
@@ -177,6 +178,8 @@ pub struct RunResult {
     /// A shard failed (a panic or [`BlastError::Internal`]): what it said.
     /// The measurements above are what the run had gathered until then.
     pub internal_error: Option<String>,
+    /// `mx:DOMAIN` or relay targets: DNS counters and per-relay figures.
+    pub routing: Option<target::Routing>,
 }
 
 impl RunResult {
@@ -193,6 +196,7 @@ impl RunResult {
             interrupted: false,
             resilience: None,
             internal_error: Some(error),
+            routing: None,
         }
     }
 }
@@ -293,7 +297,9 @@ pub fn run(
         }
         None => None,
     };
+    let targets = target::Targets::from_config(&cfg)?;
     let shared = shard::RunContext {
+        targets: targets.clone(),
         res: res.clone(),
         cfg: Arc::new(cfg.clone()),
         addr: params.addr,
@@ -376,6 +382,7 @@ pub fn run(
         interrupted: params.stop.is_triggered(),
         resilience: res.map(|r| r.summary(tally)),
         internal_error,
+        routing: targets.map(|t| t.routing()),
     })
 }
 

@@ -190,18 +190,40 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         }
         None => {
             let t = cfg.target.clone().unwrap_or_default();
-            let (addr, host) = net::resolve(&t)?;
-            (addr, t, host, None)
+            match mailstorm_blast::target::parse(&t)? {
+                mailstorm_blast::target::TargetSpec::Host(_) => {
+                    let (addr, host) = net::resolve(&t)?;
+                    (addr, t, host, None)
+                }
+                // Domain and relay targets pick an address per connection
+                // (checked for loopback there); `addr` is unused.
+                mailstorm_blast::target::TargetSpec::Mx(d) => {
+                    mailstorm_blast::target::preflight(&cfg)?;
+                    (SocketAddr::from(([127, 0, 0, 1], cfg.smtp_port)), t, d, None)
+                }
+                mailstorm_blast::target::TargetSpec::Relays(r) => {
+                    let (addr, host) = net::resolve(&r[0].0)?;
+                    (addr, t, host, None)
+                }
+            }
         }
     };
-    if !addr.ip().is_loopback() && !cfg.allow_remote {
+    let routed = !matches!(
+        cfg.target.as_deref().map(mailstorm_blast::target::parse),
+        None | Some(Ok(mailstorm_blast::target::TargetSpec::Host(_)))
+    );
+    if routed {
+        // Per-connection routing: no single address to check up front.
+    } else if !addr.ip().is_loopback() && !cfg.allow_remote {
         return Err(BlastError::Config(format!(
             "target {target} ({}) is outside loopback: add --allow-remote if you mean to load it",
             addr.ip()
         ))
         .into());
     }
-    preflight(addr, cfg.timeouts.connect)?;
+    if !routed {
+        preflight(addr, cfg.timeouts.connect)?;
+    }
 
     let stop = StopSignal::new();
     install_signal_handlers(stop.clone(), cfg.grace);

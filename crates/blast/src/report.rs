@@ -87,6 +87,7 @@ pub fn to_json(r: &RunResult) -> Value {
         "duration_s": (secs * 1000.0).round() / 1000.0,
         "interrupted": r.interrupted,
         "internal_error": r.internal_error,
+        "routing": r.routing,
         "messages": {
             "attempted": c.attempted,
             "accepted": c.accepted,

@@ -210,27 +210,33 @@ fn weighted_relays_split_and_a_dead_relay_is_ejected() {
 
 #[test]
 fn relay_probed_back_after_cooldown() {
-    // Relay b is down at first, then comes back on the same port.
+    // Relay b answers 421 to its first 3 connections (a failure streak
+    // that ejects it), then recovers: the probe after the cooldown
+    // brings it back into rotation.
     let a = common::sink();
-    let hold = TcpListener::bind("127.0.0.1:0").unwrap();
-    let b_addr = hold.local_addr().unwrap();
-    drop(hold);
+    let b = common::sink_builder()
+        .fault_engine({
+            let e = Arc::new(Engine::new());
+            e.load_bytes(
+                b"rules:\n  - {stage: connect, key: global, first: 3, action: {reply: {code: 421}}}\n",
+                None,
+                "plan.yaml",
+            )
+            .unwrap();
+            e
+        })
+        .start()
+        .unwrap();
     let cfg = Config {
-        target: Some(format!("{}=1,{}=1", a.local_addr(), b_addr)),
-        duration: Some(Duration::from_secs(3)),
-        rate: None,
+        target: Some(format!("{}=1,{}=1", a.local_addr(), b.local_addr())),
+        messages: Some(300),
         per_conn: 1,
         concurrency: 2,
-        relay_cooldown: Duration::from_millis(300),
+        relay_cooldown: Duration::from_millis(50),
         ..common::config()
     };
-    let b_later = std::thread::spawn(move || {
-        // Up after the first ejection; bounded wait for the port.
-        std::thread::sleep(Duration::from_millis(800));
-        Sink::builder().listen(b_addr).threads(1).start().unwrap()
-    });
     let r = run(cfg);
-    let b = b_later.join().unwrap();
+    assert_eq!(r.totals.counters.accepted, 300);
     let relays = r.routing.unwrap().relays;
     assert!(relays[1].ejections >= 1 && relays[1].probes >= 1, "{relays:?}");
     assert!(!relays[1].ejected, "probed back: {relays:?}");

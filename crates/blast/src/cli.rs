@@ -514,6 +514,13 @@ mod tests {
 /// `127.0.0.1:5353`, or an IP alone for port 53.
 fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
     s.parse::<std::net::SocketAddr>()
-        .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| std::net::SocketAddr::new(ip, 53)))
-        .map_err(|_| format!("--resolver {s:?}: expected an IP address with an optional port (127.0.0.1:5353)"))
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| {
+            format!(
+                "--resolver {s:?}: expected an IP address with an optional port (127.0.0.1:5353)"
+            )
+        })
 }

@@ -199,7 +199,12 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
                 // (checked for loopback there); `addr` is unused.
                 mailstorm_blast::target::TargetSpec::Mx(d) => {
                     mailstorm_blast::target::preflight(&cfg)?;
-                    (SocketAddr::from(([127, 0, 0, 1], cfg.smtp_port)), t, d, None)
+                    (
+                        SocketAddr::from(([127, 0, 0, 1], cfg.smtp_port)),
+                        t,
+                        d,
+                        None,
+                    )
                 }
                 mailstorm_blast::target::TargetSpec::Relays(r) => {
                     let (addr, host) = net::resolve(&r[0].0)?;

@@ -91,7 +91,12 @@ fn mx_fallback_on_refusal_and_421_then_primary_preferred_again() {
     assert_eq!(second.stats().messages_accepted, 20);
 
     // Primary up but answering 421 at the greeting: still the second.
-    let primary = sink_at("127.0.0.2", port, false, Some("rules:\n  - {stage: connect, action: {reply: {code: 421}}}\n"));
+    let primary = sink_at(
+        "127.0.0.2",
+        port,
+        false,
+        Some("rules:\n  - {stage: connect, action: {reply: {code: 421}}}\n"),
+    );
     let r = run(mx_config("example.test", dns, port, 10));
     assert_eq!(r.totals.counters.accepted, 10);
     assert_eq!(second.stats().messages_accepted, 30);
@@ -155,8 +160,15 @@ rules:
 ";
     let s = sink_at("127.0.0.3", port, true, Some(plan));
     let dns = s.dns_addr().unwrap();
-    for (domain, kind) in [("broken.test", "servfail"), ("nowhere.test", "nxdomain"), ("mute.test", "timeouts")] {
-        let cfg = Config { duration: Some(Duration::from_secs(3)), ..mx_config(domain, dns, port, 4) };
+    for (domain, kind) in [
+        ("broken.test", "servfail"),
+        ("nowhere.test", "nxdomain"),
+        ("mute.test", "timeouts"),
+    ] {
+        let cfg = Config {
+            duration: Some(Duration::from_secs(3)),
+            ..mx_config(domain, dns, port, 4)
+        };
         let r = run(cfg);
         let d = r.routing.unwrap().dns.unwrap();
         let n = match kind {
@@ -205,7 +217,10 @@ fn weighted_relays_split_and_a_dead_relay_is_ejected() {
     assert_eq!(r.totals.counters.accepted, 40);
     let relays = r.routing.unwrap().relays;
     assert!(relays[1].ejected && relays[1].ejections >= 1, "{relays:?}");
-    assert!(relays[1].failed <= u64::from(mailstorm_blast::target::EJECT_AFTER) + 4, "{relays:?}");
+    assert!(
+        relays[1].failed <= u64::from(mailstorm_blast::target::EJECT_AFTER) + 4,
+        "{relays:?}"
+    );
 }
 
 #[test]
@@ -238,7 +253,10 @@ fn relay_probed_back_after_cooldown() {
     let r = run(cfg);
     assert_eq!(r.totals.counters.accepted, 300);
     let relays = r.routing.unwrap().relays;
-    assert!(relays[1].ejections >= 1 && relays[1].probes >= 1, "{relays:?}");
+    assert!(
+        relays[1].ejections >= 1 && relays[1].probes >= 1,
+        "{relays:?}"
+    );
     assert!(!relays[1].ejected, "probed back: {relays:?}");
     assert!(b.stats().messages_accepted > 0);
 }
@@ -254,7 +272,12 @@ fn resolver_that_does_not_answer_is_a_clear_bounded_error() {
         ..common::config()
     };
     let t = std::time::Instant::now();
-    let e = mailstorm_blast::target::preflight(&cfg).unwrap_err().to_string();
+    let e = mailstorm_blast::target::preflight(&cfg)
+        .unwrap_err()
+        .to_string();
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
-    assert!(e.contains(&silent.local_addr().unwrap().to_string()) && e.contains("did not answer"), "{e}");
+    assert!(
+        e.contains(&silent.local_addr().unwrap().to_string()) && e.contains("did not answer"),
+        "{e}"
+    );
 }

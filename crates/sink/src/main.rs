@@ -18,7 +18,8 @@ Unknown keys are errors. Durations: 300ms, 5s, 1.5s, 2m, 1h, 1d. Sizes: 512, 64k
 50MiB, 1G.
 
 Control API (--control): GET /healthz /info /stats /metrics /clients /verdicts
-/clients/{id}/verdict /messages /messages/{id}; POST /reset; DELETE /messages;
+/clients/{id}/verdict /messages /messages/{id} /dns (DNS queries by outcome and
+per client, with --dns); POST /reset; DELETE /messages;
 GET|PUT|DELETE /plan. A client's id is the EHLO name of its sessions (or its IP
 before a greeting): ?helo=NAME&domain=D selects one test's clients on /clients,
 /verdicts, /messages and /reset; /plan?helo=NAME is a plan scoped to that name.
@@ -167,7 +168,7 @@ struct Args {
     /// accepting, write one JSON object and a newline to FILE, atomically
     /// (a temporary file in the same directory, then a rename):
     /// `{"version","pid","smtp":[addr..],"tls":[addr..],"control":addr|null,
-    /// "dns":null,"hostname"}`. Start with port 0 everywhere and read the
+    /// "dns":addr|null,"hostname"}`. Start with port 0 everywhere and read the
     /// real addresses from it; `GET /info` serves the same object. A path
     /// that cannot be written is an error at start (exit 2).
     #[arg(long, value_name = "FILE")]

@@ -258,3 +258,25 @@ fn dns_rules_are_checked() {
         .to_string();
     assert!(e.contains("action.reply") && e.contains("stage dns"), "{e}");
 }
+
+#[test]
+fn control_api_serves_dns_counts_per_client() {
+    use std::io::{Read, Write};
+    let mut b = Sink::builder().listen("127.0.0.2:0".parse().unwrap());
+    b.config_mut().dns = Some("127.0.0.1:0".parse().unwrap());
+    let sink = b.control("127.0.0.1:0".parse().unwrap()).start().unwrap();
+    let dns = sink.dns_addr().unwrap();
+    for _ in 0..3 {
+        dig(dns, "MX", "example.test", &[], 2);
+    }
+    let mut s = std::net::TcpStream::connect(sink.control_addr().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(b"GET /dns HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let body = &out[out.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(v["queries"], 3, "{v}");
+    assert_eq!(v["clients"]["127.0.0.1"], 3, "{v}");
+}

@@ -90,7 +90,10 @@ impl Conn {
         let tcp = match connected {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                return Err((connect_failed(env, Transport::from_io(&e), &e.to_string()), true))
+                return Err((
+                    connect_failed(env, Transport::from_io(&e), &e.to_string()),
+                    true,
+                ))
             }
             Err(_) => {
                 let text = format!("no connection within {:?}", cfg.timeouts.connect);

@@ -131,7 +131,12 @@ impl Dns {
     ) -> (Result<Answer, DnsFailure>, Duration) {
         let key = (name.to_ascii_lowercase(), rtype);
         let now = Instant::now();
-        if let Some((exp, a)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        if let Some((exp, a)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
             if *exp > now {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return (a.clone(), Duration::ZERO);
@@ -144,7 +149,12 @@ impl Dns {
                 // The resolver's own timeout covers one try; this bounds the
                 // whole lookup whatever it does inside.
                 let fqdn = format!("{}.", key.0.trim_end_matches('.'));
-                match tokio::time::timeout(self.timeout + Duration::from_millis(200), r.lookup(fqdn, rtype)).await {
+                match tokio::time::timeout(
+                    self.timeout + Duration::from_millis(200),
+                    r.lookup(fqdn, rtype),
+                )
+                .await
+                {
                     Ok(Ok(l)) => {
                         let ttl = l.valid_until().saturating_duration_since(Instant::now());
                         let ans = match rtype {
@@ -153,7 +163,10 @@ impl Dns {
                                     .filter_map(|r| match r {
                                         RData::MX(mx) => Some((
                                             mx.preference(),
-                                            mx.exchange().to_ascii().trim_end_matches('.').to_string(),
+                                            mx.exchange()
+                                                .to_ascii()
+                                                .trim_end_matches('.')
+                                                .to_string(),
                                         )),
                                         _ => None,
                                     })

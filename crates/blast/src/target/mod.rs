@@ -112,7 +112,9 @@ pub(crate) enum Targets {
 impl Targets {
     /// `None` for a plain `host:port` target (or the embedded sink).
     pub(crate) fn from_config(cfg: &Config) -> Result<Option<Arc<Targets>>, BlastError> {
-        let Some(t) = &cfg.target else { return Ok(None) };
+        let Some(t) = &cfg.target else {
+            return Ok(None);
+        };
         Ok(match parse(t)? {
             TargetSpec::Host(_) => None,
             TargetSpec::Mx(domain) => Some(Arc::new(Targets::Mx {
@@ -135,11 +137,19 @@ impl Targets {
         dns_time: &mut impl FnMut(Duration),
     ) -> Result<Vec<Candidate>, NoCandidate> {
         match self {
-            Targets::Mx { domain, port, dns, allow_remote } => {
-                let addrs = mx::candidates(dns, domain, *port, dns_time).await.map_err(|e| match e {
-                    mx::MxError::Dns(f) => NoCandidate::Dns(f),
-                    mx::MxError::NoHost(m) => NoCandidate::Other(m),
-                })?;
+            Targets::Mx {
+                domain,
+                port,
+                dns,
+                allow_remote,
+            } => {
+                let addrs =
+                    mx::candidates(dns, domain, *port, dns_time)
+                        .await
+                        .map_err(|e| match e {
+                            mx::MxError::Dns(f) => NoCandidate::Dns(f),
+                            mx::MxError::NoHost(m) => NoCandidate::Other(m),
+                        })?;
                 let addrs: Vec<Candidate> = addrs
                     .into_iter()
                     .filter(|a| *allow_remote || a.ip().is_loopback())
@@ -155,7 +165,10 @@ impl Targets {
             Targets::Relays(pool) => Ok(pool
                 .candidates(Instant::now())
                 .into_iter()
-                .map(|(i, addr)| Candidate { addr, relay: Some(i) })
+                .map(|(i, addr)| Candidate {
+                    addr,
+                    relay: Some(i),
+                })
                 .collect()),
         }
     }
@@ -170,8 +183,14 @@ impl Targets {
     /// The figures for the report.
     pub(crate) fn routing(&self) -> Routing {
         match self {
-            Targets::Mx { dns, .. } => Routing { dns: Some(dns.counts()), relays: Vec::new() },
-            Targets::Relays(pool) => Routing { dns: None, relays: pool.figures() },
+            Targets::Mx { dns, .. } => Routing {
+                dns: Some(dns.counts()),
+                relays: Vec::new(),
+            },
+            Targets::Relays(pool) => Routing {
+                dns: None,
+                relays: pool.figures(),
+            },
         }
     }
 }
@@ -186,7 +205,11 @@ fn relay_specs(list: &[(String, u32)], allow_remote: bool) -> Result<Vec<RelaySp
                     addr.ip()
                 )));
             }
-            Ok(RelaySpec { label: h.clone(), addr, weight: *w })
+            Ok(RelaySpec {
+                label: h.clone(),
+                addr,
+                weight: *w,
+            })
         })
         .collect()
 }
@@ -203,7 +226,11 @@ pub fn preflight(cfg: &Config) -> Result<(), BlastError> {
         .build()
         .map_err(|e| BlastError::Runtime(e.to_string()))?;
     let d = dns::Dns::new(cfg.resolver, cfg.dns_timeout);
-    let server = cfg.resolver.map_or("the system's resolver".to_string(), |s| format!("DNS server {s}"));
+    let server = cfg
+        .resolver
+        .map_or("the system's resolver".to_string(), |s| {
+            format!("DNS server {s}")
+        });
     let res = rt.block_on(mx::candidates(&d, &domain, cfg.smtp_port, &mut |_| {}));
     match res {
         Ok(_) => Ok(()),
@@ -224,15 +251,28 @@ mod tests {
 
     #[test]
     fn target_forms() {
-        assert_eq!(parse("127.0.0.1:25").unwrap(), TargetSpec::Host("127.0.0.1:25".into()));
-        assert_eq!(parse("mx:Example.TEST.").unwrap(), TargetSpec::Mx("example.test".into()));
+        assert_eq!(
+            parse("127.0.0.1:25").unwrap(),
+            TargetSpec::Host("127.0.0.1:25".into())
+        );
+        assert_eq!(
+            parse("mx:Example.TEST.").unwrap(),
+            TargetSpec::Mx("example.test".into())
+        );
         assert_eq!(
             parse("a:25=8,b:26=2,c:27").unwrap(),
-            TargetSpec::Relays(vec![("a:25".into(), 8), ("b:26".into(), 2), ("c:27".into(), 1)])
+            TargetSpec::Relays(vec![
+                ("a:25".into(), 8),
+                ("b:26".into(), 2),
+                ("c:27".into(), 1)
+            ])
         );
         let e = parse("a:25=0,b:26").unwrap_err().to_string();
         assert!(e.contains("\"a:25=0\"") && e.contains("weight"), "{e}");
         assert!(parse("mx:").is_err());
-        assert!(parse("mx:a.test:25").unwrap_err().to_string().contains("--smtp-port"));
+        assert!(parse("mx:a.test:25")
+            .unwrap_err()
+            .to_string()
+            .contains("--smtp-port"));
     }
 }

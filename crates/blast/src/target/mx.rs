@@ -54,7 +54,9 @@ pub(crate) async fn candidates(
     let hosts = match mx.map_err(MxError::Dns)? {
         Answer::Mx(m) if !m.is_empty() => {
             if m.iter().any(|(_, h)| h.is_empty()) {
-                return Err(MxError::NoHost(format!("{domain} has a null MX (RFC 7505): it accepts no mail")));
+                return Err(MxError::NoHost(format!(
+                    "{domain} has a null MX (RFC 7505): it accepts no mail"
+                )));
             }
             order(m)
         }
@@ -80,7 +82,10 @@ pub(crate) async fn candidates(
     if out.is_empty() {
         return Err(match last {
             Some(f) => MxError::Dns(f),
-            None => MxError::NoHost(format!("no MX host of {domain} has an address ({})", hosts.join(", "))),
+            None => MxError::NoHost(format!(
+                "no MX host of {domain} has an address ({})",
+                hosts.join(", ")
+            )),
         });
     }
     Ok(out)
@@ -94,11 +99,20 @@ mod tests {
     fn preference_first_equal_ones_shuffled() {
         let mut seen_first = std::collections::HashSet::new();
         for _ in 0..64 {
-            let o = order(vec![(20, "c".into()), (10, "a".into()), (10, "b".into()), (5, "z".into())]);
+            let o = order(vec![
+                (20, "c".into()),
+                (10, "a".into()),
+                (10, "b".into()),
+                (5, "z".into()),
+            ]);
             assert_eq!(o[0], "z");
             assert_eq!(o[3], "c");
             seen_first.insert(o[1].clone());
         }
-        assert_eq!(seen_first.len(), 2, "equal preferences are tried in random order");
+        assert_eq!(
+            seen_first.len(),
+            2,
+            "equal preferences are tried in random order"
+        );
     }
 }

@@ -76,7 +76,11 @@ impl Pool {
                 },
             })
             .collect();
-        Pool { relays, cooldown, state: Mutex::new(state) }
+        Pool {
+            relays,
+            cooldown,
+            state: Mutex::new(state),
+        }
     }
 
     /// The relays to try for the next connection: the weighted pick first,
@@ -92,7 +96,9 @@ impl Pool {
                 probe = Some(i);
             }
         }
-        let live: Vec<usize> = (0..st.len()).filter(|&i| st[i].ejected_until.is_none()).collect();
+        let live: Vec<usize> = (0..st.len())
+            .filter(|&i| st[i].ejected_until.is_none())
+            .collect();
         let pick = match probe {
             Some(i) => Some(i),
             None if live.is_empty() => None,
@@ -101,7 +107,10 @@ impl Pool {
                 for &i in &live {
                     st[i].current += i64::from(self.relays[i].weight);
                 }
-                let best = *live.iter().max_by_key(|&&i| (st[i].current, std::cmp::Reverse(i))).unwrap_or(&live[0]);
+                let best = *live
+                    .iter()
+                    .max_by_key(|&&i| (st[i].current, std::cmp::Reverse(i)))
+                    .unwrap_or(&live[0]);
                 st[best].current -= total;
                 Some(best)
             }
@@ -150,7 +159,10 @@ impl Pool {
     pub(crate) fn figures(&self) -> Vec<RelayFigures> {
         let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         st.iter()
-            .map(|s| RelayFigures { ejected: s.ejected_until.is_some(), ..s.fig.clone() })
+            .map(|s| RelayFigures {
+                ejected: s.ejected_until.is_some(),
+                ..s.fig.clone()
+            })
             .collect()
     }
 }
@@ -160,7 +172,11 @@ mod tests {
     use super::*;
 
     fn pool() -> Pool {
-        let r = |p: u16, w| RelaySpec { label: format!("r{p}"), addr: SocketAddr::from(([127, 0, 0, 1], p)), weight: w };
+        let r = |p: u16, w| RelaySpec {
+            label: format!("r{p}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], p)),
+            weight: w,
+        };
         Pool::new(vec![r(1, 8), r(2, 2)], Duration::from_secs(5))
     }
 

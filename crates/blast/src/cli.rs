@@ -435,6 +435,20 @@ impl Args {
     }
 }
 
+/// `127.0.0.1:5353`, or an IP alone for port 53.
+fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| {
+            format!(
+                "--resolver {s:?}: expected an IP address with an optional port (127.0.0.1:5353)"
+            )
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,18 +523,4 @@ mod tests {
         let a = Args::try_parse_from(["x", "--auth-mech", "CRAM-MD5"]).unwrap();
         assert_eq!(a.to_config().unwrap().auth_mech, AuthMech::CramMd5);
     }
-}
-
-/// `127.0.0.1:5353`, or an IP alone for port 53.
-fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
-    s.parse::<std::net::SocketAddr>()
-        .or_else(|_| {
-            s.parse::<std::net::IpAddr>()
-                .map(|ip| std::net::SocketAddr::new(ip, 53))
-        })
-        .map_err(|_| {
-            format!(
-                "--resolver {s:?}: expected an IP address with an optional port (127.0.0.1:5353)"
-            )
-        })
 }

@@ -60,11 +60,14 @@ pub struct DnsCounts {
     pub other_failures: u64,
 }
 
+/// A cache entry: when it expires and what was answered.
+type Cached = (Instant, Result<Answer, DnsFailure>);
+
 /// The resolver settings and the shared cache and counters.
 pub(crate) struct Dns {
     server: Option<SocketAddr>,
     timeout: Duration,
-    cache: Mutex<HashMap<(String, RecordType), (Instant, Result<Answer, DnsFailure>)>>,
+    cache: Mutex<HashMap<(String, RecordType), Cached>>,
     queries: AtomicU64,
     hits: AtomicU64,
     fails: [AtomicU64; 4],

@@ -186,7 +186,7 @@ impl Zone {
         for (raw, n) in &spec.names {
             for (i, m) in n.mx.iter().enumerate() {
                 let host = normalise(&m.host);
-                if m.host != "." && !names.get(&host).is_some_and(|h| !h.addresses.is_empty()) {
+                if m.host != "." && names.get(&host).is_none_or(|h| h.addresses.is_empty()) {
                     return Err(format!(
                         "names.{raw}.mx[{i}].host: {} has no `addresses` in the zone",
                         m.host

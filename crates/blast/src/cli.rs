@@ -230,6 +230,10 @@ pub struct Args {
     /// Write a per-interval CSV timeline here.
     #[arg(long)]
     pub timeline: Option<PathBuf>,
+    /// Write a self-contained HTML report here (charts, stages,
+    /// thresholds; opens offline).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Checks at the end, e.g. `p99<200ms,accept_rate>=0.95,5xx==0`.
     #[arg(long)]
     pub threshold: Option<String>,

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod capacity;
 pub mod cli;
 mod compare;
 pub mod config;
@@ -118,6 +119,9 @@ pub struct Row {
     pub aborted: u64,
     /// End-to-end (coordinated-omission corrected) latency, µs.
     pub latency: Histogram<u64>,
+    /// Connections open at the interval's end (as the collector saw it
+    /// when it closed the interval; `None` for rows closed after the run).
+    pub open_connections: Option<u64>,
 }
 
 impl Default for Row {
@@ -129,6 +133,7 @@ impl Default for Row {
             errors: 0,
             aborted: 0,
             latency: new_histogram(),
+            open_connections: None,
         }
     }
 }
@@ -347,8 +352,9 @@ pub fn run(
         }
         let now = Instant::now();
         while live > 0 && now >= start + cfg.interval * (printed as u32 + 1) + slack {
-            let empty = Row::default();
-            let row = rows.get(&printed).unwrap_or(&empty);
+            let row = rows.entry(printed).or_default();
+            row.open_connections = Some(totals.open_connections());
+            let row = &*row;
             on_progress(&Progress {
                 elapsed: cfg.interval * (printed as u32 + 1),
                 interval: cfg.interval,

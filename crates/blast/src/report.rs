@@ -122,7 +122,46 @@ pub fn to_json(r: &RunResult) -> Value {
             .resilience
             .as_ref()
             .map(|p| crate::policy::report::to_json(p, secs)),
+        "interval_s": r.config.interval.as_secs_f64(),
+        "timeline": timeline_json(r),
     })
+}
+
+/// The timeline rows (what `--timeline` writes as CSV), for the HTML page.
+fn timeline_json(r: &RunResult) -> Value {
+    let step = r.config.interval.as_secs_f64();
+    r.rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let c = &row.counters;
+            let h = &row.latency;
+            let q = |q: f64| {
+                if h.is_empty() {
+                    0
+                } else {
+                    h.value_at_quantile(q)
+                }
+            };
+            json!({
+                "t_s": (((i + 1) as f64 * step) * 1000.0).round() / 1000.0,
+                "offered": c.offered,
+                "attempted": c.attempted,
+                "accepted": c.accepted,
+                "deferred": c.deferred,
+                "rejected": c.rejected,
+                "failed": c.failed,
+                "late": c.late,
+                "not_started": c.not_started,
+                "replies_4xx": row.replies_4xx,
+                "replies_5xx": row.replies_5xx,
+                "errors": row.errors,
+                "p50_us": q(0.5),
+                "p99_us": q(0.99),
+                "open_connections": row.open_connections,
+            })
+        })
+        .collect()
 }
 
 /// Adds how the run ended to a report: each `--threshold` result
@@ -346,7 +385,11 @@ fn transport_errors(t: &crate::stats::Stats) -> Vec<String> {
 
 /// The timeline CSV: one row per interval.
 pub fn timeline_csv(r: &RunResult) -> String {
-    let mut s = String::from("time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us\n");
+    // New columns go at the end: scripts reading the first eight keep working.
+    let mut s = String::from(
+        "time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us,offered,late,not_started,\
+         open_connections,deferred,rejected,failed\n",
+    );
     let step = r.config.interval.as_secs_f64();
     for (i, row) in r.rows.iter().enumerate() {
         let h = &row.latency;
@@ -355,17 +398,26 @@ pub fn timeline_csv(r: &RunResult) -> String {
         } else {
             (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
         };
+        let c = &row.counters;
         let _ = writeln!(
             s,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             (i + 1) as f64 * step,
-            row.counters.attempted,
-            row.counters.accepted,
+            c.attempted,
+            c.accepted,
             row.replies_4xx,
             row.replies_5xx,
             row.errors,
             p50,
-            p99
+            p99,
+            c.offered,
+            c.late,
+            c.not_started,
+            row.open_connections
+                .map_or(String::new(), |n| n.to_string()),
+            c.deferred,
+            c.rejected,
+            c.failed
         );
     }
     s

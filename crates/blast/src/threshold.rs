@@ -8,9 +8,16 @@
 //! `accept_rate`, `defer_rate`, `reject_rate`, `error_rate`, `late_rate`;
 //! `messages_per_s`, `bytes_per_s`. Operators: `<`, `<=`, `>`, `>=`, `==`,
 //! `!=`.
+//!
+//! The same language judges a capacity step (`capacity --sla`, over the
+//! step's measurement window) and watches a run for harm (`capacity
+//! --abort-if 'accept_rate<0.5 for 5s'`: checked every interval on that
+//! interval's figures; with `for D` the check must hold for D in a row).
+
+use std::time::Duration;
 
 use crate::config::parse_duration;
-use crate::stats::Stage;
+use crate::stats::{Stage, Stats};
 use crate::{BlastError, RunResult};
 
 use crate::compare::Op;
@@ -29,6 +36,19 @@ pub struct Check {
     metric: Metric,
     op: Op,
     limit: f64,
+    window: Option<Duration>,
+}
+
+impl Check {
+    /// The check as written (with its `for` window, if any).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// `for D`: how long the check must hold in a row (abort checks only).
+    pub fn window(&self) -> Option<Duration> {
+        self.window
+    }
 }
 
 /// What a measured value is, for printing it with its unit.
@@ -149,18 +169,32 @@ fn latency_metric(s: &str) -> Option<(Stage, Option<f64>)> {
     Some((stage, q))
 }
 
-/// Parses a comma-separated list of checks.
+/// Parses a comma-separated list of checks (`--threshold`).
 pub fn parse(spec: &str) -> Result<Vec<Check>, BlastError> {
+    parse_as(spec, "--threshold", false)
+}
+
+/// Parses a comma-separated list of checks given with `flag` (named in
+/// errors); `windows` allows a `for DURATION` suffix on each check.
+pub fn parse_as(spec: &str, flag: &str, windows: bool) -> Result<Vec<Check>, BlastError> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim) {
         if part.is_empty() {
             return Err(BlastError::Config(format!(
-                "--threshold {spec:?}: empty check (expected METRIC OP VALUE, comma-separated, \
+                "{flag} {spec:?}: empty check (expected METRIC OP VALUE, comma-separated, \
                  e.g. p99<200ms,5xx==0)"
             )));
         }
-        let bad = |why: &str| BlastError::Config(format!("--threshold {part:?}: {why}"));
-        let (name, op, value) = crate::compare::split(part)
+        let bad = |why: &str| BlastError::Config(format!("{flag} {part:?}: {why}"));
+        let (expr, window) = match part.split_once(" for ") {
+            Some((e, w)) if windows => {
+                let d = parse_duration(w.trim()).map_err(|_| bad("bad `for` duration"))?;
+                (e.trim(), Some(d))
+            }
+            Some(_) => return Err(bad("`for DURATION` is only for --abort-if")),
+            None => (part, None),
+        };
+        let (name, op, value) = crate::compare::split(expr)
             .ok_or_else(|| bad("expected METRIC OP VALUE (OP: <, <=, >, >=, ==, !=)"))?;
         let (metric, limit) = if let Some((stage, q)) = latency_metric(name) {
             if value.chars().last().is_some_and(|c| c.is_ascii_digit()) {
@@ -182,6 +216,7 @@ pub fn parse(spec: &str) -> Result<Vec<Check>, BlastError> {
             metric,
             op,
             limit,
+            window,
         });
     }
     Ok(out)
@@ -204,10 +239,9 @@ fn unit(m: &Metric) -> Unit {
     }
 }
 
-fn value(m: &Metric, r: &RunResult) -> f64 {
-    let t = &r.totals;
+fn value(m: &Metric, t: &Stats, secs: f64) -> f64 {
     let c = &t.counters;
-    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    let secs = secs.max(1e-9);
     match m {
         Metric::Latency(stage, q) => {
             let h = t.histogram(*stage);
@@ -241,12 +275,18 @@ fn value(m: &Metric, r: &RunResult) -> f64 {
     }
 }
 
-/// Evaluates every check.
+/// Evaluates every check on a whole run.
 pub fn evaluate(checks: &[Check], r: &RunResult) -> Vec<Outcome> {
+    evaluate_stats(checks, &r.totals, r.elapsed.as_secs_f64())
+}
+
+/// Evaluates every check on measurements covering `secs` seconds (a
+/// capacity step's window, one interval).
+pub fn evaluate_stats(checks: &[Check], t: &Stats, secs: f64) -> Vec<Outcome> {
     checks
         .iter()
         .map(|c| {
-            let v = value(&c.metric, r);
+            let v = value(&c.metric, t, secs);
             Outcome {
                 text: c.text.clone(),
                 value: v,
@@ -317,6 +357,12 @@ mod tests {
         assert!(parse("p99<200").is_err());
         assert!(parse("bogus<1").is_err());
         assert!(parse("accepted").is_err());
+        assert!(parse("accept_rate<0.5 for 5s").is_err());
+        let w = parse_as("accept_rate<0.5 for 5s,5xx>10", "--abort-if", true).unwrap();
+        assert_eq!(w[0].window(), Some(Duration::from_secs(5)));
+        assert_eq!(w[0].limit, 0.5);
+        assert_eq!(w[1].window(), None);
+        assert!(parse_as("accept_rate<0.5 for x", "--abort-if", true).is_err());
     }
 
     #[test]

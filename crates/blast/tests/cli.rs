@@ -88,7 +88,10 @@ fn embedded_run_writes_a_valid_report_and_timeline() {
     assert_eq!(h.len(), 300);
     assert_eq!(v["latency_us"]["message"]["count"], 300);
     let csv = std::fs::read_to_string(&timeline).unwrap();
-    assert!(csv.starts_with("time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us\n"));
+    assert!(csv.starts_with(
+        "time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us,offered,late,not_started,\
+         open_connections,deferred,rejected,failed\n"
+    ));
     let accepted: u64 = csv
         .lines()
         .skip(1)

@@ -241,6 +241,10 @@ fn unit(m: &Metric) -> Unit {
 
 fn value(m: &Metric, t: &Stats, secs: f64) -> f64 {
     let c = &t.counters;
+    // Shares of the messages that ended: over a whole run every attempted
+    // message ends, so this is the attempted count; over a window (a
+    // capacity step, one interval) messages started before it end in it.
+    let ended = c.accepted + c.deferred + c.rejected + c.failed;
     let secs = secs.max(1e-9);
     match m {
         Metric::Latency(stage, q) => {
@@ -263,10 +267,10 @@ fn value(m: &Metric, t: &Stats, secs: f64) -> f64 {
             "4xx" => t.replies_of_class(4) as f64,
             "5xx" => t.replies_of_class(5) as f64,
             "connections_failed" => c.conn_failed as f64,
-            "accept_rate" => ratio(c.accepted, c.attempted),
-            "defer_rate" => ratio(c.deferred, c.attempted),
-            "reject_rate" => ratio(c.rejected, c.attempted),
-            "error_rate" => ratio(c.failed, c.attempted),
+            "accept_rate" => ratio(c.accepted, ended),
+            "defer_rate" => ratio(c.deferred, ended),
+            "reject_rate" => ratio(c.rejected, ended),
+            "error_rate" => ratio(c.failed, ended),
             "late_rate" => ratio(c.late, c.scheduled),
             "messages_per_s" => c.accepted as f64 / secs,
             "bytes_per_s" => c.bytes as f64 / secs,

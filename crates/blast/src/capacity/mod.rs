@@ -232,7 +232,7 @@ fn attribute(s: &Step, threads: usize, cap: u32) -> (Limit, String) {
     if let Some(o) = failed.iter().find(|o| o.unit != Unit::Micros) {
         return (Limit::Target, broke(o, s.rate));
     }
-    let starved = c.not_started_ratio() > crate::verdict::MAX_NOT_OFFERED;
+    let starved = s.unstarted_ratio() > crate::verdict::MAX_NOT_OFFERED;
     let late = c.scheduled > 0 && c.late as f64 > 0.5 * c.scheduled as f64;
     if (starved || late) && s.cpu.generator_pct >= CPU_SATURATED * 100.0 * threads as f64 {
         return (
@@ -249,9 +249,9 @@ fn attribute(s: &Step, threads: usize, cap: u32) -> (Limit, String) {
         return (
             Limit::Generator,
             format!(
-                "{} of {} sends never started at {} msgs/s (all {} connections busy): raise -c \
+                "{} of {} sends could not start at {} msgs/s (all {} connections busy): raise -c \
                  (now {cap})",
-                c.not_started,
+                s.unstarted(),
                 c.offered,
                 group(s.rate),
                 s.connections
@@ -302,7 +302,7 @@ pub fn search(
             if !svc.is_empty() {
                 *service_s = (svc.mean() / 1e6).max(*service_s * 0.5);
             }
-            let starved = s.measured.counters.not_started_ratio() > crate::verdict::MAX_NOT_OFFERED;
+            let starved = s.unstarted_ratio() > crate::verdict::MAX_NOT_OFFERED;
             if !s.passed
                 && starved
                 && s.aborted.is_none()

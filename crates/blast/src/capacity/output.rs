@@ -84,7 +84,7 @@ pub fn step_json(s: &Step) -> Value {
         "connections_opened": c.conn_opened,
         "peak_open_connections": s.peak_connections,
         "late": c.late,
-        "not_started": c.not_started,
+        "not_started": s.unstarted(),
         "generator_cpu_pct": round(s.cpu.generator_pct, 1),
         "target_cpu_pct": s.cpu.target_pct.map(|v| round(v, 1)),
         "target_rss_bytes": s.cpu.target_rss,
@@ -171,7 +171,7 @@ pub fn csv(cap: &Capacity) -> String {
             t.replies_of_class(5),
             t.transport_errors(),
             c.late,
-            c.not_started,
+            st.unstarted(),
             st.connections,
             st.cpu.generator_pct,
             opt(st.cpu.target_pct),
@@ -225,7 +225,7 @@ pub fn step_line(s: &Step) -> String {
         s.measured.replies_of_class(5),
         s.measured.transport_errors(),
         c.late,
-        c.not_started,
+        s.unstarted(),
         s.connections,
         s.cpu.generator_pct
     )

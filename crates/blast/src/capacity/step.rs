@@ -127,13 +127,34 @@ pub struct Step {
 }
 
 impl Step {
-    /// The share of attempted messages accepted in the window.
+    /// The share of the messages that ended in the window that were
+    /// accepted (as the threshold language's `accept_rate`).
     pub fn accept_rate(&self) -> f64 {
         let c = &self.measured.counters;
-        if c.attempted == 0 {
+        let ended = c.accepted + c.deferred + c.rejected + c.failed;
+        if ended == 0 {
             0.0
         } else {
-            c.accepted as f64 / c.attempted as f64
+            c.accepted as f64 / ended as f64
+        }
+    }
+
+    /// Sends of the window that did not start in it: the backlog's growth
+    /// (sends that came due with every connection busy) or, when the run
+    /// ended, those that never started. The engine counts the latter only
+    /// at the end of a run, so the backlog is what a window can see.
+    pub fn unstarted(&self) -> u64 {
+        let c = &self.measured.counters;
+        c.not_started.max(c.offered.saturating_sub(c.attempted))
+    }
+
+    /// [`Step::unstarted`] as a share of the sends that came due.
+    pub fn unstarted_ratio(&self) -> f64 {
+        let offered = self.measured.counters.offered;
+        if offered == 0 {
+            0.0
+        } else {
+            self.unstarted() as f64 / offered as f64
         }
     }
 
@@ -189,7 +210,13 @@ pub(super) fn run_step(
     };
     let started_s = t0.elapsed().as_secs_f64();
     let meter = CpuMeter::start(opts.target_pid);
+    let nominal = opts.warmup + opts.step_duration;
+    // The window runs from the tick that ends the warm-up to the last tick
+    // within the step's schedule: both edges on interval boundaries, so
+    // messages still in flight at the end (drained afterwards) are not
+    // counted against a window that does not include the drain.
     let mut warm: Option<(Stats, Duration)> = None;
+    let mut end: Option<(Stats, Duration)> = None;
     let mut prev = Stats::default();
     let mut held = vec![Duration::ZERO; opts.abort.len()];
     let mut aborted: Option<String> = None;
@@ -227,6 +254,8 @@ pub(super) fn run_step(
         });
         if warm.is_none() && p.elapsed >= opts.warmup {
             warm = Some((p.totals.clone(), p.elapsed));
+        } else if warm.is_some() && p.elapsed <= nominal {
+            end = Some((p.totals.clone(), p.elapsed));
         }
         let delta = p.totals.since(&prev);
         prev = p.totals.clone();
@@ -254,14 +283,12 @@ pub(super) fn run_step(
         return Err(BlastError::Internal(e));
     }
     let (warm_stats, warm_at) = warm.unwrap_or_default();
-    let measured = result.totals.since(&warm_stats);
-    let nominal = opts.warmup + opts.step_duration;
-    let window_s = result
-        .elapsed
-        .min(nominal)
-        .saturating_sub(warm_at)
-        .as_secs_f64()
-        .max(1e-3);
+    // No tick after the warm-up (a step stopped at once, or shards that
+    // finished before the last tick): the run's totals to its end.
+    let (end_stats, end_at) =
+        end.unwrap_or_else(|| (result.totals.clone(), result.elapsed.min(nominal)));
+    let measured = end_stats.since(&warm_stats);
+    let window_s = end_at.saturating_sub(warm_at).as_secs_f64().max(1e-3);
     let achieved = measured.counters.accepted as f64 / window_s;
     let sla = threshold::evaluate_stats(&opts.sla, &measured, window_s);
     let passed = aborted.is_none()

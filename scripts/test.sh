@@ -69,6 +69,8 @@ install_system_packages() {
     # cargo needs a C linker; fresh Debian images have none.
     command -v cc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)
     python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
+    # The HTML report is checked in a real browser (crates/blast/tests/html_report.rs).
+    command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 
     local need_postfix=0
     if ! command -v /usr/sbin/postfix >/dev/null 2>&1 ||
@@ -180,6 +182,10 @@ step test cargo test --workspace
 # long to install here; see the script's docs.)
 step module-cycles-selftest python3 scripts/test_check_module_cycles.py
 step module-cycles python3 scripts/check-module-cycles.py
+# The HTML reports in headless chromium (also run by `cargo test` above,
+# where a missing browser only skips): here the browser is required.
+step html-report env MAILSTORM_REQUIRE_BROWSER=1 \
+    cargo test -q -p mailstorm-blast --test html_report
 
 # --- interop tests and scenarios ---
 # The interop tests (swaks, smtplib, curl, Postfix as client and server,

@@ -119,6 +119,12 @@ fn search(addr: &str, extra: &[&str], name: &str) -> (Done, serde_json::Value) {
     (done, json)
 }
 
+fn schema_errors(json: &serde_json::Value) -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/capacity.schema.json");
+    let schema = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    common::validate(&schema, json)
+}
+
 fn knee_within(json: &serde_json::Value, truth: f64, tolerance: f64) -> f64 {
     let knee = json["capacity"]["knee_rate"].as_f64().expect("a knee");
     assert!(
@@ -195,6 +201,7 @@ fn finds_the_knee_of_a_1600_per_s_target() {
     );
     let knee = knee_within(&json, 1600.0, 0.10);
     check_target_limited(&done, &json, knee);
+    assert_eq!(schema_errors(&json), Vec::<String>::new());
     assert!(done.took < Duration::from_secs(60), "took {:?}", done.took);
     // The limiter answers 451 at MAIL: the failing steps show it.
     let steps = json["steps"].as_array().unwrap();
@@ -387,6 +394,7 @@ fn bad_input_is_refused_quickly_and_clearly() {
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert_eq!(json["steps"].as_array().unwrap().len(), 1);
     assert!(json["capacity"]["knee_rate"].is_null());
+    assert_eq!(schema_errors(&json), Vec::<String>::new());
     assert_eq!(json["outcome"]["exit_code"], 1);
 }
 

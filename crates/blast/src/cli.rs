@@ -234,9 +234,15 @@ pub struct Args {
     /// thresholds; opens offline).
     #[arg(long)]
     pub html: Option<PathBuf>,
-    /// Checks at the end, e.g. `p99<200ms,accept_rate>=0.95,5xx==0`.
+    /// Checks at the end, e.g. `p99<200ms,accept_rate>=0.95,5xx==0`;
+    /// `stageN:` names a load stage (`stage2:p99<50ms`).
     #[arg(long)]
     pub threshold: Option<String>,
+    /// Stop the run as soon as a --threshold check can no longer pass (a
+    /// count kept under a limit went past it, e.g. `5xx==0` after a 5xx);
+    /// outputs are written and the exit code is 1.
+    #[arg(long)]
+    pub abort_on_fail: bool,
     /// No live progress.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -390,7 +396,21 @@ impl Args {
             c.timeouts.apply(t)?;
         }
         if let Some(t) = &c.threshold {
-            crate::threshold::parse(t)?;
+            let stages = c.stages.as_ref().map_or(0, |s| s.stages().len());
+            for check in crate::threshold::parse(t)? {
+                if let Some(i) = check.load_stage().filter(|i| *i >= stages) {
+                    return Err(BlastError::Config(format!(
+                        "--threshold {:?}: the run has {stages} load stage(s), not {}",
+                        check.text(),
+                        i + 1
+                    )));
+                }
+            }
+        }
+        if self.abort_on_fail && c.threshold.is_none() {
+            return Err(BlastError::Config(
+                "--abort-on-fail watches the --threshold checks: give some".into(),
+            ));
         }
         c.validate()?;
         Ok(c)

@@ -27,6 +27,7 @@ pub mod rng;
 pub mod scenario;
 mod session;
 mod shard;
+pub mod stage_report;
 pub mod stages;
 pub mod stats;
 pub mod threshold;

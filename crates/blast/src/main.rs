@@ -229,9 +229,21 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     let started = Instant::now();
     // A panic on this thread while the run is collecting results (shard
     // panics are already caught by `run`): keep the settings and the error.
+    // --abort-on-fail: the first check that can no longer pass stops the run.
+    let mut gave_up: Option<String> = None;
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         mailstorm_blast::run(&params, |p| {
             mailstorm_blast::fault::maybe_panic_in_progress();
+            if args.abort_on_fail && gave_up.is_none() {
+                if let Some(c) = thresholds
+                    .iter()
+                    .flatten()
+                    .find(|c| c.cannot_pass(p.totals))
+                {
+                    gave_up = Some(c.text().to_string());
+                    params.stop.trigger();
+                }
+            }
             let line = report::progress_line(p);
             match &bar {
                 Some(b) => b.set_message(line),
@@ -243,7 +255,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let result = match ran {
+    let mut result = match ran {
         Ok(r) => r?,
         Err(payload) => RunResult::empty(
             cfg.clone(),
@@ -253,6 +265,11 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         ),
     };
 
+    if let Some(c) = &gave_up {
+        // Stopped by its own checks, not by a signal: the checks judge it.
+        result.interrupted = false;
+        eprintln!("--abort-on-fail: {c} can no longer pass: run stopped");
+    }
     print!("{}", report::summary(&result));
     if let Some(s) = sink {
         let st = s.shutdown_with_grace(Duration::from_secs(1));
@@ -271,6 +288,9 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     let (code, status, reasons) = judge(&result, checked.as_deref());
     let mut json = report::to_json(&result);
     report::add_outcome(&mut json, checked.as_deref(), code, status, &reasons);
+    json["aborted_on_fail"] = gave_up
+        .as_deref()
+        .map_or(serde_json::Value::Null, |c| c.into());
     let written = outputs.write(
         Some(&json),
         &report::timeline_csv(&result),

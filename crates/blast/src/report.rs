@@ -186,22 +186,19 @@ pub fn add_outcome(
 /// Per load stage: its definition and what happened to its messages
 /// (`null` without `--stages`).
 fn load_stages(r: &RunResult) -> Value {
-    let Some(st) = &r.config.stages else {
+    if r.config.stages.is_none() {
         return Value::Null;
-    };
-    let mut start = 0.0;
-    let rows: Vec<Value> = st
-        .stages()
+    }
+    let r2 = |v: f64| (v * 100.0).round() / 100.0;
+    let rows: Vec<Value> = crate::stage_report::figures(r)
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let t = r.totals.load.get(i).copied().unwrap_or_default();
-            let d = s.duration.as_secs_f64();
-            let row = json!({
-                "start_s": (start * 1000.0_f64).round() / 1000.0,
-                "duration_s": d,
-                "from": s.from,
-                "to": s.to,
+        .map(|f| {
+            let t = &f.tally;
+            json!({
+                "start_s": (f.start_s * 1000.0).round() / 1000.0,
+                "duration_s": f.duration_s,
+                "from": f.from,
+                "to": f.to,
                 "scheduled": t.scheduled,
                 "attempted": t.attempted,
                 "accepted": t.accepted,
@@ -209,9 +206,13 @@ fn load_stages(r: &RunResult) -> Value {
                 "rejected": t.rejected,
                 "failed": t.failed,
                 "not_started": t.not_started,
-            });
-            start += d;
-            row
+                "late": t.late,
+                "offered_rate": r2(f.offered_rate()),
+                "achieved_rate": r2(f.achieved_rate()),
+                "accept_rate": f.accept_rate().map(|v| (v * 1e4).round() / 1e4),
+                "p50_us": f.quantile(0.5),
+                "p99_us": f.quantile(0.99),
+            })
         })
         .collect();
     Value::Array(rows)
@@ -280,36 +281,8 @@ pub fn summary(r: &RunResult) -> String {
         "connections: opened {}, failed {}; recipients {} sent, {} accepted",
         c.conn_opened, c.conn_failed, c.rcpt_attempted, c.rcpt_accepted
     );
-    if let Some(st) = &cfg.stages {
-        let unit = if cfg.open_loop() { "msg/s" } else { "conns" };
-        let _ = writeln!(
-            s,
-            "\nstage      start   length  {unit:>13}  scheduled  attempted   accepted   deferred   rejected     failed"
-        );
-        let mut start = 0.0;
-        for (i, ls) in st.stages().iter().enumerate() {
-            let tl = t.load.get(i).copied().unwrap_or_default();
-            let value = if ls.from == ls.to {
-                format!("{}", ls.from)
-            } else {
-                format!("{}..{}", ls.from, ls.to)
-            };
-            let _ = writeln!(
-                s,
-                "  {:<5} {:>7.1}s {:>7.1}s  {:>13}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
-                i + 1,
-                start,
-                ls.duration.as_secs_f64(),
-                value,
-                tl.scheduled,
-                tl.attempted,
-                tl.accepted,
-                tl.deferred,
-                tl.rejected,
-                tl.failed
-            );
-            start += ls.duration.as_secs_f64();
-        }
+    if cfg.stages.is_some() {
+        stage_table(&mut s, r);
     }
     if cfg.open_loop() {
         let _ = writeln!(
@@ -369,6 +342,49 @@ pub fn summary(r: &RunResult) -> String {
         s.push_str(&crate::policy::report::summary(p, secs));
     }
     s
+}
+
+/// Per load stage: offered and achieved msgs/s, accept rate, latency
+/// (p50/p99 from the intended start), deferred (4xx) and rejected (5xx)
+/// messages, transport failures, late and never-started sends.
+fn stage_table(s: &mut String, r: &RunResult) {
+    let unit = if r.config.open_loop() {
+        "msg/s"
+    } else {
+        "conns"
+    };
+    let _ = writeln!(
+        s,
+        "\nstage    start  length  {unit:>11}  offered/s achieved/s   accept   p50 ms   p99 ms      4xx      5xx   errors     late  unstart"
+    );
+    let opt_ms = |v: Option<u64>| v.map_or("-".to_string(), ms);
+    for (i, f) in crate::stage_report::figures(r).iter().enumerate() {
+        let t = &f.tally;
+        let value = if f.from == f.to {
+            format!("{}", f.from)
+        } else {
+            format!("{}..{}", f.from, f.to)
+        };
+        let _ = writeln!(
+            s,
+            "  {:<4} {:>6.1}s {:>6.1}s  {:>11}  {:>9.1} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            i + 1,
+            f.start_s,
+            f.duration_s,
+            value,
+            f.offered_rate(),
+            f.achieved_rate(),
+            f.accept_rate()
+                .map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0)),
+            opt_ms(f.quantile(0.5)),
+            opt_ms(f.quantile(0.99)),
+            t.deferred,
+            t.rejected,
+            t.failed,
+            t.late,
+            t.not_started
+        );
+    }
 }
 
 /// Transport errors for the summary: `kind@stage count ("first error

@@ -9,6 +9,11 @@
 //! `messages_per_s`, `bytes_per_s`. Operators: `<`, `<=`, `>`, `>=`, `==`,
 //! `!=`.
 //!
+//! A check may name a load stage of `--stages` (1-based): `stage2:p99<50ms`,
+//! `stage3:accept_rate>=0.99`; it then reads that stage's messages (by
+//! intended start) and its length: the message counts, their ratios,
+//! `messages_per_s` and the end-to-end latency.
+//!
 //! The same language judges a capacity step (`capacity --sla`, over the
 //! step's measurement window) and watches a run for harm (`capacity
 //! --abort-if 'accept_rate<0.5 for 5s'`: checked every interval on that
@@ -37,6 +42,8 @@ pub struct Check {
     op: Op,
     limit: f64,
     window: Option<Duration>,
+    /// `stageN:` (0-based here).
+    load_stage: Option<usize>,
 }
 
 impl Check {
@@ -49,7 +56,65 @@ impl Check {
     pub fn window(&self) -> Option<Duration> {
         self.window
     }
+
+    /// The load stage a `stageN:` check reads (0-based).
+    pub fn load_stage(&self) -> Option<usize> {
+        self.load_stage
+    }
+
+    /// Whether the check has already failed for good on cumulative totals
+    /// that can only grow: a count (or the maximum latency) kept under a
+    /// limit has passed it. `--abort-on-fail` stops a run on this.
+    pub fn cannot_pass(&self, totals: &Stats) -> bool {
+        if self.load_stage.is_some() {
+            return false;
+        }
+        let grows = match &self.metric {
+            Metric::Latency(_, Some(q)) => *q >= 1.0,
+            Metric::Latency(_, None) => false,
+            Metric::Named(n) => MONOTONE.contains(&n.as_str()),
+        };
+        if !grows || !matches!(self.op, Op::Lt | Op::Le | Op::Eq) {
+            return false;
+        }
+        // Failing now with the value at or past the limit: growing cannot
+        // bring it back (`==` below its limit may still get there).
+        let v = value(&self.metric, totals, 1.0);
+        !self.op.holds(v, self.limit) && v >= self.limit
+    }
 }
+
+/// Counts that only grow during a run.
+const MONOTONE: &[&str] = &[
+    "attempted",
+    "accepted",
+    "deferred",
+    "rejected",
+    "failed",
+    "late",
+    "not_started",
+    "errors",
+    "4xx",
+    "5xx",
+    "connections_failed",
+];
+
+/// What a `stageN:` check can read (see [`crate::stage_report`]).
+const PER_STAGE: &[&str] = &[
+    "attempted",
+    "accepted",
+    "deferred",
+    "rejected",
+    "failed",
+    "late",
+    "not_started",
+    "accept_rate",
+    "defer_rate",
+    "reject_rate",
+    "error_rate",
+    "late_rate",
+    "messages_per_s",
+];
 
 /// What a measured value is, for printing it with its unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,6 +261,17 @@ pub fn parse_as(spec: &str, flag: &str, windows: bool) -> Result<Vec<Check>, Bla
         };
         let (name, op, value) = crate::compare::split(expr)
             .ok_or_else(|| bad("expected METRIC OP VALUE (OP: <, <=, >, >=, ==, !=)"))?;
+        let (load_stage, name) = match name.split_once(':') {
+            Some((st, m)) => {
+                let n: usize = st
+                    .strip_prefix("stage")
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("expected stageN: before the metric (N from 1)"))?;
+                (Some(n - 1), m.trim())
+            }
+            None => (None, name),
+        };
         let (metric, limit) = if let Some((stage, q)) = latency_metric(name) {
             if value.chars().last().is_some_and(|c| c.is_ascii_digit()) {
                 return Err(bad("latency limits need a unit (us, ms, s)"));
@@ -211,12 +287,25 @@ pub fn parse_as(spec: &str, flag: &str, windows: bool) -> Result<Vec<Check>, Bla
                 NAMED.join(", ")
             )));
         };
+        if load_stage.is_some() {
+            let ok = match &metric {
+                Metric::Latency(st, _) => *st == Stage::Latency,
+                Metric::Named(n) => PER_STAGE.contains(&n.as_str()),
+            };
+            if !ok {
+                return Err(bad(&format!(
+                    "a stage check reads pNN, mean, max or {}",
+                    PER_STAGE.join(", ")
+                )));
+            }
+        }
         out.push(Check {
             text: part.to_string(),
             metric,
             op,
             limit,
             window,
+            load_stage,
         });
     }
     Ok(out)
@@ -279,9 +368,27 @@ fn value(m: &Metric, t: &Stats, secs: f64) -> f64 {
     }
 }
 
-/// Evaluates every check on a whole run.
+/// Evaluates every check on a whole run (a `stageN:` check on its stage).
 pub fn evaluate(checks: &[Check], r: &RunResult) -> Vec<Outcome> {
-    evaluate_stats(checks, &r.totals, r.elapsed.as_secs_f64())
+    let stages = crate::stage_report::figures(r);
+    checks
+        .iter()
+        .map(|c| match c.load_stage {
+            None => evaluate_stats(std::slice::from_ref(c), &r.totals, r.elapsed.as_secs_f64())
+                .remove(0),
+            Some(i) => match stages.get(i) {
+                Some(f) => {
+                    evaluate_stats(std::slice::from_ref(c), &f.as_stats(), f.duration_s).remove(0)
+                }
+                None => Outcome {
+                    text: c.text.clone(),
+                    value: f64::NAN,
+                    unit: unit(&c.metric),
+                    passed: false,
+                },
+            },
+        })
+        .collect()
 }
 
 /// Evaluates every check on measurements covering `secs` seconds (a
@@ -367,6 +474,29 @@ mod tests {
         assert_eq!(w[0].limit, 0.5);
         assert_eq!(w[1].window(), None);
         assert!(parse_as("accept_rate<0.5 for x", "--abort-if", true).is_err());
+        let st = parse("stage2:p99<50ms,stage1:accept_rate>=0.9").unwrap();
+        assert_eq!(st[0].load_stage(), Some(1));
+        assert_eq!(st[0].metric, Metric::Latency(Stage::Latency, Some(0.99)));
+        assert_eq!(st[1].load_stage(), Some(0));
+        for bad in [
+            "stage0:p99<1s",
+            "stagex:p99<1s",
+            "stage1:mail.p99<1s",
+            "stage1:5xx==0",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn monotone_checks_fail_for_good() {
+        let mut t = Stats::default();
+        let c = parse("5xx==0,errors<3,accept_rate>=0.9,max<1s,stage1:failed==0").unwrap();
+        assert!(c.iter().all(|c| !c.cannot_pass(&t)));
+        t.reply(Stage::Mail, 550, None);
+        t.time(Stage::Latency, 2_000_000);
+        let gone: Vec<bool> = c.iter().map(|c| c.cannot_pass(&t)).collect();
+        assert_eq!(gone, [true, false, false, true, false]);
     }
 
     #[test]

@@ -198,11 +198,11 @@ var MailstormReport = (function () {
     if (st && st.length) {
       root.appendChild(el("h2", {}, "Load stages"));
       table(root, ["stage", "start s", "length s", "value", "offered/s", "achieved/s", "accept", "p50 ms", "p99 ms",
-        "4xx", "5xx", "errors", "late", "never started", "scheduled"], st.map(function (s, i) {
+        "4xx (deferred)", "5xx (rejected)", "errors", "late", "never started", "scheduled"], st.map(function (s, i) {
         var v = s.from === s.to ? num(s.from, 1) : num(s.from, 1) + "→" + num(s.to, 1);
-        var acc = s.attempted ? num(s.accepted / s.attempted * 100, 2) + "%" : "-";
+        var acc = s.accept_rate === null || s.accept_rate === undefined ? "-" : num(s.accept_rate * 100, 2) + "%";
         return [i + 1, num(s.start_s, 1), num(s.duration_s, 1), v, num(s.offered_rate, 1), num(s.achieved_rate, 1),
-          acc, ms(s.p50_us), ms(s.p99_us), num(s.replies_4xx), num(s.replies_5xx), num(s.errors), num(s.late),
+          acc, ms(s.p50_us), ms(s.p99_us), num(s.deferred), num(s.rejected), num(s.failed), num(s.late),
           num(s.not_started), num(s.scheduled)];
       }));
     }

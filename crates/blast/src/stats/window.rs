@@ -63,7 +63,17 @@ impl Stats {
                 rejected: t.rejected.saturating_sub(e.rejected),
                 failed: t.failed.saturating_sub(e.failed),
                 not_started: t.not_started.saturating_sub(e.not_started),
+                late: t.late.saturating_sub(e.late),
             };
+        }
+        for (i, now) in self.load_latency.iter().enumerate() {
+            let mut h = now.clone();
+            if let Some(before) = earlier.load_latency.get(i) {
+                if h.subtract(before).is_err() {
+                    h.clone_from(now);
+                }
+            }
+            out.load_latency.push(h);
         }
         for ((o, now), before) in out.hist.iter_mut().zip(&self.hist).zip(&earlier.hist) {
             o.clone_from(now);

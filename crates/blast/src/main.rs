@@ -357,7 +357,14 @@ fn judge(
         .iter()
         .flat_map(|o| o.iter())
         .filter(|o| !o.passed)
-        .map(|o| format!("threshold failed: {} (measured {})", o.text, o.measured()))
+        .map(|o| match &o.broke_in {
+            Some((i, m)) => format!(
+                "threshold failed: {} (measured {}; first broken in stage {i}, measured {m})",
+                o.text,
+                o.measured()
+            ),
+            None => format!("threshold failed: {} (measured {})", o.text, o.measured()),
+        })
         .collect();
     reasons.extend(
         verdict::problems(result)

@@ -162,6 +162,9 @@ pub struct Outcome {
     pub unit: Unit,
     /// Whether it held.
     pub passed: bool,
+    /// A whole-run check that failed on a `--stages` run: the first load
+    /// stage (1-based) whose own figures fail it, and its measured value.
+    pub broke_in: Option<(usize, String)>,
 }
 
 impl Outcome {
@@ -179,6 +182,10 @@ impl Outcome {
             "value": if self.value.is_finite() { serde_json::json!(self.value) } else { serde_json::Value::Null },
             "unit": self.unit.name(),
             "verdict": if self.passed { "ok" } else { "failed" },
+            "first_failing_stage": self.broke_in.as_ref().map(|(i, m)| serde_json::json!({
+                "stage": i,
+                "measured": m,
+            })),
         })
     }
 }
@@ -385,10 +392,37 @@ pub fn evaluate(checks: &[Check], r: &RunResult) -> Vec<Outcome> {
                     value: f64::NAN,
                     unit: unit(&c.metric),
                     passed: false,
+                    broke_in: None,
                 },
             },
         })
+        .zip(checks)
+        .map(|(mut o, c)| {
+            if !o.passed && c.load_stage.is_none() {
+                o.broke_in = first_failing_stage(c, &stages);
+            }
+            o
+        })
         .collect()
+}
+
+/// The first load stage whose own figures fail `c` (a check a stage can
+/// read), with its measured value: which step of the load broke it.
+fn first_failing_stage(
+    c: &Check,
+    stages: &[crate::stage_report::StageFigures],
+) -> Option<(usize, String)> {
+    let readable = match &c.metric {
+        Metric::Latency(st, _) => *st == Stage::Latency,
+        Metric::Named(n) => PER_STAGE.contains(&n.as_str()),
+    };
+    if !readable {
+        return None;
+    }
+    stages.iter().enumerate().find_map(|(i, f)| {
+        let o = evaluate_stats(std::slice::from_ref(c), &f.as_stats(), f.duration_s).remove(0);
+        (!o.passed).then(|| (i + 1, o.measured()))
+    })
 }
 
 /// Evaluates every check on measurements covering `secs` seconds (a
@@ -403,6 +437,7 @@ pub fn evaluate_stats(checks: &[Check], t: &Stats, secs: f64) -> Vec<Outcome> {
                 value: v,
                 unit: unit(&c.metric),
                 passed: c.op.holds(v, c.limit),
+                broke_in: None,
             }
         })
         .collect()
@@ -411,7 +446,11 @@ pub fn evaluate_stats(checks: &[Check], t: &Stats, secs: f64) -> Vec<Outcome> {
 /// `FAILED  p99<50ms  (measured 1.18s)`: one line per result.
 pub fn describe(o: &Outcome) -> String {
     let verdict = if o.passed { "ok" } else { "FAILED" };
-    format!("{verdict:>6}  {}  (measured {})", o.text, o.measured())
+    let mut s = format!("{verdict:>6}  {}  (measured {})", o.text, o.measured());
+    if let Some((i, m)) = &o.broke_in {
+        s.push_str(&format!("; first broken in stage {i} (measured {m})"));
+    }
+    s
 }
 
 /// Three significant digits, trailing zeros dropped (`1.18`, `12.3`, `50`).
@@ -514,6 +553,7 @@ mod tests {
             value,
             unit,
             passed: true,
+            broke_in: None,
         };
         assert_eq!(o(1_175_551.0, Unit::Micros).measured(), "1.18s");
         assert_eq!(o(573.132, Unit::Micros).measured(), "573µs");
@@ -527,8 +567,10 @@ mod tests {
             value: 1_175_551.0,
             unit: Unit::Micros,
             passed: false,
+            broke_in: Some((3, "1.4s".into())),
         }
         .to_json();
+        assert_eq!(j["first_failing_stage"]["stage"], 3);
         assert_eq!(j["measured"], "1.18s");
         assert_eq!(j["verdict"], "failed");
         assert_eq!(j["unit"], "us");

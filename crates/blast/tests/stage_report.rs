@@ -53,15 +53,21 @@ fn stages_table_has_rates_latency_and_stage_thresholds_name_their_stage() {
         "--no-pin",
         "-q",
         "--threshold",
-        "stage1:accept_rate>=0.99,stage2:p99<1us,stage2:messages_per_s>=300",
+        "stage1:accept_rate>=0.99,stage2:p99<1us,stage2:messages_per_s>=300,messages_per_s<=150",
         "--report",
         report.to_str().unwrap(),
         "--timeline",
         timeline.to_str().unwrap(),
     ]);
-    // Only the impossible latency check of stage 2 fails, and is named.
+    // The impossible latency check of stage 2 fails, and is named; the
+    // whole-run rate cap fails and names the stage that broke it.
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(err.contains("threshold failed: stage2:p99<1us"), "{err}");
+    assert!(
+        err.contains("FAILED  messages_per_s<=150  (measured ")
+            && err.contains("first broken in stage 2"),
+        "{err}"
+    );
     assert!(err.contains("ok  stage1:accept_rate>=0.99"), "{err}");
     assert!(err.contains("ok  stage2:messages_per_s>=300"), "{err}");
     assert!(
@@ -70,6 +76,8 @@ fn stages_table_has_rates_latency_and_stage_thresholds_name_their_stage() {
     );
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let rate_cap = &json["thresholds"][3];
+    assert_eq!(rate_cap["first_failing_stage"]["stage"], 2, "{rate_cap}");
     let st = json["schedule"]["stages"].as_array().unwrap();
     assert_eq!(st.len(), 2);
     for (s, rate) in st.iter().zip([100.0, 400.0]) {

@@ -398,6 +398,58 @@ fn bad_input_is_refused_quickly_and_clearly() {
     assert_eq!(json["outcome"]["exit_code"], 1);
 }
 
+/// A Prometheus endpoint whose CPU counter grows by one second per scrape.
+fn metrics_endpoint() -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, conn) in l.incoming().enumerate() {
+            let Ok(mut c) = conn else { return };
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let body = format!(
+                "# TYPE process_cpu_seconds_total counter\nprocess_cpu_seconds_total {n}\n\
+                 process_resident_memory_bytes 123456\n"
+            );
+            let _ = write!(
+                c,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\
+                 Connection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    addr
+}
+
+#[test]
+fn target_metrics_are_scraped_beside_each_step() {
+    let _one = serial();
+    let sink = common::sink();
+    let addr = sink.local_addr().to_string();
+    let url = format!("http://{}/metrics", metrics_endpoint());
+    let (done, json) = search(
+        &addr,
+        &[
+            "--start-rate",
+            "100",
+            "--max-rate",
+            "100",
+            "--step-duration",
+            "1s",
+            "--target-metrics",
+            &url,
+        ],
+        "metrics",
+    );
+    assert_eq!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
+    assert_eq!(json["capacity"]["limited_by"], "max_rate");
+    let step = &json["steps"][0];
+    assert_eq!(step["target_rss_bytes"], 123456);
+    assert!(step["target_cpu_pct"].as_f64().unwrap() > 0.0, "{step}");
+}
+
 #[test]
 fn help_documents_flags_and_exit_codes() {
     let _one = serial();
@@ -414,6 +466,7 @@ fn help_documents_flags_and_exit_codes() {
         "--csv",
         "--html",
         "--target-pid",
+        "--target-metrics",
         "accept_rate>=0.95,p99<800ms,5xx==0",
         "Exit codes:",
         "limited by the generator",

@@ -85,8 +85,14 @@ pub struct CapacityArgs {
     #[arg(long)]
     pub csv: Option<PathBuf>,
     /// A local target's pid: its CPU and RSS per step from /proc.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "target_metrics")]
     pub target_pid: Option<u32>,
+    /// A Prometheus endpoint (http://, loopback unless --allow-remote) with
+    /// the target's process_cpu_seconds_total and
+    /// process_resident_memory_bytes (or node_exporter's CPU and memory),
+    /// scraped at each step's start and end. Checked before the search.
+    #[arg(long, value_name = "URL")]
+    pub target_metrics: Option<String>,
     /// The run flags (target, -c, --threads, message shape, TLS, …).
     #[command(flatten)]
     pub run: Args,
@@ -136,7 +142,14 @@ impl CapacityArgs {
             abort,
             abort_text: self.abort_if.clone(),
             min_achieved: MIN_ACHIEVED,
-            target_pid: self.target_pid,
+            target: match (&self.target_pid, &self.target_metrics) {
+                (Some(p), _) => Some(super::TargetProbe::Pid(*p)),
+                (None, Some(url)) => Some(super::TargetProbe::Metrics(
+                    super::metrics::Scraper::connect(url, cfg.allow_remote)
+                        .map_err(BlastError::Config)?,
+                )),
+                (None, None) => None,
+            },
         };
         opts.validate(&cfg)?;
         Ok((cfg, opts))

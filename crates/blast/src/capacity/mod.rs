@@ -12,6 +12,7 @@
 //! only comes from a step that had them all.
 
 pub mod args;
+pub mod metrics;
 pub mod output;
 pub mod procstat;
 mod step;
@@ -67,8 +68,28 @@ pub struct Options {
     pub abort_text: String,
     /// Share of the offered rate a passing step must achieve.
     pub min_achieved: f64,
-    /// A local target's pid (`--target-pid`): CPU and RSS per step.
-    pub target_pid: Option<u32>,
+    /// Where the target's CPU and memory come from (`--target-pid`,
+    /// `--target-metrics`), if anywhere.
+    pub target: Option<TargetProbe>,
+}
+
+/// Where the target's CPU and memory are read.
+#[derive(Debug, Clone)]
+pub enum TargetProbe {
+    /// A local process's `/proc` (`--target-pid`).
+    Pid(u32),
+    /// A Prometheus endpoint (`--target-metrics`).
+    Metrics(metrics::Scraper),
+}
+
+impl TargetProbe {
+    /// CPU seconds and memory now.
+    pub fn sample(&self) -> Result<procstat::ProcSample, String> {
+        match self {
+            TargetProbe::Pid(p) => procstat::sample(*p),
+            TargetProbe::Metrics(m) => m.sample(),
+        }
+    }
 }
 
 impl Options {
@@ -103,8 +124,8 @@ impl Options {
                 crate::config::format_duration(cfg.interval)
             ));
         }
-        if let Some(pid) = self.target_pid {
-            procstat::sample(pid).map_err(BlastError::Config)?;
+        if let Some(t) = &self.target {
+            t.sample().map_err(BlastError::Config)?;
         }
         Ok(())
     }
@@ -416,7 +437,7 @@ mod tests {
             abort: Vec::new(),
             abort_text: String::new(),
             min_achieved: MIN_ACHIEVED,
-            target_pid: None,
+            target: None,
         };
         // 10 ladder steps (100 → 102,400 capped), 5 halvings of 100%.
         assert_eq!(o.max_steps(), 11 + 6);

@@ -67,7 +67,7 @@ pub fn sample(pid: u32) -> Result<ProcSample, String> {
 pub struct CpuMeter {
     started: Instant,
     own: f64,
-    target: Option<(u32, Option<ProcSample>)>,
+    target: Option<(super::TargetProbe, Option<ProcSample>)>,
 }
 
 /// What a [`CpuMeter`] measured.
@@ -83,11 +83,11 @@ pub struct CpuUse {
 
 impl CpuMeter {
     /// Starts measuring now.
-    pub fn start(target_pid: Option<u32>) -> CpuMeter {
+    pub fn start(target: Option<&super::TargetProbe>) -> CpuMeter {
         CpuMeter {
             started: Instant::now(),
             own: self_cpu_secs(),
-            target: target_pid.map(|p| (p, sample(p).ok())),
+            target: target.map(|t| (t.clone(), t.sample().ok())),
         }
     }
 
@@ -98,8 +98,8 @@ impl CpuMeter {
             generator_pct: (self_cpu_secs() - self.own) / wall * 100.0,
             ..CpuUse::default()
         };
-        if let Some((pid, Some(before))) = self.target {
-            if let Ok(now) = sample(pid) {
+        if let Some((probe, Some(before))) = &self.target {
+            if let Ok(now) = probe.sample() {
                 out.target_pct = Some((now.cpu_secs - before.cpu_secs) / wall * 100.0);
                 out.target_rss = Some(now.rss_bytes);
             }
@@ -118,7 +118,7 @@ mod tests {
         assert!(s.rss_bytes > 0);
         assert!(s.cpu_secs >= 0.0);
         assert!(sample(u32::MAX).unwrap_err().contains("--target-pid"));
-        let m = CpuMeter::start(Some(std::process::id()));
+        let m = CpuMeter::start(Some(&crate::capacity::TargetProbe::Pid(std::process::id())));
         let mut x = 0u64;
         for i in 0..2_000_000u64 {
             x = x.wrapping_mul(31).wrapping_add(i);

@@ -209,7 +209,7 @@ pub(super) fn run_step(
         stop: step_stop.clone(),
     };
     let started_s = t0.elapsed().as_secs_f64();
-    let meter = CpuMeter::start(opts.target_pid);
+    let meter = CpuMeter::start(opts.target.as_ref());
     let nominal = opts.warmup + opts.step_duration;
     // The window runs from the tick that ends the warm-up to the last tick
     // within the step's schedule: both edges on interval boundaries, so

@@ -13,6 +13,9 @@ use crate::stages::{LoadStages, StagesMode};
 use crate::BlastError;
 
 const AFTER_HELP: &str = "\
+Capacity search: `mailstorm-blast capacity [FLAGS]` finds the highest rate
+the target sustains within an SLA (see `mailstorm-blast capacity --help`).
+
 Without --target, an in-process mailstorm sink is started on 127.0.0.1 and
 blasted for a short default run (5 s or 20,000 messages), then a report is
 printed. Targets outside loopback need --allow-remote.
@@ -46,9 +49,10 @@ Exit codes:
      expectation failed; or, without --threshold, no message was accepted
      or the target stopped answering (the last 2+ intervals, 1 s or more,
      had only transport errors and no reply); or, always, more than 1% of
-     the open-loop sends never started (connections busy: raise -c)
-  2  usage or configuration error (including a --report/--timeline path
-     that cannot be written, checked before the run)
+     the open-loop sends never started (connections busy: raise -c); or
+     --abort-on-fail stopped the run
+  2  usage or configuration error (including a --report/--timeline/--html
+     path that cannot be written, checked before the run)
   3  target unreachable (resolution or first connection failed, or no
      connection could be opened during the run)
   4  internal error (a bug): the report and timeline hold what was

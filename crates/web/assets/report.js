@@ -158,14 +158,14 @@ var MailstormReport = (function () {
     timeline(root, m.timeline, s.interval_s || 1);
     root.appendChild(el("h2", {}, "Steps"));
     table(root, ["step", "phase", "offered/s", "achieved/s", "accept", "p50 ms", "p95 ms", "p99 ms", "max ms",
-      "4xx", "5xx", "errors", "late", "never started", "conns", "gen CPU %", "target CPU %", "verdict"],
+      "4xx", "5xx", "errors", "late", "never started", "conns", "gen CPU %", "gen kept up", "target CPU %", "verdict"],
       steps.map(function (x) {
         var why = x.passed ? "ok" : (x.aborted ? "aborted: " + x.aborted : "failed: " + (x.reason || ""));
         return [x.index, x.phase, num(x.offered_rate), num(x.achieved_rate), num(x.accept_rate * 100, 2) + "%",
           ms(x.latency_us && x.latency_us.p50), ms(x.latency_us && x.latency_us.p95),
           ms(x.latency_us && x.latency_us.p99), ms(x.latency_us && x.latency_us.max),
           x.replies_4xx, x.replies_5xx, x.transport_errors_total, x.late, x.not_started, x.connections,
-          num(x.generator_cpu_pct), num(x.target_cpu_pct), why];
+          num(x.generator_cpu_pct), x.generator_kept_up ? "yes" : "no", num(x.target_cpu_pct), why];
       }),
       function (k) { return k === kneeIdx ? "knee" : (steps[k].passed ? "" : "fail"); });
   }

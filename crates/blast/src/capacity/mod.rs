@@ -37,7 +37,7 @@ pub const DEFAULT_ABORT: &str = "accept_rate<0.5 for 5s";
 pub const MIN_ACHIEVED: f64 = 0.97;
 /// Generator CPU (share of its shard threads) from which a failing step
 /// is blamed on the generator.
-const CPU_SATURATED: f64 = 0.9;
+pub const CPU_SATURATED: f64 = 0.9;
 /// Service time assumed for the first step's connection count, seconds.
 const FIRST_SERVICE_S: f64 = 0.05;
 /// Times a step starved of connections is run again with more.

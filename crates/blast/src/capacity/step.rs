@@ -148,6 +148,13 @@ impl Step {
         c.not_started.max(c.offered.saturating_sub(c.attempted))
     }
 
+    /// Whether the generator kept up: (nearly) every send started in its
+    /// window and its CPU was not saturated over `threads` shards.
+    pub fn generator_kept_up(&self, threads: usize) -> bool {
+        self.unstarted_ratio() <= crate::verdict::MAX_NOT_OFFERED
+            && self.cpu.generator_pct < super::CPU_SATURATED * 100.0 * threads as f64
+    }
+
     /// [`Step::unstarted`] as a share of the sends that came due.
     pub fn unstarted_ratio(&self) -> f64 {
         let offered = self.measured.counters.offered;

@@ -451,6 +451,79 @@ fn target_metrics_are_scraped_beside_each_step() {
 }
 
 #[test]
+fn sigint_ends_the_search_with_its_steps_written() {
+    use std::io::{BufRead, BufReader};
+    let _one = serial();
+    let sink = common::sink();
+    let addr = sink.local_addr().to_string();
+    let report = tmp("sigint.json");
+    let html = tmp("sigint.html");
+    let mut args: Vec<&str> = FAST.to_vec();
+    args.extend([
+        "--target",
+        &addr,
+        "--start-rate",
+        "100",
+        "--step-duration",
+        "1s",
+        "--report",
+        report.to_str().unwrap(),
+        "--html",
+        html.to_str().unwrap(),
+    ]);
+    let mut child = Command::new(BIN)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) for the first step's line, then interrupt.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let err = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(err).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("a first step line within 30 s");
+        if line.trim_start().starts_with("1 ladder") {
+            break;
+        }
+    }
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
+    let t0 = Instant::now();
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "no exit after SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(code, Some(5));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(json["interrupted"], true);
+    assert_eq!(json["outcome"]["status"], "interrupted");
+    assert!(!json["steps"].as_array().unwrap().is_empty());
+    // The cut-short step is not taken as the target's limit.
+    assert!(
+        json["capacity"]["first_bad_rate"].is_null(),
+        "{}",
+        json["capacity"]
+    );
+    assert!(std::fs::metadata(&html).unwrap().len() > 50_000);
+}
+
+#[test]
 fn help_documents_flags_and_exit_codes() {
     let _one = serial();
     let d = blast(&["capacity", "--help"], Duration::from_secs(10));

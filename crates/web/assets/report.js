@@ -168,6 +168,19 @@ var MailstormReport = (function () {
           num(x.generator_cpu_pct), x.generator_kept_up ? "yes" : "no", num(x.target_cpu_pct), why];
       }),
       function (k) { return k === kneeIdx ? "knee" : (steps[k].passed ? "" : "fail"); });
+    var names = [];
+    steps.forEach(function (x) {
+      Object.keys(x.stages_us || {}).forEach(function (k) { if (names.indexOf(k) < 0) { names.push(k); } });
+    });
+    if (names.length) {
+      root.appendChild(el("h2", {}, "SMTP stages per step (p99 ms)"));
+      table(root, ["offered/s"].concat(names).concat(["step"]), steps.map(function (x) {
+        return [num(x.offered_rate)].concat(names.map(function (k) {
+          var q = (x.stages_us || {})[k];
+          return q ? ms(q.p99) : "-";
+        })).concat([String(x.index)]);
+      }));
+    }
   }
 
   function run(root, m) {

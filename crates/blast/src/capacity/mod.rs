@@ -336,7 +336,8 @@ pub fn search(
                 conns = conns.min(cap);
                 continue;
             }
-            if !s.passed {
+            // A step cut short by the user is no evidence either way.
+            if !s.passed && !stop.is_triggered() {
                 s.limit = Some(attribute(&s, threads, cap));
             }
             on_step(&s);
@@ -354,6 +355,9 @@ pub fn search(
                 break;
             }
         };
+        if stop.is_triggered() {
+            break;
+        }
         if !steps[i].passed {
             bad = Some(i);
             break;
@@ -376,6 +380,9 @@ pub fn search(
                 break;
             }
         };
+        if stop.is_triggered() {
+            break;
+        }
         if steps[i].passed {
             good = Some(i);
         } else {

@@ -123,6 +123,9 @@ pub struct Row {
     /// Connections open at the interval's end (as the collector saw it
     /// when it closed the interval; `None` for rows closed after the run).
     pub open_connections: Option<u64>,
+    /// Replies by code at any stage (at most the few distinct codes a
+    /// server sends).
+    pub codes: BTreeMap<u16, u64>,
 }
 
 impl Default for Row {
@@ -135,6 +138,7 @@ impl Default for Row {
             aborted: 0,
             latency: new_histogram(),
             open_connections: None,
+            codes: BTreeMap::new(),
         }
     }
 }
@@ -147,6 +151,9 @@ impl Row {
         self.errors += s.transport_errors();
         self.aborted += s.transport[stats::Transport::Aborted as usize];
         let _ = self.latency.add(s.histogram(Stage::Latency));
+        for (k, n) in &s.replies {
+            *self.codes.entry(k.code).or_default() += n;
+        }
     }
 }
 

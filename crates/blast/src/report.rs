@@ -159,6 +159,7 @@ fn timeline_json(r: &RunResult) -> Value {
                 "p50_us": q(0.5),
                 "p99_us": q(0.99),
                 "open_connections": row.open_connections,
+                "codes": row.codes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<String, Value>>(),
             })
         })
         .collect()
@@ -401,11 +402,21 @@ fn transport_errors(t: &crate::stats::Stats) -> Vec<String> {
 
 /// The timeline CSV: one row per interval.
 pub fn timeline_csv(r: &RunResult) -> String {
-    // New columns go at the end: scripts reading the first eight keep working.
+    // New columns go at the end: scripts reading the first eight keep
+    // working. Then one `code_NNN` column per reply code seen in the run.
+    let codes: std::collections::BTreeSet<u16> = r
+        .rows
+        .iter()
+        .flat_map(|row| row.codes.keys().copied())
+        .collect();
     let mut s = String::from(
         "time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us,offered,late,not_started,\
-         open_connections,deferred,rejected,failed\n",
+         open_connections,deferred,rejected,failed",
     );
+    for c in &codes {
+        let _ = write!(s, ",code_{c}");
+    }
+    s.push('\n');
     let step = r.config.interval.as_secs_f64();
     for (i, row) in r.rows.iter().enumerate() {
         let h = &row.latency;
@@ -415,7 +426,7 @@ pub fn timeline_csv(r: &RunResult) -> String {
             (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
         };
         let c = &row.counters;
-        let _ = writeln!(
+        let _ = write!(
             s,
             "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             (i + 1) as f64 * step,
@@ -435,6 +446,10 @@ pub fn timeline_csv(r: &RunResult) -> String {
             c.rejected,
             c.failed
         );
+        for code in &codes {
+            let _ = write!(s, ",{}", row.codes.get(code).copied().unwrap_or(0));
+        }
+        s.push('\n');
     }
     s
 }

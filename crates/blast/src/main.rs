@@ -61,7 +61,7 @@ fn main() -> ExitCode {
             .enumerate()
             .filter(|(i, _)| *i != 1)
             .map(|(_, a)| a);
-        let args = mailstorm_blast::capacity::args::CapacityArgs::parse_from(argv);
+        let args = mailstorm_blast::capacity::args::parse_from(argv);
         return guarded(move || capacity_cmd::run(args));
     }
     let args = Args::parse();

@@ -54,7 +54,11 @@ Examples:
 
 /// Find the highest rate a target sustains within an SLA, and report it.
 #[derive(Debug, Parser)]
-#[command(name = "mailstorm-blast capacity", after_help = AFTER_HELP)]
+#[command(
+    name = "mailstorm-blast capacity",
+    bin_name = "mailstorm-blast capacity",
+    after_help = AFTER_HELP
+)]
 pub struct CapacityArgs {
     /// First step, messages/s.
     #[arg(long, default_value_t = 100.0)]
@@ -98,6 +102,37 @@ pub struct CapacityArgs {
     pub run: Args,
 }
 
+/// Run flags the search sets itself: refused with a usage error, and
+/// hidden from `capacity --help`.
+const NOT_FOR_CAPACITY: &[&str] = &[
+    "rate",
+    "stages",
+    "stages_mode",
+    "duration",
+    "messages",
+    "threshold",
+    "timeline",
+    "scenario",
+    "abort_on_fail",
+];
+
+/// Parses `mailstorm-blast capacity` arguments (`argv` without the word
+/// `capacity`), with the run flags the search sets itself hidden from
+/// `--help`; exits with clap's usage error or help like `Parser::parse`.
+pub fn parse_from<I, T>(argv: I) -> CapacityArgs
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory, FromArgMatches};
+    let mut cmd = CapacityArgs::command();
+    for id in NOT_FOR_CAPACITY {
+        cmd = cmd.mut_arg(*id, |a| a.hide(true));
+    }
+    let matches = cmd.get_matches_from(argv);
+    CapacityArgs::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
 fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
 }
@@ -114,6 +149,8 @@ impl CapacityArgs {
             (r.threshold.is_some(), "--threshold (use --sla)"),
             (r.timeline.is_some(), "--timeline (the report holds it)"),
             (r.scenario.is_some(), "--scenario"),
+            (r.stages_mode.is_some(), "--stages-mode"),
+            (r.abort_on_fail, "--abort-on-fail (use --abort-if)"),
         ] {
             if given {
                 return Err(BlastError::Config(format!(

@@ -15,6 +15,15 @@
 #            no plan), configs/flaky-relay.yaml and its faults-only variant
 #            configs/bench/flaky-relay-faults-only.yaml (target: within 15%).
 #            Throughput is completed messages/s (accepted or not).
+#   tls      STARTTLS sessions (one message each) under mailstorm-blast:
+#            server CPU per session, Postfix smtpd (discard transport) vs
+#            mailstorm-sink with full handshakes (target ≤ 0.5×), and the
+#            sink with resumed sessions (--tls-resume) vs full (≤ 0.3×).
+#            Same ECDSA P-256 key for both servers (openssl).
+#   conns    the blaster's peak RSS holding 10,000 open connections (open
+#            loop against a sink that answers end of data after 6 s).
+#   clock    the open-loop generator's own lateness at 20,000 msgs/s from
+#            one shard (p50 target ≤ 20 µs, p99 ≤ 100 µs).
 #   capacity time a `mailstorm-blast capacity` search takes to find the knee of
 #            configs/bench/capacity-limit-6400.yaml (6,400 msgs/s) within 5%,
 #            default steps (3 s warm-up + 10 s), and how close the knee is.
@@ -36,7 +45,7 @@ cd "$ROOT"
 
 ROUNDS="${ROUNDS:-5}"
 SCENARIOS="${SCENARIOS:-a b c d}"
-SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans capacity}"
+SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock capacity}"
 SCALE="${SCALE:-1}"
 DEPTH="${DEPTH:-16}"
 SINK_CPU="${SINK_CPU:-0}"
@@ -93,6 +102,13 @@ start_sink() {
         postfix)
             taskset -c "$SINK_CPU" /usr/sbin/smtp-sink "${PF_USER_ARGS[@]}" "127.0.0.1:$PORT_POSTFIX" 4096 &
             SINK_PID=$!; SINK_PORT=$PORT_POSTFIX ;;
+        postfix-smtpd)
+            start_postfix_smtpd ;;
+        mailstorm-tls)
+            taskset -c "$SINK_CPU" "$MAILSTORM_SINK" --listen "127.0.0.1:$PORT_MAILSTORM" \
+                --threads 1 --control off --quiet --tls-cert "$TLS_DIR/cert.pem" \
+                --tls-key "$TLS_DIR/key.pem" >>"$OUT/mailstorm-sink.log" 2>&1 &
+            SINK_PID=$!; SINK_PORT=$PORT_MAILSTORM ;;
         mailstorm)
             # SINK_PLAN: a fault plan for this run (the plans section).
             local plan_args=()
@@ -107,11 +123,114 @@ start_sink() {
 stop_sink() {
     kill "$SINK_PID" 2>/dev/null || true
     wait "$SINK_PID" 2>/dev/null || true
+    if [[ -n "${PF_ROOT:-}" ]]; then
+        # The master's children (smtpd, cleanup, qmgr...) end with it.
+        local deadline=$((SECONDS + 10))
+        while pgrep -f -- "-c $PF_ROOT/etc" >/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        pkill -9 -f -- "-c $PF_ROOT/etc" 2>/dev/null || true
+        rm -rf "$PF_ROOT"; PF_ROOT=""
+    fi
+}
+
+# Server CPU ticks: the sink's own, or for Postfix the master's with its
+# reaped children's (cutime/cstime) plus every live child's.
+server_ticks() {
+    if [[ -n "${PF_ROOT:-}" ]]; then
+        local pids
+        pids=$(pgrep -P "$SINK_PID" | tr '\n' ' ')
+        # shellcheck disable=SC2086
+        (cd /proc && awk '{t += $14 + $15 + $16 + $17} END {print t}' "$SINK_PID/stat" \
+            $(for p in $pids; do [[ -r "$p/stat" ]] && echo "$p/stat"; done))
+    else
+        cpu_ticks "$SINK_PID"
+    fi
+}
+
+# --- tls: an ECDSA P-256 key for both servers; a throwaway Postfix --------
+TLS_DIR="$OUT/tls"
+PORT_SMTPD="${PORT_SMTPD:-26027}"
+tls_setup() {
+    mkdir -p "$TLS_DIR"
+    [[ -s "$TLS_DIR/cert.pem" ]] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
+        -nodes -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" -days 30 \
+        -subj /CN=localhost >/dev/null 2>&1
+    chmod 644 "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem"
+}
+# A Postfix smtpd that offers STARTTLS with that key and discards all mail
+# (queue files are still written: what a real relay pays), no chroot, its
+# own queue in a temp dir, master pinned to the server CPU (children inherit).
+start_postfix_smtpd() {
+    PF_ROOT=$(mktemp -d /tmp/mailstorm-bench-postfix-XXXXXX)
+    chmod 755 "$PF_ROOT"
+    mkdir -p "$PF_ROOT"/{etc,queue,queue/pid,data}
+    chown postfix:root "$PF_ROOT/data"; chmod 700 "$PF_ROOT/data"
+    local d
+    for d in incoming active deferred corrupt hold bounce defer trace flush saved private; do
+        mkdir -p "$PF_ROOT/queue/$d"; chown postfix:root "$PF_ROOT/queue/$d"; chmod 700 "$PF_ROOT/queue/$d"
+    done
+    mkdir -p "$PF_ROOT/queue/maildrop" "$PF_ROOT/queue/public"
+    chown postfix:postdrop "$PF_ROOT/queue/maildrop" "$PF_ROOT/queue/public"
+    chmod 730 "$PF_ROOT/queue/maildrop"; chmod 710 "$PF_ROOT/queue/public"
+    cat >"$PF_ROOT/etc/main.cf" <<CF
+compatibility_level = 3.6
+queue_directory = $PF_ROOT/queue
+data_directory = $PF_ROOT/data
+mail_owner = postfix
+setgid_group = postdrop
+syslog_name = postfix-bench-$$
+maillog_file = $PF_ROOT/maillog
+maillog_file_prefixes = $PF_ROOT
+myhostname = bench.mailstorm.test
+mydomain = mailstorm.test
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+mynetworks = 127.0.0.0/8
+mydestination = mailstorm.test, example.com, example.test
+alias_maps =
+alias_database =
+local_recipient_maps =
+smtpd_peername_lookup = no
+smtp_dns_support_level = disabled
+local_transport = discard:
+default_transport = discard:
+relay_transport = discard:
+in_flow_delay = 0
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = $TLS_DIR/cert.pem
+smtpd_tls_key_file = $TLS_DIR/key.pem
+smtpd_tls_loglevel = 0
+CF
+    cat >"$PF_ROOT/etc/master.cf" <<CF
+127.0.0.1:$PORT_SMTPD inet n - n - - smtpd
+cleanup    unix  n - n - 0 cleanup
+qmgr       unix  n - n 300 1 qmgr
+tlsmgr     unix  - - n 1000? 1 tlsmgr
+rewrite    unix  - - n - - trivial-rewrite
+bounce     unix  - - n - 0 bounce
+defer      unix  - - n - 0 bounce
+trace      unix  - - n - 0 bounce
+proxymap   unix  - - n - - proxymap
+discard    unix  - - n - - discard
+anvil      unix  - - n - 1 anvil
+scache     unix  - - n - 1 scache
+postlog    unix-dgram n - n - 1 postlogd
+CF
+    (cd "$PF_ROOT" && exec taskset -c "$SINK_CPU" /usr/lib/postfix/sbin/master -c "$PF_ROOT/etc" -s \
+        </dev/null >/dev/null 2>&1) &
+    SINK_PID=$!; SINK_PORT=$PORT_SMTPD
+    # The master logs "daemon started" once every listener is bound.
+    local deadline=$((SECONDS + 20))
+    until grep -q "daemon started" "$PF_ROOT/maillog" 2>/dev/null; do
+        ((SECONDS < deadline)) || { echo "Postfix smtpd did not start:" >&2; cat "$PF_ROOT/maillog" >&2; return 1; }
+        sleep 0.05
+    done
 }
 
 has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 
 RESULTS="$OUT/bench-$(date +%Y%m%d-%H%M%S).tsv"
+CONNS_RESULTS="${RESULTS%.tsv}.conns.tsv"
+CLOCK_RESULTS="${RESULTS%.tsv}.clock.tsv"
 printf 'round\tsection\tscenario\tserver\tclient\tmessages\tseconds\tmsgs_per_s\tserver_us_per_msg\tclient_us_per_msg\tbytes_per_msg\n' >"$RESULTS"
 BLAST_REPORT="$OUT/.blast-report.json"
 
@@ -123,7 +242,7 @@ run_case() {
     shift 7
     start_sink "$server"
     local t0 t1 c0 c1 client_cpu
-    c0=$(cpu_ticks "$SINK_PID")
+    c0=$(server_ticks)
     t0=$(date +%s.%N)
     # TIMEFORMAT gives the client's own user+sys seconds.
     if [[ "$client" == smtp-source ]]; then
@@ -136,7 +255,7 @@ run_case() {
             --timeout 30s --report "$BLAST_REPORT" "$@" >/dev/null; } 2>&1 | tail -1)
     fi
     t1=$(date +%s.%N)
-    c1=$(cpu_ticks "$SINK_PID")
+    c1=$(server_ticks)
     stop_sink
     if [[ "$client" != smtp-source ]]; then
         # Every message must have been accepted (or, with BLAST_EXPECT=
@@ -277,7 +396,80 @@ print(f"{sys.argv[1]}\t{float(sys.argv[3]) - float(sys.argv[2]):.1f}\t{len(r['st
 PY
 }
 
+# --- tls: STARTTLS sessions, one message each, 20 at a time ---------------
+# Server CPU per session under the same client (mailstorm-blast, no
+# certificate verification: the client's cost is not what is measured),
+# same ECDSA P-256 key. "full": every session a full handshake; "resumed":
+# the blaster resumes sessions with the tickets the sink issued.
+TLS_ARGS=(--size 1 -c 20 --per-conn 1 --starttls required --insecure)
+tls_case() { # round variant
+    local msgs
+    msgs=$(scaled 4000)
+    case "$2" in
+        postfix) run_case "$1" tls full postfix-smtpd blast "$msgs" 0 "${TLS_ARGS[@]}" ;;
+        full) run_case "$1" tls full mailstorm-tls blast "$msgs" 0 "${TLS_ARGS[@]}" ;;
+        resumed) run_case "$1" tls resumed mailstorm-tls blast "$msgs" 0 "${TLS_ARGS[@]}" --tls-resume ;;
+    esac
+}
+
+# --- conns: the blaster's memory with 10,000 connections open --------------
+# Open loop at 2,000 msgs/s against a sink that answers end of data after
+# 6 s (configs/bench/slow-target.yaml): by Little's law 12,000 messages are
+# in flight, so all of -c 10000 connections are open and busy. Reported:
+# the blaster's peak RSS (VmHWM) and its connections. Not a ratio: Postfix's
+# smtp-source has no open loop.
+conns_case() { # round
+    local port=$((PORT_MAILSTORM + 1)) report="$OUT/.blast-conns.json" pid peak
+    ulimit -n "$(ulimit -Hn)"
+    taskset -c "$SINK_CPU" "$MAILSTORM_SINK" --listen "127.0.0.1:$port" --threads 1 --control off \
+        --quiet --max-connections 0 --plan "$ROOT/configs/bench/slow-target.yaml" \
+        >>"$OUT/mailstorm-sink.log" 2>&1 &
+    SINK_PID=$!
+    wait_port "$port"
+    taskset -c "$CLIENT_CPU" "$MAILSTORM_BLAST" --target "127.0.0.1:$port" --threads 1 --quiet \
+        -r 2000 -d 10s -c 10000 --size 1 --per-conn 0 --timeout 30s --report "$report" >/dev/null 2>&1 &
+    pid=$!
+    # Sample VmHWM until the blaster exits (bounded by its own -d and --timeout).
+    peak=0
+    while kill -0 "$pid" 2>/dev/null; do
+        peak=$(awk '/^VmHWM/ {print $2}' "/proc/$pid/status" 2>/dev/null || echo "$peak")
+        sleep 0.2
+    done
+    wait "$pid" || true
+    stop_sink
+    python3 - "$report" "$1" "$peak" >>"$CONNS_RESULTS" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]}\t{r['connections']['opened']}\t{r['messages']['accepted']}\t{int(sys.argv[3]) / 1024:.1f}")
+PY
+    tail -1 "$CONNS_RESULTS"
+}
+
+# --- clock: the open-loop generator's own lateness -------------------------
+# Open loop at 20,000 msgs/s from one shard against the sink (enough
+# connections that none is ever waited for): the report's `lateness`
+# histogram is each message's actual start minus its intended start.
+CLOCK_RATE="${CLOCK_RATE:-20000}"
+clock_case() { # round
+    local report="$OUT/.blast-clock.json" secs
+    secs=$(python3 -c "print(max(2, round(10 * $SCALE)))")
+    start_sink mailstorm
+    taskset -c "$CLIENT_CPU" "$MAILSTORM_BLAST" --target "127.0.0.1:$SINK_PORT" --threads 1 --quiet \
+        -r "$CLOCK_RATE" -d "${secs}s" -c 200 --size 1 --per-conn 0 --timeout 30s \
+        --report "$report" >/dev/null 2>&1 || true
+    stop_sink
+    python3 - "$report" "$1" >>"$CLOCK_RESULTS" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+l = r["latency_us"]["lateness"]
+m = r["messages"]
+print(f"{sys.argv[2]}\t{r['schedule']['scheduled']}\t{m['accepted']}\t{l['p50']}\t{l['p99']}\t{l['p999']}\t{l['max']}")
+PY
+    tail -1 "$CLOCK_RESULTS"
+}
+
 trap 'stop_sink 2>/dev/null || true' EXIT
+has_section tls && tls_setup
 for round in $(seq 1 "$ROUNDS"); do
     if has_section sinks; then
         for sc in $SCENARIOS; do
@@ -298,10 +490,16 @@ for round in $(seq 1 "$ROUNDS"); do
     if has_section big; then
         for pair in $(ordered "$round" postfix mailstorm); do big_case "$round" "$pair"; done
     fi
+    if has_section conns; then conns_case "$round"; fi
+    if has_section clock; then clock_case "$round"; fi
+    if has_section tls; then
+        for v in $(ordered "$round" "postfix full" "resumed"); do tls_case "$round" "$v"; done
+    fi
     if has_section plans; then
         for v in $(ordered "$round" "noplan flaky-faults" "nomatch5 flaky"); do plans_case "$round" "$v"; done
     fi
-    if has_section capacity; then
+    # A search takes minutes: one round unless CAPACITY_ROUNDS asks for more.
+    if has_section capacity && ((round <= ${CAPACITY_ROUNDS:-1})); then
         capacity_case "$round"
     fi
 done
@@ -403,4 +601,46 @@ if "plans" in sections:
         else:
             ratio, cratio = "-", "-"
         print(f"| {label} | {rate:,.0f} | {ratio} | {cpu:.2f} | {cratio} |")
+
+import os
+conns = sys.argv[1][:-len(".tsv")] + ".conns.tsv"
+if os.path.exists(conns):
+    rows = [l.split("\t") for l in open(conns).read().split("\n") if l]
+    if rows:
+        print("\n## conns: mailstorm-blast holding 10,000 connections (open loop 2,000 msgs/s, 6 s replies)")
+        print("| connections opened | messages accepted | blaster peak RSS MiB (target ≤ 64) |")
+        print("|---:|---:|---:|")
+        med = lambda i: statistics.median(float(r[i]) for r in rows)
+        rss = med(3)
+        print(f"| {med(1):,.0f} | {med(2):,.0f} | {rss:.1f} ({'ok' if rss <= 64 else 'MISSED'}) |")
+
+clock = sys.argv[1][:-len(".tsv")] + ".clock.tsv"
+if os.path.exists(clock):
+    rows = [l.split("\t") for l in open(clock).read().split("\n") if l]
+    if rows:
+        med = lambda i: statistics.median(float(r[i]) for r in rows)
+        p50, p99 = med(3), med(4)
+        print("\n## clock: open-loop generator lateness (actual − intended start), one shard at 20,000 msgs/s against mailstorm-sink")
+        print("| messages scheduled | accepted | p50 µs (target ≤ 20) | p99 µs (target ≤ 100) | p99.9 µs | max µs |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        ok = lambda v, t: "ok" if v <= t else "MISSED"
+        print(f"| {med(1):,.0f} | {med(2):,.0f} | {p50:.0f} ({ok(p50, 20)}) | {p99:.0f} ({ok(p99, 100)}) | {med(5):.0f} | {med(6):.0f} |")
+
+if "tls" in sections:
+    print("\n## tls: STARTTLS sessions (one message each, 20 at a time) under mailstorm-blast, ECDSA P-256")
+    print("| server | sessions/s | server CPU µs/session | ratio (target) |")
+    print("|---|---:|---:|---:|")
+    pf = ("tls", "full", "postfix-smtpd", "blast")
+    full = ("tls", "full", "mailstorm-tls", "blast")
+    res = ("tls", "resumed", "mailstorm-tls", "blast")
+    def verdict(r, t):
+        return f"{r:.2f}x (≤ {t}: {'ok' if r <= t else 'MISSED'})"
+    if has(pf):
+        print(f"| Postfix smtpd (discard), full handshakes | {m(pf, 'msgs_per_s'):,.0f} | {m(pf, 'server_us_per_msg'):.0f} | 1 |")
+    if has(full):
+        r = verdict(m(full, 'server_us_per_msg') / m(pf, 'server_us_per_msg'), 0.5) + " vs Postfix" if has(pf) else "-"
+        print(f"| mailstorm-sink, full handshakes | {m(full, 'msgs_per_s'):,.0f} | {m(full, 'server_us_per_msg'):.0f} | {r} |")
+    if has(res):
+        r = verdict(m(res, 'server_us_per_msg') / m(full, 'server_us_per_msg'), 0.3) + " vs full" if has(full) else "-"
+        print(f"| mailstorm-sink, resumed (--tls-resume) | {m(res, 'msgs_per_s'):,.0f} | {m(res, 'server_us_per_msg'):.0f} | {r} |")
 PY

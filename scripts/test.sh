@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run every mailstorm test on a fresh Debian machine: install what is
-# missing, then fmt, clippy and the full test suite.
+# missing, then fmt, clippy, the full test suite and the README's recipes.
 #
 #   scripts/test.sh                        # install if needed, then test
 #   MAILSTORM_SKIP_INSTALL=1 scripts/test.sh  # no installs (quick local runs)
@@ -69,6 +69,9 @@ install_system_packages() {
     # cargo needs a C linker; fresh Debian images have none.
     command -v cc >/dev/null 2>&1 || pkgs+=(gcc libc6-dev)
     python3 -m pip --version >/dev/null 2>&1 || pkgs+=(python3-pip)
+    # The Node recipe: node's built-in test runner and npm for nodemailer.
+    command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
+    command -v npm >/dev/null 2>&1 || pkgs+=(npm)
     # The HTML report is checked in a real browser (crates/blast/tests/html_report.rs).
     command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 
@@ -102,24 +105,50 @@ install_system_packages() {
     fi
 }
 
+# `pip install` into the system Python. Debian 12+ marks it as externally
+# managed (PEP 668); this is a throwaway test machine, so override that.
+pip_install() {
+    local out
+    if ! out="$(python3 -m pip install --quiet "$@" 2>&1)"; then
+        if grep -q 'externally-managed' <<<"$out"; then
+            python3 -m pip install --quiet --break-system-packages "$@"
+        else
+            printf '%s\n' "$out" >&2
+            return 1
+        fi
+    fi
+}
+
 install_python_peers() {
     if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         echo "python peers: aiosmtpd present"
         return 0
     fi
     echo "python peers: installing aiosmtpd"
-    local out
-    if ! out="$(python3 -m pip install --quiet aiosmtpd 2>&1)"; then
-        # Debian 12+ marks the system Python as externally managed (PEP 668);
-        # this is a throwaway test machine, so override that.
-        if grep -q 'externally-managed' <<<"$out"; then
-            python3 -m pip install --quiet --break-system-packages aiosmtpd
-        else
-            printf '%s\n' "$out" >&2
-            return 1
-        fi
-    fi
+    pip_install aiosmtpd
     python3 -c 'import aiosmtpd'
+}
+
+# The README's recipes ("Using the sink in your tests") run against real
+# client libraries at pinned versions: pytest (its requirements.txt) and
+# nodemailer (its package-lock.json, installed with `npm ci`).
+install_recipe_peers() {
+    local req=tests/recipes/pytest/requirements.txt pinned
+    pinned="$(sed -n 's/^pytest==//p' "$req")"
+    if [[ "$(python3 -c 'import pytest; print(pytest.__version__)' 2>/dev/null)" == "$pinned" ]]; then
+        echo "recipe peers: pytest $pinned present"
+    else
+        echo "recipe peers: installing pytest $pinned"
+        pip_install -r "$req"
+    fi
+    local major
+    major="$(node -p 'process.versions.node.split(".")[0]')"
+    if [[ "$major" -lt 20 ]]; then
+        echo "error: the Node recipe (nodemailer) needs Node.js 20 or later; found $(node --version)" >&2
+        return 1
+    fi
+    echo "recipe peers: npm ci in tests/recipes/node (node $(node --version))"
+    (cd tests/recipes/node && npm ci --no-audit --no-fund --loglevel=error)
 }
 
 install_rust() {
@@ -144,6 +173,7 @@ else
     install_start=$SECONDS
     install_system_packages
     install_python_peers
+    install_recipe_peers
     install_rust
     echo "install: done in $((SECONDS - install_start))s"
 fi
@@ -186,6 +216,21 @@ step module-cycles python3 scripts/check-module-cycles.py
 # where a missing browser only skips): here the browser is required.
 step html-report env MAILSTORM_REQUIRE_BROWSER=1 \
     cargo test -q -p mailstorm-blast --test html_report
+
+# --- recipes: the README's "Using the sink in your tests", as written ---
+# pytest + smtplib and node:test + nodemailer against the sink binary, each
+# asserting the sink's verdicts on a polite and a hasty client. First: the
+# README's code blocks are exactly these files.
+step readme-recipes python3 scripts/check-readme-recipes.py
+step build-sink cargo build -p mailstorm-sink
+export MAILSTORM_SINK="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mailstorm-sink"
+if [[ " ${FAILED[*]:-} " == *" build-sink "* ]]; then
+    echo "==> recipes: not run (no sink binary)"
+    FAILED+=(recipes)
+else
+    step recipe-pytest python3 -m pytest -p no:cacheprovider tests/recipes/pytest
+    step recipe-node npm --prefix tests/recipes/node test
+fi
 
 # --- interop tests and scenarios ---
 # The interop tests (swaks, smtplib, curl, Postfix as client and server,

@@ -55,6 +55,8 @@ const SLACK: Duration = Duration::from_millis(750);
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 
 const SENDER: &str = "grey-sender@client.test";
+/// Postfix's EHLO name: the referee's client id.
+const CLIENT: &str = "postfix.mailstorm.test";
 const RCPT: &str = "grey-rcpt@sink.test";
 
 fn shipped_plan_path() -> PathBuf {
@@ -107,7 +109,7 @@ struct Retry {
 struct Referee {
     /// The report as JSON text, for failure messages.
     json: String,
-    /// `clients["127.0.0.1"]`: retries, faults, resent_after_5xx, messages.
+    /// `clients[CLIENT]`: retries, faults, resent_after_5xx, messages.
     retries: u64,
     faults: u64,
     resent_after_5xx: u64,
@@ -122,7 +124,7 @@ struct Referee {
 /// Reads the referee's report (`GET /clients`, here in-process).
 fn referee(engine: &Engine) -> Referee {
     let r = engine.clients_json();
-    let client = &r["clients"]["127.0.0.1"];
+    let client = &r["clients"][CLIENT];
     let num = |k: &str| client[k].as_u64().unwrap_or(0);
     let by_code = r["retry_interval_ms_by_code"].as_object();
     let h450 = by_code.and_then(|m| m.get("450")).map(|h| {
@@ -167,6 +169,8 @@ struct Run {
     events: String,
     /// From the injection into Postfix to the message at the sink.
     elapsed: Duration,
+    /// The referee's verdict on Postfix under the default policy.
+    verdict: mailstorm_sink::plan::ClientVerdict,
 }
 
 fn start_sink(engine: &Arc<Engine>) -> SinkHandle {
@@ -219,6 +223,7 @@ fn run(greylist_secs: u64, dir: &Path) -> Option<Run> {
     assert_eq!(msgs[0].mail_from, SENDER);
     assert_eq!(msgs[0].rcpt_to, [RCPT]);
     let referee = referee(&engine);
+    let verdict = engine.verdict(CLIENT).expect("a verdict on Postfix");
     let intervals = referee.recent.iter().map(|r| r.interval).collect();
     let events = std::fs::read_to_string(&events).unwrap_or_default();
     Some(Run {
@@ -227,6 +232,7 @@ fn run(greylist_secs: u64, dir: &Path) -> Option<Run> {
         maillog: pf.maillog(),
         events,
         elapsed,
+        verdict,
     })
 }
 
@@ -306,7 +312,7 @@ fn check_run(r: &Run, greylist_secs: u64) -> (Vec<f64>, f64) {
         near(hmin, lo) && near(hmax, hi),
         "histogram min {hmin} max {hmax} vs {ms:?}"
     );
-    let key = format!("rcpt 127.0.0.1 <{SENDER}> <{RCPT}>");
+    let key = format!("rcpt {CLIENT} <{SENDER}> <{RCPT}>");
     for (k, x) in rf.recent.iter().enumerate() {
         assert_eq!(
             (x.key.as_str(), x.after_code, x.attempt),
@@ -343,6 +349,19 @@ fn check_run(r: &Run, greylist_secs: u64) -> (Vec<f64>, f64) {
         "delivered after {:?}",
         r.elapsed
     );
+
+    // The verdict under the default policy: Postfix retries each 450 no
+    // sooner than 1 s and no more than 5 times, and quits cleanly; the
+    // 421 and 5xx rules have no evidence.
+    use mailstorm_sink::plan::Outcome;
+    let v = &r.verdict;
+    let result = |rule: &str| v.rules.iter().find(|x| x.rule == rule).unwrap().result;
+    assert_eq!(v.verdict, Outcome::Pass, "{v:#?}\n{}", ctx());
+    assert_eq!(result("retry_4xx_min_interval"), Outcome::Pass, "{v:#?}");
+    assert_eq!(result("retries_per_4xx"), Outcome::Pass, "{v:#?}");
+    assert_eq!(result("unclean_quits"), Outcome::Pass, "{v:#?}");
+    assert_eq!(result("resent_after_5xx"), Outcome::Untested, "{v:#?}");
+    assert_eq!(result("reconnect_after_421"), Outcome::Untested, "{v:#?}");
     (deferrals, t)
 }
 

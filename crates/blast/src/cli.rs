@@ -186,6 +186,11 @@ pub struct Args {
     /// TLS server name (SNI and verification). Default: the target host.
     #[arg(long)]
     pub sni: Option<String>,
+    /// Resume TLS sessions (TLS 1.3 tickets, TLS 1.2 ids) across the run's
+    /// connections, as a mail client with a session cache does. Default:
+    /// every connection makes a full handshake.
+    #[arg(long)]
+    pub tls_resume: bool,
     /// AUTH credentials `user:password`.
     #[arg(long)]
     pub auth: Option<String>,
@@ -337,6 +342,7 @@ impl Args {
         c.rset |= self.rset;
         c.tls |= self.tls;
         c.insecure |= self.insecure;
+        c.tls_resume |= self.tls_resume;
         c.lmtp |= self.lmtp;
         c.linger0 |= self.linger0;
         c.quiet |= self.quiet;

@@ -109,6 +109,8 @@ pub fn to_json(r: &RunResult) -> Value {
         "connections": {
             "opened": c.conn_opened,
             "failed": c.conn_failed,
+            "tls_handshakes": c.tls_handshakes,
+            "tls_resumed": c.tls_resumed,
         },
         "throughput": {
             "messages_per_s": rate(c.accepted, secs),

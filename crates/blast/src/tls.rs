@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use rustls::client::Resumption;
 use rustls::pki_types::ServerName;
 use rustls::ClientConfig;
 
@@ -18,9 +19,26 @@ pub fn client_config(
     if !cfg.uses_tls() {
         return Ok(None);
     }
-    if cfg.insecure {
-        return Ok(Some(mailstorm_tls::insecure_client_config()));
-    }
+    let base = if cfg.insecure {
+        mailstorm_tls::insecure_client_config()
+    } else {
+        verifying_config(cfg, trusted_pem)?
+    };
+    Ok(Some(if cfg.tls_resume {
+        // rustls's default: an in-memory cache of 256 sessions, shared by
+        // every connection of the run.
+        base
+    } else {
+        let mut c = (*base).clone();
+        c.resumption = Resumption::disabled();
+        Arc::new(c)
+    }))
+}
+
+fn verifying_config(
+    cfg: &Config,
+    trusted_pem: Option<&[u8]>,
+) -> Result<Arc<ClientConfig>, BlastError> {
     let pem = match (&cfg.ca, trusted_pem) {
         (Some(path), _) => std::fs::read(path)
             .map_err(|e| BlastError::Config(format!("--ca {}: {e}", path.display())))?,
@@ -33,9 +51,7 @@ pub fn client_config(
             ))
         }
     };
-    mailstorm_tls::client_config_trusting(&pem)
-        .map(Some)
-        .map_err(|e| BlastError::Config(format!("TLS: {e}")))
+    mailstorm_tls::client_config_trusting(&pem).map_err(|e| BlastError::Config(format!("TLS: {e}")))
 }
 
 /// The name sent as SNI and verified: `--sni`, else the target's host.

@@ -2,10 +2,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use common::child::Running;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::sync::mpsc;
+
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailstorm-blast");
@@ -228,8 +229,8 @@ fn unreachable_target_exits_3() {
 #[test]
 fn sigint_writes_a_partial_report() {
     let report = tmp("sigint.json");
-    let mut child = Command::new(BIN)
-        .args([
+    let mut run = Running::start(
+        &[
             "-d",
             "60s",
             "--rate",
@@ -240,50 +241,23 @@ fn sigint_writes_a_partial_report() {
             "200ms",
             "--report",
             report.to_str().unwrap(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait (bounded) for the first progress line on stderr.
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with('[') => break,
-            Ok(_) => {}
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no progress line within 20 s");
-            }
-        }
-    }
+        ],
+        &[],
+    );
+    run.wait_line("a progress line", |l| l.starts_with('['));
     let started = Instant::now();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            let _ = child.kill();
-            panic!("no exit within 20 s of SIGINT");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(5), "the documented interrupted code");
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, _, stderr) = run.finish();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "exit took {:?} after SIGINT",
+        started.elapsed()
+    );
+    assert_eq!(
+        code,
+        Some(5),
+        "the documented interrupted code; stderr: {stderr}"
+    );
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     assert!(common::validate(&schema(), &v).is_empty());

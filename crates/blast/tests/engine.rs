@@ -220,6 +220,16 @@ fn open_loop_pacing_within_two_percent() {
     let rate = c.accepted as f64 / 5.0;
     assert!((rate - 200.0).abs() <= 4.0, "{rate} msg/s");
     assert_eq!(sink.stats().messages_accepted, c.accepted);
+    // The generator's own lateness has its histogram: one sample per
+    // started message, and (free connections, a 5 ms gap between sends)
+    // a median far below tokio's 1 ms timer tick.
+    let lateness = r.totals.histogram(Stage::Lateness);
+    assert_eq!(lateness.len(), c.attempted);
+    assert!(
+        lateness.value_at_quantile(0.5) < 400,
+        "median lateness {} µs",
+        lateness.value_at_quantile(0.5)
+    );
 }
 
 #[test]

@@ -131,7 +131,7 @@ fn permanent_failures_are_never_retried() {
     assert_eq!(s.tally.retries, 0);
     assert_eq!(s.tally.attempts[1], 40);
     let clients = engine.clients_json();
-    let c = &clients["clients"]["127.0.0.1"];
+    let c = &clients["clients"]["mailstorm-blast.example.test"];
     assert_eq!(c["resent_after_5xx"], 0, "{clients}");
     assert_eq!(c["retries"], 0);
     // Now the 554 alone: data_end 5xx is permanent for the message.
@@ -153,7 +153,7 @@ fn permanent_failures_are_never_retried() {
     );
     assert_eq!(s.tally.retries, 0);
     assert_eq!(
-        engine2.clients_json()["clients"]["127.0.0.1"]["resent_after_5xx"],
+        engine2.clients_json()["clients"]["mailstorm-blast.example.test"]["resent_after_5xx"],
         0
     );
     sink.shutdown_with_grace(Duration::from_secs(1));
@@ -231,7 +231,8 @@ fn concurrency_falls_under_a_cap_and_recovers() {
         .max()
         .unwrap_or(0);
     assert!(high >= 6, "recovered after the cap went away: {tl:?}");
-    let max_seen = engine.clients_json()["clients"]["127.0.0.1"]["max_concurrent"]
+    let max_seen = engine.clients_json()["clients"]["mailstorm-blast.example.test"]
+        ["max_concurrent"]
         .as_u64()
         .unwrap();
     assert!(max_seen >= 6, "{max_seen}");

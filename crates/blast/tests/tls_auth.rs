@@ -176,3 +176,45 @@ fn auth_mech_names_in_any_case() {
     let err = serde_yaml::from_str::<AuthMech>("xoauth2").unwrap_err();
     assert!(err.to_string().contains("cram-md5"), "{err}");
 }
+
+#[test]
+fn tls_resume_resumes_sessions_and_is_off_by_default() {
+    let sink = tls_sink();
+    let pem = sink.self_signed_cert_pem().unwrap().into_bytes();
+    // One connection at a time, one message each: every connection after
+    // the first can resume the ticket the previous one received.
+    let cfg = Config {
+        starttls: StartTls::Required,
+        messages: Some(6),
+        concurrency: 1,
+        threads: 1,
+        per_conn: 1,
+        ..config()
+    };
+    let full = run_with(cfg.clone(), sink.local_addr(), Some(pem.clone()));
+    let c = full.totals.counters;
+    assert_eq!((c.accepted, c.tls_handshakes, c.tls_resumed), (6, 6, 0));
+    assert_eq!(
+        sink.stats().tls_resumed,
+        0,
+        "no resumption without --tls-resume"
+    );
+
+    let resumed = run_with(
+        Config {
+            tls_resume: true,
+            ..cfg
+        },
+        sink.local_addr(),
+        Some(pem),
+    );
+    let c = resumed.totals.counters;
+    assert_eq!((c.accepted, c.tls_handshakes), (6, 6));
+    assert_eq!(c.tls_resumed, 5, "all but the first connection resume");
+    let s = sink.stats();
+    assert_eq!(
+        (s.tls_handshakes, s.tls_resumed),
+        (12, 5),
+        "the sink saw it too"
+    );
+}

@@ -6,16 +6,21 @@
 //! - [`range`]: `lo..hi` ranges of sizes or counts (`1k..100k`, `1..3`).
 //! - [`serde_units`]: serde adapters so YAML and JSON use the same forms as
 //!   the command line.
+//! - [`expr`]: the one expression language for judgements
+//!   (`metric op value`, `retry_4xx_min_interval>=1s`): parse, evaluate,
+//!   print back.
 //! - [`yaml`]: a loader that reports `file:line:col`, the key path and the
 //!   allowed keys or values, and never a Rust type name.
 
 #![deny(missing_docs)]
 
+pub mod expr;
 pub mod range;
 pub mod serde_units;
 pub mod units;
 pub mod yaml;
 
+pub use expr::{Check, ExprError, Op, Value};
 pub use range::{parse_range, RangeError};
 pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
 pub use yaml::{from_yaml_str, YamlError};

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::control;
+use crate::filter::ClientFilter;
 use crate::server::SinkState;
 
 /// The control API's view of the sink.
@@ -21,42 +22,70 @@ impl control::ControlBackend for Backend {
         m
     }
 
-    fn reset(&self) {
-        self.0.stats.reset();
-        if let Some(e) = &self.0.engine {
-            e.reset_referee();
-            e.reset_state();
+    fn reset(&self, filter: &ClientFilter) {
+        self.0.reset(filter);
+    }
+
+    fn info_json(&self) -> Option<serde_json::Value> {
+        self.0.info.get().and_then(|i| serde_json::to_value(i).ok())
+    }
+
+    fn plan_yaml(&self, helo: Option<&str>) -> Option<String> {
+        let e = self.0.engine.as_ref()?;
+        match helo {
+            Some(h) => e.scoped_plan_yaml(h),
+            None => Some(e.plan_yaml().unwrap_or_else(|| "rules: []\n".into())),
         }
     }
 
-    fn plan_yaml(&self) -> Option<String> {
+    fn put_plan(
+        &self,
+        helo: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> Option<Result<(), String>> {
         let e = self.0.engine.as_ref()?;
-        Some(e.plan_yaml().unwrap_or_else(|| "rules: []\n".into()))
-    }
-
-    fn put_plan(&self, body: &[u8], content_type: Option<&str>) -> Option<Result<(), String>> {
-        let e = self.0.engine.as_ref()?;
-        Some(
-            e.load_bytes(body, content_type, "PUT /plan")
+        Some(match helo {
+            Some(h) => e
+                .load_scoped_bytes(h, body, content_type)
                 .map_err(|e| e.to_string()),
-        )
+            None => e
+                .load_bytes(body, content_type, "PUT /plan")
+                .map_err(|e| e.to_string()),
+        })
     }
 
-    fn delete_plan(&self) -> Option<()> {
-        self.0.engine.as_ref()?.unload();
-        Some(())
+    fn delete_plan(&self, helo: Option<&str>) -> Option<()> {
+        let e = self.0.engine.as_ref()?;
+        match helo {
+            Some(h) => e.unload_scoped(h).then_some(()),
+            None => {
+                e.unload();
+                Some(())
+            }
+        }
     }
 
-    fn clients_json(&self) -> Option<serde_json::Value> {
-        Some(self.0.engine.as_ref()?.clients_json())
+    fn clients_json(&self, filter: &ClientFilter) -> Option<serde_json::Value> {
+        let r = self.0.engine.as_ref()?.referee_report_for(filter);
+        serde_json::to_value(r).ok()
     }
 
-    fn messages(&self) -> serde_json::Value {
+    fn verdicts_json(&self, filter: &ClientFilter) -> Option<serde_json::Value> {
+        serde_json::to_value(self.0.engine.as_ref()?.verdicts(filter)).ok()
+    }
+
+    fn verdict_json(&self, id: &str) -> Option<serde_json::Value> {
+        serde_json::to_value(self.0.engine.as_ref()?.verdict(id)?).ok()
+    }
+
+    fn messages(&self, filter: &ClientFilter) -> serde_json::Value {
         let list: Vec<serde_json::Value> = self
             .0
             .store
             .messages()
             .iter()
+            .filter(|m| m.matches(filter))
             .map(|m| {
                 let mut v = serde_json::to_value(&**m).unwrap_or_default();
                 if let Some(obj) = v.as_object_mut() {
@@ -72,7 +101,11 @@ impl control::ControlBackend for Backend {
         self.0.store.get(id).map(|m| m.raw.clone())
     }
 
-    fn clear_messages(&self) {
-        self.0.store.clear();
+    fn clear_messages(&self, filter: &ClientFilter) {
+        if filter.is_all() {
+            self.0.store.clear();
+        } else {
+            self.0.store.remove_where(|m| m.matches(filter));
+        }
     }
 }

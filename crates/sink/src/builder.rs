@@ -236,6 +236,7 @@ impl SinkBuilder {
             grace_ms: AtomicU64::new(config.shutdown_grace.as_millis() as u64),
             hook: self.hook,
             engine: self.engine,
+            info: std::sync::OnceLock::new(),
         });
         let control = match config.control {
             Some(addr) => Some(control::spawn(
@@ -264,6 +265,17 @@ impl SinkBuilder {
             // On failure the handle's Drop stops the shards already running.
             handle.threads.push(server::spawn_shard(spec)?);
         }
+        // Every listener is bound and listening (connections queue in the
+        // kernel until a shard accepts them): the sink is ready.
+        let _ = shared.info.set(crate::ready::ReadyInfo {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            smtp: handle.local.clone(),
+            tls: handle.tls_local.clone(),
+            control: handle.control_addr(),
+            dns: None,
+            hostname: handle.hostname(),
+        });
         Ok(handle)
     }
 }

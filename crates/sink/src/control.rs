@@ -11,6 +11,7 @@
 //! | method & path          | backend call                  | success                   |
 //! |------------------------|-------------------------------|---------------------------|
 //! | `GET /healthz`         | —                             | 200 `ok`                  |
+//! | `GET /info`            | [`ControlBackend::info_json`]    | 200 JSON (the ready-file object), 404 |
 //! | `GET /stats`           | [`ControlBackend::stats_json`]   | 200 JSON               |
 //! | `GET /metrics`         | [`ControlBackend::metrics_text`] | 200 Prometheus text    |
 //! | `POST /reset`          | [`ControlBackend::reset`]        | 204                    |
@@ -21,6 +22,13 @@
 //! | `PUT /plan`            | [`ControlBackend::put_plan`]     | 204, 400 with the error (an empty plan too), 404 |
 //! | `DELETE /plan`         | [`ControlBackend::delete_plan`]  | 204, 404 when unsupported |
 //! | `GET /clients`         | [`ControlBackend::clients_json`] | 200 JSON, 404 when unsupported |
+//! | `GET /verdicts`        | [`ControlBackend::verdicts_json`] | 200 JSON list, 404 when unsupported |
+//! | `GET /clients/{id}/verdict` | [`ControlBackend::verdict_json`] | 200 JSON, 404 for an unknown client |
+//!
+//! `?helo=NAME&domain=D` ([`ClientFilter`]) selects one test's clients on
+//! `GET /clients`, `GET /messages`, `DELETE /messages`, `GET /verdicts` and
+//! `POST /reset`; `?helo=NAME` on `GET/PUT/DELETE /plan` addresses the plan
+//! scoped to that client. An unknown query parameter is a 400.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -28,13 +36,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::oneshot;
+
+use crate::filter::ClientFilter;
 
 /// Content type of `GET /metrics` (Prometheus text exposition format 0.0.4).
 pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -51,35 +61,65 @@ pub trait ControlBackend: Send + Sync + 'static {
     fn stats_json(&self) -> serde_json::Value;
     /// `GET /metrics`: Prometheus text exposition of the same counters.
     fn metrics_text(&self) -> String;
-    /// `POST /reset`: zero the counters.
-    fn reset(&self);
-    /// `GET /messages`: the kept messages' metadata as JSON.
-    fn messages(&self) -> serde_json::Value;
+    /// `POST /reset`: zero the counters; with a filter, forget only the
+    /// selected clients' records, messages and plan state.
+    fn reset(&self, filter: &ClientFilter);
+    /// `GET /messages`: the kept messages' metadata as JSON (those of the
+    /// clients `filter` selects).
+    fn messages(&self, filter: &ClientFilter) -> serde_json::Value;
     /// `GET /messages/{id}`: one kept message, raw, or `None` (404).
     fn message_raw(&self, id: u64) -> Option<Vec<u8>>;
-    /// `DELETE /messages`: forget the kept messages.
-    fn clear_messages(&self);
+    /// `DELETE /messages`: forget the kept messages (those of the clients
+    /// `filter` selects).
+    fn clear_messages(&self, filter: &ClientFilter);
 
-    /// `GET /plan`: the fault plan as YAML; `None` (404) when the backend has
-    /// no plan support.
-    fn plan_yaml(&self) -> Option<String> {
+    /// `GET /info`: the ready-file object (addresses, pid, version);
+    /// `None` (404) when unknown.
+    fn info_json(&self) -> Option<serde_json::Value> {
         None
     }
-    /// `PUT /plan`: replace the fault plan with `body` (sent with
-    /// `content_type`). `None` → 404 (unsupported), `Some(Err(text))` → 400
-    /// with `text`, `Some(Ok(()))` → 204.
-    fn put_plan(&self, body: &[u8], content_type: Option<&str>) -> Option<Result<(), String>> {
-        let _ = (body, content_type);
+    /// `GET /plan`: the fault plan as YAML (`helo`: the plan scoped to that
+    /// client); `None` (404) when the backend has no plan support, or there
+    /// is no such scoped plan.
+    fn plan_yaml(&self, helo: Option<&str>) -> Option<String> {
+        let _ = helo;
         None
     }
-    /// `DELETE /plan`: remove the fault plan (normal behaviour from then
-    /// on). `None` → 404 (unsupported), `Some(())` → 204.
-    fn delete_plan(&self) -> Option<()> {
+    /// `PUT /plan`: replace the fault plan (or `helo`'s scoped plan) with
+    /// `body` (sent with `content_type`). `None` → 404 (unsupported),
+    /// `Some(Err(text))` → 400 with `text`, `Some(Ok(()))` → 204.
+    fn put_plan(
+        &self,
+        helo: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> Option<Result<(), String>> {
+        let _ = (helo, body, content_type);
+        None
+    }
+    /// `DELETE /plan`: remove the fault plan (or `helo`'s scoped plan;
+    /// normal behaviour from then on). `None` → 404 (unsupported),
+    /// `Some(())` → 204.
+    fn delete_plan(&self, helo: Option<&str>) -> Option<()> {
+        let _ = helo;
         None
     }
     /// `GET /clients`: per-client details as JSON; `None` (404) when
     /// unsupported.
-    fn clients_json(&self) -> Option<serde_json::Value> {
+    fn clients_json(&self, filter: &ClientFilter) -> Option<serde_json::Value> {
+        let _ = filter;
+        None
+    }
+    /// `GET /verdicts`: the selected clients' verdicts as a JSON list;
+    /// `None` (404) when unsupported.
+    fn verdicts_json(&self, filter: &ClientFilter) -> Option<serde_json::Value> {
+        let _ = filter;
+        None
+    }
+    /// `GET /clients/{id}/verdict`: one client's verdict; `None` (404) for
+    /// an unknown client or without support.
+    fn verdict_json(&self, id: &str) -> Option<serde_json::Value> {
+        let _ = id;
         None
     }
 }
@@ -249,6 +289,7 @@ type Backend = Arc<dyn ControlBackend>;
 fn router(token: Option<String>, backend: Backend) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .route("/info", get(info))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/reset", post(reset))
@@ -256,6 +297,8 @@ fn router(token: Option<String>, backend: Backend) -> Router {
         .route("/messages/{id}", get(message_raw))
         .route("/plan", get(plan_get).put(plan_put).delete(plan_delete))
         .route("/clients", get(clients))
+        .route("/clients/{id}/verdict", get(verdict))
+        .route("/verdicts", get(verdicts))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         // Applied to every route and the fallback; /healthz is exempted inside.
         .layer(middleware::from_fn_with_state(
@@ -312,13 +355,30 @@ async fn metrics(State(b): State<Backend>) -> Response {
         .into_response()
 }
 
-async fn reset(State(b): State<Backend>) -> StatusCode {
-    b.reset();
+/// `?helo=NAME` on the plan routes.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanScope {
+    helo: Option<String>,
+}
+
+async fn info(State(b): State<Backend>) -> Response {
+    match b.info_json() {
+        Some(v) => Json(v).into_response(),
+        None => (StatusCode::NOT_FOUND, "no info\n").into_response(),
+    }
+}
+
+async fn reset(State(b): State<Backend>, Query(f): Query<ClientFilter>) -> StatusCode {
+    b.reset(&f);
     StatusCode::NO_CONTENT
 }
 
-async fn messages(State(b): State<Backend>) -> Json<serde_json::Value> {
-    Json(b.messages())
+async fn messages(
+    State(b): State<Backend>,
+    Query(f): Query<ClientFilter>,
+) -> Json<serde_json::Value> {
+    Json(b.messages(&f))
 }
 
 async fn message_raw(State(b): State<Backend>, Path(id): Path<u64>) -> Response {
@@ -335,13 +395,30 @@ async fn message_raw(State(b): State<Backend>, Path(id): Path<u64>) -> Response 
     }
 }
 
-async fn clear_messages(State(b): State<Backend>) -> StatusCode {
-    b.clear_messages();
+async fn clear_messages(State(b): State<Backend>, Query(f): Query<ClientFilter>) -> StatusCode {
+    b.clear_messages(&f);
     StatusCode::NO_CONTENT
 }
 
-async fn plan_get(State(b): State<Backend>) -> Response {
-    match b.plan_yaml() {
+async fn plan_get(State(b): State<Backend>, Query(p): Query<PlanScope>) -> Response {
+    if let Some(h) = &p.helo {
+        return match b.plan_yaml(Some(h)) {
+            Some(yaml) => (
+                [(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/yaml"),
+                )],
+                yaml,
+            )
+                .into_response(),
+            None => (
+                StatusCode::NOT_FOUND,
+                format!("no plan scoped to helo {h:?}\n"),
+            )
+                .into_response(),
+        };
+    }
+    match b.plan_yaml(None) {
         Some(yaml) => (
             [(
                 header::CONTENT_TYPE,
@@ -370,35 +447,54 @@ fn is_empty_plan(body: &[u8]) -> bool {
     }
 }
 
-async fn plan_put(State(b): State<Backend>, headers: HeaderMap, body: Bytes) -> Response {
+async fn plan_put(
+    State(b): State<Backend>,
+    Query(p): Query<PlanScope>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok());
     if is_empty_plan(&body) {
         // Checked after support, so an unsupported backend still says 404.
-        if b.plan_yaml().is_none() {
+        if b.plan_yaml(None).is_none() {
             return (StatusCode::NOT_FOUND, "no fault plan support\n").into_response();
         }
         return (StatusCode::BAD_REQUEST, format!("{EMPTY_PLAN_MESSAGE}\n")).into_response();
     }
-    match b.put_plan(&body, content_type) {
+    match b.put_plan(p.helo.as_deref(), &body, content_type) {
         Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Some(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         None => (StatusCode::NOT_FOUND, "no fault plan support\n").into_response(),
     }
 }
 
-async fn plan_delete(State(b): State<Backend>) -> Response {
-    match b.delete_plan() {
+async fn plan_delete(State(b): State<Backend>, Query(p): Query<PlanScope>) -> Response {
+    match b.delete_plan(p.helo.as_deref()) {
         Some(()) => StatusCode::NO_CONTENT.into_response(),
         None => (StatusCode::NOT_FOUND, "no fault plan support\n").into_response(),
     }
 }
 
-async fn clients(State(b): State<Backend>) -> Response {
-    match b.clients_json() {
+async fn clients(State(b): State<Backend>, Query(f): Query<ClientFilter>) -> Response {
+    match b.clients_json(&f) {
         Some(v) => Json(v).into_response(),
         None => (StatusCode::NOT_FOUND, "no client details\n").into_response(),
+    }
+}
+
+async fn verdicts(State(b): State<Backend>, Query(f): Query<ClientFilter>) -> Response {
+    match b.verdicts_json(&f) {
+        Some(v) => Json(v).into_response(),
+        None => (StatusCode::NOT_FOUND, "no verdicts\n").into_response(),
+    }
+}
+
+async fn verdict(State(b): State<Backend>, Path(id): Path<String>) -> Response {
+    match b.verdict_json(&id) {
+        Some(v) => Json(v).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no client {id:?}\n")).into_response(),
     }
 }
 

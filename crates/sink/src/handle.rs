@@ -67,6 +67,56 @@ impl SinkHandle {
         self.shared.engine.as_ref()
     }
 
+    /// Where the sink listens: the object `--ready-file` writes and
+    /// `GET /info` serves.
+    pub fn ready_info(&self) -> crate::ready::ReadyInfo {
+        self.shared
+            .info
+            .get()
+            .cloned()
+            .expect("set when the sink started")
+    }
+
+    /// The referee's report on the clients `filter` selects (`GET
+    /// /clients`); `None` without a fault engine.
+    pub fn clients(&self, filter: &crate::ClientFilter) -> Option<plan::RefereeReport> {
+        Some(self.fault_engine()?.referee_report_for(filter))
+    }
+
+    /// The verdicts of the clients `filter` selects (`GET /verdicts`);
+    /// empty without a fault engine.
+    pub fn verdicts(&self, filter: &crate::ClientFilter) -> Vec<plan::ClientVerdict> {
+        self.fault_engine()
+            .map(|e| e.verdicts(filter))
+            .unwrap_or_default()
+    }
+
+    /// Client `id`'s verdict (`GET /clients/{id}/verdict`): `None` for an
+    /// unknown client.
+    pub fn verdict(&self, client_id: &str) -> Option<plan::ClientVerdict> {
+        self.fault_engine()?.verdict(client_id)
+    }
+
+    /// `POST /reset` with `filter`: everything when it selects all,
+    /// otherwise the selected clients' records, kept messages and plan
+    /// state.
+    pub fn reset(&self, filter: &crate::ClientFilter) {
+        self.shared.reset(filter);
+    }
+
+    /// `PUT /plan?helo=NAME`: loads `plan` for the sessions greeting with
+    /// `helo`. Needs a fault engine ([`crate::SinkBuilder::fault_engine`]).
+    pub fn put_scoped_plan(
+        &self,
+        helo: &str,
+        plan: plan::Plan,
+    ) -> Result<(), plan::ScopedPlanError> {
+        match self.fault_engine() {
+            Some(e) => e.load_scoped(helo, plan),
+            None => Err(plan::ScopedPlanError::NoEngine),
+        }
+    }
+
     /// Zeroes the counters (gauges excepted).
     pub fn reset_stats(&self) {
         self.shared.stats.reset();
@@ -75,6 +125,13 @@ impl SinkHandle {
     /// The kept messages (`keep`), oldest first.
     pub fn messages(&self) -> Vec<Arc<StoredMessage>> {
         self.shared.store.messages()
+    }
+
+    /// The kept messages `filter` selects, oldest first.
+    pub fn messages_for(&self, filter: &crate::ClientFilter) -> Vec<Arc<StoredMessage>> {
+        let mut m = self.shared.store.messages();
+        m.retain(|m| m.matches(filter));
+        m
     }
 
     /// Forgets the kept messages.

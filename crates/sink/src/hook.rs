@@ -4,10 +4,12 @@
 //! answers a command. With no hook installed the session never builds a
 //! [`StageContext`]: the check is one `Option` test per command.
 
+use std::any::Any;
 use std::borrow::Cow;
 use std::fmt;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -307,6 +309,10 @@ pub struct StageContext<'a> {
     pub message: Option<&'a [u8]>,
     /// The command line as sent (without CRLF), for command stages.
     pub command: &'a [u8],
+    /// What the hook attached to the session at its first greeting
+    /// ([`StageHook::session_greeted`]); `None` before it or when the hook
+    /// attached nothing.
+    pub scope: Option<&'a (dyn Any + Send + Sync)>,
 }
 
 impl<'a> StageContext<'a> {
@@ -350,6 +356,23 @@ pub trait StageHook: Send + Sync {
         false
     }
 
+    /// The first EHLO/HELO/LHLO of a session for which
+    /// [`StageHook::session_opened`] returned `true`, before its stage is
+    /// decided. `connected`: when the connection was accepted. What it
+    /// returns is handed back in [`StageContext::scope`] at every later
+    /// stage of the session: per-session data looked up once (the fault
+    /// engine keeps the client id and the client's scoped plan there).
+    fn session_greeted(
+        &self,
+        session_id: u64,
+        peer: SocketAddr,
+        helo: &str,
+        connected: Instant,
+    ) -> Option<SessionScope> {
+        let _ = (session_id, peer, helo, connected);
+        None
+    }
+
     /// A session for which [`StageHook::session_opened`] returned `true`
     /// ended.
     fn session_closed(&self, end: &SessionEnd) {
@@ -363,6 +386,10 @@ pub trait StageHook: Send + Sync {
         false
     }
 }
+
+/// Per-session data a hook attached at the first greeting
+/// ([`StageHook::session_greeted`]).
+pub type SessionScope = Arc<dyn Any + Send + Sync>;
 
 /// What a session did, reported when it ends.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -382,6 +409,23 @@ pub struct SessionEnd {
     pub commands_after_421: u32,
     /// The client sent QUIT after a 421.
     pub quit_after_421: bool,
+    /// The argument of the session's first EHLO/HELO/LHLO, if any.
+    pub helo: Option<String>,
+    /// MAIL commands the client sent (accepted or not).
+    pub mails: u32,
+    /// MAIL `SIZE=` above the announced limit, and messages whose data
+    /// exceeded the `SIZE=` the client declared (or the limit).
+    pub size_violations: u32,
+    /// The session ran without PIPELINING announced at some point where a
+    /// client could pipeline (a HELO greeting, or a command pipelined
+    /// before any EHLO reply).
+    pub pipelining_unannounced_tested: bool,
+    /// The client pipelined while PIPELINING was not announced.
+    pub pipelined_unannounced: bool,
+    /// The client sent QUIT.
+    pub quit: bool,
+    /// The client closed the connection (without QUIT).
+    pub client_closed: bool,
 }
 
 impl SessionEnd {
@@ -428,6 +472,7 @@ mod tests {
             message_size: 0,
             message: Some(b"From: a\r\nSubject:  Hi \r\n\r\nX-Not: header\r\n"),
             command: b"",
+            scope: None,
         };
         assert_eq!(ctx.header("subject"), Some("Hi"));
         assert_eq!(ctx.header("x-not"), None);

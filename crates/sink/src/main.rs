@@ -17,6 +17,12 @@ name in snake_case (e.g. `max_message_size: 10MiB`); flags override the file.
 Unknown keys are errors. Durations: 300ms, 5s, 1.5s, 2m, 1h, 1d. Sizes: 512, 64k,
 50MiB, 1G.
 
+Control API (--control): GET /healthz /info /stats /metrics /clients /verdicts
+/clients/{id}/verdict /messages /messages/{id}; POST /reset; DELETE /messages;
+GET|PUT|DELETE /plan. A client's id is the EHLO name of its sessions (or its IP
+before a greeting): ?helo=NAME&domain=D selects one test's clients on /clients,
+/verdicts, /messages and /reset; /plan?helo=NAME is a plan scoped to that name.
+
 Signals: SIGINT/SIGTERM stop accepting, answer 421 4.3.2 to each session at its next
 command, wait up to --shutdown-grace, print final stats and exit 0. SIGHUP reloads the
 config file and TLS certificates; running sessions keep their settings.
@@ -29,7 +35,8 @@ Exit codes:
      value, an unreadable or invalid --config, --plan, TLS certificate or key,
      or --auth-users file, a control API off loopback without a token, a
      --capture directory that cannot be created or written, an --events file
-     that cannot be opened";
+     that cannot be opened, a --ready-file that cannot be written or a
+     --ready-fd that is not open";
 
 /// A per-core ESMTP/LMTP sink that accepts mail at line rate.
 #[derive(Parser, Debug, Clone)]
@@ -118,7 +125,8 @@ struct Args {
     /// Total size of the kept messages; the oldest go first; 0 = no cap [default: 64MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     keep_bytes: Option<u64>,
-    /// Control API address, or `off` [default: 127.0.0.1:8025].
+    /// Control API address, or `off` [default: 127.0.0.1:8025]; port 0
+    /// picks a free port (see --ready-file).
     #[arg(long, value_name = "ADDR|off", value_parser = parse_control_flag)]
     control: Option<ControlFlag>,
     /// Bearer token for the control API (required when not on loopback).
@@ -140,6 +148,19 @@ struct Args {
     /// Append one JSON line per injected fault to FILE.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Once every listener (SMTP/LMTP, implicit TLS, control) is bound and
+    /// accepting, write one JSON object and a newline to FILE, atomically
+    /// (a temporary file in the same directory, then a rename):
+    /// `{"version","pid","smtp":[addr..],"tls":[addr..],"control":addr|null,
+    /// "dns":null,"hostname"}`. Start with port 0 everywhere and read the
+    /// real addresses from it; `GET /info` serves the same object. A path
+    /// that cannot be written is an error at start (exit 2).
+    #[arg(long, value_name = "FILE")]
+    ready_file: Option<PathBuf>,
+    /// Like --ready-file, to an inherited file descriptor N (a pipe the
+    /// harness reads one line from).
+    #[arg(long, value_name = "N")]
+    ready_fd: Option<i32>,
     /// Print the effective configuration as YAML and exit.
     #[arg(long)]
     print_config: bool,
@@ -314,6 +335,22 @@ fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
             .context("cannot install signal handlers")
             .map_err(Failure::runtime)?
     };
+    // Checked before serving: a bad ready file is a configuration error.
+    let config_err = |e: mailstorm_sink::ready::ReadyError| Failure {
+        code: EXIT_CONFIG,
+        error: anyhow::Error::new(e).context("cannot start"),
+    };
+    let ready_file = args
+        .ready_file
+        .as_deref()
+        .map(mailstorm_sink::ready::ReadyFile::prepare)
+        .transpose()
+        .map_err(config_err)?;
+    let ready_fd = args
+        .ready_fd
+        .map(mailstorm_sink::ready::ReadyFd::prepare)
+        .transpose()
+        .map_err(config_err)?;
     // Always installed, so `PUT /plan` works without --plan; with no plan a
     // decision is one atomic load.
     let sink = Sink::from_config(config.clone())
@@ -336,6 +373,13 @@ fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
         if let Some(a) = sink.control_addr() {
             eprintln!("mailstorm-sink: control API on http://{a}/");
         }
+    }
+    let info = sink.ready_info();
+    if let Some(f) = ready_file {
+        f.write(&info).map_err(Failure::runtime)?;
+    }
+    if let Some(f) = ready_fd {
+        f.write(&info).map_err(Failure::runtime)?;
     }
     rt.block_on(signals(sigs, &args, &sink, stats_interval, quiet));
     let grace = sink.config().shutdown_grace;

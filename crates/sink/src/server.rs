@@ -35,9 +35,25 @@ pub(crate) struct SinkState {
     pub(crate) hook: Option<Arc<dyn crate::hook::StageHook>>,
     /// The fault engine (also the hook) when one is installed.
     pub(crate) engine: Option<Arc<crate::plan::Engine>>,
+    /// What the ready file says, set once every listener is bound.
+    pub(crate) info: std::sync::OnceLock<crate::ready::ReadyInfo>,
 }
 
 impl SinkState {
+    /// `POST /reset`: with no filter, the counters, the referee and the
+    /// plans' state; with one, the selected clients' referee records,
+    /// kept messages and plan state (the counters are global and stay).
+    pub(crate) fn reset(&self, filter: &crate::filter::ClientFilter) {
+        if filter.is_all() {
+            self.stats.reset();
+        } else {
+            self.store.remove_where(|m| m.matches(filter));
+        }
+        if let Some(e) = &self.engine {
+            e.reset_clients(filter);
+        }
+    }
+
     pub(crate) fn settings(&self) -> Arc<Settings> {
         self.settings
             .read()

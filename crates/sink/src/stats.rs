@@ -108,6 +108,7 @@ scalar_counters! {
     RecipientsAccepted,
     Commands,
     TlsHandshakes,
+    TlsResumed,
     TlsFailures,
     AuthSuccesses,
     AuthFailures,
@@ -277,6 +278,7 @@ impl Stats {
                 closed.insert(r.as_str().to_owned(), n);
             }
         }
+        let rejections = rejections_of(&replies);
         StatsSnapshot {
             uptime_secs: self.started.elapsed().as_secs_f64(),
             since_reset_secs: since.elapsed().as_secs_f64(),
@@ -289,15 +291,37 @@ impl Stats {
             recipients_accepted: c(Counter::RecipientsAccepted),
             commands: c(Counter::Commands),
             tls_handshakes: c(Counter::TlsHandshakes),
+            tls_resumed: c(Counter::TlsResumed),
             tls_failures: c(Counter::TlsFailures),
             auth_successes: c(Counter::AuthSuccesses),
             auth_failures: c(Counter::AuthFailures),
             read_buffer_high_water: c(Counter::ReadBufferHighWater),
             reply_writes: c(Counter::Writes),
             replies,
+            rejections,
             closed,
         }
     }
+}
+
+/// Refusals by stage and class (`4xx`, `5xx`) from the replies by stage
+/// and code.
+fn rejections_of(
+    replies: &BTreeMap<String, BTreeMap<u16, u64>>,
+) -> BTreeMap<String, BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for (stage, codes) in replies {
+        let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
+        for (code, n) in codes {
+            if *code >= 400 {
+                *by_class.entry(format!("{}xx", code / 100)).or_default() += n;
+            }
+        }
+        if !by_class.is_empty() {
+            out.insert(stage.clone(), by_class);
+        }
+    }
+    out
 }
 
 /// A point-in-time view of the sink's counters (summed over shards, minus
@@ -315,7 +339,8 @@ pub struct StatsSnapshot {
     /// Messages accepted (one per transaction, whatever its recipients).
     pub messages_accepted: u64,
     /// Messages whose end was reached but that were refused (size, bare LF,
-    /// hook).
+    /// hook): end-of-data refusals only. A refusal at RCPT or MAIL is in
+    /// [`StatsSnapshot::rejections`].
     pub messages_rejected: u64,
     /// Octets read from clients (commands and bodies; after TLS decryption).
     pub bytes_received: u64,
@@ -327,6 +352,10 @@ pub struct StatsSnapshot {
     pub commands: u64,
     /// Completed TLS handshakes (STARTTLS and implicit).
     pub tls_handshakes: u64,
+    /// Of those, handshakes that resumed a session (a ticket the sink
+    /// issued earlier): no certificate, no signature.
+    #[serde(default)]
+    pub tls_resumed: u64,
     /// Failed TLS handshakes.
     pub tls_failures: u64,
     /// Successful AUTH exchanges.
@@ -340,6 +369,9 @@ pub struct StatsSnapshot {
     pub reply_writes: u64,
     /// Replies sent, by stage name and reply code.
     pub replies: BTreeMap<String, BTreeMap<u16, u64>>,
+    /// Refusals (4xx deferrals and 5xx rejections) at every stage, by
+    /// stage name and class (`"4xx"`, `"5xx"`): `{"rcpt": {"5xx": 1}}`.
+    pub rejections: BTreeMap<String, BTreeMap<String, u64>>,
     /// Sessions closed, by reason name.
     pub closed: BTreeMap<String, u64>,
 }
@@ -446,6 +478,12 @@ impl StatsSnapshot {
                 self.tls_handshakes,
             ),
             (
+                "tls_resumed_total",
+                "counter",
+                "TLS handshakes that resumed a session.",
+                self.tls_resumed,
+            ),
+            (
                 "tls_failures_total",
                 "counter",
                 "Failed TLS handshakes.",
@@ -493,6 +531,19 @@ impl StatsSnapshot {
         }
         let _ = writeln!(
             s,
+            "# HELP mailstorm_sink_rejections_total Refusals (4xx, 5xx) by stage and class."
+        );
+        let _ = writeln!(s, "# TYPE mailstorm_sink_rejections_total counter");
+        for (stage, classes) in &self.rejections {
+            for (class, n) in classes {
+                let _ = writeln!(
+                    s,
+                    "mailstorm_sink_rejections_total{{stage=\"{stage}\",class=\"{class}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
             "# HELP mailstorm_sink_sessions_closed_total Sessions closed by reason."
         );
         let _ = writeln!(s, "# TYPE mailstorm_sink_sessions_closed_total counter");
@@ -525,11 +576,20 @@ mod tests {
         st.shards[1].add(Counter::MessagesAccepted, 4);
         st.shards[0].add(Counter::ConnectionsOpen, 2);
         st.shards[1].reply(Stage::Rcpt, 250);
+        st.shards[1].reply(Stage::Rcpt, 550);
+        st.shards[0].reply(Stage::Rcpt, 551);
+        st.shards[0].reply(Stage::Mail, 451);
         st.shards[1].closed(CloseReason::Quit);
         let s = st.snapshot();
+        assert_eq!(s.rejections["rcpt"]["5xx"], 2);
+        assert_eq!(s.rejections["mail"]["4xx"], 1);
+        assert!(!s.rejections.contains_key("data_end"));
+        assert!(s
+            .to_prometheus()
+            .contains("mailstorm_sink_rejections_total{stage=\"rcpt\",class=\"5xx\"} 2"));
         assert_eq!(s.messages_accepted, 7);
         assert_eq!(s.replies_at(Stage::Rcpt, 250), 1);
-        assert_eq!(s.replies_by_class(), [1, 0, 0, 0]);
+        assert_eq!(s.replies_by_class(), [1, 0, 1, 2]);
         assert_eq!(s.closed_for(CloseReason::Quit), 1);
         assert!(s
             .to_prometheus()

@@ -52,6 +52,12 @@ pub struct StoredMessage {
 }
 
 impl StoredMessage {
+    /// Whether `filter` selects this message (by its greeting, sender and
+    /// recipient domains).
+    pub fn matches(&self, filter: &crate::ClientFilter) -> bool {
+        filter.matches_message(&self.helo, &self.mail_from, &self.rcpt_to)
+    }
+
     /// The message as received, without the envelope headers.
     pub fn body(&self) -> &[u8] {
         &self.raw[self.raw.len() - self.size..]
@@ -72,6 +78,7 @@ impl StoredMessage {
             message_size: 0,
             message: Some(self.body()),
             command: b"",
+            scope: None,
         };
         ctx.header(name).map(str::to_owned)
     }
@@ -181,6 +188,19 @@ impl Store {
     pub(crate) fn get(&self, id: u64) -> Option<Arc<StoredMessage>> {
         let ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
         ring.messages.iter().find(|m| m.id == id).cloned()
+    }
+
+    /// Forgets the kept messages `drop` selects (a filtered reset).
+    pub(crate) fn remove_where(&self, drop: impl Fn(&StoredMessage) -> bool) {
+        let mut ring = self.ring.lock().unwrap_or_else(|e| e.into_inner());
+        let before = std::mem::take(&mut ring.messages);
+        ring.bytes = 0;
+        for m in before {
+            if !drop(&m) {
+                ring.bytes += m.raw.len() as u64;
+                ring.messages.push_back(m);
+            }
+        }
     }
 
     /// Forgets the kept messages and gives their memory back to the system.

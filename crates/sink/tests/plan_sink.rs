@@ -217,13 +217,14 @@ fn reply_421_mid_session_closes_and_referee_counts_violations() {
     assert!(c.drain_to_eof().is_empty(), "closed after 421");
     drop(c);
     wait_for("session reported", || {
-        engine.clients_json()["clients"]["127.0.0.1"]["commands_after_421"] == 1
+        engine.clients_json()["clients"]["client.test"]["commands_after_421"] == 1
     });
     let j = engine.clients_json();
-    assert_eq!(j["clients"]["127.0.0.1"]["quit_after_421"], 1, "{j}");
-    assert_eq!(j["clients"]["127.0.0.1"]["replies_421"], 1);
-    // The next connection's delay after the 421 is recorded.
-    Client::connect(sink.local_addr()).cmd("QUIT");
+    assert_eq!(j["clients"]["client.test"]["quit_after_421"], 1, "{j}");
+    assert_eq!(j["clients"]["client.test"]["replies_421"], 1);
+    // The client's next connection's delay after the 421 is recorded (at
+    // its greeting: that is when the sink knows whose connection it is).
+    Client::ehlo(sink.local_addr()).cmd("QUIT");
     wait_for("reconnect recorded", || {
         engine.clients_json()["reconnect_after_421_ms"]["count"] == 1
     });
@@ -400,21 +401,26 @@ fn control_api_plan_and_clients() {
     let (_, text) = http("GET", "/clients", "");
     let j: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(j["retry_interval_ms_by_code"]["451"]["count"], 1, "{j}");
-    assert_eq!(j["clients"]["127.0.0.1"]["max_concurrent"], 1);
+    assert_eq!(j["clients"]["client.test"]["max_concurrent"], 1);
+    assert_eq!(j["clients"]["client.test"]["ips"][0], "127.0.0.1");
     // The JSON is the typed report: it reads back as the same struct.
     let typed: mailstorm_sink::plan::RefereeReport = serde_json::from_str(&text).unwrap();
     assert_eq!(typed, sink.fault_engine().unwrap().referee_report());
-    let client = &typed.clients[&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()];
+    let client = &typed.clients["client.test"];
     assert_eq!((client.retries, client.max_concurrent), (1, 1));
     assert_eq!(typed.retry_interval_ms_by_code[&451].count, 1);
     let (_, m) = http("GET", "/metrics", "");
     assert!(
-        m.contains("mailstorm_sink_client_retries_total{client=\"127.0.0.1\"} 1"),
+        m.contains("mailstorm_sink_client_retries_total{client=\"client.test\"} 1"),
         "{m}"
     );
     let ev = std::fs::read_to_string(&events).unwrap();
     let line: serde_json::Value = serde_json::from_str(ev.lines().next().unwrap()).unwrap();
     assert_eq!(line["stage"], "rcpt");
+    assert_eq!(
+        (&line["client"], &line["ip"]),
+        (&"client.test".into(), &"127.0.0.1".into())
+    );
     assert_eq!(line["key"], "rcpt:b@y.test");
     assert_eq!(line["attempt"], 1);
     assert_eq!(line["outcome"], "reply 451 4.7.1");

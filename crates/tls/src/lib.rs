@@ -350,7 +350,7 @@ fn build_server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth();
     // with_single_cert parses the key and checks it against the leaf's public key.
-    let config = builder.with_single_cert(certs, key).map_err(|e| match e {
+    let mut config = builder.with_single_cert(certs, key).map_err(|e| match e {
         rustls::Error::InconsistentKeys(_) => TlsError::KeyMismatch {
             cert: cert_source,
             key: key_source.clone(),
@@ -361,6 +361,10 @@ fn build_server_config(
         },
         other => TlsError::Rustls(other),
     })?;
+    // Stateless session tickets (keys rotated by rustls): any shard can
+    // resume any session without a shared, locked cache, and a resumed
+    // handshake skips the certificate and its signature.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     Ok(Arc::new(config))
 }
 

@@ -133,6 +133,8 @@ pub struct Config {
     pub tls: bool,
     /// Skip certificate verification.
     pub insecure: bool,
+    /// Resume TLS sessions across connections (a client session cache).
+    pub tls_resume: bool,
     /// PEM file of CA certificates to trust.
     pub ca: Option<PathBuf>,
     /// TLS server name; defaults to the target's host.
@@ -220,6 +222,7 @@ impl Default for Config {
             starttls: StartTls::Off,
             tls: false,
             insecure: false,
+            tls_resume: false,
             ca: None,
             sni: None,
             auth: None,

@@ -9,7 +9,7 @@ use mailstorm_proto::ehlo::Capabilities;
 use mailstorm_proto::encode::{write_command, write_ehlo, write_lhlo, write_quit};
 use mailstorm_proto::Command;
 
-use super::transport::Stream;
+use super::transport::{Stream, READ_CHUNK};
 use super::{us, Caps, Conn, Disposition, Env};
 use crate::auth::Credentials;
 use crate::config::{AuthMech, StartTls};
@@ -58,9 +58,10 @@ impl Conn {
         }
         let mut c = Conn {
             stream: Stream::Tcp(tcp),
-            rbuf: Vec::with_capacity(8192),
+            rbuf: Vec::with_capacity(READ_CHUNK),
             rpos: 0,
-            wbuf: Vec::with_capacity(8192),
+            // Grows to the largest write (a message with its commands).
+            wbuf: Vec::new(),
             caps: Caps::default(),
             last_read: now,
             error_text: String::new(),

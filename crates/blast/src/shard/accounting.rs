@@ -49,10 +49,14 @@ impl Ctx {
             // Closed loop: a free connection is what asks for a message.
             st.counters.offered += 1;
         }
-        let late = self.schedule.is_some()
-            && started.saturating_duration_since(intended) > self.env.cfg.late_after;
-        if late {
-            st.counters.late += 1;
+        let mut late = false;
+        if self.schedule.is_some() {
+            let lateness = started.saturating_duration_since(intended);
+            st.time(Stage::Lateness, lateness.as_micros() as u64);
+            if lateness > self.env.cfg.late_after {
+                st.counters.late += 1;
+                late = true;
+            }
         }
         if self.env.cfg.stages.is_some() {
             let t = st.load_stage(stage);

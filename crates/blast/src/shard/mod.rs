@@ -38,6 +38,7 @@ use crate::{BlastError, StopSignal};
 
 mod accounting;
 mod admission;
+mod clock;
 mod schedule;
 mod worker;
 

@@ -189,6 +189,7 @@ pub(super) async fn pace(ctx: Rc<Ctx>) {
     let Some(sched) = ctx.schedule.as_ref() else {
         return;
     };
+    let timer = super::clock::PreciseTimer::new();
     loop {
         // After a stop too: the sends due by now were offered (the deadline
         // itself is a stop, and sends at or past it are never due).
@@ -206,7 +207,7 @@ pub(super) async fn pace(ctx: Rc<Ctx>) {
             break;
         }
         match sched.next_due() {
-            Some(t) => tokio::time::sleep_until(t.into()).await,
+            Some(t) => timer.sleep_until(t).await,
             None => break,
         }
     }

@@ -80,6 +80,10 @@ indexed_enum! {
         /// Intended start (open loop schedule) to the final reply: corrected for
         /// coordinated omission. Equals `service` in closed loop.
         Latency => "latency",
+        /// Open loop: the generator's own lateness, a message's actual start
+        /// minus its intended start (its clock and scheduling, plus any wait
+        /// for a free connection). Not measured in closed loop.
+        Lateness => "lateness",
         /// Connect start to close.
         Session => "session",
     }
@@ -197,6 +201,10 @@ pub struct Counters {
     pub conn_opened: u64,
     /// Connection attempts that failed (connect, TLS or greeting).
     pub conn_failed: u64,
+    /// TLS handshakes completed (implicit TLS or STARTTLS).
+    pub tls_handshakes: u64,
+    /// Of those, handshakes that resumed an earlier session (`--tls-resume`).
+    pub tls_resumed: u64,
     /// Message bytes sent (before dot-stuffing).
     pub bytes: u64,
     /// Recipients sent.
@@ -219,6 +227,8 @@ impl Counters {
         self.scheduled += o.scheduled;
         self.conn_opened += o.conn_opened;
         self.conn_failed += o.conn_failed;
+        self.tls_handshakes += o.tls_handshakes;
+        self.tls_resumed += o.tls_resumed;
         self.bytes += o.bytes;
         self.rcpt_attempted += o.rcpt_attempted;
         self.rcpt_accepted += o.rcpt_accepted;

@@ -140,9 +140,16 @@ pub(super) fn reset<S: Transport>(stream: &S) {
 }
 
 /// After an injected 421 the sink has closed its side; it keeps reading a
-/// little to count what the client still sends (a violation, except QUIT).
-pub(super) async fn count_after_421<S: Transport>(stream: &mut S, sess: &mut Session) {
-    let mut buf = Vec::with_capacity(1024);
+/// little to count what the client still sends (a violation, except QUIT),
+/// starting with `pending`: input already read but not processed (commands
+/// pipelined behind the one that got the 421).
+pub(super) async fn count_after_421<S: Transport>(
+    stream: &mut S,
+    sess: &mut Session,
+    pending: &[u8],
+) {
+    let mut buf = Vec::with_capacity(1024 + pending.len());
+    buf.extend_from_slice(pending);
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         buf.reserve(1024);

@@ -110,7 +110,8 @@ pub(crate) async fn run(tcp: TcpStream, peer: SocketAddr, mut ctx: ConnCtx) {
     } else {
         conn.refuse_busy(tcp).await
     };
-    conn.sess.report_end();
+    conn.sess
+        .report_end(guard.reason == CloseReason::ClientClosed);
 }
 
 impl Conn {
@@ -193,7 +194,8 @@ impl Conn {
                 Flow::Close(r) => {
                     let _ = tokio::time::timeout(Duration::from_secs(1), stream.shutdown()).await;
                     if self.sess.report.sent_421 && self.sess.report.tracked {
-                        count_after_421(stream, &mut self.sess).await;
+                        let pending = std::mem::take(&mut self.rbuf.bytes);
+                        count_after_421(stream, &mut self.sess, &pending).await;
                     }
                     return Exit::Closed(r);
                 }

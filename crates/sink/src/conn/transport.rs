@@ -33,6 +33,9 @@ pub(super) async fn handshake(
     match tokio::time::timeout(s.config.tls_handshake_timeout, acceptor.accept(tcp)).await {
         Ok(Ok(tls)) => {
             stats.add(Counter::TlsHandshakes, 1);
+            if tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed) {
+                stats.add(Counter::TlsResumed, 1);
+            }
             Some(tls)
         }
         _ => {

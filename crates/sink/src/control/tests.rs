@@ -8,6 +8,9 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct Fake {
     resets: Mutex<u32>,
+    /// The filter and scope of the last filtered call.
+    last_filter: Mutex<Option<ClientFilter>>,
+    last_helo: Mutex<Option<String>>,
     clears: Mutex<u32>,
     plan: Mutex<String>,
     last_content_type: Mutex<Option<String>>,
@@ -20,22 +23,28 @@ impl ControlBackend for Fake {
     fn metrics_text(&self) -> String {
         "# TYPE mailstorm_messages_total counter\nmailstorm_messages_total 3\n".into()
     }
-    fn reset(&self) {
+    fn reset(&self, f: &ClientFilter) {
+        *self.last_filter.lock().unwrap() = Some(f.clone());
         *self.resets.lock().unwrap() += 1;
     }
-    fn messages(&self) -> serde_json::Value {
+    fn messages(&self, _f: &ClientFilter) -> serde_json::Value {
         serde_json::json!([{ "id": 1, "size": 12 }])
     }
     fn message_raw(&self, id: u64) -> Option<Vec<u8>> {
         (id == 1).then(|| b"Subject: hi\r\n\r\nbody\r\n".to_vec())
     }
-    fn clear_messages(&self) {
+    fn clear_messages(&self, _f: &ClientFilter) {
         *self.clears.lock().unwrap() += 1;
     }
-    fn plan_yaml(&self) -> Option<String> {
+    fn plan_yaml(&self, _helo: Option<&str>) -> Option<String> {
         Some(self.plan.lock().unwrap().clone())
     }
-    fn put_plan(&self, body: &[u8], content_type: Option<&str>) -> Option<Result<(), String>> {
+    fn put_plan(
+        &self,
+        _helo: Option<&str>,
+        body: &[u8],
+        content_type: Option<&str>,
+    ) -> Option<Result<(), String>> {
         *self.last_content_type.lock().unwrap() = content_type.map(str::to_owned);
         Some(match std::str::from_utf8(body) {
             Ok(text) if text.starts_with("rules:") => {
@@ -45,7 +54,15 @@ impl ControlBackend for Fake {
             _ => Err("line 1: expected `rules:`".to_owned()),
         })
     }
-    fn clients_json(&self) -> Option<serde_json::Value> {
+    fn verdict_json(&self, id: &str) -> Option<serde_json::Value> {
+        (id == "test 42").then(|| serde_json::json!({ "client": id }))
+    }
+    fn delete_plan(&self, helo: Option<&str>) -> Option<()> {
+        // Only scoped plans: a global DELETE /plan answers 404.
+        *self.last_helo.lock().unwrap() = helo.map(str::to_owned);
+        helo.map(|_| ())
+    }
+    fn clients_json(&self, _f: &ClientFilter) -> Option<serde_json::Value> {
         Some(serde_json::json!([]))
     }
 }
@@ -60,14 +77,14 @@ impl ControlBackend for Minimal {
     fn metrics_text(&self) -> String {
         String::new()
     }
-    fn reset(&self) {}
-    fn messages(&self) -> serde_json::Value {
+    fn reset(&self, _f: &ClientFilter) {}
+    fn messages(&self, _f: &ClientFilter) -> serde_json::Value {
         serde_json::json!([])
     }
     fn message_raw(&self, _id: u64) -> Option<Vec<u8>> {
         None
     }
-    fn clear_messages(&self) {}
+    fn clear_messages(&self, _f: &ClientFilter) {}
 }
 
 struct Reply {
@@ -199,6 +216,52 @@ fn every_route_without_token() {
     handle.shutdown();
     // The port is closed after shutdown.
     assert!(TcpStream::connect(addr).is_err());
+}
+
+#[test]
+fn filters_scopes_and_verdict_ids_reach_the_backend() {
+    let fake = Arc::new(Fake::default());
+    let handle = spawn(localhost(), None, fake.clone()).unwrap();
+    let addr = handle.local_addr;
+    let r = http(
+        addr,
+        "POST",
+        "/reset?helo=Test-42&domain=t42.test",
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 204);
+    assert_eq!(
+        fake.last_filter.lock().unwrap().clone(),
+        Some(ClientFilter {
+            helo: Some("Test-42".into()),
+            domain: Some("t42.test".into())
+        })
+    );
+    assert_eq!(http(addr, "POST", "/reset", &[], b"").status, 204);
+    assert!(fake.last_filter.lock().unwrap().as_ref().unwrap().is_all());
+    assert_eq!(
+        http(addr, "POST", "/reset?helo=a&bogus=1", &[], b"").status,
+        400
+    );
+    assert_eq!(
+        http(addr, "DELETE", "/plan?helo=x.test", &[], b"").status,
+        204
+    );
+    assert_eq!(fake.last_helo.lock().unwrap().as_deref(), Some("x.test"));
+    // Percent-encoded ids are decoded; unknown ones are 404.
+    let r = http(addr, "GET", "/clients/test%2042/verdict", &[], b"");
+    assert_eq!(
+        (r.status, r.text()),
+        (200, r#"{"client":"test 42"}"#.into())
+    );
+    assert_eq!(
+        http(addr, "GET", "/clients/nobody/verdict", &[], b"").status,
+        404
+    );
+    // Not implemented by this backend: 404.
+    assert_eq!(http(addr, "GET", "/verdicts", &[], b"").status, 404);
+    assert_eq!(http(addr, "GET", "/info", &[], b"").status, 404);
 }
 
 #[test]
@@ -358,7 +421,7 @@ fn put_empty_plan_is_400_and_delete_plan_routes() {
     assert_eq!(r.status, 400);
     assert!(r.text().contains("DELETE /plan"), "{}", r.text());
     assert_eq!(http(addr, "GET", "/plan", &[], b"").text(), "rules: [x]\n");
-    // Fake has no delete_plan: the default answers 404.
+    // Fake deletes scoped plans only: a global DELETE answers 404.
     assert_eq!(http(addr, "DELETE", "/plan", &[], b"").status, 404);
     handle.shutdown();
     let handle = spawn(localhost(), None, Arc::new(Minimal)).unwrap();

@@ -3,48 +3,41 @@
 //! time as an argument (tests inject it) and reads no clock itself.
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::keys::{self, bucket_key, state_key, KeyHashes, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
+use super::active::{Active, Owned, Scope, Who};
+use super::keys::{bucket_key, state_key, KeyHashes, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
 use super::load::{Plan, PlanError};
 use super::matching::{stage_bit, stage_sel};
 use super::model::{ConnPer, KeyKind, StageSel};
 use super::primary::action_of;
 use super::primary::Primary;
-use super::referee::{Referee, RefereeReport};
-use super::select::{hash_bytes, uniform};
+use super::referee::Referee;
+use super::select::{hash_bytes, uniform, IpText};
 use super::slots::{grey_step, take_token, Slot};
-use super::state::Striped;
 use super::validate::Rule;
 use super::verdict::{FaultAction, Verdict};
 use super::view::{Now, View};
 use crate::hook::{ReplyClass, SessionEnd, SplitReply, Stage, StageContext};
 
-/// A loaded plan with its state.
-pub(crate) struct Active {
-    pub(crate) plan: Plan,
-    /// Attempt counters: 16 bytes an entry.
-    pub(crate) counts: Striped<u64>,
-    /// Token buckets and greylist entries.
-    pub(crate) state: Striped<Slot>,
-    pub(crate) globals: Vec<AtomicU64>,
-    pub(crate) loaded_at: Instant,
-    pub(crate) stage_mask: u32,
-}
-
 /// The fault engine: the active plan, its state, the referee and the event
 /// log. Install it as the sink's hook; swap plans with [`Engine::load`].
 pub struct Engine {
     id: u64,
-    slot: RwLock<Option<Arc<Active>>>,
+    pub(super) slot: RwLock<Option<Arc<Active>>>,
     generation: AtomicU64,
     loaded: AtomicBool,
+    /// A global or a scoped plan is loaded: the referee watches.
+    pub(super) any: AtomicBool,
+    /// Plans scoped to one client id (`PUT /plan?helo=`).
+    pub(super) scoped: RwLock<HashMap<Box<str>, Arc<Active>>>,
     headers: AtomicBool,
-    referee: Referee,
+    pub(super) referee: Referee,
     events_on: AtomicBool,
     events: Mutex<Option<std::io::BufWriter<std::fs::File>>>,
 }
@@ -87,6 +80,8 @@ impl Engine {
             slot: RwLock::new(None),
             generation: AtomicU64::new(0),
             loaded: AtomicBool::new(false),
+            any: AtomicBool::new(false),
+            scoped: RwLock::new(HashMap::new()),
             headers: AtomicBool::new(false),
             referee: Referee::new(),
             events_on: AtomicBool::new(false),
@@ -112,33 +107,27 @@ impl Engine {
 
     /// Makes `plan` active, its windows counting from `loaded_at`.
     pub fn load_at(&self, plan: Plan, loaded_at: Instant) {
-        let stage_mask = plan.rules.iter().fold(0, |m, r| m | stage_bit(r.stage));
-        let headers = plan.needs_headers();
-        // `state_cap` bounds all entries: split between the two maps only
-        // when the plan uses buckets or greylisting at all.
-        let cap = plan.spec().state_cap.max(1);
-        let slots = plan
-            .rules
-            .iter()
-            .any(|r| r.rate_limit.is_some() || matches!(r.primary, Primary::Greylist { .. }));
-        let (count_cap, slot_cap) = if slots {
-            (cap - cap / 2, cap / 2)
-        } else {
-            (cap, 0)
-        };
-        let active = Active {
-            counts: Striped::new(count_cap),
-            state: Striped::new(slot_cap),
-            globals: plan.rules.iter().map(|_| AtomicU64::new(0)).collect(),
-            plan,
-            loaded_at,
-            stage_mask,
-        };
+        let active = Active::new(plan, loaded_at);
         let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
         *slot = Some(Arc::new(active));
-        self.headers.store(headers, Ordering::Relaxed);
         self.generation.fetch_add(1, Ordering::Release);
         self.loaded.store(true, Ordering::Release);
+        drop(slot);
+        self.plans_changed();
+    }
+
+    /// Recomputes what depends on the set of loaded plans: whether any is
+    /// loaded, and whether any needs message headers.
+    pub(super) fn plans_changed(&self) {
+        let global = self.slot.read().unwrap_or_else(|e| e.into_inner());
+        let scoped = self.scoped.read().unwrap_or_else(|e| e.into_inner());
+        let headers = global
+            .iter()
+            .chain(scoped.values())
+            .any(|a| a.plan.needs_headers());
+        self.headers.store(headers, Ordering::Relaxed);
+        self.any
+            .store(global.is_some() || !scoped.is_empty(), Ordering::Release);
     }
 
     /// Parses and loads a plan; on error the old plan stays active.
@@ -164,12 +153,13 @@ impl Engine {
     pub fn unload(&self) {
         let mut slot = self.slot.write().unwrap_or_else(|e| e.into_inner());
         *slot = None;
-        self.headers.store(false, Ordering::Relaxed);
         self.loaded.store(false, Ordering::Release);
         self.generation.fetch_add(1, Ordering::Release);
+        drop(slot);
+        self.plans_changed();
     }
 
-    /// Whether a plan is active.
+    /// Whether a global plan is active.
     pub fn is_loaded(&self) -> bool {
         self.loaded.load(Ordering::Acquire)
     }
@@ -193,7 +183,7 @@ impl Engine {
     }
 
     /// Runs `f` with this thread's cached view of the active plan.
-    fn with_active<R>(&self, f: impl FnOnce(Option<&Active>) -> R) -> R {
+    pub(super) fn with_active<R>(&self, f: impl FnOnce(Option<&Active>) -> R) -> R {
         if !self.loaded.load(Ordering::Acquire) {
             return f(None);
         }
@@ -214,72 +204,7 @@ impl Engine {
         })
     }
 
-    /// A session starts (before its greeting is decided). Returns whether
-    /// the referee counts it, in which case [`Engine::session_closed`] must
-    /// follow. With no plan loaded nothing is counted.
-    pub fn session_opened(&self, peer: std::net::SocketAddr, now: Instant) -> bool {
-        if !self.is_loaded() {
-            return false;
-        }
-        self.referee.opened(peer.ip(), now);
-        true
-    }
-
-    /// A session counted by [`Engine::session_opened`] ended.
-    pub fn session_closed(&self, end: &SessionEnd) {
-        self.referee.closed(end);
-        // Connection-keyed counters die with the connection.
-        self.with_active(|a| {
-            let Some(a) = a else { return };
-            for (i, r) in a.plan.rules.iter().enumerate() {
-                if r.counts_attempts {
-                    let (keys, n) = keys::connection_state_keys(r.key, end.session_id);
-                    for &k in &keys[..n] {
-                        a.counts.remove(state_key(i, TAG_ATTEMPTS, k));
-                    }
-                }
-            }
-        });
-    }
-
-    /// The referee's report.
-    pub fn referee_report(&self) -> RefereeReport {
-        self.referee.report()
-    }
-
-    /// `GET /clients`: the referee's report as JSON.
-    pub fn clients_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.referee_report()).unwrap_or_default()
-    }
-
-    /// The referee's figures in Prometheus text format.
-    pub fn metrics_text(&self) -> String {
-        let mut s = String::new();
-        self.referee.to_prometheus(&mut s);
-        s
-    }
-
-    /// Starts the active plan's state afresh, as if it had just been
-    /// loaded: attempt counters (so a `sequence` starts at its first code
-    /// again), global counters, token buckets and greylist entries. Its
-    /// windows keep counting from the original load.
-    pub fn reset_state(&self) {
-        let slot = self.slot.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(a) = slot.as_ref() {
-            a.counts.clear();
-            a.state.clear();
-            for g in &a.globals {
-                g.store(0, Ordering::Relaxed);
-            }
-        }
-    }
-
-    /// Forgets the referee's records (open connections stay counted).
-    pub fn reset_referee(&self) {
-        self.referee.reset();
-    }
-
-    fn log_event(&self, ctx: &StageContext<'_>, v: &Verdict) {
+    fn log_event(&self, ctx: &StageContext<'_>, who: &Who<'_>, v: &Verdict) {
         if !self.events_on.load(Ordering::Acquire) {
             return;
         }
@@ -291,7 +216,8 @@ impl Engine {
         let line = serde_json::json!({
             "time": (time * 1000.0).round() / 1000.0,
             "session": ctx.session_id,
-            "client": ctx.peer.ip().to_canonical().to_string(),
+            "client": who.as_str(),
+            "ip": ctx.peer.ip().to_canonical().to_string(),
             "stage": ctx.stage.as_str(),
             "rule": &*v.rule_name,
             "rule_index": v.rule,
@@ -306,7 +232,7 @@ impl Engine {
 
 impl crate::hook::StageHook for Engine {
     fn decide(&self, ctx: &StageContext<'_>) -> crate::hook::Decision {
-        if !self.is_loaded() {
+        if !self.any.load(Ordering::Relaxed) {
             return crate::hook::Decision::Accept;
         }
         match self.decide_with(ctx, &Now::lazy()) {
@@ -317,6 +243,17 @@ impl crate::hook::StageHook for Engine {
 
     fn session_opened(&self, peer: std::net::SocketAddr, now: Instant) -> bool {
         Engine::session_opened(self, peer, now)
+    }
+
+    fn session_greeted(
+        &self,
+        session_id: u64,
+        peer: std::net::SocketAddr,
+        helo: &str,
+        connected: Instant,
+    ) -> Option<crate::hook::SessionScope> {
+        let _ = session_id;
+        self.greeted(peer, helo, connected)
     }
 
     fn session_closed(&self, end: &SessionEnd) {
@@ -337,47 +274,83 @@ impl Engine {
 
     /// [`Engine::decide_at`] with a lazily read clock.
     pub(crate) fn decide_with(&self, ctx: &StageContext<'_>, now: &Now) -> Option<Verdict> {
-        self.with_active(|a| {
-            let a = a?;
-            let sel = stage_sel(ctx.stage)?;
-            let referee_stage = matches!(ctx.stage, Stage::Mail | Stage::Rcpt | Stage::DataEnd);
-            let active_stage = a.stage_mask & stage_bit(sel) != 0;
-            if !(active_stage || referee_stage && self.referee.watching()) {
-                return None;
+        let scope = ctx.scope.and_then(|s| s.downcast_ref::<Scope>());
+        let who = match scope {
+            Some(s) => Who::Scoped(s),
+            None => Who::Ip(IpText::new(ctx.peer.ip())),
+        };
+        if let Some(s) = scope {
+            if matches!(ctx.stage, Stage::Mail | Stage::Rcpt) {
+                self.note_domains(s, ctx);
             }
-            let view = View::new(ctx);
-            let before = if referee_stage {
-                self.referee.attempt(&view, now)
-            } else {
-                0
-            };
-            if !active_stage {
-                return None;
+        }
+        match scope.and_then(|s| s.plan.as_deref()) {
+            Some(a) => self.decide_in(a, ctx, &who, now),
+            None => self.with_active(|a| self.decide_in(a?, ctx, &who, now)),
+        }
+    }
+
+    /// Decides with plan `a` (the global plan or the client's scoped one).
+    fn decide_in(
+        &self,
+        a: &Active,
+        ctx: &StageContext<'_>,
+        who: &Who<'_>,
+        now: &Now,
+    ) -> Option<Verdict> {
+        let sel = stage_sel(ctx.stage)?;
+        let referee_stage = matches!(ctx.stage, Stage::Mail | Stage::Rcpt | Stage::DataEnd);
+        let active_stage = a.stage_mask & stage_bit(sel) != 0;
+        if !(active_stage || referee_stage && self.referee.watching()) {
+            return None;
+        }
+        let view = View::new(ctx);
+        let before = if referee_stage {
+            self.referee.attempt(&view, who.as_str(), now)
+        } else {
+            0
+        };
+        if !active_stage {
+            return None;
+        }
+        let v = a.evaluate(self, sel, &view, who.hash(), now)?;
+        let code = v.code();
+        if let Some(code) = code {
+            if referee_stage && ReplyClass::of(code).is_failure() {
+                self.referee
+                    .failed(&view, who.as_str(), code, now.get(), before);
             }
-            let v = a.evaluate(self, sel, &view, now)?;
-            if let Some(code) = v.code() {
-                if referee_stage && ReplyClass::of(code).is_failure() {
-                    self.referee.failed(&view, code, now.get(), before);
-                }
-                if code == 421 {
-                    self.referee.got_421(ctx.peer.ip(), now.get());
-                }
-            }
-            self.referee.fault(ctx.peer.ip());
-            self.log_event(ctx, &v);
-            Some(v)
-        })
+        }
+        // A plain accept, or a 2xx/3xx reply, with no other effect (a
+        // `sequence` step of 250) is not a fault.
+        let accept = v.delay.is_none()
+            && v.throttle.is_none()
+            && v.split_reply.is_none()
+            && (v.outcome == FaultAction::Accept
+                || code.is_some_and(|c| ReplyClass::of(c) == ReplyClass::Positive));
+        if !accept {
+            self.referee.fault(who.as_str(), code, now.get());
+        }
+        self.log_event(ctx, who, &v);
+        Some(v)
     }
 }
 
 impl Active {
     /// The first rule that applies to `v` and is selected decides.
-    fn evaluate(&self, engine: &Engine, sel: StageSel, v: &View<'_>, now: &Now) -> Option<Verdict> {
+    fn evaluate(
+        &self,
+        engine: &Engine,
+        sel: StageSel,
+        v: &View<'_>,
+        owner: u64,
+        now: &Now,
+    ) -> Option<Verdict> {
         self.plan
             .rules
             .iter()
             .enumerate()
-            .find_map(|(i, rule)| self.try_rule(engine, i, rule, sel, v, now))
+            .find_map(|(i, rule)| self.try_rule(engine, (i, rule), sel, v, owner, now))
     }
 
     /// Rule `i`'s verdict, or `None` when it does not apply or is not
@@ -387,10 +360,10 @@ impl Active {
     fn try_rule(
         &self,
         engine: &Engine,
-        i: usize,
-        rule: &Rule,
+        (i, rule): (usize, &Rule),
         sel: StageSel,
         v: &View<'_>,
+        owner: u64,
         now: &Now,
     ) -> Option<Verdict> {
         if rule.stage != sel && rule.stage != StageSel::Any || !rule.matches(v) {
@@ -403,14 +376,14 @@ impl Active {
         if !self.in_window(rule, now) {
             return None;
         }
-        let attempt = self.count_attempt(i, rule, kstate);
+        let attempt = self.count_attempt(i, rule, kstate, owner);
         if !self.selected(i, rule, khash, attempt)
-            || self.within_rate_limit(i, rule, v, now)
+            || self.within_rate_limit(i, rule, v, owner, now)
             || !over_connection_limit(engine, rule, v)
         {
             return None;
         }
-        let action = self.action(i, rule, kstate, attempt, now)?;
+        let action = self.action((i, rule), kstate, attempt, owner, now)?;
         Some(self.verdict(i, rule, v, khash, attempt, action))
     }
 
@@ -423,16 +396,16 @@ impl Active {
 
     /// Counts this attempt of the key under rule `i`: its number from 1,
     /// or 0 when the rule counts no attempts.
-    fn count_attempt(&self, i: usize, rule: &Rule, kstate: u64) -> u64 {
+    fn count_attempt(&self, i: usize, rule: &Rule, kstate: u64, owner: u64) -> u64 {
         if rule.key == KeyKind::Global {
             self.globals[i].fetch_add(1, Ordering::Relaxed) + 1
         } else if rule.counts_attempts {
             self.counts.with(
                 state_key(i, TAG_ATTEMPTS, kstate),
-                || 0,
+                || Owned { owner, v: 0 },
                 |n| {
-                    *n += 1;
-                    *n
+                    n.v += 1;
+                    n.v
                 },
             )
         } else {
@@ -455,7 +428,14 @@ impl Active {
 
     /// `true` when the rule has a `rate_limit` and this request is within
     /// it (or has no bucket key): the rule then does not fire.
-    fn within_rate_limit(&self, i: usize, rule: &Rule, v: &View<'_>, now: &Now) -> bool {
+    fn within_rate_limit(
+        &self,
+        i: usize,
+        rule: &Rule,
+        v: &View<'_>,
+        owner: u64,
+        now: &Now,
+    ) -> bool {
         let Some(rl) = &rule.rate_limit else {
             return false;
         };
@@ -467,8 +447,11 @@ impl Active {
         let now = now.get();
         self.state.with(
             state_key(i, TAG_BUCKET, bk),
-            || Slot::bucket(max, now),
-            |s| take_token(s, now, rate, max),
+            || Owned {
+                owner,
+                v: Slot::bucket(max, now),
+            },
+            |s| take_token(&mut s.v, now, rate, max),
         )
     }
 
@@ -476,10 +459,10 @@ impl Active {
     /// triplet passes (the rule then does not fire).
     fn action(
         &self,
-        i: usize,
-        rule: &Rule,
+        (i, rule): (usize, &Rule),
         kstate: u64,
         attempt: u64,
+        owner: u64,
         now: &Now,
     ) -> Option<FaultAction> {
         match &rule.primary {
@@ -491,8 +474,11 @@ impl Active {
                 let now = now.get();
                 let pass = self.state.with(
                     state_key(i, TAG_GREY, kstate),
-                    || Slot::grey(now),
-                    |s| grey_step(s, now, *min_retry, *expire),
+                    || Owned {
+                        owner,
+                        v: Slot::grey(now),
+                    },
+                    |s| grey_step(&mut s.v, now, *min_retry, *expire),
                 );
                 (!pass).then(|| FaultAction::Reply {
                     code: 450,

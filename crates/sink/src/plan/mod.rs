@@ -20,9 +20,23 @@
 //! ([`Engine::decide_at`]), so they are testable, but a live run depends on
 //! the client's timing.
 //!
+//! # Scoped plans and clients
+//!
+//! Besides the global plan, a plan can be scoped to one client id (the
+//! EHLO name, `PUT /plan?helo=NAME`, [`Engine::load_scoped`]): it applies
+//! to that client's sessions from their EHLO on, with its own seed,
+//! counters and state, and replaces the global plan for them. The client's
+//! scoped plan is looked up once per session, at its first greeting, and
+//! kept with the session (the hook's session scope), so no command looks it
+//! up again. Per-key state of the global plan is tagged with the client
+//! that created it, so `POST /reset?helo=NAME` can drop that client's
+//! entries alone ([`Engine::reset_clients`]). The plan's `expect:` is the
+//! policy the referee's verdicts judge clients by ([`referee::verdicts`]).
+//!
 //! # Cost
 //!
-//! With no plan loaded a decision is one relaxed atomic load. With a plan,
+//! With no plan loaded (global or scoped) a decision is one relaxed atomic
+//! load. With a plan,
 //! stages no rule names return after a bit test; rules are matched without
 //! locks or allocation; only a rule that matches and keeps state (attempt
 //! counters, buckets, greylist entries) takes one of 64 striped locks.
@@ -35,6 +49,8 @@
 //! evicted in one go, see `state`) and belongs to the loaded plan: loading
 //! a plan starts its counters afresh.
 
+mod active;
+mod clients;
 mod engine;
 mod keys;
 mod load;
@@ -52,9 +68,11 @@ mod view;
 use std::time::Instant;
 
 pub use crate::hook::SessionEnd;
+pub use clients::{ScopedPlanError, MAX_SCOPED_PLANS};
 pub use engine::Engine;
 pub use load::{Plan, PlanError};
 pub use model::PlanSpec;
+pub use referee::verdicts::{ClientVerdict, Outcome, RuleVerdict};
 pub use referee::RefereeReport;
 pub use verdict::{FaultAction, Verdict};
 
@@ -135,6 +153,7 @@ impl Probe {
             message_size: self.message_size,
             message: self.message.as_deref(),
             command: self.command.as_bytes(),
+            scope: None,
         };
         engine.decide_at(&ctx, now)
     }

@@ -13,8 +13,10 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod expect;
 mod stage_sel;
 mod values;
+pub use expect::{ExpectSpec, Policy, DEFAULT_POLICY, METRICS};
 pub use stage_sel::StageSel;
 use values::{opt_millis, opt_secs, secs, whole_millis};
 pub use values::{Code, NonNeg, OneOrMany, Positive, Probability};
@@ -46,6 +48,11 @@ pub struct PlanSpec {
     /// The rules, in order: the first that matches and is selected decides.
     #[serde(default)]
     pub rules: Vec<Checked<RuleSpec>>,
+    /// The behaviour expected of clients: checks over the referee's
+    /// verdict metrics that replace the default policy metric by metric
+    /// (see [`METRICS`], [`DEFAULT_POLICY`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<ExpectSpec>,
 }
 
 fn default_state_cap() -> usize {

@@ -141,6 +141,16 @@ impl<V> Striped<V> {
         }
     }
 
+    /// Keeps only the entries for which `keep` is `true` (a filtered
+    /// `POST /reset`; walks every stripe).
+    pub(crate) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+        for s in self.stripes.iter() {
+            let mut s = s.lock().unwrap_or_else(|e| e.into_inner());
+            s.young.retain(|_, v| keep(v));
+            s.old.retain(|_, v| keep(v));
+        }
+    }
+
     /// Number of entries (sums the stripes; for reports and tests).
     pub(crate) fn len(&self) -> usize {
         self.stripes

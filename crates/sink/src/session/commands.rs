@@ -32,8 +32,10 @@ impl Session {
                 if self.s.config.auth_required && self.auth_user.is_none() {
                     return self.error(out, Stage::Mail, 530, "5.7.0", "Authentication required");
                 }
+                self.report.mails += 1;
                 let max = self.s.config.max_message_size;
                 if max != 0 && params.size.is_some_and(|n| n > max) {
+                    self.report.size_violations += 1;
                     self.reply(
                         out,
                         Stage::Mail,
@@ -51,6 +53,7 @@ impl Session {
                 self.tx.active = true;
                 self.tx.sender.push_str(from.as_str());
                 self.tx.binarymime = params.body == Some(Body::BinaryMime);
+                self.tx.declared_size = params.size;
                 match custom {
                     Some(p) => self.reply_pending(out, Stage::Mail, &p),
                     None => self.fixed(out, Stage::Mail, 250, OK_MAIL),
@@ -135,6 +138,7 @@ impl Session {
                 Handled::Next
             }
             Command::Quit => {
+                self.report.quit = true;
                 let custom = match self.pass(Stage::Quit, None, line, out) {
                     Ok(c) => c,
                     Err(Handled::Next) => return Handled::Stop(Flow::Close(CloseReason::Quit)),
@@ -189,6 +193,7 @@ impl Session {
         if !self.s.config.lmtp && lhlo {
             return self.error(out, Stage::Invalid, 500, "5.5.2", "Command not recognized");
         }
+        self.greeted_first(domain);
         let custom = match self.pass(Stage::Ehlo, None, line, out) {
             Ok(c) => c,
             Err(o) => return o,
@@ -199,6 +204,8 @@ impl Session {
         self.helo.push_str(domain);
         let helo = matches!(cmd, Command::Helo { .. });
         self.greeted = if helo { Greeted::Helo } else { Greeted::Ehlo };
+        // No EHLO reply, no PIPELINING: the session tests the rule.
+        self.report.unannounced_tested |= helo;
         self.stats
             .reply(Stage::Ehlo, custom.as_ref().map_or(250, |p| p.code));
         match custom {
@@ -221,6 +228,7 @@ impl Session {
         } else if self.tx.rcpt_ends.is_empty() {
             Some(Pending::fixed(503, "5.5.1", "Need RCPT command", true))
         } else if max != 0 && self.tx.bdat_bytes.saturating_add(size) > max {
+            self.report.size_violations += 1;
             Some(Pending {
                 reset: true,
                 ..Pending::fixed(

@@ -7,6 +7,23 @@ use crate::stats::CloseReason;
 use super::{Flow, Gate, Greeted, Handled, IdleCloseReply, Pending, Session};
 
 impl Session {
+    /// The first greeting of a tracked session: lets the hook attach its
+    /// per-session data (once per session, before the EHLO stage is
+    /// decided).
+    pub(super) fn greeted_first(&mut self, helo: &str) {
+        if !self.report.tracked || self.report.helo.is_some() {
+            return;
+        }
+        self.report.helo = Some(helo.to_owned());
+        if let Some(h) = &self.s.hook {
+            let connected = self
+                .report
+                .connected
+                .unwrap_or_else(std::time::Instant::now);
+            self.scope = h.session_greeted(self.id, self.peer, helo, connected);
+        }
+    }
+
     /// Consults the hook (if any) for `stage`.
     pub(super) fn gate(&mut self, stage: Stage, rcpt: Option<&str>, command: &[u8]) -> Gate {
         let Some(hook) = &self.s.hook else {
@@ -36,6 +53,7 @@ impl Session {
             message: (stage == Stage::DataEnd && (self.s.keep_bodies || !self.msg.is_empty()))
                 .then_some(&self.msg[..]),
             command,
+            scope: self.scope.as_deref(),
         };
         let d = hook.decide(&ctx);
         self.apply(d)

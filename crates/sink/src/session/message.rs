@@ -25,6 +25,9 @@ impl Session {
     }
 
     pub(super) fn end_message(&mut self, out: &mut Vec<u8>) -> Handled {
+        if self.body_over || self.tx.declared_size.is_some_and(|n| self.body_bytes > n) {
+            self.report.size_violations += 1;
+        }
         let refuse = if self.body_over {
             Some((
                 552,

@@ -23,6 +23,9 @@ use crate::store::Store;
 mod commands;
 mod gate;
 mod message;
+mod report;
+
+pub(crate) use report::Report;
 
 /// What the connection does after [`Session::process`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,37 +98,6 @@ pub(crate) struct IdleCloseReply {
     pub(crate) reply: Vec<u8>,
 }
 
-/// What the referee learns at the end of a session.
-#[derive(Debug, Default)]
-pub(crate) struct Report {
-    /// The hook asked for [`crate::hook::StageHook::session_closed`].
-    pub(crate) tracked: bool,
-    pub(crate) opened: bool,
-    pub(crate) messages: u64,
-    pub(crate) pipelined: bool,
-    pub(crate) bdat: bool,
-    pub(crate) commands_after_421: u32,
-    pub(crate) quit_after_421: bool,
-    /// A hook's 421 went out (later input is a client violation).
-    pub(crate) sent_421: bool,
-}
-
-impl Session {
-    /// Tells the hook the session ended, if it asked to know.
-    pub(crate) fn report_end(&self) {
-        let (Some(h), true) = (&self.s.hook, self.report.tracked) else {
-            return;
-        };
-        let mut end = crate::hook::SessionEnd::new(self.id, self.peer);
-        end.messages = self.report.messages;
-        end.pipelined = self.report.pipelined;
-        end.bdat = self.report.bdat;
-        end.commands_after_421 = self.report.commands_after_421;
-        end.quit_after_421 = self.report.quit_after_421;
-        h.session_closed(&end);
-    }
-}
-
 /// Header bytes kept per message for header rules in discard mode.
 const HEADER_GRAB: usize = 16 * 1024;
 
@@ -165,6 +137,8 @@ pub(crate) struct Tx {
     binarymime: bool,
     bdat: bool,
     bdat_bytes: u64,
+    /// The `SIZE=` the client declared at MAIL.
+    pub(crate) declared_size: Option<u64>,
 }
 
 impl Tx {
@@ -176,6 +150,7 @@ impl Tx {
         self.binarymime = false;
         self.bdat = false;
         self.bdat_bytes = 0;
+        self.declared_size = None;
     }
 
     pub(crate) fn recipients(&self) -> Recipients<'_> {
@@ -237,6 +212,8 @@ pub(crate) struct Session {
     deferred: Option<Decision>,
     pub(crate) io: IoEffects,
     pub(crate) report: Report,
+    /// What the hook attached at the first greeting (tracked sessions).
+    scope: Option<crate::hook::SessionScope>,
 }
 
 /// Static replies on the hot path are written as bytes.
@@ -278,6 +255,7 @@ impl Session {
             deferred: None,
             io: IoEffects::default(),
             report: Report::default(),
+            scope: None,
         }
     }
 
@@ -340,7 +318,9 @@ impl Session {
         if !self.report.opened {
             self.report.opened = true;
             if let Some(h) = &self.s.hook {
-                self.report.tracked = h.session_opened(self.peer, std::time::Instant::now());
+                let now = std::time::Instant::now();
+                self.report.tracked = h.session_opened(self.peer, now);
+                self.report.connected = Some(now);
             }
         }
         match self.gate(Stage::Connect, None, b"") {
@@ -438,7 +418,15 @@ impl Session {
                         Ok(Status::Partial) => return (pos, Flow::Read),
                         Ok(Status::Complete((cmd, n))) => {
                             // Replies still unsent: the client did not wait.
-                            self.report.pipelined |= !out.is_empty();
+                            if !out.is_empty() {
+                                self.report.pipelined = true;
+                                if self.greeted != Greeted::Ehlo {
+                                    // PIPELINING is announced in the EHLO
+                                    // reply only (RFC 2920).
+                                    self.report.pipelined_unannounced = true;
+                                    self.report.unannounced_tested = true;
+                                }
+                            }
                             let line = trim_crlf(&input[..n]);
                             match self.command(cmd, line, out) {
                                 Handled::Retry(d) => return (pos, Flow::Delay(d)),

@@ -1,0 +1,116 @@
+//! A loaded plan with its state ([`Active`]), global or scoped to one
+//! client, and the per-session [`Scope`] the engine attaches at the first
+//! greeting.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::load::Plan;
+use super::matching::stage_bit;
+use super::primary::Primary;
+use super::select::{hash_bytes, IpText};
+use super::slots::Slot;
+use super::state::Striped;
+
+/// Per-key state and the client (id hash) whose session created it, so a
+/// `POST /reset?helo=X` can drop client X's entries of the global plan.
+pub(crate) struct Owned<V> {
+    pub(crate) owner: u64,
+    pub(crate) v: V,
+}
+
+/// A loaded plan with its state.
+pub(crate) struct Active {
+    pub(crate) plan: Plan,
+    /// Attempt counters: 24 bytes an entry.
+    pub(crate) counts: Striped<Owned<u64>>,
+    /// Token buckets and greylist entries.
+    pub(crate) state: Striped<Owned<Slot>>,
+    pub(crate) globals: Vec<AtomicU64>,
+    pub(crate) loaded_at: Instant,
+    pub(crate) stage_mask: u32,
+}
+
+impl Active {
+    /// `plan` with fresh state, its windows counting from `loaded_at`.
+    pub(crate) fn new(plan: Plan, loaded_at: Instant) -> Active {
+        let stage_mask = plan.rules.iter().fold(0, |m, r| m | stage_bit(r.stage));
+        // `state_cap` bounds all entries: split between the two maps only
+        // when the plan uses buckets or greylisting at all.
+        let cap = plan.spec().state_cap.max(1);
+        let slots = plan
+            .rules
+            .iter()
+            .any(|r| r.rate_limit.is_some() || matches!(r.primary, Primary::Greylist { .. }));
+        let (count_cap, slot_cap) = if slots {
+            (cap - cap / 2, cap / 2)
+        } else {
+            (cap, 0)
+        };
+        Active {
+            counts: Striped::new(count_cap),
+            state: Striped::new(slot_cap),
+            globals: plan.rules.iter().map(|_| AtomicU64::new(0)).collect(),
+            plan,
+            loaded_at,
+            stage_mask,
+        }
+    }
+
+    /// Starts the state afresh (attempt counters, global counters, buckets,
+    /// greylist entries); windows keep counting from the load.
+    pub(crate) fn clear(&self) {
+        self.counts.clear();
+        self.state.clear();
+        for g in &self.globals {
+            g.store(0, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Drops the per-key state created by client `owner`'s sessions.
+    pub(crate) fn clear_owner(&self, owner: u64) {
+        self.counts.retain(|e| e.owner != owner);
+        self.state.retain(|e| e.owner != owner);
+    }
+}
+
+/// What the engine attaches to a session at its first greeting, handed
+/// back at every later stage: looked up once per session, not per command.
+pub(crate) struct Scope {
+    /// The client id (the greeting's argument, lower-cased).
+    pub(crate) id: Box<str>,
+    /// `hash_bytes(0, id)`: the owner tag of state the session creates.
+    pub(crate) hash: u64,
+    /// The client's scoped plan, if it has one.
+    pub(crate) plan: Option<Arc<Active>>,
+    /// Hashes of the domains this session already reported (at most 16;
+    /// 0 = free): checking a known domain takes no lock and allocates
+    /// nothing.
+    pub(crate) domains: [std::sync::atomic::AtomicU64; 16],
+}
+
+/// Who a decision is for: the client id of a greeted session, or the
+/// client's IP address text before (or without) a greeting.
+pub(crate) enum Who<'a> {
+    Scoped(&'a Scope),
+    Ip(IpText),
+}
+
+impl Who<'_> {
+    /// The client id.
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            Who::Scoped(s) => &s.id,
+            Who::Ip(t) => std::str::from_utf8(t.as_bytes()).unwrap_or_default(),
+        }
+    }
+
+    /// The owner tag of per-key state created for this client.
+    pub(crate) fn hash(&self) -> u64 {
+        match self {
+            Who::Scoped(s) => s.hash,
+            Who::Ip(t) => hash_bytes(0, t.as_bytes()),
+        }
+    }
+}

@@ -1,0 +1,395 @@
+//! The sink as referee: what each client did in reply to the faults.
+//!
+//! A client is identified by the EHLO/HELO/LHLO name of its sessions'
+//! first greeting (lower-cased), or by its IP address text for sessions
+//! that never greeted ([`crate::filter::client_id`]), so tests sharing one
+//! sink from one address stay apart. Open connections per IP (what
+//! `max_connections` rules count) stay per IP.
+//!
+//! - retries: after an injected 4xx/5xx at MAIL, RCPT or end of data, the
+//!   next attempt of the same request (client id + sender [+ recipients])
+//!   is a retry; its interval goes into a histogram per reply code, and a
+//!   retry after a 5xx is a violation (it should have bounced);
+//! - after an injected 421: the time to the client's next connection, and
+//!   commands it still sent on the closed session (a QUIT is counted apart:
+//!   it is harmless);
+//! - per client: connections, max concurrent connections, messages,
+//!   sessions that pipelined or used BDAT, and what the verdicts need
+//!   ([`verdicts`]).
+//!
+//! Connection accounting takes one lock at session start, one at the first
+//! greeting and one at its end; per-command work happens only once a
+//! failure has been injected, or for a sender/recipient domain new to the
+//! session.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use super::select::KeyHasher;
+use super::state::Striped;
+use super::view::{Now, RcptPart, View};
+use crate::filter::{client_id, ClientFilter};
+use crate::hook::{ReplyClass, SessionEnd, Stage};
+
+mod client;
+mod report;
+pub mod verdicts;
+
+pub(crate) use client::Client;
+pub use report::{ClientRecord, HistogramSummary, RefereeReport, RetryRecord};
+
+struct Failure {
+    key: String,
+    /// The client id the request came from.
+    client: Box<str>,
+    code: u16,
+    at: Instant,
+    attempt: u32,
+}
+
+pub(crate) struct Hists {
+    pub(crate) retry_by_code: BTreeMap<u16, Histogram<u64>>,
+    pub(crate) reconnect_after_421: Histogram<u64>,
+    pub(crate) messages_per_connection: Histogram<u64>,
+}
+
+pub(crate) fn hist() -> Histogram<u64> {
+    // 1 ms .. 7 days, 2 significant digits: about 2 KB each.
+    Histogram::new_with_bounds(1, 7 * 86_400_000, 2).expect("valid histogram bounds")
+}
+
+/// One observed retry (kept in the recent list).
+#[derive(Debug, Clone)]
+pub(crate) struct Retry {
+    pub(crate) key: String,
+    pub(crate) client: Box<str>,
+    pub(crate) after_code: u16,
+    pub(crate) attempt: u32,
+    pub(crate) interval: Duration,
+}
+
+const MAX_CLIENTS: usize = 65_536;
+const RECENT: usize = 200;
+
+/// The referee's records (kept across plan reloads; `reset` clears them).
+pub(crate) struct Referee {
+    watching: AtomicBool,
+    failures: Striped<Failure>,
+    pub(crate) clients: Mutex<HashMap<Box<str>, Client>>,
+    /// Open connections per client IP.
+    open_ips: Mutex<HashMap<IpAddr, u64>>,
+    open_total: AtomicU64,
+    pub(crate) hists: Mutex<Hists>,
+    pub(crate) recent: Mutex<VecDeque<Retry>>,
+}
+
+fn ms(d: Duration) -> u64 {
+    (d.as_millis() as u64).max(1)
+}
+
+/// Seconds with up to three decimals (`0.05s`, `1.2s`).
+pub(crate) fn secs_text(d: Duration) -> String {
+    let s = format!("{:.3}", d.as_secs_f64());
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}s")
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Referee {
+    pub(crate) fn new() -> Referee {
+        Referee {
+            watching: AtomicBool::new(false),
+            failures: Striped::new(100_000),
+            clients: Mutex::new(HashMap::new()),
+            open_ips: Mutex::new(HashMap::new()),
+            open_total: AtomicU64::new(0),
+            hists: Mutex::new(Hists {
+                retry_by_code: BTreeMap::new(),
+                reconnect_after_421: hist(),
+                messages_per_connection: hist(),
+            }),
+            recent: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// Whether per-command retry tracking is on (a failure was injected).
+    pub(crate) fn watching(&self) -> bool {
+        self.watching.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` on client `id`'s record (created if missing).
+    pub(crate) fn client<R>(&self, id: &str, f: impl FnOnce(&mut Client) -> R) -> R {
+        let mut map = lock(&self.clients);
+        if !map.contains_key(id) {
+            if map.len() >= MAX_CLIENTS {
+                // Bounded: forget a client with no open connection.
+                if let Some(k) = map
+                    .iter()
+                    .find(|(_, c)| c.open == 0)
+                    .map(|(k, _)| k.clone())
+                {
+                    map.remove(&k);
+                }
+            }
+            map.insert(id.into(), Client::default());
+        }
+        f(map.get_mut(id).expect("just inserted"))
+    }
+
+    /// The request key of a MAIL / RCPT / end-of-data attempt by client
+    /// `who`, readable (built only for a failure record).
+    fn request_key(v: &View<'_>, who: &str) -> Option<String> {
+        let sender = v.sender?.to_ascii_lowercase();
+        Some(match v.ctx.stage {
+            Stage::Mail => format!("mail {who} <{sender}>"),
+            Stage::Rcpt => format!(
+                "rcpt {who} <{sender}> <{}>",
+                v.ctx.rcpt?.to_ascii_lowercase()
+            ),
+            _ => format!(
+                "data {who} <{sender}> <{}>",
+                RcptPart::all(v.ctx).text(">,<")
+            ),
+        })
+    }
+
+    /// `hash_bytes(0, request_key(v, who))`, computed piecewise without
+    /// building the key: what every watched MAIL / RCPT / end of data pays.
+    fn request_hash(v: &View<'_>, who: &str) -> Option<u64> {
+        let who = who.as_bytes();
+        let sender = v.sender?.as_bytes();
+        // "<verb> <who> <<sender>>"
+        let head = 5 + who.len() + 2 + sender.len() + 1;
+        let start = |verb: &[u8], len: usize| {
+            let mut k = KeyHasher::new(0, len);
+            k.bytes(verb)
+                .bytes(who)
+                .bytes(b" <")
+                .lower(sender)
+                .bytes(b">");
+            k
+        };
+        Some(match v.ctx.stage {
+            Stage::Mail => start(b"mail ", head).finish(),
+            Stage::Rcpt => {
+                let r = v.ctx.rcpt?.as_bytes();
+                start(b"rcpt ", head + 2 + r.len() + 1)
+                    .bytes(b" <")
+                    .lower(r)
+                    .bytes(b">")
+                    .finish()
+            }
+            _ => {
+                let r = RcptPart::all(v.ctx);
+                let mut k = start(b"data ", head + 2 + r.len(">,<") + 1);
+                k.bytes(b" <");
+                r.feed(&mut k, ">,<");
+                k.bytes(b">").finish()
+            }
+        })
+    }
+
+    /// An attempt at MAIL, RCPT or end of data by client `who`: a retry if
+    /// the same request failed before. Returns how many times it failed
+    /// before.
+    pub(crate) fn attempt(&self, v: &View<'_>, who: &str, now: &Now) -> u32 {
+        if !self.watching() {
+            return 0;
+        }
+        let Some(h) = Self::request_hash(v, who) else {
+            return 0;
+        };
+        let Some(f) = self.failures.remove(h) else {
+            return 0;
+        };
+        let interval = now.get().saturating_duration_since(f.at);
+        {
+            let mut h = lock(&self.hists);
+            let _ = h
+                .retry_by_code
+                .entry(f.code)
+                .or_insert_with(hist)
+                .record(ms(interval));
+        }
+        self.client(who, |c| c.retried(&f.key, f.code, f.attempt, interval));
+        let mut recent = lock(&self.recent);
+        if recent.len() >= RECENT {
+            recent.pop_front();
+        }
+        recent.push_back(Retry {
+            key: f.key,
+            client: f.client,
+            after_code: f.code,
+            attempt: f.attempt + 1,
+            interval,
+        });
+        f.attempt
+    }
+
+    /// An injected 4xx/5xx at MAIL, RCPT or end of data; `before`: how
+    /// many times the request failed before (from [`Referee::attempt`]).
+    pub(crate) fn failed(&self, v: &View<'_>, who: &str, code: u16, now: Instant, before: u32) {
+        let Some(h) = Self::request_hash(v, who) else {
+            return;
+        };
+        debug_assert_eq!(
+            Some(h),
+            Self::request_key(v, who).map(|k| super::select::hash_bytes(0, k.as_bytes())),
+            "piecewise request hash differs from the hash of the request key"
+        );
+        self.watching.store(true, Ordering::Relaxed);
+        self.failures.with(
+            h,
+            || Failure {
+                key: Self::request_key(v, who).unwrap_or_default(),
+                client: who.into(),
+                code,
+                at: now,
+                attempt: before + 1,
+            },
+            |f| {
+                f.code = code;
+                f.at = now;
+            },
+        );
+    }
+
+    /// A fault was injected for client `who`, replying `code` if it
+    /// replied.
+    pub(crate) fn fault(&self, who: &str, code: Option<u16>, now: Instant) {
+        self.client(who, |c| {
+            c.faults += 1;
+            match code.map(|c| (c, ReplyClass::of(c))) {
+                Some((421, _)) => {
+                    c.replies_421 += 1;
+                    c.replies_4xx += 1;
+                    c.last_421 = Some(now);
+                }
+                Some((_, ReplyClass::Deferred)) => c.replies_4xx += 1,
+                Some((_, ReplyClass::Rejected)) => c.replies_5xx += 1,
+                _ => {}
+            }
+        });
+    }
+
+    /// Client `who` used these domains (lower-case; bounded per client).
+    pub(crate) fn domain(&self, who: &str, domain: &str) {
+        self.client(who, |c| c.add_domain(domain));
+    }
+
+    /// A connection opened (counted per IP until its first greeting says
+    /// which client it is).
+    pub(crate) fn opened(&self, ip: IpAddr) {
+        self.open_total.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.open_ips).entry(ip.to_canonical()).or_default() += 1;
+    }
+
+    /// The first greeting of a session opened at `connected`: it now
+    /// belongs to client `who`.
+    pub(crate) fn greeted(&self, who: &str, ip: IpAddr, connected: Instant) {
+        let since_421 = self.client(who, |c| c.connected(ip.to_canonical(), connected));
+        if let Some(d) = since_421 {
+            let _ = lock(&self.hists).reconnect_after_421.record(ms(d));
+        }
+    }
+
+    /// A connection counted by [`Referee::opened`] closed.
+    pub(crate) fn closed(&self, end: &SessionEnd) {
+        self.open_total.fetch_sub(1, Ordering::Relaxed);
+        let Some(peer) = end.peer else { return };
+        let ip = peer.ip().to_canonical();
+        {
+            let mut ips = lock(&self.open_ips);
+            if let Some(n) = ips.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    ips.remove(&ip);
+                }
+            }
+        }
+        let who = client_id(end.helo.as_deref(), ip);
+        self.client(&who, |c| {
+            if end.helo.is_none() {
+                // Never greeted: counted as a connection of its IP now.
+                let _ = c.connected(ip, Instant::now());
+            }
+            c.closed(end);
+        });
+        let _ = lock(&self.hists)
+            .messages_per_connection
+            .record(end.messages);
+    }
+
+    /// Open connections in total.
+    pub(crate) fn open_total(&self) -> u64 {
+        self.open_total.load(Ordering::Relaxed)
+    }
+
+    /// Open connections from `ip`.
+    pub(crate) fn open_for(&self, ip: IpAddr) -> u64 {
+        lock(&self.open_ips)
+            .get(&ip.to_canonical())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Forgets the records of the clients `filter` selects (everything
+    /// but open connections); with no filter also the shared histograms.
+    /// Returns the ids of the clients reset.
+    pub(crate) fn reset(&self, filter: &ClientFilter) -> Vec<Box<str>> {
+        let mut map = lock(&self.clients);
+        let ids: Vec<Box<str>> = map
+            .iter()
+            .filter(|(id, c)| filter.matches_client(id, c.domains()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &ids {
+            let open = map.get(id).map_or(0, |c| c.open);
+            if open == 0 {
+                map.remove(id);
+            } else if let Some(c) = map.get_mut(id) {
+                *c = Client {
+                    open,
+                    max_concurrent: open,
+                    ..Client::default()
+                };
+            }
+        }
+        drop(map);
+        if filter.is_all() {
+            let mut h = lock(&self.hists);
+            h.retry_by_code.clear();
+            h.reconnect_after_421.reset();
+            h.messages_per_connection.reset();
+            drop(h);
+            lock(&self.recent).clear();
+            self.failures.clear();
+        } else {
+            lock(&self.recent).retain(|r| !ids.contains(&r.client));
+            self.failures.retain(|f| !ids.contains(&f.client));
+        }
+        ids
+    }
+
+    /// Runs `f` on a copy of the records of the clients `filter` selects.
+    pub(crate) fn selected<R>(
+        &self,
+        filter: &ClientFilter,
+        f: impl FnOnce(Vec<(Box<str>, Client)>) -> R,
+    ) -> R {
+        let list = lock(&self.clients)
+            .iter()
+            .filter(|(id, c)| filter.matches_client(id, c.domains()))
+            .map(|(id, c)| (id.clone(), c.clone()))
+            .collect();
+        f(list)
+    }
+}

@@ -74,6 +74,8 @@ install_system_packages() {
     # The Node recipe: node's built-in test runner and npm for nodemailer.
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+    # The HTML report is checked in a real browser (crates/blast/tests/html_report.rs).
+    command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 
     local need_postfix=0
     if ! command -v /usr/sbin/postfix >/dev/null 2>&1 ||
@@ -122,11 +124,19 @@ pip_install() {
 install_python_peers() {
     if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         echo "python peers: aiosmtpd present"
-        return 0
+    else
+        echo "python peers: installing aiosmtpd"
+        pip_install aiosmtpd
+        python3 -c 'import aiosmtpd'
     fi
-    echo "python peers: installing aiosmtpd"
-    pip_install aiosmtpd
-    python3 -c 'import aiosmtpd'
+    # The reference Prometheus text parser, for the /metrics tests.
+    local prom=0.26.0
+    if [[ "$(python3 -c 'import importlib.metadata as m; print(m.version("prometheus-client"))' 2>/dev/null)" == "$prom" ]]; then
+        echo "python peers: prometheus-client $prom present"
+    else
+        echo "python peers: installing prometheus-client $prom"
+        pip_install "prometheus-client==$prom"
+    fi
 }
 
 # The README's recipes ("Using the sink in your tests") run against real
@@ -212,6 +222,10 @@ step test cargo test --workspace
 # long to install here; see the script's docs.)
 step module-cycles-selftest python3 scripts/test_check_module_cycles.py
 step module-cycles python3 scripts/check-module-cycles.py
+# The HTML reports in headless chromium (also run by `cargo test` above,
+# where a missing browser only skips): here the browser is required.
+step html-report env MAILSTORM_REQUIRE_BROWSER=1 \
+    cargo test -q -p mailstorm-blast --test html_report
 
 # --- recipes: the README's "Using the sink in your tests", as written ---
 # pytest + smtplib and node:test + nodemailer against the sink binary, each

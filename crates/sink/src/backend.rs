@@ -19,6 +19,7 @@ impl control::ControlBackend for Backend {
         if let Some(e) = &self.0.engine {
             m.push_str(&e.metrics_text());
         }
+        crate::process_metrics::write(&mut m);
         m
     }
 

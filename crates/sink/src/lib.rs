@@ -36,6 +36,7 @@ pub mod filter;
 mod handle;
 pub mod hook;
 pub mod plan;
+mod process_metrics;
 pub mod ready;
 mod server;
 mod session;

@@ -345,6 +345,9 @@ pub fn summary(r: &RunResult) -> String {
     if let Some(p) = &r.resilience {
         s.push_str(&crate::policy::report::summary(p, secs));
     }
+    if let Some(routing) = &r.routing {
+        s.push_str(&routing.summary());
+    }
     s
 }
 

@@ -82,6 +82,42 @@ pub struct Routing {
     pub relays: Vec<RelayFigures>,
 }
 
+impl Routing {
+    /// The text summary's `dns` line and `relays` table.
+    pub fn summary(&self) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
+        if let Some(d) = &self.dns {
+            let _ = writeln!(
+                s,
+                "\ndns: {} queries, {} cache hits; failures: {} timeout, {} servfail, {} nxdomain, {} other",
+                d.queries, d.cache_hits, d.timeouts, d.servfail, d.nxdomain, d.other_failures
+            );
+        }
+        if !self.relays.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nrelays                        weight   picked connected   failed  ejected  probes  state"
+            );
+            for r in &self.relays {
+                let _ = writeln!(
+                    s,
+                    "  {:<28} {:>6} {:>8} {:>9} {:>8} {:>8} {:>7}  {}",
+                    r.relay,
+                    r.weight,
+                    r.picked,
+                    r.connected,
+                    r.failed,
+                    r.ejections,
+                    r.probes,
+                    if r.ejected { "out" } else { "in" }
+                );
+            }
+        }
+        s
+    }
+}
+
 /// One address to try, and the relay it belongs to.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Candidate {

@@ -177,8 +177,11 @@ rules:
             _ => d.timeouts,
         };
         assert!(n >= 1, "{domain}: {d:?}");
-        // Nothing was accepted, and nothing reached the SMTP listener.
+        // Nothing was accepted or lost: deferred, and nothing reached the
+        // SMTP listener.
         assert_eq!(r.totals.counters.accepted, 0);
+        assert!(r.totals.counters.deferred >= 1, "{:?}", r.totals.counters);
+        assert_eq!(r.totals.counters.failed, 0, "{:?}", r.totals.counters);
         assert!(r.totals.transport[mailstorm_blast::stats::Transport::Dns as usize] >= 1);
     }
     assert_eq!(s.stats().connections_total, 0);
@@ -284,4 +287,39 @@ fn resolver_that_does_not_answer_is_a_clear_bounded_error() {
         e.contains(&silent.local_addr().unwrap().to_string()) && e.contains("did not answer"),
         "{e}"
     );
+}
+
+#[test]
+fn binary_exits_3_naming_a_silent_resolver_and_rejects_bad_targets() {
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap().to_string();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailstorm-blast"))
+        .args(["--target", "mx:example.test", "--resolver", &addr])
+        .args(["--dns-timeout", "300ms", "-n", "1", "--quiet"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains(&addr) && err.contains("did not answer"),
+        "{err}"
+    );
+
+    for (args, want) in [
+        (vec!["--target", "127.0.0.1:1=0,127.0.0.1:2"], "weight"),
+        (vec!["--target", "mx:a.test:25"], "--smtp-port"),
+        (
+            vec!["--target", "mx:a.test", "--resolver", "nowhere"],
+            "--resolver",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailstorm-blast"))
+            .args(&args)
+            .args(["-n", "1", "--quiet"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
 }

@@ -55,7 +55,10 @@ impl Conn {
                 let mut st = env.stats();
                 st.fault(Fault::new(Transport::Dns, Stage::Dns), &text);
                 st.counters.conn_failed += 1;
-                return Err(Disposition::Failed(Transport::Dns));
+                // A sender keeps the message queued when DNS fails (RFC
+                // 5321 §4.5.4.1 treats it as a temporary failure): the
+                // message is deferred, and a retry policy retries it.
+                return Err(Disposition::Deferred);
             }
         };
         let mut last = Disposition::Failed(Transport::Dns);

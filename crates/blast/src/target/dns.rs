@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::ResponseCode;
@@ -16,6 +16,7 @@ use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOp
 use hickory_resolver::name_server::TokioConnectionProvider;
 use hickory_resolver::{ResolveError, TokioResolver};
 use serde::Serialize;
+use tokio::sync::Notify;
 
 /// Cached answers (names × types) at most; past it the cache is emptied
 /// and refilled, which costs queries but never memory.
@@ -68,6 +69,10 @@ pub(crate) struct Dns {
     server: Option<SocketAddr>,
     timeout: Duration,
     cache: Mutex<HashMap<(String, RecordType), Cached>>,
+    /// Lookups on the wire: later askers of the same key wait for the
+    /// first one's answer instead of sending the same query (single
+    /// flight), so a cold start with many connections costs one query.
+    inflight: Mutex<HashMap<(String, RecordType), Arc<Notify>>>,
     queries: AtomicU64,
     hits: AtomicU64,
     fails: [AtomicU64; 4],
@@ -88,6 +93,7 @@ impl Dns {
             server,
             timeout,
             cache: Mutex::new(HashMap::new()),
+            inflight: Mutex::new(HashMap::new()),
             queries: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             fails: Default::default(),
@@ -133,18 +139,59 @@ impl Dns {
         rtype: RecordType,
     ) -> (Result<Answer, DnsFailure>, Duration) {
         let key = (name.to_ascii_lowercase(), rtype);
-        let now = Instant::now();
-        if let Some((exp, a)) = self
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-        {
-            if *exp > now {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-                return (a.clone(), Duration::ZERO);
+        let t_wait = Instant::now();
+        let mut waited = false;
+        // Bounded: each wait ends by the leader's answer or its timeout.
+        for _ in 0..4 {
+            let now = Instant::now();
+            if let Some((exp, a)) = self
+                .cache
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&key)
+            {
+                if *exp > now {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    // Time spent waiting for another lookup's answer is
+                    // DNS time too; a plain hit costs nothing.
+                    let spent = if waited {
+                        t_wait.elapsed()
+                    } else {
+                        Duration::ZERO
+                    };
+                    return (a.clone(), spent);
+                }
+            }
+            let leader = {
+                let mut inf = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+                match inf.get(&key) {
+                    Some(n) => Some(n.clone()),
+                    None => {
+                        inf.insert(key.clone(), Arc::new(Notify::new()));
+                        None
+                    }
+                }
+            };
+            let Some(n) = leader else { break };
+            let notified = n.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            waited = true;
+            // The leader may have finished before the wait was enabled.
+            if self
+                .inflight
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(&key)
+            {
+                let _ =
+                    tokio::time::timeout(self.timeout + Duration::from_millis(500), notified).await;
             }
         }
+        let _flight = Flight {
+            dns: self,
+            key: key.clone(),
+        };
         self.queries.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
         let res = match self.resolver() {
@@ -220,6 +267,27 @@ impl Dns {
             servfail: f(DnsFailure::Servfail),
             nxdomain: f(DnsFailure::Nxdomain),
             other_failures: f(DnsFailure::Other),
+        }
+    }
+}
+
+/// Ends a single-flight lookup however the leader's future ends (answer,
+/// error or cancellation): waiters are released and look in the cache.
+struct Flight<'a> {
+    dns: &'a Dns,
+    key: (String, RecordType),
+}
+
+impl Drop for Flight<'_> {
+    fn drop(&mut self) {
+        let n = self
+            .dns
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        if let Some(n) = n {
+            n.notify_waiters();
         }
     }
 }

@@ -322,3 +322,29 @@ fn binary_exits_3_naming_a_silent_resolver_and_rejects_bad_targets() {
         assert!(err.contains(want), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn servfail_defers_and_a_retry_policy_delivers_every_message() {
+    // The first two MX queries fail; failures are cached 1 s, so retries
+    // 1.2 s apart see a fresh query each: the third succeeds.
+    let port = shared_port();
+    let plan = "rules:\n  - {stage: dns, match: {qtype: MX}, first: 2, action: {dns: servfail}}\n";
+    let s = sink_at("127.0.0.3", port, true, Some(plan));
+    let cfg = Config {
+        duration: None,
+        policy: Some(
+            serde_yaml::from_str("max_attempts: 5\nbackoff: {kind: fixed, delay: 1200ms}\n")
+                .unwrap(),
+        ),
+        ..mx_config("example.test", s.dns_addr().unwrap(), port, 4)
+    };
+    let r = run(cfg);
+    let d = r.routing.as_ref().unwrap().dns.clone().unwrap();
+    assert_eq!(d.servfail, 2, "{d:?}");
+    let sum = r.resilience.as_ref().unwrap();
+    assert_eq!(sum.tally.messages.delivered, 4, "{:?}", sum.tally);
+    assert!(sum.tally.retries >= 4, "{:?}", sum.tally);
+    assert_eq!(s.stats().messages_accepted, 4);
+    assert_eq!(s.dns_stats().unwrap().servfail, 2);
+    s.shutdown();
+}

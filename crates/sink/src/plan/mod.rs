@@ -51,12 +51,14 @@
 
 mod active;
 mod clients;
+mod dns_rules;
 mod engine;
 mod keys;
 mod load;
 mod matching;
 pub mod model;
 mod primary;
+mod queue;
 pub mod referee;
 pub mod select;
 mod slots;

@@ -13,10 +13,14 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod dns_fault;
 mod expect;
+mod queue;
 mod stage_sel;
 mod values;
+pub use dns_fault::DnsFault;
 pub use expect::{ExpectSpec, Policy, DEFAULT_POLICY, METRICS};
+pub use queue::{OverflowSpec, QueueSpec};
 pub use stage_sel::StageSel;
 use values::{opt_millis, opt_secs, secs, whole_millis};
 pub use values::{Code, NonNeg, OneOrMany, Positive, Probability};
@@ -359,6 +363,11 @@ fn delay_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DelaySpec>, D::E
     .map(Some)
 }
 
+/// `queue.service`: like `delay`, but required.
+fn delay_spec_required<'de, D: Deserializer<'de>>(d: D) -> Result<DelaySpec, D::Error> {
+    delay_spec(d).map(|s| s.unwrap_or_default())
+}
+
 /// How `disconnect` closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -502,24 +511,12 @@ pub struct ActionSpec {
     /// Proceed normally (stops later rules from deciding).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept: bool,
+    /// A server with finite capacity (`data_end` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSpec>,
     /// A DNS fault (stage dns only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsFault>,
-}
-
-/// `dns`: what the DNS responder does instead of answering (stage dns).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum DnsFault {
-    /// Answer SERVFAIL.
-    Servfail,
-    /// Answer NXDOMAIN (the name does not exist).
-    Nxdomain,
-    /// Send nothing: the client times out.
-    NoAnswer,
-    /// Over UDP, an empty answer with the TC bit set (the client must
-    /// retry over TCP); over TCP, the normal answer.
-    Truncate,
 }
 
 /// One rule as written.

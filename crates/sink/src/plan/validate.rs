@@ -285,6 +285,7 @@ impl Check for RuleSpec {
             ("stall", a.stall.is_some()),
             ("idle_close", a.idle_close.is_some()),
             ("accept", a.accept),
+            ("queue", a.queue.is_some()),
             ("dns", a.dns.is_some()),
         ]
         .iter()
@@ -301,7 +302,7 @@ impl Check for RuleSpec {
         if primaries.is_empty() && !modifiers && self.sequence.is_none() {
             return Err("rule has no action; give `action` with one of: reply, delay, disconnect, stall, throttle, split_reply, greylist, idle_close, accept (or a `sequence`)".into());
         }
-        check_dns(self)?;
+        super::dns_rules::check_dns(self)?;
         if let Some(r) = &a.reply {
             if let Some(e) = &r.enhanced {
                 check_enhanced(r.code.0, e)?;
@@ -341,6 +342,44 @@ impl Check for RuleSpec {
         }
         if let Some(d) = &a.delay {
             dist(d)?;
+        }
+        if let Some(q) = &a.queue {
+            only_at("action.queue", st, &[StageSel::One(Stage::DataEnd)])?;
+            if a.delay.is_some() {
+                return Err(
+                    "action.queue: its `service` is the delay; remove `delay` from this rule"
+                        .into(),
+                );
+            }
+            if q.workers.0 > super::queue::MAX_WORKERS {
+                return Err(format!(
+                    "action.queue.workers {} is over {}",
+                    q.workers.0,
+                    super::queue::MAX_WORKERS
+                ));
+            }
+            if q.max_queue > super::queue::MAX_QUEUE {
+                return Err(format!(
+                    "action.queue.max_queue {} is over {}",
+                    q.max_queue,
+                    super::queue::MAX_QUEUE
+                ));
+            }
+            dist(&q.service).map_err(|e| format!("action.queue.service: {e}"))?;
+            if let Some(o) = &q.overflow {
+                if o.reply.code.0 < 400 {
+                    return Err(format!(
+                        "action.queue.overflow.reply.code {} must be 4xx or 5xx",
+                        o.reply.code.0
+                    ));
+                }
+                if let Some(e) = &o.reply.enhanced {
+                    check_enhanced(o.reply.code.0, e)?;
+                }
+                if let Some(t) = &o.reply.text {
+                    check_text(t)?;
+                }
+            }
         }
         if let Some(seq) = &self.sequence {
             if seq.is_empty() {
@@ -385,45 +424,6 @@ impl Check for RuleSpec {
         }
         Ok(())
     }
-}
-
-/// Stage dns takes `match.client`, `qname` and `qtype` and the actions
-/// `dns`, `delay` and `accept`; the DNS keys belong to stage dns alone.
-fn check_dns(r: &RuleSpec) -> Result<(), String> {
-    const DNS: &[StageSel] = &[StageSel::One(Stage::Dns)];
-    let m = &r.matches;
-    let a = &r.action;
-    if m.qname.is_some() {
-        only_at("match.qname", r.stage, DNS)?;
-    }
-    if m.qtype.is_some() {
-        only_at("match.qtype", r.stage, DNS)?;
-    }
-    if a.dns.is_some() {
-        only_at("action.dns", r.stage, DNS)?;
-    }
-    if r.stage != StageSel::One(Stage::Dns) {
-        return Ok(());
-    }
-    let smtp_only = [
-        ("match.helo", m.helo.is_some()),
-        ("match.tls", m.tls.is_some()),
-        ("match.auth_user", m.auth_user.is_some()),
-        ("action.reply", a.reply.is_some()),
-        ("action.disconnect", a.disconnect.is_some()),
-        ("action.stall", a.stall.is_some()),
-        ("action.throttle", a.throttle.is_some()),
-        ("action.split_reply", a.split_reply.is_some()),
-        ("action.idle_close", a.idle_close.is_some()),
-        ("sequence", r.sequence.is_some()),
-        ("max_connections", r.max_connections.is_some()),
-    ];
-    if let Some((what, _)) = smtp_only.iter().find(|(_, on)| *on) {
-        return Err(format!(
-            "`{what}` cannot be used at stage dns; it takes match.client, match.qname, match.qtype and the actions dns (servfail, nxdomain, no_answer, truncate), delay and accept"
-        ));
-    }
-    Ok(())
 }
 
 /// A compiled rule's matcher.
@@ -526,6 +526,28 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
             after: i.after,
             code: i.code.0,
             text: i.text.clone(),
+        }
+    } else if let Some(q) = &a.queue {
+        let (code, enhanced, text) = match &q.overflow {
+            Some(o) => (
+                o.reply.code.0,
+                o.reply.enhanced.clone(),
+                o.reply.text.clone(),
+            ),
+            None => (421, None, Some("Too busy, try again later".to_string())),
+        };
+        let (de, dt) = super::primary::default_reply(code);
+        Primary::Queue {
+            model: std::sync::Arc::new(super::queue::QueueModel::new(
+                q.workers.0,
+                q.max_queue,
+                dist(&q.service)?,
+            )),
+            overflow: (
+                code,
+                enhanced.unwrap_or_else(|| de.to_string()),
+                text.unwrap_or_else(|| dt.to_string()),
+            ),
         }
     } else if let Some(f) = a.dns {
         Primary::Fixed(FaultAction::Dns(f))

@@ -3,7 +3,7 @@
 //! of per-rule state (attempt counters, token buckets, greylist entries).
 
 use super::model::{KeyKind, RateBy};
-use super::select::{domain_of, hash_bytes, mix64, IpText, KeyHasher};
+use super::select::{domain_of, hash_bytes, mix64, KeyHasher};
 use super::validate::Rule;
 use super::view::{RcptPart, View};
 
@@ -58,7 +58,7 @@ impl Rule {
             }
             KeyKind::Triplet => {
                 let s = v.sender?.as_bytes();
-                let ip = IpText::new(ctx.peer.ip());
+                let ip = v.ip;
                 let r = v.rcpt_part().unwrap_or(RcptPart::Empty);
                 let len = "triplet:".len() + ip.as_bytes().len() + 1 + s.len() + 1 + r.len(",");
                 let mut k = KeyHasher::new(0, len);
@@ -147,7 +147,7 @@ pub(crate) fn connection_state_keys(k: KeyKind, id: u64) -> ([u64; 2], usize) {
 pub(super) fn bucket_key(by: RateBy, v: &View<'_>) -> Option<u64> {
     Some(match by {
         RateBy::Global => 0,
-        RateBy::Ip => hash_bytes(1, IpText::new(v.ctx.peer.ip()).as_bytes()),
+        RateBy::Ip => hash_bytes(1, v.ip.as_bytes()),
         RateBy::Sender => {
             let s = v.sender?.as_bytes();
             KeyHasher::new(2, s.len()).lower(s).finish()

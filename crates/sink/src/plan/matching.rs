@@ -6,10 +6,6 @@ use super::validate::Rule;
 use super::view::View;
 use crate::hook::Stage;
 
-pub(super) fn stage_sel(s: Stage) -> Option<StageSel> {
-    s.is_consulted().then_some(StageSel::One(s))
-}
-
 /// The bit of a stage in a plan's stage mask.
 pub(crate) fn stage_bit(s: StageSel) -> u32 {
     match s {

@@ -5,17 +5,27 @@
 use std::cell::Cell;
 use std::time::Instant;
 
-use super::select::{cmp_lower, KeyHasher};
+use super::select::{cmp_lower, IpText, KeyHasher};
 use crate::hook::{Stage, StageContext};
 
 /// The argument of `EHLO x` / `MAIL FROM:<x>` read from the command line,
-/// for the stage where the session has not stored it yet.
-fn arg_of(command: &[u8]) -> Option<&str> {
-    let s = std::str::from_utf8(command).ok()?;
-    if let (Some(a), Some(b)) = (s.find('<'), s.find('>')) {
-        return s.get(a + 1..b);
+/// for the stage where the session has not stored it yet: the text between
+/// the first `<` and the first `>`, else the second word; `None` when the
+/// line is not UTF-8. Searched as bytes (`<` and `>` never occur inside a
+/// multi-byte character), validating only the argument of an ASCII line:
+/// this runs once per MAIL while a plan is loaded.
+pub(crate) fn arg_of(command: &[u8]) -> Option<&str> {
+    if let (Some(a), Some(b)) = (memchr::memchr(b'<', command), memchr::memchr(b'>', command)) {
+        let arg = command.get(a + 1..b)?;
+        if command.is_ascii() {
+            return std::str::from_utf8(arg).ok();
+        }
+        return std::str::from_utf8(command).ok()?.get(a + 1..b);
     }
-    s.split_ascii_whitespace().nth(1)
+    std::str::from_utf8(command)
+        .ok()?
+        .split_ascii_whitespace()
+        .nth(1)
 }
 
 /// The facts about a command the rules look at.
@@ -23,12 +33,15 @@ pub(crate) struct View<'a> {
     pub(crate) ctx: &'a StageContext<'a>,
     pub(crate) helo: Option<&'a str>,
     pub(crate) sender: Option<&'a str>,
+    /// The client's IP address text (kept per session in its scope).
+    pub(crate) ip: &'a IpText,
 }
 
 impl<'a> View<'a> {
-    pub(crate) fn new(ctx: &'a StageContext<'a>) -> View<'a> {
+    pub(crate) fn new(ctx: &'a StageContext<'a>, ip: &'a IpText) -> View<'a> {
         View {
             ctx,
+            ip,
             helo: if ctx.stage == Stage::Ehlo {
                 arg_of(ctx.command)
             } else {

@@ -32,7 +32,7 @@ impl Session {
         if let Some(d) = self.deferred.take() {
             return self.apply(d);
         }
-        if std::mem::take(&mut self.hook_bypass) {
+        if std::mem::take(&mut self.hook_bypass) || !hook.consults(stage) {
             return Gate::Go(None);
         }
         let ctx = StageContext {

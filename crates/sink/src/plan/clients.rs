@@ -173,10 +173,7 @@ impl Engine {
         if d.is_empty() {
             return;
         }
-        let h = super::select::KeyHasher::new(4, d.len())
-            .lower(d.as_bytes())
-            .finish()
-            .max(1);
+        let h = keys::lower_hash(4, d.as_bytes()).max(1);
         // The session is the only writer of its scope: load, then store.
         let Some(free) = s.domains.iter().find_map(|slot| {
             let v = slot.load(Ordering::Relaxed);

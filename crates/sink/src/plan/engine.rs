@@ -373,15 +373,21 @@ impl Active {
         now: &Now,
     ) -> Option<Verdict> {
         rules.iter().find_map(|&i| {
-            let i = i as usize;
-            self.try_rule(engine, (i, &self.plan.rules[i]), v, owner, now)
+            let rule = &self.plan.rules[i as usize];
+            // Only the match is inlined here: the rest, out of line, is
+            // not hoisted into the loop of a decision where nothing matches.
+            if !rule.matches(v) {
+                return None;
+            }
+            self.try_rule(engine, (i as usize, rule), v, owner, now)
         })
     }
 
-    /// Rule `i`'s verdict, or `None` when it does not apply or is not
+    /// Rule `i`'s verdict (its match holds), or `None` when it is not
     /// selected this time. The steps run in this order because each later
     /// one counts or consumes something (an attempt, a token, a greylist
     /// entry) that must not be touched by a rule that does not apply.
+    #[inline(never)]
     fn try_rule(
         &self,
         engine: &Engine,
@@ -393,9 +399,6 @@ impl Active {
         debug_assert!(
             matches!(rule.stage, StageSel::Any) || rule.stage == StageSel::One(v.ctx.stage)
         );
-        if !rule.matches(v) {
-            return None;
-        }
         let KeyHashes {
             draw: khash,
             state: kstate,

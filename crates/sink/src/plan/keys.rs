@@ -3,7 +3,7 @@
 //! of per-rule state (attempt counters, token buckets, greylist entries).
 
 use super::model::{KeyKind, RateBy};
-use super::select::{domain_of, hash_bytes, mix64, KeyHasher};
+use super::select::{domain_of, hash_bytes, lower_word, mix64, KeyHasher};
 use super::validate::Rule;
 use super::view::{RcptPart, View};
 
@@ -11,6 +11,29 @@ use super::view::{RcptPart, View};
 pub(crate) const TAG_ATTEMPTS: u64 = 1;
 pub(super) const TAG_BUCKET: u64 = 2;
 pub(super) const TAG_GREY: u64 = 3;
+
+/// A fast hash of `bytes` ASCII-lower-cased, for the engine's own
+/// bookkeeping (the referee's request identities, a session's known
+/// domains), never for a replayable decision. Each step is a bijection of
+/// the state, so two texts of one length hash alike only if equal.
+pub(crate) fn lower_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9FB2_1C65_1E98_DF25;
+    let step = |h: u64, w: u64| (h ^ lower_word(w)).wrapping_mul(K).rotate_left(29);
+    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h = step(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let w = rest
+            .iter()
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b));
+        h = step(h, w);
+    }
+    mix64(h)
+}
 
 pub(crate) fn state_key(rule: usize, tag: u64, key: u64) -> u64 {
     mix64(key ^ mix64(((rule as u64) << 8) | tag))

@@ -52,6 +52,7 @@
 mod active;
 mod clients;
 mod engine;
+mod glob;
 mod keys;
 mod load;
 mod matching;

@@ -3,6 +3,7 @@
 
 use regex::Regex;
 
+use super::glob::Glob;
 use super::model::*;
 use super::primary::Primary;
 use super::select::{Cidr, Dist, Window};
@@ -387,14 +388,14 @@ impl Check for RuleSpec {
 #[derive(Debug, Default)]
 pub(crate) struct Matcher {
     pub(crate) clients: Vec<Cidr>,
-    pub(crate) helo: Vec<String>,
-    pub(crate) sender: Vec<String>,
-    pub(crate) recipient: Vec<String>,
+    pub(crate) helo: Vec<Glob>,
+    pub(crate) sender: Vec<Glob>,
+    pub(crate) recipient: Vec<Glob>,
     pub(crate) recipient_domain: Vec<String>,
     pub(crate) header: Option<(String, Option<Regex>)>,
     pub(crate) size: Option<(u64, u64)>,
     pub(crate) tls: Option<bool>,
-    pub(crate) auth_user: Vec<String>,
+    pub(crate) auth_user: Vec<Glob>,
 }
 
 /// A compiled rule.
@@ -420,8 +421,11 @@ pub(crate) struct Rule {
     pub(crate) counts_attempts: bool,
 }
 
-fn globs(v: &Option<OneOrMany<String>>) -> Vec<String> {
-    v.iter().flat_map(|x| x.as_slice()).cloned().collect()
+fn globs(v: &Option<OneOrMany<String>>) -> Vec<Glob> {
+    v.iter()
+        .flat_map(|x| x.as_slice())
+        .map(|p| Glob::new(p))
+        .collect()
 }
 
 /// Compiles a checked rule.
@@ -437,8 +441,10 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
         helo: globs(&m.helo),
         sender: globs(&m.sender),
         recipient: globs(&m.recipient),
-        recipient_domain: globs(&m.recipient_domain)
-            .into_iter()
+        recipient_domain: m
+            .recipient_domain
+            .iter()
+            .flat_map(|x| x.as_slice())
             .map(|d| d.to_ascii_lowercase())
             .collect(),
         header: m.header.as_ref().map(header).transpose()?,

@@ -31,7 +31,8 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use super::active::Who;
-use super::select::{mix64, KeyHasher};
+use super::keys::lower_hash;
+use super::select::mix64;
 use super::state::Striped;
 use super::view::{Now, RcptPart, View};
 use crate::filter::{client_id, ClientFilter};
@@ -172,11 +173,7 @@ impl Referee {
     /// combines the recipients of a message order-independently (a sum)
     /// instead of sorting them.
     fn request_hash(v: &View<'_>, who: &Who<'_>) -> Option<u64> {
-        let part = |s: &str| {
-            KeyHasher::new(REQUEST_SEED, s.len())
-                .lower(s.as_bytes())
-                .finish()
-        };
+        let part = |s: &str| lower_hash(REQUEST_SEED, s.as_bytes());
         let head = |verb: u64| Some(mix64(mix64(who.hash() ^ verb) ^ part(v.sender?)));
         Some(match v.ctx.stage {
             Stage::Mail => head(1)?,

@@ -3,7 +3,7 @@
 //! of per-rule state (attempt counters, token buckets, greylist entries).
 
 use super::model::{KeyKind, RateBy};
-use super::select::{domain_of, hash_bytes, lower_word, mix64, KeyHasher};
+use super::select::{domain_of, hash_bytes, lower_word, mix64, tail_word, KeyHasher};
 use super::validate::Rule;
 use super::view::{RcptPart, View};
 
@@ -24,13 +24,9 @@ pub(crate) fn lower_hash(seed: u64, bytes: &[u8]) -> u64 {
     for w in &mut words {
         h = step(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
     }
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        let w = rest
-            .iter()
-            .rev()
-            .fold(0u64, |w, &b| (w << 8) | u64::from(b));
-        h = step(h, w);
+    let rest = words.remainder().len();
+    if rest > 0 {
+        h = step(h, tail_word(bytes, rest));
     }
     mix64(h)
 }

@@ -57,14 +57,9 @@ fn brackets(line: &[u8]) -> (Option<usize>, Option<usize>, bool) {
         at += 8;
     }
     // Zero padding matches neither bracket.
-    let rest = words.remainder();
-    if !rest.is_empty() {
-        scan(
-            rest.iter()
-                .rev()
-                .fold(0u64, |w, &b| (w << 8) | u64::from(b)),
-            at,
-        );
+    let rest = words.remainder().len();
+    if rest > 0 {
+        scan(super::select::tail_word(line, rest), at);
     }
     (lt, gt, high & HIGH == 0)
 }

@@ -328,7 +328,7 @@ impl Engine {
         let rules = &a.by_stage[ctx.stage.index()];
         let referee_stage = matches!(ctx.stage, Stage::Mail | Stage::Rcpt | Stage::DataEnd);
         let active_stage = !rules.is_empty();
-        if !(active_stage || referee_stage && self.referee.watching()) {
+        if !(active_stage || referee_stage && self.referee.watching(ctx.stage)) {
             return None;
         }
         let before = if referee_stage {

@@ -18,13 +18,13 @@
 //!   ([`verdicts`]).
 //!
 //! Connection accounting takes one lock at session start, one at the first
-//! greeting and one at its end; per-command work happens only once a
-//! failure has been injected, or for a sender/recipient domain new to the
-//! session.
+//! greeting and one at its end; per-command work happens only at a stage
+//! where a failure has been injected, or for a sender/recipient domain new
+//! to the session.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -82,7 +82,11 @@ const RECENT: usize = 200;
 
 /// The referee's records (kept across plan reloads; `reset` clears them).
 pub(crate) struct Referee {
-    watching: AtomicBool,
+    /// Bit `1 << stage.index()`: a failure was injected at that stage, so
+    /// a request there may be a retry. A request can only retry one of its
+    /// own stage (the stage is part of its identity), so a stage where no
+    /// failure was ever injected skips the lookup.
+    failed_at: AtomicU32,
     failures: Striped<Failure>,
     pub(crate) clients: Mutex<HashMap<Box<str>, Client>>,
     /// Open connections per client IP.
@@ -110,7 +114,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Referee {
     pub(crate) fn new() -> Referee {
         Referee {
-            watching: AtomicBool::new(false),
+            failed_at: AtomicU32::new(0),
             failures: Striped::new(100_000),
             clients: Mutex::new(HashMap::new()),
             open_ips: Mutex::new(HashMap::new()),
@@ -124,9 +128,10 @@ impl Referee {
         }
     }
 
-    /// Whether per-command retry tracking is on (a failure was injected).
-    pub(crate) fn watching(&self) -> bool {
-        self.watching.load(Ordering::Relaxed)
+    /// Whether requests at `stage` are checked for retries (a failure
+    /// was injected there).
+    pub(crate) fn watching(&self, stage: Stage) -> bool {
+        self.failed_at.load(Ordering::Relaxed) & (1 << stage.index()) != 0
     }
 
     /// Runs `f` on client `id`'s record (created if missing).
@@ -193,7 +198,7 @@ impl Referee {
     /// the same request failed before. Returns how many times it failed
     /// before.
     pub(crate) fn attempt(&self, v: &View<'_>, who: &Who<'_>, now: &Now) -> u32 {
-        if !self.watching() {
+        if !self.watching(v.ctx.stage) {
             return 0;
         }
         let Some(h) = Self::request_hash(v, who) else {
@@ -234,7 +239,12 @@ impl Referee {
         let Some(h) = Self::request_hash(v, who) else {
             return;
         };
-        self.watching.store(true, Ordering::Relaxed);
+        let bit = 1 << v.ctx.stage.index();
+        // Read first: a shared line is written once per stage, not per
+        // failure.
+        if self.failed_at.load(Ordering::Relaxed) & bit == 0 {
+            self.failed_at.fetch_or(bit, Ordering::Relaxed);
+        }
         let who = who.as_str();
         self.failures.with(
             h,

@@ -114,7 +114,9 @@ fn mx_fallback_on_refusal_and_421_then_primary_preferred_again() {
     // The DNS stage is timed; the TTL cache (and single flight for the 4
     // connections of the cold start) answers the rest: MX + 2 A queries.
     let d = r.routing.as_ref().and_then(|x| x.dns.clone()).unwrap();
-    assert_eq!(d.queries, 3, "{d:?}");
+    // 3 when nothing is lost; a lookup that times out on a loaded machine
+    // is asked again. Without the cache it would be 3 per connection (30+).
+    assert!((3..=6).contains(&d.queries), "{d:?}");
     assert!(d.cache_hits >= 10, "{d:?}");
     assert!(!r.totals.histogram(Stage::Dns).is_empty());
     primary.shutdown();

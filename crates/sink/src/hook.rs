@@ -354,6 +354,15 @@ pub trait StageHook: Send + Sync {
     /// What to do at `ctx.stage`.
     fn decide(&self, ctx: &StageContext<'_>) -> Decision;
 
+    /// Whether [`StageHook::decide`] needs to see `stage` now: `false`
+    /// promises it would return [`Decision::Accept`] and record nothing,
+    /// and the session skips building the context. Asked per command:
+    /// keep it to an atomic load.
+    fn consults(&self, stage: Stage) -> bool {
+        let _ = stage;
+        true
+    }
+
     /// A session starts (before its greeting is decided). Return `true` to
     /// get [`StageHook::session_closed`] when it ends.
     fn session_opened(&self, peer: SocketAddr, now: std::time::Instant) -> bool {

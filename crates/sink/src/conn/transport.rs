@@ -9,16 +9,23 @@ use crate::stats::{Counter, ShardStats};
 
 /// A byte stream the session runs on: plain TCP or TLS over TCP.
 pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send {
+    /// Plain TCP: closing the socket sends the FIN, no shutdown needed.
+    const PLAIN: bool;
+
     fn tcp(&self) -> &TcpStream;
 }
 
 impl Transport for TcpStream {
+    const PLAIN: bool = true;
+
     fn tcp(&self) -> &TcpStream {
         self
     }
 }
 
 impl Transport for tokio_rustls::server::TlsStream<TcpStream> {
+    const PLAIN: bool = false;
+
     fn tcp(&self) -> &TcpStream {
         self.get_ref().0
     }

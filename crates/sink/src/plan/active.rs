@@ -8,10 +8,12 @@ use std::time::Instant;
 
 use super::load::Plan;
 use super::matching::stage_bit;
+use super::model::StageSel;
 use super::primary::Primary;
 use super::select::{hash_bytes, IpText};
 use super::slots::Slot;
 use super::state::Striped;
+use crate::hook::Stage;
 
 /// Per-key state and the client (id hash) whose session created it, so a
 /// `POST /reset?helo=X` can drop client X's entries of the global plan.
@@ -30,12 +32,24 @@ pub(crate) struct Active {
     pub(crate) globals: Vec<AtomicU64>,
     pub(crate) loaded_at: Instant,
     pub(crate) stage_mask: u32,
+    /// Per consulted stage, the indexes of the rules that apply there, in
+    /// plan order: a decision looks at these rules only.
+    pub(crate) by_stage: [Box<[u32]>; Stage::CONSULTED],
 }
 
 impl Active {
     /// `plan` with fresh state, its windows counting from `loaded_at`.
     pub(crate) fn new(plan: Plan, loaded_at: Instant) -> Active {
         let stage_mask = plan.rules.iter().fold(0, |m, r| m | stage_bit(r.stage));
+        let by_stage = std::array::from_fn(|st| {
+            let here = StageSel::One(Stage::ALL[st]);
+            (0..plan.rules.len() as u32)
+                .filter(|&i| {
+                    let s = plan.rules[i as usize].stage;
+                    s == here || s == StageSel::Any
+                })
+                .collect()
+        });
         // `state_cap` bounds all entries: split between the two maps only
         // when the plan uses buckets or greylisting at all.
         let cap = plan.spec().state_cap.max(1);
@@ -55,6 +69,7 @@ impl Active {
             plan,
             loaded_at,
             stage_mask,
+            by_stage,
         }
     }
 
@@ -82,6 +97,8 @@ pub(crate) struct Scope {
     pub(crate) id: Box<str>,
     /// `hash_bytes(0, id)`: the owner tag of state the session creates.
     pub(crate) hash: u64,
+    /// The client's IP address text, for keys that name it.
+    pub(crate) ip: IpText,
     /// The client's scoped plan, if it has one.
     pub(crate) plan: Option<Arc<Active>>,
     /// Hashes of the domains this session already reported (at most 16;
@@ -103,6 +120,14 @@ impl Who<'_> {
         match self {
             Who::Scoped(s) => &s.id,
             Who::Ip(t) => std::str::from_utf8(t.as_bytes()).unwrap_or_default(),
+        }
+    }
+
+    /// The client's IP address text.
+    pub(crate) fn ip(&self) -> &IpText {
+        match self {
+            Who::Scoped(s) => &s.ip,
+            Who::Ip(t) => t,
         }
     }
 

@@ -15,8 +15,9 @@ use super::model::Policy;
 use super::referee::verdicts::{self, ClientVerdict};
 use super::referee::RefereeReport;
 use super::select::hash_bytes;
+use super::view::View;
 use crate::filter::ClientFilter;
-use crate::hook::{SessionEnd, SessionScope, StageContext};
+use crate::hook::{SessionEnd, SessionScope};
 
 /// Most scoped plans loaded at once.
 pub const MAX_SCOPED_PLANS: usize = 4096;
@@ -131,6 +132,7 @@ impl Engine {
         let plan = lock(&self.scoped).get(id.as_str()).cloned();
         Some(Arc::new(Scope {
             hash: hash_bytes(0, id.as_bytes()),
+            ip: super::select::IpText::new(peer.ip()),
             id: id.into(),
             plan,
             domains: Default::default(),
@@ -162,19 +164,16 @@ impl Engine {
 
     /// Records the sender's or recipient's domain for the session's client
     /// (the referee's lock is taken only for a domain new to the session).
-    pub(super) fn note_domains(&self, s: &Scope, ctx: &StageContext<'_>) {
-        let addr = match ctx.stage {
-            crate::hook::Stage::Mail => super::view::View::new(ctx).sender,
-            _ => ctx.rcpt,
+    pub(super) fn note_domains(&self, s: &Scope, v: &View<'_>) {
+        let addr = match v.ctx.stage {
+            crate::hook::Stage::Mail => v.sender,
+            _ => v.ctx.rcpt,
         };
         let d = crate::filter::domain_of(addr.unwrap_or_default());
         if d.is_empty() {
             return;
         }
-        let h = super::select::KeyHasher::new(4, d.len())
-            .lower(d.as_bytes())
-            .finish()
-            .max(1);
+        let h = keys::lower_hash(4, d.as_bytes()).max(1);
         // The session is the only writer of its scope: load, then store.
         let Some(free) = s.domains.iter().find_map(|slot| {
             let v = slot.load(Ordering::Relaxed);

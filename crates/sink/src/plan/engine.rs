@@ -6,14 +6,13 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::active::{Active, Owned, Scope, Who};
 use super::keys::{bucket_key, state_key, KeyHashes, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
 use super::load::{Plan, PlanError};
-use super::matching::{stage_bit, stage_sel};
 use super::model::{ConnPer, KeyKind, StageSel};
 use super::primary::action_of;
 use super::primary::Primary;
@@ -34,6 +33,11 @@ pub struct Engine {
     loaded: AtomicBool,
     /// A global or a scoped plan is loaded: the referee watches.
     pub(super) any: AtomicBool,
+    /// Bit `1 << stage.index()`: a decision at that stage may do something
+    /// (a loaded plan has a rule there, or the referee records it). The
+    /// session skips the hook at the other stages: with no plan, that is
+    /// the whole cost of the engine per command.
+    consulted: AtomicU32,
     /// Plans scoped to one client id (`PUT /plan?helo=`).
     pub(super) scoped: RwLock<HashMap<Box<str>, Arc<Active>>>,
     headers: AtomicBool,
@@ -81,6 +85,7 @@ impl Engine {
             generation: AtomicU64::new(0),
             loaded: AtomicBool::new(false),
             any: AtomicBool::new(false),
+            consulted: AtomicU32::new(0),
             scoped: RwLock::new(HashMap::new()),
             headers: AtomicBool::new(false),
             referee: Referee::new(),
@@ -126,8 +131,17 @@ impl Engine {
             .chain(scoped.values())
             .any(|a| a.plan.needs_headers());
         self.headers.store(headers, Ordering::Relaxed);
-        self.any
-            .store(global.is_some() || !scoped.is_empty(), Ordering::Release);
+        let any = global.is_some() || !scoped.is_empty();
+        let rules = global
+            .iter()
+            .chain(scoped.values())
+            .fold(0, |m, a| m | a.stage_mask);
+        let referee = [Stage::Mail, Stage::Rcpt, Stage::DataEnd]
+            .iter()
+            .fold(0, |m, s| m | 1 << s.index());
+        self.consulted
+            .store(if any { rules | referee } else { 0 }, Ordering::Relaxed);
+        self.any.store(any, Ordering::Release);
     }
 
     /// Parses and loads a plan; on error the old plan stays active.
@@ -241,6 +255,10 @@ impl crate::hook::StageHook for Engine {
         }
     }
 
+    fn consults(&self, stage: Stage) -> bool {
+        self.consulted.load(Ordering::Relaxed) & (1 << stage.index()) != 0
+    }
+
     fn session_opened(&self, peer: std::net::SocketAddr, now: Instant) -> bool {
         Engine::session_opened(self, peer, now)
     }
@@ -269,24 +287,29 @@ impl Engine {
     /// Evaluates the active plan for `ctx` at time `now`. `None`: no rule
     /// decided (normal behaviour).
     pub fn decide_at(&self, ctx: &StageContext<'_>, now: Instant) -> Option<Verdict> {
-        self.decide_with(ctx, &Now::at(now))
+        self.decide_with(ctx, &Now::at(now)).map(|v| *v)
     }
 
-    /// [`Engine::decide_at`] with a lazily read clock.
-    pub(crate) fn decide_with(&self, ctx: &StageContext<'_>, now: &Now) -> Option<Verdict> {
+    /// [`Engine::decide_at`] with a lazily read clock. The verdict is boxed:
+    /// a decision that selects nothing then moves a pointer, not the
+    /// verdict's bytes, out of the plan cache's closure.
+    pub(crate) fn decide_with(&self, ctx: &StageContext<'_>, now: &Now) -> Option<Box<Verdict>> {
         let scope = ctx.scope.and_then(|s| s.downcast_ref::<Scope>());
         let who = match scope {
             Some(s) => Who::Scoped(s),
             None => Who::Ip(IpText::new(ctx.peer.ip())),
         };
+        // Built once per decision: the MAIL argument is read from the line
+        // here, for the domain record and the rules alike.
+        let view = View::new(ctx, who.ip());
         if let Some(s) = scope {
             if matches!(ctx.stage, Stage::Mail | Stage::Rcpt) {
-                self.note_domains(s, ctx);
+                self.note_domains(s, &view);
             }
         }
         match scope.and_then(|s| s.plan.as_deref()) {
-            Some(a) => self.decide_in(a, ctx, &who, now),
-            None => self.with_active(|a| self.decide_in(a?, ctx, &who, now)),
+            Some(a) => self.decide_in(a, &view, &who, now),
+            None => self.with_active(|a| self.decide_in(a?, &view, &who, now)),
         }
     }
 
@@ -294,31 +317,33 @@ impl Engine {
     fn decide_in(
         &self,
         a: &Active,
-        ctx: &StageContext<'_>,
+        view: &View<'_>,
         who: &Who<'_>,
         now: &Now,
-    ) -> Option<Verdict> {
-        let sel = stage_sel(ctx.stage)?;
-        let referee_stage = matches!(ctx.stage, Stage::Mail | Stage::Rcpt | Stage::DataEnd);
-        let active_stage = a.stage_mask & stage_bit(sel) != 0;
-        if !(active_stage || referee_stage && self.referee.watching()) {
+    ) -> Option<Box<Verdict>> {
+        let ctx = view.ctx;
+        if !ctx.stage.is_consulted() {
             return None;
         }
-        let view = View::new(ctx);
+        let rules = &a.by_stage[ctx.stage.index()];
+        let referee_stage = matches!(ctx.stage, Stage::Mail | Stage::Rcpt | Stage::DataEnd);
+        let active_stage = !rules.is_empty();
+        if !(active_stage || referee_stage && self.referee.watching(ctx.stage)) {
+            return None;
+        }
         let before = if referee_stage {
-            self.referee.attempt(&view, who.as_str(), now)
+            self.referee.attempt(view, who, now)
         } else {
             0
         };
         if !active_stage {
             return None;
         }
-        let v = a.evaluate(self, sel, &view, who.hash(), now)?;
+        let v = a.evaluate(self, rules, view, who.hash(), now)?;
         let code = v.code();
         if let Some(code) = code {
             if referee_stage && ReplyClass::of(code).is_failure() {
-                self.referee
-                    .failed(&view, who.as_str(), code, now.get(), before);
+                self.referee.failed(view, who, code, now.get(), before);
             }
         }
         // A plain accept, or a 2xx/3xx reply, with no other effect (a
@@ -332,43 +357,48 @@ impl Engine {
             self.referee.fault(who.as_str(), code, now.get());
         }
         self.log_event(ctx, who, &v);
-        Some(v)
+        Some(Box::new(v))
     }
 }
 
 impl Active {
-    /// The first rule that applies to `v` and is selected decides.
+    /// The first of `rules` (the stage's, in plan order) that applies to
+    /// `v` and is selected decides.
     fn evaluate(
         &self,
         engine: &Engine,
-        sel: StageSel,
+        rules: &[u32],
         v: &View<'_>,
         owner: u64,
         now: &Now,
     ) -> Option<Verdict> {
-        self.plan
-            .rules
-            .iter()
-            .enumerate()
-            .find_map(|(i, rule)| self.try_rule(engine, (i, rule), sel, v, owner, now))
+        rules.iter().find_map(|&i| {
+            let rule = &self.plan.rules[i as usize];
+            // Only the match is inlined here: the rest, out of line, is
+            // not hoisted into the loop of a decision where nothing matches.
+            if !rule.matches(v) {
+                return None;
+            }
+            self.try_rule(engine, (i as usize, rule), v, owner, now)
+        })
     }
 
-    /// Rule `i`'s verdict, or `None` when it does not apply or is not
+    /// Rule `i`'s verdict (its match holds), or `None` when it is not
     /// selected this time. The steps run in this order because each later
     /// one counts or consumes something (an attempt, a token, a greylist
     /// entry) that must not be touched by a rule that does not apply.
+    #[inline(never)]
     fn try_rule(
         &self,
         engine: &Engine,
         (i, rule): (usize, &Rule),
-        sel: StageSel,
         v: &View<'_>,
         owner: u64,
         now: &Now,
     ) -> Option<Verdict> {
-        if rule.stage != sel && rule.stage != StageSel::Any || !rule.matches(v) {
-            return None;
-        }
+        debug_assert!(
+            matches!(rule.stage, StageSel::Any) || rule.stage == StageSel::One(v.ctx.stage)
+        );
         let KeyHashes {
             draw: khash,
             state: kstate,

@@ -3,7 +3,7 @@
 //! of per-rule state (attempt counters, token buckets, greylist entries).
 
 use super::model::{KeyKind, RateBy};
-use super::select::{domain_of, hash_bytes, mix64, IpText, KeyHasher};
+use super::select::{domain_of, hash_bytes, lower_word, mix64, tail_word, KeyHasher};
 use super::validate::Rule;
 use super::view::{RcptPart, View};
 
@@ -11,6 +11,25 @@ use super::view::{RcptPart, View};
 pub(crate) const TAG_ATTEMPTS: u64 = 1;
 pub(super) const TAG_BUCKET: u64 = 2;
 pub(super) const TAG_GREY: u64 = 3;
+
+/// A fast hash of `bytes` ASCII-lower-cased, for the engine's own
+/// bookkeeping (the referee's request identities, a session's known
+/// domains), never for a replayable decision. Each step is a bijection of
+/// the state, so two texts of one length hash alike only if equal.
+pub(crate) fn lower_hash(seed: u64, bytes: &[u8]) -> u64 {
+    const K: u64 = 0x9FB2_1C65_1E98_DF25;
+    let step = |h: u64, w: u64| (h ^ lower_word(w)).wrapping_mul(K).rotate_left(29);
+    let mut h = seed ^ (bytes.len() as u64).wrapping_mul(0xFF51_AFD7_ED55_8CCD);
+    let mut words = bytes.chunks_exact(8);
+    for w in &mut words {
+        h = step(h, u64::from_le_bytes(w.try_into().expect("8 bytes")));
+    }
+    let rest = words.remainder().len();
+    if rest > 0 {
+        h = step(h, tail_word(bytes, rest));
+    }
+    mix64(h)
+}
 
 pub(crate) fn state_key(rule: usize, tag: u64, key: u64) -> u64 {
     mix64(key ^ mix64(((rule as u64) << 8) | tag))
@@ -58,7 +77,7 @@ impl Rule {
             }
             KeyKind::Triplet => {
                 let s = v.sender?.as_bytes();
-                let ip = IpText::new(ctx.peer.ip());
+                let ip = v.ip;
                 let r = v.rcpt_part().unwrap_or(RcptPart::Empty);
                 let len = "triplet:".len() + ip.as_bytes().len() + 1 + s.len() + 1 + r.len(",");
                 let mut k = KeyHasher::new(0, len);
@@ -147,7 +166,7 @@ pub(crate) fn connection_state_keys(k: KeyKind, id: u64) -> ([u64; 2], usize) {
 pub(super) fn bucket_key(by: RateBy, v: &View<'_>) -> Option<u64> {
     Some(match by {
         RateBy::Global => 0,
-        RateBy::Ip => hash_bytes(1, IpText::new(v.ctx.peer.ip()).as_bytes()),
+        RateBy::Ip => hash_bytes(1, v.ip.as_bytes()),
         RateBy::Sender => {
             let s = v.sender?.as_bytes();
             KeyHasher::new(2, s.len()).lower(s).finish()

@@ -1,14 +1,11 @@
 //! Which rules apply: a rule's stage and its `match` conditions.
 
+use super::glob::Glob;
 use super::model::StageSel;
-use super::select::{domain_of, glob_match};
+use super::select::domain_of;
 use super::validate::Rule;
 use super::view::View;
 use crate::hook::Stage;
-
-pub(super) fn stage_sel(s: Stage) -> Option<StageSel> {
-    s.is_consulted().then_some(StageSel::One(s))
-}
 
 /// The bit of a stage in a plan's stage mask.
 pub(crate) fn stage_bit(s: StageSel) -> u32 {
@@ -18,8 +15,8 @@ pub(crate) fn stage_bit(s: StageSel) -> u32 {
     }
 }
 
-fn any_glob(pats: &[String], s: &str) -> bool {
-    pats.iter().any(|p| glob_match(p, s))
+fn any_glob(pats: &[Glob], s: &str) -> bool {
+    pats.iter().any(|p| p.matches(s))
 }
 
 impl Rule {

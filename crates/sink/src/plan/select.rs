@@ -101,12 +101,10 @@ impl KeyHasher {
         for w in &mut words {
             self.push(map(u64::from_le_bytes(w.try_into().expect("8 bytes"))), 8);
         }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut w = [0u8; 8];
-            w[..rest.len()].copy_from_slice(rest);
+        let rest = words.remainder().len();
+        if rest > 0 {
             // Zero bytes map to zero bytes: the padding stays zero.
-            self.push(map(u64::from_le_bytes(w)), rest.len() as u32);
+            self.push(map(tail_word(bytes, rest)), rest as u32);
         }
         self
     }
@@ -133,6 +131,24 @@ impl KeyHasher {
         } else {
             mix64(self.h ^ self.word).wrapping_add(GOLDEN)
         }
+    }
+}
+
+/// The last `rest` (1..=7) bytes of `bytes` as a little-endian word,
+/// zero-padded: one overlapping load when `bytes` holds a whole word, not
+/// a variable-length copy (a libc call) per hashed string.
+#[inline]
+pub(crate) fn tail_word(bytes: &[u8], rest: usize) -> u64 {
+    debug_assert!((1..8).contains(&rest) && rest <= bytes.len());
+    match bytes.len().checked_sub(8) {
+        Some(at) => {
+            let w = u64::from_le_bytes(bytes[at..].try_into().expect("8 bytes"));
+            w >> (8 * (8 - rest))
+        }
+        None => bytes
+            .iter()
+            .rev()
+            .fold(0u64, |w, &b| (w << 8) | u64::from(b)),
     }
 }
 
@@ -403,7 +419,8 @@ impl Window {
 /// The domain of an address (`user@Example.COM` → `example.com`); the
 /// whole string lower-cased when there is no `@`.
 pub fn domain_of(addr: &str) -> &str {
-    addr.rsplit_once('@').map_or(addr, |(_, d)| d)
+    // memchr's search, not `rsplit_once`: run per decision of a domain rule.
+    memchr::memrchr(b'@', addr.as_bytes()).map_or(addr, |i| &addr[i + 1..])
 }
 
 #[cfg(test)]

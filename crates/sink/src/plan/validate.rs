@@ -3,6 +3,7 @@
 
 use regex::Regex;
 
+use super::glob::Glob;
 use super::model::*;
 use super::primary::Primary;
 use super::select::{Cidr, Dist, Window};
@@ -430,16 +431,16 @@ impl Check for RuleSpec {
 #[derive(Debug, Default)]
 pub(crate) struct Matcher {
     pub(crate) clients: Vec<Cidr>,
-    pub(crate) helo: Vec<String>,
-    pub(crate) sender: Vec<String>,
-    pub(crate) recipient: Vec<String>,
+    pub(crate) helo: Vec<Glob>,
+    pub(crate) sender: Vec<Glob>,
+    pub(crate) recipient: Vec<Glob>,
     pub(crate) recipient_domain: Vec<String>,
     pub(crate) header: Option<(String, Option<Regex>)>,
     pub(crate) size: Option<(u64, u64)>,
     pub(crate) tls: Option<bool>,
-    pub(crate) auth_user: Vec<String>,
+    pub(crate) auth_user: Vec<Glob>,
     /// Lower case, without the final dot.
-    pub(crate) qname: Vec<String>,
+    pub(crate) qname: Vec<Glob>,
     /// Upper case.
     pub(crate) qtype: Vec<String>,
 }
@@ -467,8 +468,11 @@ pub(crate) struct Rule {
     pub(crate) counts_attempts: bool,
 }
 
-fn globs(v: &Option<OneOrMany<String>>) -> Vec<String> {
-    v.iter().flat_map(|x| x.as_slice()).cloned().collect()
+fn globs(v: &Option<OneOrMany<String>>) -> Vec<Glob> {
+    v.iter()
+        .flat_map(|x| x.as_slice())
+        .map(|p| Glob::new(p))
+        .collect()
 }
 
 /// Compiles a checked rule.
@@ -484,20 +488,26 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
         helo: globs(&m.helo),
         sender: globs(&m.sender),
         recipient: globs(&m.recipient),
-        recipient_domain: globs(&m.recipient_domain)
-            .into_iter()
+        recipient_domain: m
+            .recipient_domain
+            .iter()
+            .flat_map(|x| x.as_slice())
             .map(|d| d.to_ascii_lowercase())
             .collect(),
         header: m.header.as_ref().map(header).transpose()?,
         size: m.size.map(|s| (s.min, s.max.unwrap_or(u64::MAX))),
         tls: m.tls,
         auth_user: globs(&m.auth_user),
-        qname: globs(&m.qname)
-            .into_iter()
-            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        qname: m
+            .qname
+            .iter()
+            .flat_map(|x| x.as_slice())
+            .map(|d| Glob::new(&d.trim_end_matches('.').to_ascii_lowercase()))
             .collect(),
-        qtype: globs(&m.qtype)
-            .into_iter()
+        qtype: m
+            .qtype
+            .iter()
+            .flat_map(|x| x.as_slice())
             .map(|t| t.to_ascii_uppercase())
             .collect(),
     };

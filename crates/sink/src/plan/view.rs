@@ -5,17 +5,63 @@
 use std::cell::Cell;
 use std::time::Instant;
 
-use super::select::{cmp_lower, KeyHasher};
+use super::select::{cmp_lower, IpText, KeyHasher};
 use crate::hook::{Stage, StageContext};
 
 /// The argument of `EHLO x` / `MAIL FROM:<x>` read from the command line,
-/// for the stage where the session has not stored it yet.
-fn arg_of(command: &[u8]) -> Option<&str> {
-    let s = std::str::from_utf8(command).ok()?;
-    if let (Some(a), Some(b)) = (s.find('<'), s.find('>')) {
-        return s.get(a + 1..b);
+/// for the stage where the session has not stored it yet: the text between
+/// the first `<` and the first `>`, else the second word; `None` when the
+/// line is not UTF-8. Runs once per MAIL while a plan is loaded, so the
+/// line is scanned once, eight bytes at a time.
+pub(crate) fn arg_of(command: &[u8]) -> Option<&str> {
+    let (lt, gt, ascii) = brackets(command);
+    if let (Some(a), Some(b)) = (lt, gt) {
+        if ascii {
+            let arg = command.get(a + 1..b)?;
+            // SAFETY: every byte of the line, so of `arg`, is ASCII, which
+            // is valid UTF-8.
+            return Some(unsafe { std::str::from_utf8_unchecked(arg) });
+        }
+        return std::str::from_utf8(command).ok()?.get(a + 1..b);
     }
-    s.split_ascii_whitespace().nth(1)
+    std::str::from_utf8(command)
+        .ok()?
+        .split_ascii_whitespace()
+        .nth(1)
+}
+
+/// The positions of the first `<` and the first `>` in `line`, and whether
+/// it is all ASCII (`<` and `>` never occur inside a multi-byte character).
+fn brackets(line: &[u8]) -> (Option<usize>, Option<usize>, bool) {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // The lowest set bit marks the first zero byte of `x` exactly.
+    let first_zero = |x: u64| {
+        let m = x.wrapping_sub(ONES) & !x & HIGH;
+        (m != 0).then(|| m.trailing_zeros() as usize / 8)
+    };
+    let (mut lt, mut gt, mut high) = (None, None, 0u64);
+    let mut scan = |w: u64, at: usize| {
+        high |= w;
+        if lt.is_none() {
+            lt = first_zero(w ^ (ONES * u64::from(b'<'))).map(|i| at + i);
+        }
+        if gt.is_none() {
+            gt = first_zero(w ^ (ONES * u64::from(b'>'))).map(|i| at + i);
+        }
+    };
+    let mut words = line.chunks_exact(8);
+    let mut at = 0;
+    for w in &mut words {
+        scan(u64::from_le_bytes(w.try_into().expect("8 bytes")), at);
+        at += 8;
+    }
+    // Zero padding matches neither bracket.
+    let rest = words.remainder().len();
+    if rest > 0 {
+        scan(super::select::tail_word(line, rest), at);
+    }
+    (lt, gt, high & HIGH == 0)
 }
 
 /// The facts about a command the rules look at.
@@ -23,12 +69,15 @@ pub(crate) struct View<'a> {
     pub(crate) ctx: &'a StageContext<'a>,
     pub(crate) helo: Option<&'a str>,
     pub(crate) sender: Option<&'a str>,
+    /// The client's IP address text (kept per session in its scope).
+    pub(crate) ip: &'a IpText,
 }
 
 impl<'a> View<'a> {
-    pub(crate) fn new(ctx: &'a StageContext<'a>) -> View<'a> {
+    pub(crate) fn new(ctx: &'a StageContext<'a>, ip: &'a IpText) -> View<'a> {
         View {
             ctx,
+            ip,
             helo: if ctx.stage == Stage::Ehlo {
                 arg_of(ctx.command)
             } else {
@@ -157,6 +206,32 @@ impl Now {
                 self.0.set(Some(t));
                 t
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::arg_of;
+
+    #[test]
+    fn arguments_read_from_the_line() {
+        let cases: [(&[u8], Option<&str>); 9] = [
+            (b"MAIL FROM:<a@b.test> SIZE=10", Some("a@b.test")),
+            (b"MAIL FROM:<>", Some("")),
+            (
+                b"MAIL FROM:<a@very-long-domain.example.test> BODY=8BITMIME",
+                Some("a@very-long-domain.example.test"),
+            ),
+            (b"EHLO client.test", Some("client.test")),
+            (b"EHLO", None),
+            (b"MAIL FROM:>x<", None),
+            ("MAIL FROM:<é@b.test>".as_bytes(), Some("é@b.test")),
+            (b"MAIL FROM:<a@b> \xff", None),
+            (b"MAIL FROM:<a@b>\xff", None),
+        ];
+        for (line, want) in cases {
+            assert_eq!(arg_of(line), want, "{}", String::from_utf8_lossy(line));
         }
     }
 }

@@ -29,10 +29,15 @@ impl Session {
         let Some(hook) = &self.s.hook else {
             return Gate::Go(None);
         };
-        if let Some(d) = self.deferred.take() {
-            return self.apply(d);
+        // Tested before taking: `take` would rewrite the whole decision.
+        if self.deferred.is_some() || self.hook_bypass {
+            if let Some(d) = self.deferred.take() {
+                return self.apply(d);
+            }
+            self.hook_bypass = false;
+            return Gate::Go(None);
         }
-        if std::mem::take(&mut self.hook_bypass) {
+        if !hook.consults(stage) {
             return Gate::Go(None);
         }
         let ctx = StageContext {

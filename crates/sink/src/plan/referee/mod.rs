@@ -18,19 +18,21 @@
 //!   ([`verdicts`]).
 //!
 //! Connection accounting takes one lock at session start, one at the first
-//! greeting and one at its end; per-command work happens only once a
-//! failure has been injected, or for a sender/recipient domain new to the
-//! session.
+//! greeting and one at its end; per-command work happens only at a stage
+//! where a failure has been injected, or for a sender/recipient domain new
+//! to the session.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::select::KeyHasher;
+use super::active::Who;
+use super::keys::lower_hash;
+use super::select::mix64;
 use super::state::Striped;
 use super::view::{Now, RcptPart, View};
 use crate::filter::{client_id, ClientFilter};
@@ -74,11 +76,17 @@ pub(crate) struct Retry {
 }
 
 const MAX_CLIENTS: usize = 65_536;
+/// Seeds the hashes of request parts (internal to the referee).
+const REQUEST_SEED: u64 = 0x7265_6665_7265_6531;
 const RECENT: usize = 200;
 
 /// The referee's records (kept across plan reloads; `reset` clears them).
 pub(crate) struct Referee {
-    watching: AtomicBool,
+    /// Bit `1 << stage.index()`: a failure was injected at that stage, so
+    /// a request there may be a retry. A request can only retry one of its
+    /// own stage (the stage is part of its identity), so a stage where no
+    /// failure was ever injected skips the lookup.
+    failed_at: AtomicU32,
     failures: Striped<Failure>,
     pub(crate) clients: Mutex<HashMap<Box<str>, Client>>,
     /// Open connections per client IP.
@@ -106,7 +114,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Referee {
     pub(crate) fn new() -> Referee {
         Referee {
-            watching: AtomicBool::new(false),
+            failed_at: AtomicU32::new(0),
             failures: Striped::new(100_000),
             clients: Mutex::new(HashMap::new()),
             open_ips: Mutex::new(HashMap::new()),
@@ -120,9 +128,10 @@ impl Referee {
         }
     }
 
-    /// Whether per-command retry tracking is on (a failure was injected).
-    pub(crate) fn watching(&self) -> bool {
-        self.watching.load(Ordering::Relaxed)
+    /// Whether requests at `stage` are checked for retries (a failure
+    /// was injected there).
+    pub(crate) fn watching(&self, stage: Stage) -> bool {
+        self.failed_at.load(Ordering::Relaxed) & (1 << stage.index()) != 0
     }
 
     /// Runs `f` on client `id`'s record (created if missing).
@@ -161,38 +170,26 @@ impl Referee {
         })
     }
 
-    /// `hash_bytes(0, request_key(v, who))`, computed piecewise without
-    /// building the key: what every watched MAIL / RCPT / end of data pays.
-    fn request_hash(v: &View<'_>, who: &str) -> Option<u64> {
-        let who = who.as_bytes();
-        let sender = v.sender?.as_bytes();
-        // "<verb> <who> <<sender>>"
-        let head = 5 + who.len() + 2 + sender.len() + 1;
-        let start = |verb: &[u8], len: usize| {
-            let mut k = KeyHasher::new(0, len);
-            k.bytes(verb)
-                .bytes(who)
-                .bytes(b" <")
-                .lower(sender)
-                .bytes(b">");
-            k
-        };
+    /// The identity of a MAIL / RCPT / end-of-data request by client
+    /// `who`: equal exactly when [`Referee::request_key`] is (same client,
+    /// lower-cased sender, and recipient or multiset of recipients), up to
+    /// 64-bit collisions. What every watched command pays, so it hashes
+    /// each part on its own (the client's hash is kept per session) and
+    /// combines the recipients of a message order-independently (a sum)
+    /// instead of sorting them.
+    fn request_hash(v: &View<'_>, who: &Who<'_>) -> Option<u64> {
+        let part = |s: &str| lower_hash(REQUEST_SEED, s.as_bytes());
+        let head = |verb: u64| Some(mix64(mix64(who.hash() ^ verb) ^ part(v.sender?)));
         Some(match v.ctx.stage {
-            Stage::Mail => start(b"mail ", head).finish(),
-            Stage::Rcpt => {
-                let r = v.ctx.rcpt?.as_bytes();
-                start(b"rcpt ", head + 2 + r.len() + 1)
-                    .bytes(b" <")
-                    .lower(r)
-                    .bytes(b">")
-                    .finish()
-            }
+            Stage::Mail => head(1)?,
+            Stage::Rcpt => mix64(head(2)? ^ part(v.ctx.rcpt?)),
             _ => {
-                let r = RcptPart::all(v.ctx);
-                let mut k = start(b"data ", head + 2 + r.len(">,<") + 1);
-                k.bytes(b" <");
-                r.feed(&mut k, ">,<");
-                k.bytes(b">").finish()
+                let all = v
+                    .ctx
+                    .recipients
+                    .iter()
+                    .fold(0u64, |sum, r| sum.wrapping_add(mix64(part(r))));
+                mix64(head(3)? ^ all)
             }
         })
     }
@@ -200,8 +197,8 @@ impl Referee {
     /// An attempt at MAIL, RCPT or end of data by client `who`: a retry if
     /// the same request failed before. Returns how many times it failed
     /// before.
-    pub(crate) fn attempt(&self, v: &View<'_>, who: &str, now: &Now) -> u32 {
-        if !self.watching() {
+    pub(crate) fn attempt(&self, v: &View<'_>, who: &Who<'_>, now: &Now) -> u32 {
+        if !self.watching(v.ctx.stage) {
             return 0;
         }
         let Some(h) = Self::request_hash(v, who) else {
@@ -219,7 +216,9 @@ impl Referee {
                 .or_insert_with(hist)
                 .record(ms(interval));
         }
-        self.client(who, |c| c.retried(&f.key, f.code, f.attempt, interval));
+        self.client(who.as_str(), |c| {
+            c.retried(&f.key, f.code, f.attempt, interval)
+        });
         let mut recent = lock(&self.recent);
         if recent.len() >= RECENT {
             recent.pop_front();
@@ -236,16 +235,17 @@ impl Referee {
 
     /// An injected 4xx/5xx at MAIL, RCPT or end of data; `before`: how
     /// many times the request failed before (from [`Referee::attempt`]).
-    pub(crate) fn failed(&self, v: &View<'_>, who: &str, code: u16, now: Instant, before: u32) {
+    pub(crate) fn failed(&self, v: &View<'_>, who: &Who<'_>, code: u16, now: Instant, before: u32) {
         let Some(h) = Self::request_hash(v, who) else {
             return;
         };
-        debug_assert_eq!(
-            Some(h),
-            Self::request_key(v, who).map(|k| super::select::hash_bytes(0, k.as_bytes())),
-            "piecewise request hash differs from the hash of the request key"
-        );
-        self.watching.store(true, Ordering::Relaxed);
+        let bit = 1 << v.ctx.stage.index();
+        // Read first: a shared line is written once per stage, not per
+        // failure.
+        if self.failed_at.load(Ordering::Relaxed) & bit == 0 {
+            self.failed_at.fetch_or(bit, Ordering::Relaxed);
+        }
+        let who = who.as_str();
         self.failures.with(
             h,
             || Failure {

@@ -34,6 +34,7 @@ pub mod control;
 pub mod filter;
 mod handle;
 pub mod hook;
+pub mod ledger;
 pub mod plan;
 pub mod ready;
 mod server;

@@ -89,6 +89,9 @@ impl Session {
             None
         };
         self.stats.add(Counter::MessagesAccepted, 1);
+        if let Some(l) = &self.s.ledger {
+            l.record(&self.msg, self.tx.rcpt_ends.len(), crate::ledger::unix_micros());
+        }
         self.report.messages += 1;
         self.stats.add(Counter::MessageBytes, self.body_bytes);
         if let Some(p) = custom {

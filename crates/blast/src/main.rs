@@ -153,6 +153,12 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         )
         .into());
     }
+    if cfg.ledger.is_some() && !cfg.trace {
+        return Err(BlastError::Config(
+            "--ledger joins on the trace header: drop --no-trace".into(),
+        )
+        .into());
+    }
     let embedded = cfg.target.is_none();
     if embedded && cfg.duration.is_none() && cfg.messages.is_none() && cfg.stages.is_none() {
         cfg.messages = Some(EMBEDDED_MESSAGES);
@@ -231,7 +237,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let result = match ran {
+    let mut result = match ran {
         Ok(r) => r?,
         Err(payload) => RunResult::empty(
             cfg.clone(),
@@ -241,7 +247,11 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         ),
     };
 
+    result.ledger = join_ledger(&cfg, sink.as_ref(), &result);
     print!("{}", report::summary(&result));
+    if let Some(j) = &result.ledger {
+        print!("{}", mailstorm_blast::ledger::summary(j));
+    }
     if let Some(s) = sink {
         let st = s.shutdown_with_grace(Duration::from_secs(1));
         println!(
@@ -258,6 +268,9 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     }
     let (code, status, reasons) = judge(&result, checked.as_deref());
     let mut json = report::to_json(&result);
+    if let (Some(j), Some(obj)) = (&result.ledger, json.as_object_mut()) {
+        obj.insert("ledger".into(), serde_json::to_value(j)?);
+    }
     report::add_outcome(&mut json, checked.as_deref(), code, status, &reasons);
     let written = outputs.write(Some(&json), &report::timeline_csv(&result));
     match code {
@@ -284,6 +297,37 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     }
     written?;
     Ok(code)
+}
+
+/// After the run: the ledger join with `--ledger URL`, or with the embedded
+/// sink's own ledger. A join that cannot reach the sink is reported and
+/// leaves the run without a ledger section (ledger thresholds then fail).
+fn join_ledger(
+    cfg: &mailstorm_blast::config::Config,
+    sink: Option<&mailstorm_sink::SinkHandle>,
+    result: &RunResult,
+) -> Option<mailstorm_blast::ledger::Joined> {
+    use mailstorm_blast::ledger::{join, Source};
+    let src = match (&cfg.ledger, sink) {
+        (Some(url), _) => Source::Url(url.clone()),
+        (None, Some(s)) if cfg.trace => Source::Embedded(s.ledger().clone()),
+        _ => return None,
+    };
+    if result.internal_error.is_some() {
+        return None;
+    }
+    let accepted = result.totals.counters.rcpt_delivered;
+    match join(&src, cfg, accepted, cfg.drain, |line| {
+        if !cfg.quiet {
+            eprintln!("{line}");
+        }
+    }) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            eprintln!("mailstorm-blast: ledger join failed: {e}");
+            None
+        }
+    }
 }
 
 /// The exit code, the report's status and every reason the run did not

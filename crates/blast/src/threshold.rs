@@ -117,6 +117,15 @@ const NAMED: &[&str] = &[
     "late_rate",
     "messages_per_s",
     "bytes_per_s",
+    // The ledger join (NaN, so failing, without one).
+    "lost",
+    "duplicates",
+    "delivered",
+    "unexpected",
+    "e2e_p50",
+    "e2e_p90",
+    "e2e_p99",
+    "e2e_max",
 ];
 
 fn latency_metric(s: &str) -> Option<(Stage, Option<f64>)> {
@@ -168,6 +177,9 @@ pub fn parse(spec: &str) -> Result<Vec<Check>, BlastError> {
             }
             let d = parse_duration(value).map_err(|_| bad("bad duration"))?;
             (Metric::Latency(stage, q), d.as_secs_f64() * 1e6)
+        } else if name.starts_with("e2e_") && NAMED.contains(&name) {
+            let d = parse_duration(value).map_err(|_| bad("bad duration"))?;
+            (Metric::Named(name.into()), d.as_secs_f64() * 1e6)
         } else if NAMED.contains(&name) {
             let v: f64 = value.parse().map_err(|_| bad("expected a number"))?;
             (Metric::Named(name.into()), v)
@@ -200,6 +212,7 @@ fn unit(m: &Metric) -> Unit {
         Metric::Latency(..) => Unit::Micros,
         Metric::Named(n) if n.ends_with("_rate") => Unit::Ratio,
         Metric::Named(n) if n.ends_with("_per_s") => Unit::PerSecond,
+        Metric::Named(n) if n.starts_with("e2e_") => Unit::Micros,
         Metric::Named(_) => Unit::Count,
     }
 }
@@ -236,7 +249,17 @@ fn value(m: &Metric, r: &RunResult) -> f64 {
             "late_rate" => ratio(c.late, c.scheduled),
             "messages_per_s" => c.accepted as f64 / secs,
             "bytes_per_s" => c.bytes as f64 / secs,
-            _ => f64::NAN,
+            n => r.ledger.as_ref().map_or(f64::NAN, |l| match n {
+                "lost" => l.lost as f64,
+                "duplicates" => l.duplicates as f64,
+                "delivered" => l.delivered as f64,
+                "unexpected" => l.unexpected as f64,
+                "e2e_p50" => l.e2e.p50_us as f64,
+                "e2e_p90" => l.e2e.p90_us as f64,
+                "e2e_p99" => l.e2e.p99_us as f64,
+                "e2e_max" => l.e2e.max_us as f64,
+                _ => f64::NAN,
+            }),
         },
     }
 }

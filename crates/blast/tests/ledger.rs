@@ -46,7 +46,7 @@ fn send_raw(addr: SocketAddr, messages: &[Vec<u8>]) {
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut r = BufReader::new(s.try_clone().unwrap());
     let mut w = s;
-    let mut reply = |r: &mut BufReader<TcpStream>, want: &str| loop {
+    let reply = |r: &mut BufReader<TcpStream>, want: &str| loop {
         let mut line = String::new();
         r.read_line(&mut line).unwrap();
         assert!(line.starts_with(want), "wanted {want}, got {line:?}");

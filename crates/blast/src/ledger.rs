@@ -130,7 +130,9 @@ pub fn source_id(cfg: &Config) -> u32 {
 
 /// Picks a run id and a sequence space for a run that has none.
 pub(crate) fn pick_ids(c: &mut Config) {
-    let now = crate::message::unix_micros();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64);
     let mut x = now ^ u64::from(std::process::id()).rotate_left(32) ^ c.seed;
     if c.trace_source == 0 {
         c.trace_source = (crate::rng::splitmix64(&mut x) >> 32) as u32 | 1;

@@ -24,6 +24,9 @@
 #            loop against a sink that answers end of data after 6 s).
 #   clock    the open-loop generator's own lateness at 20,000 msgs/s from
 #            one shard (p50 target ≤ 20 µs, p99 ≤ 100 µs).
+#   capacity time a `mailstorm-blast capacity` search takes to find the knee of
+#            configs/bench/capacity-limit-6400.yaml (6,400 msgs/s) within 5%,
+#            default steps (3 s warm-up + 10 s), and how close the knee is.
 #
 #   scripts/bench.sh                       # 5 rounds, every section
 #   SECTIONS="clients pairs" scripts/bench.sh
@@ -42,7 +45,7 @@ cd "$ROOT"
 
 ROUNDS="${ROUNDS:-5}"
 SCENARIOS="${SCENARIOS:-a b c d}"
-SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock trace}"
+SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock capacity trace}"
 SCALE="${SCALE:-1}"
 DEPTH="${DEPTH:-16}"
 SINK_CPU="${SINK_CPU:-0}"
@@ -389,6 +392,26 @@ trace_case() { # round variant
         "${PLAN_ARGS[@]}" --pipeline-depth "$DEPTH" "${extra[@]}"
 }
 
+# capacity: one search per round against a sink with a known capacity; the
+# search's own report gives the knee, the wall clock the time it took.
+CAPACITY_TSV="$OUT/capacity-$(date +%Y%m%d-%H%M%S).tsv"
+printf 'round\tseconds\tsteps\tknee\tlimited_by\n' >"$CAPACITY_TSV"
+capacity_case() { # round
+    SINK_PLAN="$ROOT/configs/bench/capacity-limit-6400.yaml" start_sink mailstorm
+    local t0 t1 rep="$OUT/.capacity-report.json"
+    t0=$(date +%s.%N)
+    taskset -c "$CLIENT_CPU" "$MAILSTORM_BLAST" capacity --target "127.0.0.1:$SINK_PORT" \
+        --start-rate 1000 --precision 0.05 -c 200 --threads 1 --quiet --report "$rep" >/dev/null || true
+    t1=$(date +%s.%N)
+    stop_sink
+    python3 - "$1" "$t0" "$t1" "$rep" >>"$CAPACITY_TSV" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[4]))
+c = r["capacity"]
+print(f"{sys.argv[1]}\t{float(sys.argv[3]) - float(sys.argv[2]):.1f}\t{len(r['steps'])}\t{c['knee_rate']}\t{c['limited_by']}")
+PY
+}
+
 # --- tls: STARTTLS sessions, one message each, 20 at a time ---------------
 # Server CPU per session under the same client (mailstorm-blast, no
 # certificate verification: the client's cost is not what is measured),
@@ -494,7 +517,27 @@ for round in $(seq 1 "$ROUNDS"); do
     if has_section trace; then
         for v in $(ordered "$round" on off); do trace_case "$round" "$v"; done
     fi
+    # A search takes minutes: one round unless CAPACITY_ROUNDS asks for more.
+    if has_section capacity && ((round <= ${CAPACITY_ROUNDS:-1})); then
+        capacity_case "$round"
+    fi
 done
+
+if has_section capacity; then
+    echo
+    echo "## capacity: search for the knee of configs/bench/capacity-limit-6400.yaml (truth 6,400 msgs/s)"
+    python3 - "$CAPACITY_TSV" <<'PY'
+import csv, statistics, sys
+rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
+if rows:
+    secs = statistics.median(float(r["seconds"]) for r in rows)
+    knees = [float(r["knee"]) for r in rows if r["knee"] not in ("", "None")]
+    print("| search time (median) | steps | knee (median) | within 5% of 6,400 | limited by |")
+    print("|---:|---:|---:|---|---|")
+    k = statistics.median(knees) if knees else float("nan")
+    print(f"| {secs:.1f} s | {rows[0]['steps']} | {k:,.0f} | {'yes' if abs(k - 6400) <= 320 else 'NO'} | {rows[0]['limited_by']} |")
+PY
+fi
 
 echo
 echo "Medians over $ROUNDS rounds (server on CPU $SINK_CPU, client on CPU $CLIENT_CPU); raw: $RESULTS"

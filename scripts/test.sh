@@ -72,6 +72,8 @@ install_system_packages() {
     # The Node recipe: node's built-in test runner and npm for nodemailer.
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm >/dev/null 2>&1 || pkgs+=(npm)
+    # The HTML report is checked in a real browser (crates/blast/tests/html_report.rs).
+    command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 
     local need_postfix=0
     if ! command -v /usr/sbin/postfix >/dev/null 2>&1 ||
@@ -210,6 +212,10 @@ step test cargo test --workspace
 # long to install here; see the script's docs.)
 step module-cycles-selftest python3 scripts/test_check_module_cycles.py
 step module-cycles python3 scripts/check-module-cycles.py
+# The HTML reports in headless chromium (also run by `cargo test` above,
+# where a missing browser only skips): here the browser is required.
+step html-report env MAILSTORM_REQUIRE_BROWSER=1 \
+    cargo test -q -p mailstorm-blast --test html_report
 
 # --- recipes: the README's "Using the sink in your tests", as written ---
 # pytest + smtplib and node:test + nodemailer against the sink binary, each

@@ -119,7 +119,11 @@ fn relay_delivers_every_recipient_exactly_once() {
     let (r, j) = blast_and_join(&cfg, &pf, &sink);
     assert!(j.drained, "{j:?}");
     assert_eq!(j.accepted, r.totals.counters.rcpt_delivered);
-    assert!(j.accepted > 3_000, "several recipients each: {}", j.accepted);
+    assert!(
+        j.accepted > 3_000,
+        "several recipients each: {}",
+        j.accepted
+    );
     assert_eq!(
         (j.delivered, j.lost, j.duplicates, j.unexpected),
         (j.accepted, 0, 0, 0),
@@ -147,14 +151,20 @@ fn greylisting_downstream_shows_in_end_to_end_latency() {
     // Every recipient was deferred once and retried after Postfix's
     // backoff (at least min_retry, 2 s, for the greylist to pass).
     let min = j.e2e.histogram().unwrap().min();
-    assert!(min >= 2_000_000, "fastest arrival {min} µs: not after a retry");
+    assert!(
+        min >= 2_000_000,
+        "fastest arrival {min} µs: not after a retry"
+    );
     assert!(j.e2e.p50_us >= 2_000_000, "{:?}", j.e2e);
     let deferred: u64 = sink.stats().replies["rcpt"]
         .iter()
         .filter(|(code, _)| **code / 100 == 4)
         .map(|(_, n)| n)
         .sum();
-    assert!(deferred >= 100, "every recipient greylisted once: {deferred}");
+    assert!(
+        deferred >= 100,
+        "every recipient greylisted once: {deferred}"
+    );
 }
 
 #[test]

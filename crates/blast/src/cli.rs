@@ -13,6 +13,9 @@ use crate::stages::{LoadStages, StagesMode};
 use crate::BlastError;
 
 const AFTER_HELP: &str = "\
+Capacity search: `mailstorm-blast capacity [FLAGS]` finds the highest rate
+the target sustains within an SLA (see `mailstorm-blast capacity --help`).
+
 Without --target, an in-process mailstorm sink is started on 127.0.0.1 and
 blasted for a short default run (5 s or 20,000 messages), then a report is
 printed. Targets outside loopback need --allow-remote.
@@ -46,9 +49,10 @@ Exit codes:
      expectation failed; or, without --threshold, no message was accepted
      or the target stopped answering (the last 2+ intervals, 1 s or more,
      had only transport errors and no reply); or, always, more than 1% of
-     the open-loop sends never started (connections busy: raise -c)
-  2  usage or configuration error (including a --report/--timeline path
-     that cannot be written, checked before the run)
+     the open-loop sends never started (connections busy: raise -c); or
+     --abort-on-fail stopped the run
+  2  usage or configuration error (including a --report/--timeline/--html
+     path that cannot be written, checked before the run)
   3  target unreachable (resolution or first connection failed, or no
      connection could be opened during the run)
   4  internal error (a bug): the report and timeline hold what was
@@ -235,9 +239,19 @@ pub struct Args {
     /// Write a per-interval CSV timeline here.
     #[arg(long)]
     pub timeline: Option<PathBuf>,
-    /// Checks at the end, e.g. `p99<200ms,accept_rate>=0.95,5xx==0`.
+    /// Write a self-contained HTML report here (charts, stages,
+    /// thresholds; opens offline).
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Checks at the end, e.g. `p99<200ms,accept_rate>=0.95,5xx==0`;
+    /// `stageN:` names a load stage (`stage2:p99<50ms`).
     #[arg(long)]
     pub threshold: Option<String>,
+    /// Stop the run as soon as a --threshold check can no longer pass (a
+    /// count kept under a limit went past it, e.g. `5xx==0` after a 5xx);
+    /// outputs are written and the exit code is 1.
+    #[arg(long)]
+    pub abort_on_fail: bool,
     /// No live progress.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -420,7 +434,21 @@ impl Args {
             c.timeouts.apply(t)?;
         }
         if let Some(t) = &c.threshold {
-            crate::threshold::parse(t)?;
+            let stages = c.stages.as_ref().map_or(0, |s| s.stages().len());
+            for check in crate::threshold::parse(t)? {
+                if let Some(i) = check.load_stage().filter(|i| *i >= stages) {
+                    return Err(BlastError::Config(format!(
+                        "--threshold {:?}: the run has {stages} load stage(s), not {}",
+                        check.text(),
+                        i + 1
+                    )));
+                }
+            }
+        }
+        if self.abort_on_fail && c.threshold.is_none() {
+            return Err(BlastError::Config(
+                "--abort-on-fail watches the --threshold checks: give some".into(),
+            ));
         }
         c.validate()?;
         Ok(c)

@@ -13,6 +13,7 @@
 #![deny(missing_docs)]
 
 pub mod auth;
+pub mod capacity;
 pub mod cli;
 mod compare;
 pub mod config;
@@ -27,6 +28,7 @@ pub mod rng;
 pub mod scenario;
 mod session;
 mod shard;
+pub mod stage_report;
 pub mod stages;
 pub mod stats;
 pub mod threshold;
@@ -119,6 +121,12 @@ pub struct Row {
     pub aborted: u64,
     /// End-to-end (coordinated-omission corrected) latency, µs.
     pub latency: Histogram<u64>,
+    /// Connections open at the interval's end (as the collector saw it
+    /// when it closed the interval; `None` for rows closed after the run).
+    pub open_connections: Option<u64>,
+    /// Replies by code at any stage (at most the few distinct codes a
+    /// server sends).
+    pub codes: BTreeMap<u16, u64>,
 }
 
 impl Default for Row {
@@ -130,6 +138,8 @@ impl Default for Row {
             errors: 0,
             aborted: 0,
             latency: new_histogram(),
+            open_connections: None,
+            codes: BTreeMap::new(),
         }
     }
 }
@@ -142,6 +152,9 @@ impl Row {
         self.errors += s.transport_errors();
         self.aborted += s.transport[stats::Transport::Aborted as usize];
         let _ = self.latency.add(s.histogram(Stage::Latency));
+        for (k, n) in &s.replies {
+            *self.codes.entry(k.code).or_default() += n;
+        }
     }
 }
 
@@ -352,8 +365,9 @@ pub fn run(
         }
         let now = Instant::now();
         while live > 0 && now >= start + cfg.interval * (printed as u32 + 1) + slack {
-            let empty = Row::default();
-            let row = rows.get(&printed).unwrap_or(&empty);
+            let row = rows.entry(printed).or_default();
+            row.open_connections = Some(totals.open_connections());
+            let row = &*row;
             on_progress(&Progress {
                 elapsed: cfg.interval * (printed as u32 + 1),
                 interval: cfg.interval,

@@ -10,12 +10,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use mailstorm_blast::capacity::Endpoint;
 use mailstorm_blast::cli::Args;
 use mailstorm_blast::config::{self, Config};
 use mailstorm_blast::{
     effective_config, fds_needed, net, report, threshold, verdict, BlastError, RunParams,
     RunResult, StopSignal,
 };
+
+mod capacity_cmd;
 
 /// The embedded default run's message cap (with the default duration).
 const EMBEDDED_MESSAGES: u64 = 20_000;
@@ -51,11 +54,25 @@ fn main() -> ExitCode {
             nix::sys::signal::SigHandler::SigDfl,
         );
     }
+    // `mailstorm-blast capacity …` is its own command with its own flags
+    // (the run flags included); anything else is a run.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "capacity") {
+        let argv = std::env::args_os()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, a)| a);
+        let args = mailstorm_blast::capacity::args::parse_from(argv);
+        return guarded(move || capacity_cmd::run(args));
+    }
     let args = Args::parse();
-    // A panic anywhere is a bug: say so with its own exit code, never the
-    // usage-error code (the run's own panics are caught closer to the run,
-    // where there are results to write).
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| real_main(args)));
+    guarded(move || real_main(args))
+}
+
+/// Runs `f`, mapping its error to the documented exit code; a panic is a
+/// bug with its own code, never the usage-error code (the run's own panics
+/// are caught closer to the run, where there are results to write).
+fn guarded(f: impl FnOnce() -> anyhow::Result<u8>) -> ExitCode {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
     match outcome {
         Ok(Ok(code)) => ExitCode::from(code),
         Ok(Err(e)) => {
@@ -77,16 +94,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// `--report` and `--timeline`: checked before the run so that a long run
-/// never ends in "cannot write", written at the end.
+/// `--report`, `--timeline` and `--html`: checked before the run so that
+/// a long run never ends in "cannot write", written at the end.
 struct Outputs {
     report: Option<PathBuf>,
     timeline: Option<PathBuf>,
+    html: Option<PathBuf>,
 }
 
 impl Outputs {
-    fn check(report: Option<&Path>, timeline: Option<&Path>) -> Result<Outputs, BlastError> {
-        for (flag, path) in [("--report", report), ("--timeline", timeline)] {
+    fn check(
+        report: Option<&Path>,
+        timeline: Option<&Path>,
+        html: Option<&Path>,
+    ) -> Result<Outputs, BlastError> {
+        for (flag, path) in [
+            ("--report", report),
+            ("--timeline", timeline),
+            ("--html", html),
+        ] {
             if let Some(p) = path {
                 check_writable(p)
                     .map_err(|e| BlastError::Config(format!("{flag} {}: {e}", p.display())))?;
@@ -95,12 +121,19 @@ impl Outputs {
         Ok(Outputs {
             report: report.map(Path::to_path_buf),
             timeline: timeline.map(Path::to_path_buf),
+            html: html.map(Path::to_path_buf),
         })
     }
 
-    /// Writes every output it can; the first failure is returned after
+    /// Writes every output it can (the timeline only when it is not empty:
+    /// a capacity search has none); the first failure is returned after
     /// the others were tried.
-    fn write(&self, report: Option<&serde_json::Value>, timeline: &str) -> anyhow::Result<()> {
+    fn write(
+        &self,
+        report: Option<&serde_json::Value>,
+        timeline: &str,
+        title: &str,
+    ) -> anyhow::Result<()> {
         let mut first_err = None;
         if let (Some(path), Some(json)) = (&self.report, report) {
             let res = serde_json::to_string_pretty(json)
@@ -120,6 +153,17 @@ impl Outputs {
                     anyhow::Error::from(e)
                         .context(format!("writing --timeline {}", path.display())),
                 );
+            }
+        }
+        if let (Some(path), Some(json)) = (&self.html, report) {
+            match std::fs::write(path, mailstorm_web::report_page(title, json)) {
+                Ok(()) => eprintln!("HTML report written to {}", path.display()),
+                Err(e) => {
+                    first_err.get_or_insert(
+                        anyhow::Error::from(e)
+                            .context(format!("writing --html {}", path.display())),
+                    );
+                }
             }
         }
         first_err.map_or(Ok(()), Err)
@@ -164,68 +208,48 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         cfg.messages = Some(EMBEDDED_MESSAGES);
         cfg.duration = cfg.effective_duration();
     }
-    if cfg.seed == 0 {
-        // Reported, so the run can be reproduced with --seed.
-        cfg.seed = mailstorm_blast::rng::splitmix64(
-            &mut (std::process::id() as u64
-                ^ std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)),
-        ) | 1;
-    }
+    fill_seed(&mut cfg);
     let cfg = effective_config(&cfg)?;
-    let outputs = Outputs::check(cfg.report.as_deref(), cfg.timeline.as_deref())?;
+    let outputs = Outputs::check(
+        cfg.report.as_deref(),
+        cfg.timeline.as_deref(),
+        args.html.as_deref(),
+    )?;
     let thresholds = cfg.threshold.as_deref().map(threshold::parse).transpose()?;
     net::raise_nofile(fds_needed(&cfg, embedded))?;
 
     // The embedded sink lives until the end of this function.
-    let sink = if embedded {
-        Some(start_sink(&cfg, args.sink_plan.as_deref())?)
-    } else {
-        None
-    };
-    let (addr, target, host, trusted) = match &sink {
-        Some(s) => {
-            let addr = if cfg.tls {
-                s.tls_addrs()[0]
-            } else {
-                s.local_addr()
-            };
-            let pem = s.self_signed_cert_pem().map(String::into_bytes);
-            (addr, addr.to_string(), addr.ip().to_string(), pem)
-        }
-        None => {
-            let t = cfg.target.clone().unwrap_or_default();
-            let (addr, host) = net::resolve(&t)?;
-            (addr, t, host, None)
-        }
-    };
-    if !addr.ip().is_loopback() && !cfg.allow_remote {
-        return Err(BlastError::Config(format!(
-            "target {target} ({}) is outside loopback: add --allow-remote if you mean to load it",
-            addr.ip()
-        ))
-        .into());
-    }
-    preflight(addr, cfg.timeouts.connect)?;
+    let (sink, ep) = connect_target(&cfg, args.sink_plan.as_deref())?;
 
     let stop = StopSignal::new();
     install_signal_handlers(stop.clone(), cfg.grace);
     let params = RunParams {
         config: cfg.clone(),
-        addr,
-        target,
-        host,
-        trusted_pem: trusted,
+        addr: ep.addr,
+        target: ep.target,
+        host: ep.host,
+        trusted_pem: ep.trusted_pem,
         stop,
     };
     let bar = progress_bar(&cfg);
     let started = Instant::now();
     // A panic on this thread while the run is collecting results (shard
     // panics are already caught by `run`): keep the settings and the error.
+    // --abort-on-fail: the first check that can no longer pass stops the run.
+    let mut gave_up: Option<String> = None;
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         mailstorm_blast::run(&params, |p| {
             mailstorm_blast::fault::maybe_panic_in_progress();
+            if args.abort_on_fail && gave_up.is_none() {
+                if let Some(c) = thresholds
+                    .iter()
+                    .flatten()
+                    .find(|c| c.cannot_pass(p.totals))
+                {
+                    gave_up = Some(c.text().to_string());
+                    params.stop.trigger();
+                }
+            }
             let line = report::progress_line(p);
             match &bar {
                 Some(b) => b.set_message(line),
@@ -247,6 +271,11 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         ),
     };
 
+    if let Some(c) = &gave_up {
+        // Stopped by its own checks, not by a signal: the checks judge it.
+        result.interrupted = false;
+        eprintln!("--abort-on-fail: {c} can no longer pass: run stopped");
+    }
     result.ledger = join_ledger(&cfg, sink.as_ref(), &result);
     print!("{}", report::summary(&result));
     if let Some(j) = &result.ledger {
@@ -272,7 +301,14 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         obj.insert("ledger".into(), serde_json::to_value(j)?);
     }
     report::add_outcome(&mut json, checked.as_deref(), code, status, &reasons);
-    let written = outputs.write(Some(&json), &report::timeline_csv(&result));
+    json["aborted_on_fail"] = gave_up
+        .as_deref()
+        .map_or(serde_json::Value::Null, |c| c.into());
+    let written = outputs.write(
+        Some(&json),
+        &report::timeline_csv(&result),
+        "mailstorm-blast run",
+    );
     match code {
         exit::INTERNAL | exit::UNREACHABLE => {
             for r in &reasons {
@@ -365,7 +401,14 @@ fn judge(
         .iter()
         .flat_map(|o| o.iter())
         .filter(|o| !o.passed)
-        .map(|o| format!("threshold failed: {} (measured {})", o.text, o.measured()))
+        .map(|o| match &o.broke_in {
+            Some((i, m)) => format!(
+                "threshold failed: {} (measured {}; first broken in stage {i}, measured {m})",
+                o.text,
+                o.measured()
+            ),
+            None => format!("threshold failed: {} (measured {})", o.text, o.measured()),
+        })
         .collect();
     reasons.extend(
         verdict::problems(result)
@@ -386,7 +429,7 @@ fn judge(
 fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<u8> {
     use mailstorm_blast::scenario::{run, Scenario};
     let scn = Scenario::load(path).map_err(|e| BlastError::Config(e.to_string()))?;
-    Outputs::check(args.report.as_deref(), None)?;
+    Outputs::check(args.report.as_deref(), None, None)?;
     let opts = run::Options {
         threads: args.threads,
         time_scale: args.time_scale,
@@ -411,6 +454,68 @@ fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<u8> {
     }
     print!("{}", run::describe(&scn, &o));
     Ok(if o.passed() { 0 } else { 1 })
+}
+
+/// A seed from the clock when none was given (reported, so the run can be
+/// reproduced with --seed).
+fn fill_seed(cfg: &mut Config) {
+    if cfg.seed == 0 {
+        cfg.seed = mailstorm_blast::rng::splitmix64(
+            &mut (std::process::id() as u64
+                ^ std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64)),
+        ) | 1;
+    }
+}
+
+/// Starts the embedded sink (without --target) or resolves the target;
+/// refuses a target outside loopback without --allow-remote and checks
+/// that it answers a TCP connect. The sink must live as long as the load.
+fn connect_target(
+    cfg: &Config,
+    sink_plan: Option<&Path>,
+) -> anyhow::Result<(Option<mailstorm_sink::SinkHandle>, Endpoint)> {
+    let sink = match cfg.target {
+        None => Some(start_sink(cfg, sink_plan)?),
+        Some(_) => None,
+    };
+    let ep = match &sink {
+        Some(s) => {
+            let addr = if cfg.tls {
+                s.tls_addrs()[0]
+            } else {
+                s.local_addr()
+            };
+            let pem = s.self_signed_cert_pem().map(String::into_bytes);
+            Endpoint {
+                addr,
+                target: addr.to_string(),
+                host: addr.ip().to_string(),
+                trusted_pem: pem,
+            }
+        }
+        None => {
+            let t = cfg.target.clone().unwrap_or_default();
+            let (addr, host) = net::resolve(&t)?;
+            Endpoint {
+                addr,
+                target: t,
+                host,
+                trusted_pem: None,
+            }
+        }
+    };
+    if !ep.addr.ip().is_loopback() && !cfg.allow_remote {
+        return Err(BlastError::Config(format!(
+            "target {} ({}) is outside loopback: add --allow-remote if you mean to load it",
+            ep.target,
+            ep.addr.ip()
+        ))
+        .into());
+    }
+    preflight(ep.addr, cfg.timeouts.connect)?;
+    Ok((sink, ep))
 }
 
 fn start_sink(

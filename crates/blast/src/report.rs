@@ -124,7 +124,47 @@ pub fn to_json(r: &RunResult) -> Value {
             .resilience
             .as_ref()
             .map(|p| crate::policy::report::to_json(p, secs)),
+        "interval_s": r.config.interval.as_secs_f64(),
+        "timeline": timeline_json(r),
     })
+}
+
+/// The timeline rows (what `--timeline` writes as CSV), for the HTML page.
+fn timeline_json(r: &RunResult) -> Value {
+    let step = r.config.interval.as_secs_f64();
+    r.rows
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let c = &row.counters;
+            let h = &row.latency;
+            let q = |q: f64| {
+                if h.is_empty() {
+                    0
+                } else {
+                    h.value_at_quantile(q)
+                }
+            };
+            json!({
+                "t_s": (((i + 1) as f64 * step) * 1000.0).round() / 1000.0,
+                "offered": c.offered,
+                "attempted": c.attempted,
+                "accepted": c.accepted,
+                "deferred": c.deferred,
+                "rejected": c.rejected,
+                "failed": c.failed,
+                "late": c.late,
+                "not_started": c.not_started,
+                "replies_4xx": row.replies_4xx,
+                "replies_5xx": row.replies_5xx,
+                "errors": row.errors,
+                "p50_us": q(0.5),
+                "p99_us": q(0.99),
+                "open_connections": row.open_connections,
+                "codes": row.codes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<String, Value>>(),
+            })
+        })
+        .collect()
 }
 
 /// Adds how the run ended to a report: each `--threshold` result
@@ -149,22 +189,19 @@ pub fn add_outcome(
 /// Per load stage: its definition and what happened to its messages
 /// (`null` without `--stages`).
 fn load_stages(r: &RunResult) -> Value {
-    let Some(st) = &r.config.stages else {
+    if r.config.stages.is_none() {
         return Value::Null;
-    };
-    let mut start = 0.0;
-    let rows: Vec<Value> = st
-        .stages()
+    }
+    let r2 = |v: f64| (v * 100.0).round() / 100.0;
+    let rows: Vec<Value> = crate::stage_report::figures(r)
         .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            let t = r.totals.load.get(i).copied().unwrap_or_default();
-            let d = s.duration.as_secs_f64();
-            let row = json!({
-                "start_s": (start * 1000.0_f64).round() / 1000.0,
-                "duration_s": d,
-                "from": s.from,
-                "to": s.to,
+        .map(|f| {
+            let t = &f.tally;
+            json!({
+                "start_s": (f.start_s * 1000.0).round() / 1000.0,
+                "duration_s": f.duration_s,
+                "from": f.from,
+                "to": f.to,
                 "scheduled": t.scheduled,
                 "attempted": t.attempted,
                 "accepted": t.accepted,
@@ -172,9 +209,13 @@ fn load_stages(r: &RunResult) -> Value {
                 "rejected": t.rejected,
                 "failed": t.failed,
                 "not_started": t.not_started,
-            });
-            start += d;
-            row
+                "late": t.late,
+                "offered_rate": r2(f.offered_rate()),
+                "achieved_rate": r2(f.achieved_rate()),
+                "accept_rate": f.accept_rate().map(|v| (v * 1e4).round() / 1e4),
+                "p50_us": f.quantile(0.5),
+                "p99_us": f.quantile(0.99),
+            })
         })
         .collect();
     Value::Array(rows)
@@ -243,36 +284,8 @@ pub fn summary(r: &RunResult) -> String {
         "connections: opened {}, failed {}; recipients {} sent, {} accepted",
         c.conn_opened, c.conn_failed, c.rcpt_attempted, c.rcpt_accepted
     );
-    if let Some(st) = &cfg.stages {
-        let unit = if cfg.open_loop() { "msg/s" } else { "conns" };
-        let _ = writeln!(
-            s,
-            "\nstage      start   length  {unit:>13}  scheduled  attempted   accepted   deferred   rejected     failed"
-        );
-        let mut start = 0.0;
-        for (i, ls) in st.stages().iter().enumerate() {
-            let tl = t.load.get(i).copied().unwrap_or_default();
-            let value = if ls.from == ls.to {
-                format!("{}", ls.from)
-            } else {
-                format!("{}..{}", ls.from, ls.to)
-            };
-            let _ = writeln!(
-                s,
-                "  {:<5} {:>7.1}s {:>7.1}s  {:>13}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}",
-                i + 1,
-                start,
-                ls.duration.as_secs_f64(),
-                value,
-                tl.scheduled,
-                tl.attempted,
-                tl.accepted,
-                tl.deferred,
-                tl.rejected,
-                tl.failed
-            );
-            start += ls.duration.as_secs_f64();
-        }
+    if cfg.stages.is_some() {
+        stage_table(&mut s, r);
     }
     if cfg.open_loop() {
         let _ = writeln!(
@@ -334,6 +347,49 @@ pub fn summary(r: &RunResult) -> String {
     s
 }
 
+/// Per load stage: offered and achieved msgs/s, accept rate, latency
+/// (p50/p99 from the intended start), deferred (4xx) and rejected (5xx)
+/// messages, transport failures, late and never-started sends.
+fn stage_table(s: &mut String, r: &RunResult) {
+    let unit = if r.config.open_loop() {
+        "msg/s"
+    } else {
+        "conns"
+    };
+    let _ = writeln!(
+        s,
+        "\nstage    start  length  {unit:>11}  offered/s achieved/s   accept   p50 ms   p99 ms      4xx      5xx   errors     late  unstart"
+    );
+    let opt_ms = |v: Option<u64>| v.map_or("-".to_string(), ms);
+    for (i, f) in crate::stage_report::figures(r).iter().enumerate() {
+        let t = &f.tally;
+        let value = if f.from == f.to {
+            format!("{}", f.from)
+        } else {
+            format!("{}..{}", f.from, f.to)
+        };
+        let _ = writeln!(
+            s,
+            "  {:<4} {:>6.1}s {:>6.1}s  {:>11}  {:>9.1} {:>10.1} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
+            i + 1,
+            f.start_s,
+            f.duration_s,
+            value,
+            f.offered_rate(),
+            f.achieved_rate(),
+            f.accept_rate()
+                .map_or("-".to_string(), |v| format!("{:.2}%", v * 100.0)),
+            opt_ms(f.quantile(0.5)),
+            opt_ms(f.quantile(0.99)),
+            t.deferred,
+            t.rejected,
+            t.failed,
+            t.late,
+            t.not_started
+        );
+    }
+}
+
 /// Transport errors for the summary: `kind@stage count ("first error
 /// text")`, most frequent first.
 fn transport_errors(t: &crate::stats::Stats) -> Vec<String> {
@@ -348,7 +404,21 @@ fn transport_errors(t: &crate::stats::Stats) -> Vec<String> {
 
 /// The timeline CSV: one row per interval.
 pub fn timeline_csv(r: &RunResult) -> String {
-    let mut s = String::from("time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us\n");
+    // New columns go at the end: scripts reading the first eight keep
+    // working. Then one `code_NNN` column per reply code seen in the run.
+    let codes: std::collections::BTreeSet<u16> = r
+        .rows
+        .iter()
+        .flat_map(|row| row.codes.keys().copied())
+        .collect();
+    let mut s = String::from(
+        "time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us,offered,late,not_started,\
+         open_connections,deferred,rejected,failed",
+    );
+    for c in &codes {
+        let _ = write!(s, ",code_{c}");
+    }
+    s.push('\n');
     let step = r.config.interval.as_secs_f64();
     for (i, row) in r.rows.iter().enumerate() {
         let h = &row.latency;
@@ -357,18 +427,31 @@ pub fn timeline_csv(r: &RunResult) -> String {
         } else {
             (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
         };
-        let _ = writeln!(
+        let c = &row.counters;
+        let _ = write!(
             s,
-            "{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             (i + 1) as f64 * step,
-            row.counters.attempted,
-            row.counters.accepted,
+            c.attempted,
+            c.accepted,
             row.replies_4xx,
             row.replies_5xx,
             row.errors,
             p50,
-            p99
+            p99,
+            c.offered,
+            c.late,
+            c.not_started,
+            row.open_connections
+                .map_or(String::new(), |n| n.to_string()),
+            c.deferred,
+            c.rejected,
+            c.failed
         );
+        for code in &codes {
+            let _ = write!(s, ",{}", row.codes.get(code).copied().unwrap_or(0));
+        }
+        s.push('\n');
     }
     s
 }

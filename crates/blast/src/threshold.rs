@@ -8,9 +8,21 @@
 //! `accept_rate`, `defer_rate`, `reject_rate`, `error_rate`, `late_rate`;
 //! `messages_per_s`, `bytes_per_s`. Operators: `<`, `<=`, `>`, `>=`, `==`,
 //! `!=`.
+//!
+//! A check may name a load stage of `--stages` (1-based): `stage2:p99<50ms`,
+//! `stage3:accept_rate>=0.99`; it then reads that stage's messages (by
+//! intended start) and its length: the message counts, their ratios,
+//! `messages_per_s` and the end-to-end latency.
+//!
+//! The same language judges a capacity step (`capacity --sla`, over the
+//! step's measurement window) and watches a run for harm (`capacity
+//! --abort-if 'accept_rate<0.5 for 5s'`: checked every interval on that
+//! interval's figures; with `for D` the check must hold for D in a row).
+
+use std::time::Duration;
 
 use crate::config::parse_duration;
-use crate::stats::Stage;
+use crate::stats::{Stage, Stats};
 use crate::{BlastError, RunResult};
 
 use crate::compare::Op;
@@ -29,7 +41,80 @@ pub struct Check {
     metric: Metric,
     op: Op,
     limit: f64,
+    window: Option<Duration>,
+    /// `stageN:` (0-based here).
+    load_stage: Option<usize>,
 }
+
+impl Check {
+    /// The check as written (with its `for` window, if any).
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// `for D`: how long the check must hold in a row (abort checks only).
+    pub fn window(&self) -> Option<Duration> {
+        self.window
+    }
+
+    /// The load stage a `stageN:` check reads (0-based).
+    pub fn load_stage(&self) -> Option<usize> {
+        self.load_stage
+    }
+
+    /// Whether the check has already failed for good on cumulative totals
+    /// that can only grow: a count (or the maximum latency) kept under a
+    /// limit has passed it. `--abort-on-fail` stops a run on this.
+    pub fn cannot_pass(&self, totals: &Stats) -> bool {
+        if self.load_stage.is_some() {
+            return false;
+        }
+        let grows = match &self.metric {
+            Metric::Latency(_, Some(q)) => *q >= 1.0,
+            Metric::Latency(_, None) => false,
+            Metric::Named(n) => MONOTONE.contains(&n.as_str()),
+        };
+        if !grows || !matches!(self.op, Op::Lt | Op::Le | Op::Eq) {
+            return false;
+        }
+        // Failing now with the value at or past the limit: growing cannot
+        // bring it back (`==` below its limit may still get there).
+        let v = value(&self.metric, totals, 1.0);
+        !self.op.holds(v, self.limit) && v >= self.limit
+    }
+}
+
+/// Counts that only grow during a run.
+const MONOTONE: &[&str] = &[
+    "attempted",
+    "accepted",
+    "deferred",
+    "rejected",
+    "failed",
+    "late",
+    "not_started",
+    "errors",
+    "4xx",
+    "5xx",
+    "connections_failed",
+];
+
+/// What a `stageN:` check can read (see [`crate::stage_report`]).
+const PER_STAGE: &[&str] = &[
+    "attempted",
+    "accepted",
+    "deferred",
+    "rejected",
+    "failed",
+    "late",
+    "not_started",
+    "accept_rate",
+    "defer_rate",
+    "reject_rate",
+    "error_rate",
+    "late_rate",
+    "messages_per_s",
+];
 
 /// What a measured value is, for printing it with its unit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +162,9 @@ pub struct Outcome {
     pub unit: Unit,
     /// Whether it held.
     pub passed: bool,
+    /// A whole-run check that failed on a `--stages` run: the first load
+    /// stage (1-based) whose own figures fail it, and its measured value.
+    pub broke_in: Option<(usize, String)>,
 }
 
 impl Outcome {
@@ -94,6 +182,10 @@ impl Outcome {
             "value": if self.value.is_finite() { serde_json::json!(self.value) } else { serde_json::Value::Null },
             "unit": self.unit.name(),
             "verdict": if self.passed { "ok" } else { "failed" },
+            "first_failing_stage": self.broke_in.as_ref().map(|(i, m)| serde_json::json!({
+                "stage": i,
+                "measured": m,
+            })),
         })
     }
 }
@@ -158,19 +250,44 @@ fn latency_metric(s: &str) -> Option<(Stage, Option<f64>)> {
     Some((stage, q))
 }
 
-/// Parses a comma-separated list of checks.
+/// Parses a comma-separated list of checks (`--threshold`).
 pub fn parse(spec: &str) -> Result<Vec<Check>, BlastError> {
+    parse_as(spec, "--threshold", false)
+}
+
+/// Parses a comma-separated list of checks given with `flag` (named in
+/// errors); `windows` allows a `for DURATION` suffix on each check.
+pub fn parse_as(spec: &str, flag: &str, windows: bool) -> Result<Vec<Check>, BlastError> {
     let mut out = Vec::new();
     for part in spec.split(',').map(str::trim) {
         if part.is_empty() {
             return Err(BlastError::Config(format!(
-                "--threshold {spec:?}: empty check (expected METRIC OP VALUE, comma-separated, \
+                "{flag} {spec:?}: empty check (expected METRIC OP VALUE, comma-separated, \
                  e.g. p99<200ms,5xx==0)"
             )));
         }
-        let bad = |why: &str| BlastError::Config(format!("--threshold {part:?}: {why}"));
-        let (name, op, value) = crate::compare::split(part)
+        let bad = |why: &str| BlastError::Config(format!("{flag} {part:?}: {why}"));
+        let (expr, window) = match part.split_once(" for ") {
+            Some((e, w)) if windows => {
+                let d = parse_duration(w.trim()).map_err(|_| bad("bad `for` duration"))?;
+                (e.trim(), Some(d))
+            }
+            Some(_) => return Err(bad("`for DURATION` is only for --abort-if")),
+            None => (part, None),
+        };
+        let (name, op, value) = crate::compare::split(expr)
             .ok_or_else(|| bad("expected METRIC OP VALUE (OP: <, <=, >, >=, ==, !=)"))?;
+        let (load_stage, name) = match name.split_once(':') {
+            Some((st, m)) => {
+                let n: usize = st
+                    .strip_prefix("stage")
+                    .and_then(|n| n.parse().ok())
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| bad("expected stageN: before the metric (N from 1)"))?;
+                (Some(n - 1), m.trim())
+            }
+            None => (None, name),
+        };
         let (metric, limit) = if let Some((stage, q)) = latency_metric(name) {
             if value.chars().last().is_some_and(|c| c.is_ascii_digit()) {
                 return Err(bad("latency limits need a unit (us, ms, s)"));
@@ -189,11 +306,25 @@ pub fn parse(spec: &str) -> Result<Vec<Check>, BlastError> {
                 NAMED.join(", ")
             )));
         };
+        if load_stage.is_some() {
+            let ok = match &metric {
+                Metric::Latency(st, _) => *st == Stage::Latency,
+                Metric::Named(n) => PER_STAGE.contains(&n.as_str()),
+            };
+            if !ok {
+                return Err(bad(&format!(
+                    "a stage check reads pNN, mean, max or {}",
+                    PER_STAGE.join(", ")
+                )));
+            }
+        }
         out.push(Check {
             text: part.to_string(),
             metric,
             op,
             limit,
+            window,
+            load_stage,
         });
     }
     Ok(out)
@@ -217,10 +348,13 @@ fn unit(m: &Metric) -> Unit {
     }
 }
 
-fn value(m: &Metric, r: &RunResult) -> f64 {
-    let t = &r.totals;
+fn value(m: &Metric, t: &Stats, secs: f64) -> f64 {
     let c = &t.counters;
-    let secs = r.elapsed.as_secs_f64().max(1e-9);
+    // Shares of the messages that ended: over a whole run every attempted
+    // message ends, so this is the attempted count; over a window (a
+    // capacity step, one interval) messages started before it end in it.
+    let ended = c.accepted + c.deferred + c.rejected + c.failed;
+    let secs = secs.max(1e-9);
     match m {
         Metric::Latency(stage, q) => {
             let h = t.histogram(*stage);
@@ -242,39 +376,108 @@ fn value(m: &Metric, r: &RunResult) -> f64 {
             "4xx" => t.replies_of_class(4) as f64,
             "5xx" => t.replies_of_class(5) as f64,
             "connections_failed" => c.conn_failed as f64,
-            "accept_rate" => ratio(c.accepted, c.attempted),
-            "defer_rate" => ratio(c.deferred, c.attempted),
-            "reject_rate" => ratio(c.rejected, c.attempted),
-            "error_rate" => ratio(c.failed, c.attempted),
+            "accept_rate" => ratio(c.accepted, ended),
+            "defer_rate" => ratio(c.deferred, ended),
+            "reject_rate" => ratio(c.rejected, ended),
+            "error_rate" => ratio(c.failed, ended),
             "late_rate" => ratio(c.late, c.scheduled),
             "messages_per_s" => c.accepted as f64 / secs,
             "bytes_per_s" => c.bytes as f64 / secs,
-            n => r.ledger.as_ref().map_or(f64::NAN, |l| match n {
-                "lost" => l.lost as f64,
-                "duplicates" => l.duplicates as f64,
-                "delivered" => l.delivered as f64,
-                "unexpected" => l.unexpected as f64,
-                "e2e_p50" => l.e2e.p50_us as f64,
-                "e2e_p90" => l.e2e.p90_us as f64,
-                "e2e_p99" => l.e2e.p99_us as f64,
-                "e2e_max" => l.e2e.max_us as f64,
-                _ => f64::NAN,
-            }),
+            // The ledger's figures are the whole run's ([`ledger_value`]).
+            _ => f64::NAN,
         },
     }
 }
 
-/// Evaluates every check.
+/// A ledger metric of the whole run: `None` for other metrics; NaN (so the
+/// check fails) when the run has no ledger join.
+fn ledger_value(m: &Metric, r: &RunResult) -> Option<f64> {
+    let Metric::Named(n) = m else { return None };
+    let get: fn(&crate::ledger::Joined) -> u64 = match n.as_str() {
+        "lost" => |l| l.lost,
+        "duplicates" => |l| l.duplicates,
+        "delivered" => |l| l.delivered,
+        "unexpected" => |l| l.unexpected,
+        "e2e_p50" => |l| l.e2e.p50_us,
+        "e2e_p90" => |l| l.e2e.p90_us,
+        "e2e_p99" => |l| l.e2e.p99_us,
+        "e2e_max" => |l| l.e2e.max_us,
+        _ => return None,
+    };
+    Some(r.ledger.as_ref().map_or(f64::NAN, |l| get(l) as f64))
+}
+
+/// Evaluates every check on a whole run (a `stageN:` check on its stage).
 pub fn evaluate(checks: &[Check], r: &RunResult) -> Vec<Outcome> {
+    let stages = crate::stage_report::figures(r);
+    checks
+        .iter()
+        .map(|c| match c.load_stage {
+            None => {
+                let mut o =
+                    evaluate_stats(std::slice::from_ref(c), &r.totals, r.elapsed.as_secs_f64())
+                        .remove(0);
+                if let Some(v) = ledger_value(&c.metric, r) {
+                    o.value = v;
+                    o.passed = c.op.holds(v, c.limit);
+                }
+                o
+            }
+            Some(i) => match stages.get(i) {
+                Some(f) => {
+                    evaluate_stats(std::slice::from_ref(c), &f.as_stats(), f.duration_s).remove(0)
+                }
+                None => Outcome {
+                    text: c.text.clone(),
+                    value: f64::NAN,
+                    unit: unit(&c.metric),
+                    passed: false,
+                    broke_in: None,
+                },
+            },
+        })
+        .zip(checks)
+        .map(|(mut o, c)| {
+            if !o.passed && c.load_stage.is_none() && ledger_value(&c.metric, r).is_none() {
+                o.broke_in = first_failing_stage(c, &stages);
+            }
+            o
+        })
+        .collect()
+}
+
+/// The first load stage whose own figures fail `c` (a check a stage can
+/// read), with its measured value: which step of the load broke it.
+fn first_failing_stage(
+    c: &Check,
+    stages: &[crate::stage_report::StageFigures],
+) -> Option<(usize, String)> {
+    let readable = match &c.metric {
+        Metric::Latency(st, _) => *st == Stage::Latency,
+        Metric::Named(n) => PER_STAGE.contains(&n.as_str()),
+    };
+    if !readable {
+        return None;
+    }
+    stages.iter().enumerate().find_map(|(i, f)| {
+        let o = evaluate_stats(std::slice::from_ref(c), &f.as_stats(), f.duration_s).remove(0);
+        (!o.passed).then(|| (i + 1, o.measured()))
+    })
+}
+
+/// Evaluates every check on measurements covering `secs` seconds (a
+/// capacity step's window, one interval).
+pub fn evaluate_stats(checks: &[Check], t: &Stats, secs: f64) -> Vec<Outcome> {
     checks
         .iter()
         .map(|c| {
-            let v = value(&c.metric, r);
+            let v = value(&c.metric, t, secs);
             Outcome {
                 text: c.text.clone(),
                 value: v,
                 unit: unit(&c.metric),
                 passed: c.op.holds(v, c.limit),
+                broke_in: None,
             }
         })
         .collect()
@@ -283,7 +486,11 @@ pub fn evaluate(checks: &[Check], r: &RunResult) -> Vec<Outcome> {
 /// `FAILED  p99<50ms  (measured 1.18s)`: one line per result.
 pub fn describe(o: &Outcome) -> String {
     let verdict = if o.passed { "ok" } else { "FAILED" };
-    format!("{verdict:>6}  {}  (measured {})", o.text, o.measured())
+    let mut s = format!("{verdict:>6}  {}  (measured {})", o.text, o.measured());
+    if let Some((i, m)) = &o.broke_in {
+        s.push_str(&format!("; first broken in stage {i} (measured {m})"));
+    }
+    s
 }
 
 /// Three significant digits, trailing zeros dropped (`1.18`, `12.3`, `50`).
@@ -340,6 +547,35 @@ mod tests {
         assert!(parse("p99<200").is_err());
         assert!(parse("bogus<1").is_err());
         assert!(parse("accepted").is_err());
+        assert!(parse("accept_rate<0.5 for 5s").is_err());
+        let w = parse_as("accept_rate<0.5 for 5s,5xx>10", "--abort-if", true).unwrap();
+        assert_eq!(w[0].window(), Some(Duration::from_secs(5)));
+        assert_eq!(w[0].limit, 0.5);
+        assert_eq!(w[1].window(), None);
+        assert!(parse_as("accept_rate<0.5 for x", "--abort-if", true).is_err());
+        let st = parse("stage2:p99<50ms,stage1:accept_rate>=0.9").unwrap();
+        assert_eq!(st[0].load_stage(), Some(1));
+        assert_eq!(st[0].metric, Metric::Latency(Stage::Latency, Some(0.99)));
+        assert_eq!(st[1].load_stage(), Some(0));
+        for bad in [
+            "stage0:p99<1s",
+            "stagex:p99<1s",
+            "stage1:mail.p99<1s",
+            "stage1:5xx==0",
+        ] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn monotone_checks_fail_for_good() {
+        let mut t = Stats::default();
+        let c = parse("5xx==0,errors<3,accept_rate>=0.9,max<1s,stage1:failed==0").unwrap();
+        assert!(c.iter().all(|c| !c.cannot_pass(&t)));
+        t.reply(Stage::Mail, 550, None);
+        t.time(Stage::Latency, 2_000_000);
+        let gone: Vec<bool> = c.iter().map(|c| c.cannot_pass(&t)).collect();
+        assert_eq!(gone, [true, false, false, true, false]);
     }
 
     #[test]
@@ -357,6 +593,7 @@ mod tests {
             value,
             unit,
             passed: true,
+            broke_in: None,
         };
         assert_eq!(o(1_175_551.0, Unit::Micros).measured(), "1.18s");
         assert_eq!(o(573.132, Unit::Micros).measured(), "573µs");
@@ -370,8 +607,10 @@ mod tests {
             value: 1_175_551.0,
             unit: Unit::Micros,
             passed: false,
+            broke_in: Some((3, "1.4s".into())),
         }
         .to_json();
+        assert_eq!(j["first_failing_stage"]["stage"], 3);
         assert_eq!(j["measured"], "1.18s");
         assert_eq!(j["verdict"], "failed");
         assert_eq!(j["unit"], "us");

@@ -89,7 +89,18 @@ fn embedded_run_writes_a_valid_report_and_timeline() {
     assert_eq!(h.len(), 300);
     assert_eq!(v["latency_us"]["message"]["count"], 300);
     let csv = std::fs::read_to_string(&timeline).unwrap();
-    assert!(csv.starts_with("time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us\n"));
+    assert!(csv.starts_with(
+        "time_s,sent,accepted,4xx,5xx,errors,p50_us,p99_us,offered,late,not_started,\
+         open_connections,deferred,rejected,failed,"
+    ));
+    // One column per reply code seen: the embedded sink answers 220, 250, 221.
+    assert!(
+        csv.lines()
+            .next()
+            .unwrap()
+            .ends_with(",code_220,code_221,code_250"),
+        "{csv}"
+    );
     let accepted: u64 = csv
         .lines()
         .skip(1)

@@ -31,11 +31,18 @@ fn control_url(s: &SinkHandle) -> String {
 fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(c, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut resp = String::new();
     c.read_to_string(&mut resp).unwrap();
     let status = resp[9..12].parse().unwrap();
-    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b).to_string();
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
     (status, body)
 }
 
@@ -94,7 +101,10 @@ fn direct_run_joins_with_nothing_lost_or_duplicated() {
     let src = Source::Url(control_url(&sink));
     let j = join(&src, &cfg, accepted, Duration::from_secs(10), |_| {}).unwrap();
     assert!(j.drained, "{j:?}");
-    assert_eq!((j.delivered, j.lost, j.duplicates, j.unexpected), (accepted, 0, 0, 0));
+    assert_eq!(
+        (j.delivered, j.lost, j.duplicates, j.unexpected),
+        (accepted, 0, 0, 0)
+    );
     assert_eq!(j.e2e.count, 2_000);
     assert!(j.e2e.p50_us > 0 && j.e2e.p99_us < 10_000_000, "{:?}", j.e2e);
     // The histogram round-trips (mergeable) with the same count.
@@ -141,7 +151,10 @@ fn two_blasters_sharing_a_run_id_keep_their_own_sequence_spaces() {
     }
     let f = sink.ledger().run("shared").unwrap();
     assert_eq!(f.sources.len(), 2);
-    assert_eq!(f.counts.unique, 1_000, "same sequence numbers, no collision");
+    assert_eq!(
+        f.counts.unique, 1_000,
+        "same sequence numbers, no collision"
+    );
     assert_eq!(f.counts.duplicates, 0);
     assert_eq!(f.e2e.count, 1_000);
 }
@@ -169,7 +182,11 @@ fn untraced_and_forged_headers_are_counted_never_trusted() {
     assert_eq!(l.malformed, 2);
     assert_eq!(l.runs.len(), MAX_RUNS);
     assert_eq!(l.evicted_runs, 20);
-    assert!(l.pages <= 2 * MAX_RUNS && l.pages <= MAX_PAGES, "{}", l.pages);
+    assert!(
+        l.pages <= 2 * MAX_RUNS && l.pages <= MAX_PAGES,
+        "{}",
+        l.pages
+    );
     assert_eq!(l.bytes, l.pages * 4096);
     // Every accepted message was looked at exactly once.
     let s = sink.stats();
@@ -224,7 +241,15 @@ fn cli_ledger_flag_reports_and_thresholds_pass() {
     assert_eq!(code, Some(1), "{err}");
     // --no-trace: nothing to join on.
     let (code, _, err) = Running::start(
-        &["--target", &target, "--ledger", &url, "--no-trace", "-n", "1"],
+        &[
+            "--target",
+            &target,
+            "--ledger",
+            &url,
+            "--no-trace",
+            "-n",
+            "1",
+        ],
         &[],
     )
     .finish();
@@ -234,11 +259,18 @@ fn cli_ledger_flag_reports_and_thresholds_pass() {
 
 #[test]
 fn embedded_runs_join_automatically_and_no_trace_skips_it() {
-    let (code, out, err) = Running::start(&["-n", "200", "-t", "1", "--no-pin", "-q"], &[]).finish();
-    assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("ledger (embedded): accepted 200 delivered 200 lost 0"), "{out}");
     let (code, out, err) =
-        Running::start(&["-n", "50", "-t", "1", "--no-pin", "-q", "--no-trace"], &[]).finish();
+        Running::start(&["-n", "200", "-t", "1", "--no-pin", "-q"], &[]).finish();
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("ledger (embedded): accepted 200 delivered 200 lost 0"),
+        "{out}"
+    );
+    let (code, out, err) = Running::start(
+        &["-n", "50", "-t", "1", "--no-pin", "-q", "--no-trace"],
+        &[],
+    )
+    .finish();
     assert_eq!(code, Some(0), "{err}");
     assert!(!out.contains("ledger"), "{out}");
 }

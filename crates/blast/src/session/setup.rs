@@ -76,7 +76,12 @@ impl Conn {
         match c.setup(env, now).await {
             Ok(()) => Ok(c),
             Err(o) => {
-                env.stats().counters.conn_failed += 1;
+                // The connection ends here (dropped, never quit): its
+                // session is over too, so every opened connection has a
+                // session length and open = opened − sessions.
+                let mut st = env.stats();
+                st.counters.conn_failed += 1;
+                st.time(Stage::Session, us(t0, Instant::now()));
                 Err(o)
             }
         }

@@ -49,15 +49,19 @@ impl Ctx {
             // Closed loop: a free connection is what asks for a message.
             st.counters.offered += 1;
         }
+        let mut late = false;
         if self.schedule.is_some() {
             let lateness = started.saturating_duration_since(intended);
             st.time(Stage::Lateness, lateness.as_micros() as u64);
             if lateness > self.env.cfg.late_after {
                 st.counters.late += 1;
+                late = true;
             }
         }
         if self.env.cfg.stages.is_some() {
-            st.load_stage(stage).attempted += 1;
+            let t = st.load_stage(stage);
+            t.attempted += 1;
+            t.late += u64::from(late);
         }
         drop(st);
         #[cfg(test)]
@@ -113,10 +117,11 @@ impl Ctx {
             Stage::Service,
             end.saturating_duration_since(job.started).as_micros() as u64,
         );
-        st.time(
-            Stage::Latency,
-            end.saturating_duration_since(job.intended).as_micros() as u64,
-        );
+        let latency = end.saturating_duration_since(job.intended).as_micros() as u64;
+        st.time(Stage::Latency, latency);
+        if self.env.cfg.stages.is_some() {
+            st.load_time(job.stage, latency);
+        }
     }
 }
 

@@ -55,8 +55,7 @@ impl Run {
         Run {
             spaces: HashMap::new(),
             // 3 significant digits up to a day: tens of KiB per run.
-            e2e: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
-                .expect("valid histogram bounds"),
+            e2e: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
             skewed: 0,
             dropped: 0,
             first_us: now_us,

@@ -105,7 +105,13 @@ impl Latency {
     pub(crate) fn of(h: &Histogram<u64>) -> Latency {
         let mut buf = Vec::new();
         let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
-        let q = |q: f64| if h.is_empty() { 0 } else { h.value_at_quantile(q) };
+        let q = |q: f64| {
+            if h.is_empty() {
+                0
+            } else {
+                h.value_at_quantile(q)
+            }
+        };
         Latency {
             count: h.len(),
             p50_us: q(0.5),
@@ -158,13 +164,17 @@ pub(super) fn prometheus(l: &LedgerList) -> String {
         ("deliveries", "Traced recipient deliveries.", |c| {
             c.deliveries
         }),
-        ("duplicates", "Recipient deliveries beyond the first.", |c| {
-            c.duplicates
-        }),
+        (
+            "duplicates",
+            "Recipient deliveries beyond the first.",
+            |c| c.duplicates,
+        ),
         ("out_of_order", "Traced first arrivals out of order.", |c| {
             c.out_of_order
         }),
-        ("dropped", "Traced arrivals over a memory cap.", |c| c.dropped),
+        ("dropped", "Traced arrivals over a memory cap.", |c| {
+            c.dropped
+        }),
     ];
     for (what, help, get) in per_run {
         let name = format!("mailstorm_sink_ledger_{what}_total");

@@ -125,7 +125,11 @@ impl Session {
     /// The ledger's one call per arrived message (header block in `msg`).
     fn ledger_record(&self) {
         if let Some(l) = &self.s.ledger {
-            l.record(&self.msg, self.tx.rcpt_ends.len(), crate::ledger::unix_micros());
+            l.record(
+                &self.msg,
+                self.tx.rcpt_ends.len(),
+                crate::ledger::unix_micros(),
+            );
         }
     }
 

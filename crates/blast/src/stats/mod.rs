@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use mailstorm_proto::reply::EnhancedCode;
 
+mod window;
+
 /// Declares a C-like enum whose variants are listed once: the enum, its
 /// `ALL` array (in declaration order), `COUNT`, and the report names all
 /// come from that one list, so adding a variant cannot leave an index array
@@ -265,11 +267,14 @@ pub struct StageTally {
     pub failed: u64,
     /// Open loop: scheduled but never started.
     pub not_started: u64,
+    /// Open loop: started later than `late_after` after the intended time.
+    pub late: u64,
 }
 
 impl StageTally {
     /// Adds `o` into `self`.
     pub fn add(&mut self, o: &StageTally) {
+        self.late += o.late;
         self.scheduled += o.scheduled;
         self.attempted += o.attempted;
         self.accepted += o.accepted;
@@ -323,6 +328,9 @@ pub struct Stats {
     pub hist: Vec<Histogram<u64>>,
     /// Per load stage (`--stages`), by stage index; empty without stages.
     pub load: Vec<StageTally>,
+    /// Per load stage, end-to-end latency (µs) of the messages that got a
+    /// reply, by stage index; empty without stages.
+    pub load_latency: Vec<Histogram<u64>>,
 }
 
 impl Default for Stats {
@@ -334,6 +342,7 @@ impl Default for Stats {
             faults: Vec::new(),
             hist: Stage::ALL.iter().map(|_| new_histogram()).collect(),
             load: Vec::new(),
+            load_latency: Vec::new(),
         }
     }
 }
@@ -410,6 +419,15 @@ impl Stats {
         &mut self.load[i]
     }
 
+    /// Records a latency (µs) in load stage `i`'s histogram.
+    #[inline]
+    pub fn load_time(&mut self, i: usize, us: u64) {
+        if self.load_latency.len() <= i {
+            self.load_latency.resize_with(i + 1, new_histogram);
+        }
+        let _ = self.load_latency[i].record(us.max(1));
+    }
+
     /// The histogram of `stage`.
     pub fn histogram(&self, stage: Stage) -> &Histogram<u64> {
         &self.hist[stage.index()]
@@ -424,6 +442,7 @@ impl Stats {
             faults: std::mem::take(&mut self.faults),
             hist: self.hist.clone(),
             load: std::mem::take(&mut self.load),
+            load_latency: std::mem::take(&mut self.load_latency),
         };
         self.counters = Counters::default();
         self.transport = [0; Transport::COUNT];
@@ -449,6 +468,13 @@ impl Stats {
         }
         for (i, t) in other.load.iter().enumerate() {
             self.load_stage(i).add(t);
+        }
+        if self.load_latency.len() < other.load_latency.len() {
+            self.load_latency
+                .resize_with(other.load_latency.len(), new_histogram);
+        }
+        for (a, b) in self.load_latency.iter_mut().zip(&other.load_latency) {
+            let _ = a.add(b);
         }
         for (a, b) in self.hist.iter_mut().zip(&other.hist) {
             // Both auto-resize, so adding cannot fail on range.

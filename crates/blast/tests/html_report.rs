@@ -1,0 +1,275 @@
+//! The HTML report opened in a real browser: Debian's `chromium`, headless.
+//! A capacity search and a plain `--stages` run each write `--html`; the
+//! page is rendered with `--dump-dom` after a virtual-time budget and the
+//! DOM is checked: every chart drawn (a uPlot canvas per chart, holding as
+//! many points as the report has steps or intervals), the verdict shown,
+//! no script error on the page or on the browser's console. A screenshot
+//! of each is kept under `target/tmp/html-report/` for people to look at.
+//!
+//! Without `chromium` on PATH the tests say so and pass, unless
+//! `MAILSTORM_REQUIRE_BROWSER=1` (scripts/test.sh sets it after installing
+//! chromium), so a developer machine without a browser can still run
+//! `cargo test`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mailstorm-blast");
+
+fn out_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("html-report");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn chromium() -> Option<PathBuf> {
+    let found = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("chromium"))
+            .find(|c| c.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var("MAILSTORM_REQUIRE_BROWSER").as_deref() != Ok("1"),
+            "MAILSTORM_REQUIRE_BROWSER=1 but no chromium on PATH"
+        );
+        eprintln!("skipped: no chromium on PATH (apt-get install chromium)");
+    }
+    found
+}
+
+/// Runs a command to its end within `cap`; (exit code, stdout, stderr).
+fn run(cmd: &mut Command, cap: Duration) -> (Option<i32>, String, String) {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read both pipes on threads so a chatty child never blocks on them.
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let o = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut so, &mut s);
+        s
+    });
+    let e = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut se, &mut s);
+        s
+    });
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > cap {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{cmd:?} did not finish in {cap:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status.code(), o.join().unwrap(), e.join().unwrap())
+}
+
+/// Chromium, headless, with a fresh profile and nothing that talks to
+/// the network.
+fn browser(chrome: &Path, profile: &Path) -> Command {
+    let mut c = Command::new(chrome);
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=5000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+/// The page's DOM after its scripts ran, and the browser's console lines.
+fn render(chrome: &Path, page: &Path, name: &str) -> (String, Vec<String>) {
+    let profile = out_dir().join(format!("profile-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&profile);
+    let url = format!("file://{}", page.display());
+    let (code, dom, log) = run(
+        browser(chrome, &profile).args(["--dump-dom", &url]),
+        Duration::from_secs(90),
+    );
+    assert_eq!(code, Some(0), "chromium --dump-dom failed: {log}");
+    let shot = out_dir().join(format!("{name}.png"));
+    let (code, _, slog) = run(
+        browser(chrome, &profile)
+            .arg("--window-size=1100,2600")
+            .arg(format!("--screenshot={}", shot.display()))
+            .arg(&url),
+        Duration::from_secs(90),
+    );
+    assert_eq!(code, Some(0), "chromium --screenshot failed: {slog}");
+    assert!(
+        std::fs::metadata(&shot).unwrap().len() > 10_000,
+        "empty screenshot"
+    );
+    let _ = std::fs::remove_dir_all(&profile);
+    let console = log
+        .lines()
+        .filter(|l| l.contains(":CONSOLE"))
+        .map(str::to_string)
+        .collect();
+    (dom, console)
+}
+
+/// The `data-points` of the chart element `id`.
+fn points(dom: &str, id: &str) -> usize {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no chart {id}"));
+    let tag_end = at + dom[at..].find('>').unwrap();
+    let tag = &dom[..tag_end];
+    let start = tag.rfind('<').unwrap();
+    let tag = &tag[start..];
+    let v = tag
+        .split("data-points=\"")
+        .nth(1)
+        .unwrap_or_else(|| panic!("chart {id} has no data-points: {tag}"));
+    v[..v.find('"').unwrap()].parse().unwrap()
+}
+
+fn text_of(dom: &str, id: &str) -> String {
+    let at = dom
+        .find(&format!("id=\"{id}\""))
+        .unwrap_or_else(|| panic!("no #{id}"));
+    let s = at + dom[at..].find('>').unwrap() + 1;
+    let e = s + dom[s..].find('<').unwrap();
+    dom[s..e]
+        .replace("&gt;", ">")
+        .replace("&lt;", "<")
+        .replace("&amp;", "&")
+}
+
+fn check_page(dom: &str, console: &[String]) {
+    assert!(console.is_empty(), "console output: {console:#?}");
+    assert!(
+        dom.contains("data-rendered=\"true\""),
+        "page did not render"
+    );
+    assert!(
+        dom.contains("id=\"errors\" class=\"errors\" hidden"),
+        "the page reported an error: {}",
+        text_of(dom, "errors")
+    );
+}
+
+fn write_plan(name: &str, yaml: &str) -> PathBuf {
+    let p = out_dir().join(name);
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+#[test]
+fn capacity_report_renders_in_chromium() {
+    let Some(chrome) = chromium() else { return };
+    let plan = write_plan(
+        "limit-1600.yaml",
+        "seed: 1\nrules:\n  - name: capacity\n    stage: mail\n    rate_limit:\n      max: 100\n      \
+         per: 62500us\n      by: global\n    action:\n      reply:\n        code: 451\n        \
+         enhanced: 4.3.2\n        text: \"queue full\"\n",
+    );
+    let html = out_dir().join("capacity.html");
+    let json = out_dir().join("capacity.json");
+    let (code, out, err) = run(
+        Command::new(BIN).args([
+            "capacity",
+            "--sink-plan",
+            plan.to_str().unwrap(),
+            "--start-rate",
+            "1000",
+            "--precision",
+            "0.2",
+            "--warmup",
+            "250ms",
+            "--step-duration",
+            "1s",
+            "--interval",
+            "250ms",
+            "--no-pin",
+            "-c",
+            "32",
+            "--html",
+            html.to_str().unwrap(),
+            "--report",
+            json.to_str().unwrap(),
+        ]),
+        Duration::from_secs(90),
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let steps = model["steps"].as_array().unwrap().len();
+    let ticks = model["timeline"].as_array().unwrap().len();
+    assert!(steps >= 3);
+    let (dom, console) = render(&chrome, &html, "capacity");
+    check_page(&dom, &console);
+    assert_eq!(text_of(&dom, "verdict"), model["capacity"]["verdict"]);
+    for id in ["chart-throughput", "chart-latency", "chart-replies"] {
+        assert_eq!(points(&dom, id), steps, "{id}");
+    }
+    for id in [
+        "chart-timeline-rate",
+        "chart-timeline-latency",
+        "chart-timeline-conns",
+    ] {
+        assert_eq!(points(&dom, id), ticks, "{id}");
+    }
+    assert!(dom.matches("<canvas").count() >= 6, "uPlot drew no canvas");
+    // The knee row is marked in the step table.
+    assert_eq!(dom.matches("class=\"knee\"").count(), 1);
+}
+
+#[test]
+fn stages_run_report_renders_in_chromium() {
+    let Some(chrome) = chromium() else { return };
+    let html = out_dir().join("stages.html");
+    let json = out_dir().join("stages.json");
+    let (code, out, err) = run(
+        Command::new(BIN).args([
+            "--stages",
+            "1s:100,1s:300",
+            "-c",
+            "8",
+            "--interval",
+            "250ms",
+            "--no-pin",
+            "--threshold",
+            "p99<2s,accept_rate>=0.99",
+            "--html",
+            html.to_str().unwrap(),
+            "--report",
+            json.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ticks = model["timeline"].as_array().unwrap().len();
+    assert!(ticks >= 7, "{ticks} timeline rows");
+    let (dom, console) = render(&chrome, &html, "stages");
+    check_page(&dom, &console);
+    assert!(text_of(&dom, "verdict").starts_with("passed: "));
+    assert_eq!(points(&dom, "chart-timeline-rate"), ticks);
+    assert_eq!(points(&dom, "chart-timeline-latency"), ticks);
+    assert!(dom.matches("<canvas").count() >= 2);
+    // Thresholds and both load stages are tabled.
+    assert!(dom.contains("p99&lt;2s") || dom.contains("p99<2s"));
+    assert!(dom.contains("Load stages"));
+}

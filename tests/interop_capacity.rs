@@ -1,0 +1,99 @@
+//! `mailstorm-blast capacity` (through its library) against a real server:
+//! a throwaway Postfix `smtpd` that limits each client to 200 messages per
+//! second with anvil (`smtpd_client_message_rate_limit` over a 1 s
+//! `anvil_rate_time_unit`, answered with 421 and a closed session). The
+//! search must end, report a knee near that limit with the target to
+//! blame, and its auto-abort must trip when the steps drive Postfix into
+//! refusals. Bounded: short steps, a capped ladder, loopback only.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mailstorm_blast::capacity::{self, Endpoint, Limit, Options, MIN_ACHIEVED};
+use mailstorm_blast::config::Config;
+use mailstorm_blast::{effective_config, threshold, StopSignal};
+use support::postfix::PostfixTools;
+use support::PostfixInstance;
+
+#[test]
+fn capacity_of_a_rate_limited_postfix() {
+    if PostfixTools::require().is_none() {
+        return;
+    }
+    let pf = PostfixInstance::server(&["example.test"])
+        .param("anvil_rate_time_unit", "1s")
+        .param("smtpd_client_message_rate_limit", "200")
+        // Loopback is in mynetworks, which is exempt by default.
+        .param("smtpd_client_event_limit_exceptions", "")
+        .start()
+        .expect("postfix starts");
+    let addr = pf.smtpd_addr();
+    let mut cfg = Config {
+        threads: 1,
+        pin: false,
+        quiet: true,
+        seed: 5,
+        concurrency: 32,
+        rate: Some(800.0),
+        duration: Some(Duration::from_secs(2)),
+        grace: Duration::from_secs(2),
+        interval: Duration::from_millis(250),
+        to: "user{n}@example.test".into(),
+        users: 1_000_000_000,
+        ..Config::default()
+    };
+    cfg.timeouts.apply("5s").unwrap();
+    let base = effective_config(&cfg).unwrap();
+    let opts = Options {
+        start_rate: 50.0,
+        max_rate: 800.0,
+        precision: 0.1,
+        factor: 2.0,
+        warmup: Duration::from_millis(500),
+        step_duration: Duration::from_millis(1500),
+        sla: threshold::parse_as(capacity::DEFAULT_SLA, "--sla", false).unwrap(),
+        sla_text: capacity::DEFAULT_SLA.into(),
+        abort: threshold::parse_as("accept_rate<0.7 for 500ms", "--abort-if", true).unwrap(),
+        abort_text: "accept_rate<0.7 for 500ms".into(),
+        min_achieved: MIN_ACHIEVED,
+        target: None,
+    };
+    opts.validate(&base).unwrap();
+    let ep = Endpoint {
+        addr,
+        target: addr.to_string(),
+        host: addr.ip().to_string(),
+        trusted_pem: None,
+    };
+    let t0 = Instant::now();
+    let cap = capacity::search(&base, &ep, &opts, &Arc::new(StopSignal::default()), |_| {});
+    let took = t0.elapsed();
+    let table = capacity::output::summary(&cap, &ep.target);
+    assert!(cap.error.is_none(), "{:?}\n{table}", cap.error);
+    assert!(took < Duration::from_secs(90), "{took:?}\n{table}");
+    let knee = cap
+        .knee_rate()
+        .unwrap_or_else(|| panic!("no knee\n{table}"));
+    assert!((130.0..=260.0).contains(&knee), "knee {knee}\n{table}");
+    let (limit, why) = cap.limited_by.clone().unwrap();
+    assert_eq!(limit, Limit::Target, "{why}\n{table}");
+    assert!(cap.verdict().starts_with("sustains "), "{table}");
+    // Past the limit anvil refuses (and keeps counting the refused
+    // requests, so a client that keeps asking stays refused): the abort
+    // trips on the way up, only above the knee.
+    let aborted: Vec<_> = cap.steps.iter().filter(|s| s.aborted.is_some()).collect();
+    assert!(!aborted.is_empty(), "no auto-abort\n{table}");
+    assert!(aborted.iter().all(|s| s.rate > knee), "{table}");
+    assert!(why.starts_with("auto-abort at "), "{why}");
+    // Postfix said why: 421 4.7.0 at MAIL ("too many messages").
+    let refused: u64 = cap
+        .steps
+        .iter()
+        .flat_map(|s| s.measured.replies.iter())
+        .filter(|(k, _)| k.code == 421 || k.code == 450 || k.code == 452)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(refused > 0, "{table}");
+}

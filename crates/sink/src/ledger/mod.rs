@@ -176,7 +176,7 @@ impl Ledger {
                 last_arrival_us: r.last_us,
             })
             .collect();
-        runs.sort_by(|a, b| a.first_arrival_us.cmp(&b.first_arrival_us));
+        runs.sort_by_key(|r| r.first_arrival_us);
         LedgerList {
             unattributed: self.unattributed(),
             malformed: self.malformed(),

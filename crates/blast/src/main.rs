@@ -428,6 +428,31 @@ fn judge(
 /// expectation printed with its measured value; 1 when one fails.
 fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<u8> {
     use mailstorm_blast::scenario::{run, Scenario};
+    // A scenario runs its own profile against the embedded sink: run flags
+    // would be silently ignored, so they are refused.
+    let ignored: Vec<&str> = [
+        ("--target", args.target.is_some()),
+        ("--concurrency", args.concurrency.is_some()),
+        ("--messages", args.messages.is_some()),
+        ("--duration", args.duration.is_some()),
+        ("--rate", args.rate.is_some()),
+        ("--stages", args.stages.is_some()),
+        ("--timeline", args.timeline.is_some()),
+        ("--threshold", args.threshold.is_some()),
+        ("--sink-plan", args.sink_plan.is_some()),
+        ("--ledger", args.ledger.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(flag, set)| set.then_some(flag))
+    .collect();
+    if !ignored.is_empty() {
+        return Err(BlastError::Config(format!(
+            "--scenario runs the scenario's own profile and plan: {} would not apply; \
+             put the settings in the scenario file",
+            ignored.join(", ")
+        ))
+        .into());
+    }
     let scn = Scenario::load(path).map_err(|e| BlastError::Config(e.to_string()))?;
     Outputs::check(args.report.as_deref(), None, None)?;
     let opts = run::Options {

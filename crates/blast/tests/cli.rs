@@ -267,3 +267,18 @@ fn sigint_writes_a_partial_report() {
     assert!(accepted > 0);
     assert_eq!(v["messages"]["failed"], 0, "in-flight messages finished");
 }
+
+#[test]
+fn scenario_refuses_run_flags_it_would_ignore() {
+    let scn = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/scenarios/greylisting-backoff.yaml"
+    );
+    let out = blast(&["--scenario", scn, "-n", "5", "--target", "127.0.0.1:25"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--target, --messages would not apply"),
+        "{err}"
+    );
+}

@@ -25,7 +25,7 @@
 #   clock    the open-loop generator's own lateness at 20,000 msgs/s from
 #            one shard (p50 target ≤ 20 µs, p99 ≤ 100 µs).
 #   capacity time a `mailstorm-blast capacity` search takes to find the knee of
-#            configs/bench/capacity-limit-6400.yaml (6,400 msgs/s) within 5%,
+#            configs/bench/capacity-32x5ms.yaml (the sink's queue model, 6,400 msgs/s) within 5%,
 #            default steps (3 s warm-up + 10 s), and how close the knee is.
 #
 #   scripts/bench.sh                       # 5 rounds, every section
@@ -397,7 +397,7 @@ trace_case() { # round variant
 CAPACITY_TSV="$OUT/capacity-$(date +%Y%m%d-%H%M%S).tsv"
 printf 'round\tseconds\tsteps\tknee\tlimited_by\n' >"$CAPACITY_TSV"
 capacity_case() { # round
-    SINK_PLAN="$ROOT/configs/bench/capacity-limit-6400.yaml" start_sink mailstorm
+    SINK_PLAN="$ROOT/configs/bench/capacity-32x5ms.yaml" start_sink mailstorm
     local t0 t1 rep="$OUT/.capacity-report.json"
     t0=$(date +%s.%N)
     taskset -c "$CLIENT_CPU" "$MAILSTORM_BLAST" capacity --target "127.0.0.1:$SINK_PORT" \
@@ -525,7 +525,7 @@ done
 
 if has_section capacity; then
     echo
-    echo "## capacity: search for the knee of configs/bench/capacity-limit-6400.yaml (truth 6,400 msgs/s)"
+    echo "## capacity: search for the knee of configs/bench/capacity-32x5ms.yaml (truth 6,400 msgs/s)"
     python3 - "$CAPACITY_TSV" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))

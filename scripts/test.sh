@@ -122,11 +122,19 @@ pip_install() {
 install_python_peers() {
     if python3 -c 'import aiosmtpd' >/dev/null 2>&1; then
         echo "python peers: aiosmtpd present"
-        return 0
+    else
+        echo "python peers: installing aiosmtpd"
+        pip_install aiosmtpd
+        python3 -c 'import aiosmtpd'
     fi
-    echo "python peers: installing aiosmtpd"
-    pip_install aiosmtpd
-    python3 -c 'import aiosmtpd'
+    # The reference Prometheus text parser, for the /metrics tests.
+    local prom=0.26.0
+    if [[ "$(python3 -c 'import importlib.metadata as m; print(m.version("prometheus-client"))' 2>/dev/null)" == "$prom" ]]; then
+        echo "python peers: prometheus-client $prom present"
+    else
+        echo "python peers: installing prometheus-client $prom"
+        pip_install "prometheus-client==$prom"
+    fi
 }
 
 # The README's recipes ("Using the sink in your tests") run against real

@@ -1,54 +1,15 @@
-//! `METRIC OP VALUE` comparisons shared by `--threshold` checks and
-//! scenario expectations.
+//! `METRIC OP VALUE` comparisons shared by `--threshold` checks, capacity
+//! SLAs and scenario expectations: the operators and the split are the one
+//! expression language's (`mailstorm_config::expr`, which the sink's
+//! verdict policy also speaks); the blaster parses its own value forms
+//! (units per metric, `for` windows, stage prefixes) on top.
 
-/// A comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// `<`
-    Lt,
-    /// `<=`
-    Le,
-    /// `>`
-    Gt,
-    /// `>=`
-    Ge,
-    /// `==`
-    Eq,
-    /// `!=`
-    Ne,
-}
-
-impl Op {
-    /// Whether `a OP b` holds (exact for counts; times compare in seconds
-    /// with a microsecond of slack for `==`/`!=`).
-    pub fn holds(self, a: f64, b: f64) -> bool {
-        let eq = (a - b).abs() <= 1e-6_f64.max(b.abs() * 1e-12);
-        match self {
-            Op::Lt => a < b && !eq,
-            Op::Le => a <= b || eq,
-            Op::Gt => a > b && !eq,
-            Op::Ge => a >= b || eq,
-            Op::Eq => eq,
-            Op::Ne => !eq,
-        }
-    }
-}
+pub use mailstorm_config::expr::Op;
 
 /// Splits `text` at its comparison operator: `(metric, op, value)`, both
 /// sides trimmed. `None` when there is no operator.
 pub(crate) fn split(text: &str) -> Option<(&str, Op, &str)> {
-    let pos = text.find(['<', '>', '=', '!'])?;
-    let (name, rest) = text.split_at(pos);
-    [
-        ("<=", Op::Le),
-        (">=", Op::Ge),
-        ("==", Op::Eq),
-        ("!=", Op::Ne),
-        ("<", Op::Lt),
-        (">", Op::Gt),
-    ]
-    .iter()
-    .find_map(|(s, op)| rest.strip_prefix(s).map(|v| (name.trim(), *op, v.trim())))
+    mailstorm_config::expr::split(text)
 }
 
 #[cfg(test)]

@@ -172,6 +172,20 @@ pub enum ExprError {
     Empty,
 }
 
+/// Splits `metric OP value` at its operator, both sides trimmed; `None`
+/// without an operator. The leftmost operator character starts the
+/// operator; a two-character operator there wins over its one-character
+/// prefix. Callers with their own value forms (the blaster's windows,
+/// stage prefixes) split with this and parse the sides themselves.
+pub fn split(text: &str) -> Option<(&str, Op, &str)> {
+    let start = text.find(['<', '>', '=', '!'])?;
+    let rest = &text[start..];
+    let op = Op::ALL
+        .into_iter()
+        .find(|op| rest.starts_with(op.as_str()))?;
+    Some((text[..start].trim(), op, rest[op.as_str().len()..].trim()))
+}
+
 impl Check {
     /// Parses one check with any metric name.
     pub fn parse(text: &str) -> Result<Check, ExprError> {
@@ -179,17 +193,7 @@ impl Check {
         if t.is_empty() {
             return Err(ExprError::Empty);
         }
-        // The leftmost operator character starts the operator; a
-        // two-character operator there wins over its one-character prefix.
-        let start = t
-            .find(['<', '>', '=', '!'])
-            .ok_or_else(|| ExprError::NoOp { text: t.into() })?;
-        let rest = &t[start..];
-        let op = Op::ALL
-            .into_iter()
-            .find(|op| rest.starts_with(op.as_str()))
-            .ok_or_else(|| ExprError::NoOp { text: t.into() })?;
-        let metric = t[..start].trim();
+        let (metric, op, value) = split(t).ok_or_else(|| ExprError::NoOp { text: t.into() })?;
         if metric.is_empty() {
             return Err(ExprError::NoMetric { text: t.into() });
         }
@@ -201,7 +205,7 @@ impl Check {
                 metric: metric.into(),
             });
         }
-        let value = Value::parse(&rest[op.as_str().len()..])?;
+        let value = Value::parse(value)?;
         Ok(Check {
             metric: metric.to_string(),
             op,

@@ -20,6 +20,7 @@ impl control::ControlBackend for Backend {
             m.push_str(&e.metrics_text());
         }
         m.push_str(&self.0.ledger.metrics_text());
+        crate::process_metrics::write(&mut m);
         m
     }
 

@@ -36,6 +36,7 @@ mod handle;
 pub mod hook;
 pub mod ledger;
 pub mod plan;
+mod process_metrics;
 pub mod ready;
 mod server;
 mod session;

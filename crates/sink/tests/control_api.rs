@@ -86,3 +86,54 @@ fn delete_plan_without_a_fault_engine_is_404() {
     assert_eq!(http(api, "DELETE", "/plan", b"").status, 404);
     assert_eq!(http(api, "PUT", "/plan", b"").status, 404);
 }
+
+/// `/metrics` as Prometheus itself would read it: the reference text
+/// parser (Python prometheus_client) accepts the whole exposition, with
+/// the sink's counters, the referee's per-client series and the process's
+/// own CPU and memory.
+#[test]
+fn metrics_parse_with_the_reference_prometheus_parser() {
+    let sink = sink_with_plan();
+    assert_eq!(mail_reply(&sink), 451);
+    let mut c = Client::ehlo(sink.local_addr());
+    c.cmd("RSET");
+    let r = http(sink.control_addr().unwrap(), "GET", "/metrics", b"");
+    assert_eq!(r.status, 200);
+    let script = r#"
+import sys
+from prometheus_client.parser import text_string_to_metric_families
+fams = {f.name: f for f in text_string_to_metric_families(sys.stdin.read())}
+def value(name):
+    return sum(s.value for s in fams[name].samples if s.name in (name, name + "_total"))
+print(len(fams), value("mailstorm_sink_connections"), value("process_cpu_seconds"),
+      value("process_resident_memory_bytes"))
+"#;
+    let mut py = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    use std::io::Write as _;
+    py.stdin
+        .take()
+        .unwrap()
+        .write_all(r.text().as_bytes())
+        .unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the parser refused /metrics (prometheus-client installed by scripts/test.sh): {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        r.text()
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .map(|x| x.parse().unwrap())
+        .collect();
+    assert!(v[0] >= 10.0, "metric families: {text}");
+    assert!(v[1] >= 2.0, "connections counted: {text}");
+    assert!(v[2] > 0.0 && v[3] > 1_048_576.0, "process metrics: {text}");
+}

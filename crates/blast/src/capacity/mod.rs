@@ -285,7 +285,7 @@ fn attribute(s: &Step, threads: usize, cap: u32) -> (Limit, String) {
     (
         Limit::Target,
         format!(
-            "achieved only {} of {} msgs/s offered",
+            "achieved only {} msgs/s at {} msgs/s offered",
             group(s.achieved),
             group(s.rate)
         ),

@@ -384,7 +384,21 @@ impl Active {
             return None;
         }
         let action = self.action((i, rule), kstate, attempt, owner, now)?;
-        Some(self.verdict(i, rule, v, khash, attempt, action))
+        let mut verdict = self.verdict(i, rule, v, khash, attempt, action);
+        if let Primary::Queue { model, overflow } = &rule.primary {
+            match model.arrive(self.plan.spec().seed, i, now.get()) {
+                Some(wait) => verdict.delay = Some(wait),
+                None => {
+                    let (code, enhanced, text) = overflow.clone();
+                    verdict.outcome = FaultAction::Reply {
+                        code,
+                        enhanced,
+                        text,
+                    };
+                }
+            }
+        }
+        Some(verdict)
     }
 
     /// Whether the rule's `window` (if any) is open now.

@@ -57,6 +57,7 @@ mod load;
 mod matching;
 pub mod model;
 mod primary;
+mod queue;
 pub mod referee;
 pub mod select;
 mod slots;

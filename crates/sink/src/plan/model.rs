@@ -14,9 +14,11 @@ use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
 mod expect;
+mod queue;
 mod stage_sel;
 mod values;
 pub use expect::{ExpectSpec, Policy, DEFAULT_POLICY, METRICS};
+pub use queue::{OverflowSpec, QueueSpec};
 pub use stage_sel::StageSel;
 use values::{opt_millis, opt_secs, secs, whole_millis};
 pub use values::{Code, NonNeg, OneOrMany, Positive, Probability};
@@ -351,6 +353,11 @@ fn delay_spec<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DelaySpec>, D::E
     .map(Some)
 }
 
+/// `queue.service`: like `delay`, but required.
+fn delay_spec_required<'de, D: Deserializer<'de>>(d: D) -> Result<DelaySpec, D::Error> {
+    delay_spec(d).map(|s| s.unwrap_or_default())
+}
+
 /// How `disconnect` closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -494,6 +501,9 @@ pub struct ActionSpec {
     /// Proceed normally (stops later rules from deciding).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept: bool,
+    /// A server with finite capacity (`data_end` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSpec>,
 }
 
 /// One rule as written.

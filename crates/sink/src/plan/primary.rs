@@ -69,6 +69,12 @@ pub(crate) enum Primary {
         code: u16,
         text: Option<String>,
     },
+    /// `queue`: the reply waits for a worker; a full queue answers
+    /// `overflow` (code, enhanced, text).
+    Queue {
+        model: std::sync::Arc<super::queue::QueueModel>,
+        overflow: (u16, String, String),
+    },
 }
 
 /// The action a selected rule takes; `seq_code` is the code a `sequence`
@@ -96,7 +102,9 @@ pub(super) fn action_of(p: &Primary, seq_code: Option<u16>) -> FaultAction {
         };
     }
     match p {
-        Primary::None | Primary::Accept | Primary::Greylist { .. } => FaultAction::Accept,
+        Primary::None | Primary::Accept | Primary::Greylist { .. } | Primary::Queue { .. } => {
+            FaultAction::Accept
+        }
         Primary::Reply {
             code,
             enhanced,

@@ -283,6 +283,7 @@ impl Check for RuleSpec {
             ("stall", a.stall.is_some()),
             ("idle_close", a.idle_close.is_some()),
             ("accept", a.accept),
+            ("queue", a.queue.is_some()),
         ]
         .iter()
         .filter(|(_, on)| *on)
@@ -337,6 +338,44 @@ impl Check for RuleSpec {
         }
         if let Some(d) = &a.delay {
             dist(d)?;
+        }
+        if let Some(q) = &a.queue {
+            only_at("action.queue", st, &[StageSel::One(Stage::DataEnd)])?;
+            if a.delay.is_some() {
+                return Err(
+                    "action.queue: its `service` is the delay; remove `delay` from this rule"
+                        .into(),
+                );
+            }
+            if q.workers.0 > super::queue::MAX_WORKERS {
+                return Err(format!(
+                    "action.queue.workers {} is over {}",
+                    q.workers.0,
+                    super::queue::MAX_WORKERS
+                ));
+            }
+            if q.max_queue > super::queue::MAX_QUEUE {
+                return Err(format!(
+                    "action.queue.max_queue {} is over {}",
+                    q.max_queue,
+                    super::queue::MAX_QUEUE
+                ));
+            }
+            dist(&q.service).map_err(|e| format!("action.queue.service: {e}"))?;
+            if let Some(o) = &q.overflow {
+                if o.reply.code.0 < 400 {
+                    return Err(format!(
+                        "action.queue.overflow.reply.code {} must be 4xx or 5xx",
+                        o.reply.code.0
+                    ));
+                }
+                if let Some(e) = &o.reply.enhanced {
+                    check_enhanced(o.reply.code.0, e)?;
+                }
+                if let Some(t) = &o.reply.text {
+                    check_text(t)?;
+                }
+            }
         }
         if let Some(seq) = &self.sequence {
             if seq.is_empty() {
@@ -471,6 +510,28 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
             after: i.after,
             code: i.code.0,
             text: i.text.clone(),
+        }
+    } else if let Some(q) = &a.queue {
+        let (code, enhanced, text) = match &q.overflow {
+            Some(o) => (
+                o.reply.code.0,
+                o.reply.enhanced.clone(),
+                o.reply.text.clone(),
+            ),
+            None => (421, None, Some("Too busy, try again later".to_string())),
+        };
+        let (de, dt) = super::primary::default_reply(code);
+        Primary::Queue {
+            model: std::sync::Arc::new(super::queue::QueueModel::new(
+                q.workers.0,
+                q.max_queue,
+                dist(&q.service)?,
+            )),
+            overflow: (
+                code,
+                enhanced.unwrap_or_else(|| de.to_string()),
+                text.unwrap_or_else(|| dt.to_string()),
+            ),
         }
     } else if a.accept {
         Primary::Accept

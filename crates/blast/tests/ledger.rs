@@ -128,6 +128,31 @@ fn direct_run_joins_with_nothing_lost_or_duplicated() {
         )),
         "{metrics}"
     );
+    // Prometheus's reference parser (installed by scripts/test.sh) reads it.
+    let script =
+        "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\
+                  f = {x.name: x for x in text_string_to_metric_families(sys.stdin.read())}\n\
+                  print(sum(s.value for s in f['mailstorm_sink_ledger_deliveries'].samples))";
+    let mut py = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 runs");
+    py.stdin
+        .take()
+        .unwrap()
+        .write_all(metrics.as_bytes())
+        .unwrap();
+    let out = py.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    assert_eq!(n, accepted as f64);
 }
 
 #[test]

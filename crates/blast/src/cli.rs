@@ -87,9 +87,14 @@ pub struct Args {
     /// Fault plan (YAML) for the embedded sink.
     #[arg(long)]
     pub sink_plan: Option<PathBuf>,
-    /// Run a scenario: sink plan, profile and expectations in one YAML file.
+    /// Run scenarios: sink plan, profile and expectations in one YAML file
+    /// each; several files run one after the other.
+    #[arg(long, num_args = 1..)]
+    pub scenario: Vec<PathBuf>,
+    /// With --scenario: write the verdicts as JUnit XML (one test case per
+    /// scenario).
     #[arg(long)]
-    pub scenario: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
     /// Multiplies every policy time (backoff, cooldown, suspension).
     #[arg(long)]
     pub time_scale: Option<f64>,

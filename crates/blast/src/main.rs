@@ -187,8 +187,11 @@ fn check_writable(path: &Path) -> std::io::Result<()> {
 }
 
 fn real_main(args: Args) -> anyhow::Result<u8> {
-    if let Some(path) = &args.scenario {
-        return scenario_main(&args, path);
+    if !args.scenario.is_empty() {
+        return scenarios_main(&args);
+    }
+    if args.junit.is_some() {
+        return Err(BlastError::Config("--junit is for --scenario".into()).into());
     }
     let mut cfg = args.to_config()?;
     if args.sink_plan.is_some() && cfg.target.is_some() {
@@ -426,7 +429,57 @@ fn judge(
 
 /// `--scenario FILE`: the embedded sink with the plan, the profile, every
 /// expectation printed with its measured value; 1 when one fails.
-fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<u8> {
+/// `--scenario FILE...`: each scenario in turn; `--junit` gets one test
+/// case per file. Exit 1 when any scenario failed or could not run.
+fn scenarios_main(args: &Args) -> anyhow::Result<u8> {
+    use mailstorm_blast::scenario::junit::{to_xml, Case};
+    if args.scenario.len() > 1 && args.report.is_some() {
+        return Err(BlastError::Config(
+            "--report takes one scenario; with several use --junit".into(),
+        )
+        .into());
+    }
+    if let Some(p) = &args.junit {
+        check_writable(p).with_context(|| format!("--junit {}", p.display()))?;
+    }
+    let mut cases = Vec::new();
+    let mut code = 0;
+    for path in &args.scenario {
+        let started = Instant::now();
+        let mut case = Case {
+            name: path
+                .file_stem()
+                .map_or_else(String::new, |s| s.to_string_lossy().into_owned()),
+            file: path.display().to_string(),
+            ..Case::default()
+        };
+        match scenario_main(args, path) {
+            Ok((c, name, failures)) => {
+                code = code.max(c);
+                case.name = name;
+                case.failures = failures;
+            }
+            // One scenario alone keeps its own exit code (2 for a bad file).
+            Err(e) if args.scenario.len() == 1 && args.junit.is_none() => return Err(e),
+            Err(e) => {
+                eprintln!("mailstorm-blast: scenario {}: {e:#}", path.display());
+                code = code.max(1);
+                case.error = Some(format!("{e:#}"));
+            }
+        }
+        case.seconds = started.elapsed().as_secs_f64();
+        cases.push(case);
+    }
+    if let Some(p) = &args.junit {
+        std::fs::write(p, to_xml("mailstorm-blast scenarios", &cases))
+            .with_context(|| format!("writing --junit {}", p.display()))?;
+        eprintln!("JUnit report written to {}", p.display());
+    }
+    Ok(code)
+}
+
+/// One scenario: its exit code (0 or 1), name and failed expectations.
+fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<(u8, String, Vec<String>)> {
     use mailstorm_blast::scenario::{run, Scenario};
     // A scenario runs its own profile against the embedded sink: run flags
     // would be silently ignored, so they are refused.
@@ -478,7 +531,13 @@ fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<u8> {
         eprintln!("report written to {}", p.display());
     }
     print!("{}", run::describe(&scn, &o));
-    Ok(if o.passed() { 0 } else { 1 })
+    let failures = o
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(mailstorm_blast::scenario::expect::describe)
+        .collect();
+    Ok((if o.passed() { 0 } else { 1 }, scn.name.clone(), failures))
 }
 
 /// A seed from the clock when none was given (reported, so the run can be

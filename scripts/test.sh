@@ -62,6 +62,8 @@ apt_install() {
 install_system_packages() {
     local pkgs=()
     command -v swaks >/dev/null 2>&1 || pkgs+=(swaks)
+    # dig: the DNS responder tests ask the sink's zone with a real client.
+    command -v dig >/dev/null 2>&1 || pkgs+=(bind9-dnsutils)
     # swaks needs these Perl modules for STARTTLS and AUTH (not hard deps).
     perl -MNet::SSLeay -MIO::Socket::SSL -MAuthen::SASL -MDigest::HMAC_MD5 -e1 >/dev/null 2>&1 ||
         pkgs+=(libnet-ssleay-perl libio-socket-ssl-perl libauthen-sasl-perl libdigest-hmac-perl)

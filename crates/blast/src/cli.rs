@@ -76,8 +76,30 @@ Examples:
 #[command(name = "mailstorm-blast", version, after_help = AFTER_HELP)]
 pub struct Args {
     /// Target `host:port` (port 25 when omitted). Default: an embedded sink.
-    #[arg(long, short = 'T')]
-    pub target: Option<String>,
+    /// `mx:DOMAIN`: resolve the domain's MX hosts (see --resolver,
+    /// --smtp-port), lower preference first, and fall back to the next
+    /// host on a connect failure, a timeout or a 4xx greeting (RFC 5321
+    /// §5.1). Several relays: give --target several times or a list with
+    /// weights, `relay1:25=8,relay2:25=2` (weighted round robin; a relay
+    /// failing 3 times in a row is ejected for --relay-cooldown, then
+    /// probed).
+    #[arg(long, short = 'T', action = clap::ArgAction::Append)]
+    pub target: Vec<String>,
+    /// DNS server (`ip:port`, port 53 when omitted) for `--target
+    /// mx:DOMAIN`. Default: the system's (/etc/resolv.conf).
+    #[arg(long, value_name = "ADDR", value_parser = parse_resolver)]
+    pub resolver: Option<std::net::SocketAddr>,
+    /// SMTP port on the hosts `--target mx:DOMAIN` resolves to. Default 25.
+    #[arg(long, value_name = "PORT")]
+    pub smtp_port: Option<u16>,
+    /// Longest wait for one DNS answer (one try); a server that does not
+    /// answer counts a DNS timeout. Default 2s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub dns_timeout: Option<std::time::Duration>,
+    /// How long an ejected relay stays out before one probe connection.
+    /// Default 5s.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub relay_cooldown: Option<std::time::Duration>,
     /// Allow a target outside loopback.
     #[arg(long)]
     pub allow_remote: bool,
@@ -308,8 +330,22 @@ impl Args {
                 }
             )*};
         }
+        if !self.target.is_empty() {
+            c.target = Some(self.target.join(","));
+        }
+        if self.resolver.is_some() {
+            c.resolver = self.resolver;
+        }
+        if let Some(p) = self.smtp_port {
+            c.smtp_port = p;
+        }
+        if let Some(v) = self.dns_timeout {
+            c.dns_timeout = v;
+        }
+        if let Some(v) = self.relay_cooldown {
+            c.relay_cooldown = v;
+        }
         set!(
-            target,
             threads,
             concurrency,
             messages,
@@ -458,6 +494,20 @@ impl Args {
         c.validate()?;
         Ok(c)
     }
+}
+
+/// `127.0.0.1:5353`, or an IP alone for port 53.
+fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse::<std::net::SocketAddr>()
+        .or_else(|_| {
+            s.parse::<std::net::IpAddr>()
+                .map(|ip| std::net::SocketAddr::new(ip, 53))
+        })
+        .map_err(|_| {
+            format!(
+                "--resolver {s:?}: expected an IP address with an optional port (127.0.0.1:5353)"
+            )
+        })
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod shard;
 pub mod stage_report;
 pub mod stages;
 pub mod stats;
+pub mod target;
 pub mod threshold;
 pub mod timeouts;
 pub mod tls;
@@ -193,6 +194,8 @@ pub struct RunResult {
     pub internal_error: Option<String>,
     /// The ledger join (`--ledger`, or the embedded sink), once done.
     pub ledger: Option<ledger::Joined>,
+    /// `mx:DOMAIN` or relay targets: DNS counters and per-relay figures.
+    pub routing: Option<target::Routing>,
 }
 
 impl RunResult {
@@ -210,6 +213,7 @@ impl RunResult {
             resilience: None,
             internal_error: Some(error),
             ledger: None,
+            routing: None,
         }
     }
 }
@@ -311,7 +315,9 @@ pub fn run(
         }
         None => None,
     };
+    let targets = target::Targets::from_config(&cfg)?;
     let shared = shard::RunContext {
+        targets: targets.clone(),
         res: res.clone(),
         cfg: Arc::new(cfg.clone()),
         addr: params.addr,
@@ -396,6 +402,7 @@ pub fn run(
         resilience: res.map(|r| r.summary(tally)),
         internal_error,
         ledger: None,
+        routing: targets.map(|t| t.routing()),
     })
 }
 

@@ -471,7 +471,16 @@ fn connect_target(
         }
         None => {
             let t = cfg.target.clone().unwrap_or_default();
-            let (addr, host) = net::resolve(&t)?;
+            let (addr, host) = match mailstorm_blast::target::parse(&t)? {
+                mailstorm_blast::target::TargetSpec::Host(_) => net::resolve(&t)?,
+                // Domain and relay targets pick an address per connection
+                // (checked for loopback there); `addr` is unused.
+                mailstorm_blast::target::TargetSpec::Mx(d) => {
+                    mailstorm_blast::target::preflight(cfg)?;
+                    (SocketAddr::from(([127, 0, 0, 1], cfg.smtp_port)), d)
+                }
+                mailstorm_blast::target::TargetSpec::Relays(r) => net::resolve(&r[0].0)?,
+            };
             Endpoint {
                 addr,
                 target: t,
@@ -480,6 +489,14 @@ fn connect_target(
             }
         }
     };
+    let routed = !matches!(
+        cfg.target.as_deref().map(mailstorm_blast::target::parse),
+        None | Some(Ok(mailstorm_blast::target::TargetSpec::Host(_)))
+    );
+    if routed {
+        // Per-connection routing: no single address to check up front.
+        return Ok((sink, ep));
+    }
     if !ep.addr.ip().is_loopback() && !cfg.allow_remote {
         return Err(BlastError::Config(format!(
             "target {} ({}) is outside loopback: add --allow-remote if you mean to load it",

@@ -87,6 +87,7 @@ pub fn to_json(r: &RunResult) -> Value {
         "duration_s": (secs * 1000.0).round() / 1000.0,
         "interrupted": r.interrupted,
         "internal_error": r.internal_error,
+        "routing": r.routing,
         "messages": {
             "attempted": c.attempted,
             "accepted": c.accepted,
@@ -343,6 +344,9 @@ pub fn summary(r: &RunResult) -> String {
     }
     if let Some(p) = &r.resilience {
         s.push_str(&crate::policy::report::summary(p, secs));
+    }
+    if let Some(routing) = &r.routing {
+        s.push_str(&routing.summary());
     }
     s
 }

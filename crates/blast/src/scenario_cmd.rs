@@ -63,7 +63,7 @@ fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<(u8, Str
     // A scenario runs its own profile against the embedded sink: run flags
     // would be silently ignored, so they are refused.
     let ignored: Vec<&str> = [
-        ("--target", args.target.is_some()),
+        ("--target", !args.target.is_empty()),
         ("--concurrency", args.concurrency.is_some()),
         ("--messages", args.messages.is_some()),
         ("--duration", args.duration.is_some()),

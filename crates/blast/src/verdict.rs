@@ -198,6 +198,7 @@ mod tests {
             resilience: None,
             internal_error: None,
             ledger: None,
+            routing: None,
         }
     }
 

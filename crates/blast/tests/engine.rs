@@ -300,7 +300,7 @@ fn shipped_profiles_parse() {
         if path.extension().is_some_and(|e| e == "yaml") {
             let args = mailstorm_blast::cli::Args {
                 profile: Some(path.clone()),
-                target: Some("127.0.0.1:2525".into()),
+                target: vec!["127.0.0.1:2525".into()],
                 ..Default::default()
             };
             let cfg = args

@@ -32,6 +32,11 @@ impl control::ControlBackend for Backend {
         self.0.info.get().and_then(|i| serde_json::to_value(i).ok())
     }
 
+    fn dns_json(&self) -> Option<serde_json::Value> {
+        let d = self.0.dns.as_ref()?;
+        serde_json::to_value(d.stats()).ok()
+    }
+
     fn plan_yaml(&self, helo: Option<&str>) -> Option<String> {
         let e = self.0.engine.as_ref()?;
         match helo {

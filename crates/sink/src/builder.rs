@@ -227,6 +227,26 @@ impl SinkBuilder {
         let (plain, local) = server::bind_all(&config.listen, shards, config.backlog)?;
         let (tls, tls_local) = server::bind_all(&config.tls_listen, shards, config.backlog)?;
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let dns = match config.dns {
+            Some(addr) => {
+                let zone = match &config.dns_zone {
+                    Some(p) => crate::dns::Zone::from_yaml_file(p)?,
+                    None => crate::dns::Zone::defaults(&config.dns_domain, &local),
+                };
+                let bound = crate::dns::bind(addr)?;
+                Some(crate::dns::spawn(
+                    bound,
+                    zone,
+                    self.engine.clone(),
+                    shutdown.subscribe(),
+                )?)
+            }
+            None => None,
+        };
+        let (dns, dns_thread) = match dns {
+            Some((d, t)) => (Some(d), Some(t)),
+            None => (None, None),
+        };
         let shared = Arc::new(SinkState {
             store: Arc::new(Store::new(config.capture.as_deref())),
             settings: RwLock::new(Arc::new(settings)),
@@ -239,6 +259,7 @@ impl SinkBuilder {
             hook: self.hook,
             engine: self.engine,
             ledger,
+            dns,
             info: std::sync::OnceLock::new(),
         });
         let control = match config.control {
@@ -256,6 +277,7 @@ impl SinkBuilder {
             tls_local,
             control,
         };
+        handle.threads.extend(dns_thread);
         for (index, (plain, tls)) in plain.into_iter().zip(tls).enumerate() {
             let spec = server::ShardSpec {
                 index,
@@ -276,7 +298,7 @@ impl SinkBuilder {
             smtp: handle.local.clone(),
             tls: handle.tls_local.clone(),
             control: handle.control_addr(),
-            dns: None,
+            dns: shared.dns.as_ref().map(|d| d.addr),
             hostname: handle.hostname(),
         });
         Ok(handle)

@@ -125,6 +125,13 @@ pub struct SinkConfig {
     pub plan: Option<PathBuf>,
     /// Append one JSON line per injected fault to this file.
     pub events: Option<PathBuf>,
+    /// Serve an authoritative DNS zone on this address (UDP and TCP).
+    pub dns: Option<SocketAddr>,
+    /// The zone's YAML file; without it, `dns_domain` with one MX host per
+    /// listener IP.
+    pub dns_zone: Option<PathBuf>,
+    /// The domain of the default zone.
+    pub dns_domain: String,
 }
 
 impl Default for SinkConfig {
@@ -164,6 +171,9 @@ impl Default for SinkConfig {
             shutdown_grace: Duration::from_secs(5),
             plan: None,
             events: None,
+            dns: None,
+            dns_zone: None,
+            dns_domain: "example.test".into(),
         }
     }
 }

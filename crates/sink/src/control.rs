@@ -80,6 +80,11 @@ pub trait ControlBackend: Send + Sync + 'static {
     fn info_json(&self) -> Option<serde_json::Value> {
         None
     }
+    /// `GET /dns`: the DNS responder's counters, queries per client
+    /// included; `None` (404) without `--dns`.
+    fn dns_json(&self) -> Option<serde_json::Value> {
+        None
+    }
     /// `GET /plan`: the fault plan as YAML (`helo`: the plan scoped to that
     /// client); `None` (404) when the backend has no plan support, or there
     /// is no such scoped plan.
@@ -299,6 +304,7 @@ fn router(token: Option<String>, backend: Backend) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/info", get(info))
+        .route("/dns", get(dns))
         .route("/stats", get(stats))
         .route("/metrics", get(metrics))
         .route("/reset", post(reset))
@@ -377,6 +383,17 @@ async fn info(State(b): State<Backend>) -> Response {
     match b.info_json() {
         Some(v) => Json(v).into_response(),
         None => (StatusCode::NOT_FOUND, "no info\n").into_response(),
+    }
+}
+
+async fn dns(State(b): State<Backend>) -> Response {
+    match b.dns_json() {
+        Some(v) => Json(v).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no DNS responder (start with --dns)\n",
+        )
+            .into_response(),
     }
 }
 

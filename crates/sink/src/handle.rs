@@ -52,6 +52,16 @@ impl SinkHandle {
         &self.tls_local
     }
 
+    /// The DNS responder's address (UDP and TCP), when `dns` is set.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.shared.dns.as_ref().map(|d| d.addr)
+    }
+
+    /// The DNS responder's counters, when `dns` is set.
+    pub fn dns_stats(&self) -> Option<crate::dns::DnsStats> {
+        self.shared.dns.as_ref().map(|d| d.stats())
+    }
+
     /// The control API address, when it runs.
     pub fn control_addr(&self) -> Option<SocketAddr> {
         self.control.as_ref().map(|c| c.local_addr)

@@ -41,6 +41,9 @@ pub enum Stage {
     Rset,
     /// `QUIT`.
     Quit,
+    /// A query to the DNS responder (`--dns`): the query name is the
+    /// context's `rcpt`, its type (`MX`, `A`, ...) the `command`.
+    Dns,
     /// `NOOP` (never consulted, counted only).
     Noop,
     /// `VRFY` and `EXPN` (never consulted, counted only).
@@ -55,7 +58,7 @@ pub enum Stage {
 
 impl Stage {
     /// Every stage, in declaration order.
-    pub const ALL: [Stage; 16] = [
+    pub const ALL: [Stage; 17] = [
         Stage::Connect,
         Stage::Ehlo,
         Stage::StartTls,
@@ -67,6 +70,7 @@ impl Stage {
         Stage::Bdat,
         Stage::Rset,
         Stage::Quit,
+        Stage::Dns,
         Stage::Noop,
         Stage::Vrfy,
         Stage::Help,
@@ -76,7 +80,7 @@ impl Stage {
 
     /// How many stages, from the first in [`Stage::ALL`], consult the hook
     /// (and so can be named by a plan rule); the rest are counted only.
-    pub const CONSULTED: usize = Stage::Quit as usize + 1;
+    pub const CONSULTED: usize = Stage::Dns as usize + 1;
 
     /// Whether the hook is consulted at this stage.
     pub fn is_consulted(self) -> bool {
@@ -97,6 +101,7 @@ impl Stage {
             Stage::Bdat => "bdat",
             Stage::Rset => "rset",
             Stage::Quit => "quit",
+            Stage::Dns => "dns",
             Stage::Noop => "noop",
             Stage::Vrfy => "vrfy",
             Stage::Help => "help",

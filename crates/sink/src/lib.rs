@@ -31,6 +31,7 @@ mod builder;
 pub mod config;
 mod conn;
 pub mod control;
+pub mod dns;
 pub mod filter;
 mod handle;
 pub mod hook;

@@ -18,8 +18,9 @@ Unknown keys are errors. Durations: 300ms, 5s, 1.5s, 2m, 1h, 1d. Sizes: 512, 64k
 50MiB, 1G.
 
 Control API (--control): GET /healthz /info /stats /metrics /clients /verdicts
-/clients/{id}/verdict /messages /messages/{id} /ledger /ledger/{run}; POST /reset;
-DELETE /messages; GET|PUT|DELETE /plan. A client's id is the EHLO name of its sessions (or its IP
+/clients/{id}/verdict /messages /messages/{id} /ledger /ledger/{run} /dns (DNS
+queries by outcome and per client, with --dns); POST /reset; DELETE /messages;
+GET|PUT|DELETE /plan. A client's id is the EHLO name of its sessions (or its IP
 before a greeting): ?helo=NAME&domain=D selects one test's clients on /clients,
 /verdicts, /messages and /reset; /plan?helo=NAME is a plan scoped to that name.
 
@@ -148,11 +149,26 @@ struct Args {
     /// Append one JSON line per injected fault to FILE.
     #[arg(long, value_name = "FILE")]
     events: Option<PathBuf>,
+    /// Serve an authoritative DNS zone on ADDR, UDP and TCP (e.g.
+    /// 127.0.0.1:5353), for `mailstorm-blast --target mx:DOMAIN`. The zone
+    /// comes from --dns-zone, or else is --dns-domain with one MX host per
+    /// listener IP (mx1.DOMAIN preference 10 → the first --listen IP, mx2
+    /// → the second, ...). Plan rules at `stage: dns` delay queries or
+    /// answer SERVFAIL, NXDOMAIN, nothing, or truncated [default: off].
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<SocketAddr>,
+    /// The DNS zone as YAML: `ttl`, and `names` each with `mx`
+    /// (`[{preference, host}]`), `addresses` and `ttl` (see README).
+    #[arg(long, value_name = "FILE")]
+    dns_zone: Option<PathBuf>,
+    /// Domain of the default zone [default: example.test].
+    #[arg(long, value_name = "DOMAIN")]
+    dns_domain: Option<String>,
     /// Once every listener (SMTP/LMTP, implicit TLS, control) is bound and
     /// accepting, write one JSON object and a newline to FILE, atomically
     /// (a temporary file in the same directory, then a rename):
     /// `{"version","pid","smtp":[addr..],"tls":[addr..],"control":addr|null,
-    /// "dns":null,"hostname"}`. Start with port 0 everywhere and read the
+    /// "dns":addr|null,"hostname"}`. Start with port 0 everywhere and read the
     /// real addresses from it; `GET /info` serves the same object. A path
     /// that cannot be written is an error at start (exit 2).
     #[arg(long, value_name = "FILE")]
@@ -225,6 +241,15 @@ impl Args {
         }
         if self.events.is_some() {
             c.events = self.events.clone();
+        }
+        if self.dns.is_some() {
+            c.dns = self.dns;
+        }
+        if self.dns_zone.is_some() {
+            c.dns_zone = self.dns_zone.clone();
+        }
+        if let Some(d) = &self.dns_domain {
+            c.dns_domain = d.clone();
         }
         if self.control_token.is_some() {
             c.control_token = self.control_token.clone();

@@ -24,7 +24,7 @@ pub struct ReadyInfo {
     pub tls: Vec<SocketAddr>,
     /// The control API, when it runs.
     pub control: Option<SocketAddr>,
-    /// The DNS responder (none yet: always `null`).
+    /// The DNS responder (`--dns`), `null` without it.
     pub dns: Option<SocketAddr>,
     /// The host name in the greeting.
     pub hostname: String,

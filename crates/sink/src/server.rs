@@ -37,6 +37,8 @@ pub(crate) struct SinkState {
     pub(crate) engine: Option<Arc<crate::plan::Engine>>,
     /// The end-to-end ledger (also in every `Settings`).
     pub(crate) ledger: Arc<crate::ledger::Ledger>,
+    /// The DNS responder, when `dns` is set.
+    pub(crate) dns: Option<Arc<crate::dns::Dns>>,
     /// What the ready file says, set once every listener is bound.
     pub(crate) info: std::sync::OnceLock<crate::ready::ReadyInfo>,
 }

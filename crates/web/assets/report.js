@@ -235,6 +235,22 @@ var MailstormReport = (function () {
         return [k, Object.keys(R[k]).map(function (c) { return c + " ×" + R[k][c]; }).join(", ")];
       }));
     }
+    // Domain and relay targets (report `routing`): DNS counters, relays.
+    var G = m.routing || {};
+    if (G.dns) {
+      root.appendChild(el("h2", {}, "DNS"));
+      table(root, ["queries", "cache hits", "timeouts", "SERVFAIL", "NXDOMAIN", "other"], [[
+        num(G.dns.queries), num(G.dns.cache_hits), num(G.dns.timeouts), num(G.dns.servfail),
+        num(G.dns.nxdomain), num(G.dns.other_failures)]]);
+    }
+    if (G.relays && G.relays.length) {
+      root.appendChild(el("h2", {}, "Relays"));
+      table(root, ["relay", "weight", "picked", "connected", "failed", "ejections", "probes", "state"],
+        G.relays.map(function (r) {
+          return [r.relay, num(r.weight), num(r.picked), num(r.connected), num(r.failed),
+            num(r.ejections), num(r.probes), r.ejected ? "out" : "in"];
+        }));
+    }
   }
 
   function render(model, root) {

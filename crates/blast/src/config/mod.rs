@@ -169,6 +169,17 @@ pub struct Config {
     /// How long in-flight messages may take to finish after a stop.
     #[serde(with = "dur")]
     pub grace: Duration,
+    /// DNS server for `mx:DOMAIN` targets (`ip:port`); `None`: the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolver: Option<std::net::SocketAddr>,
+    /// SMTP port of the hosts an `mx:DOMAIN` target resolves to.
+    pub smtp_port: u16,
+    /// How long one DNS query may take.
+    #[serde(with = "dur")]
+    pub dns_timeout: Duration,
+    /// How long an ejected relay stays out before a probe.
+    #[serde(with = "dur")]
+    pub relay_cooldown: Duration,
     /// Open loop: a send starting later than this after its intended time
     /// counts as late.
     #[serde(with = "dur")]
@@ -249,6 +260,10 @@ impl Default for Config {
             source: Vec::new(),
             timeouts: Timeouts::default(),
             grace: Duration::from_secs(5),
+            resolver: None,
+            smtp_port: 25,
+            dns_timeout: Duration::from_secs(2),
+            relay_cooldown: Duration::from_secs(5),
             late_after: Duration::from_millis(2),
             interval: Duration::from_secs(1),
             report: None,

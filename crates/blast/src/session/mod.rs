@@ -47,6 +47,8 @@ use transport::Stream;
 pub(crate) struct Env {
     pub cfg: Arc<Config>,
     pub addr: SocketAddr,
+    /// Where connections go when the target is a domain or relays.
+    pub targets: Option<Arc<crate::target::Targets>>,
     pub opts: SockOpts,
     pub tls: Option<Arc<ClientConfig>>,
     pub server_name: Option<ServerName<'static>>,

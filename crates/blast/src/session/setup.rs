@@ -35,19 +35,72 @@ impl Conn {
     /// Connects and runs the session setup. Failures are recorded in the
     /// stats (transport errors with their stage, replies, `conn_failed`).
     pub async fn open(env: &Env) -> SetupResult {
+        let Some(targets) = &env.targets else {
+            return Conn::open_at(env, env.addr).await.map_err(|(d, _)| d);
+        };
+        // RFC 5321 §5.1: try the hosts in order; a connect failure, a
+        // timeout or a 4xx greeting moves on to the next.
+        let mut dns_time = |d: std::time::Duration| {
+            if !d.is_zero() {
+                env.stats().time(Stage::Dns, d.as_micros() as u64);
+            }
+        };
+        let candidates = match targets.candidates(&mut dns_time).await {
+            Ok(c) => c,
+            Err(e) => {
+                let text = match e {
+                    crate::target::NoCandidate::Dns(f) => format!("DNS lookup failed: {f:?}"),
+                    crate::target::NoCandidate::Other(m) => m,
+                };
+                let mut st = env.stats();
+                st.fault(Fault::new(Transport::Dns, Stage::Dns), &text);
+                st.counters.conn_failed += 1;
+                // A sender keeps the message queued when DNS fails (RFC
+                // 5321 §4.5.4.1 treats it as a temporary failure): the
+                // message is deferred, and a retry policy retries it.
+                return Err(Disposition::Deferred);
+            }
+        };
+        let mut last = Disposition::Failed(Transport::Dns);
+        for c in &candidates {
+            match Conn::open_at(env, c.addr).await {
+                Ok(conn) => {
+                    targets.outcome(c, true);
+                    return Ok(conn);
+                }
+                Err((d, next)) => {
+                    targets.outcome(c, !next);
+                    if !next {
+                        return Err(d);
+                    }
+                    last = d;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Connects to `addr` and sets the session up. The flag says whether
+    /// another host should be tried (connect failure or 4xx greeting).
+    async fn open_at(env: &Env, addr: std::net::SocketAddr) -> Result<Conn, (Disposition, bool)> {
         let cfg = &env.cfg;
         let t0 = Instant::now();
         let connected = tokio::time::timeout(
             cfg.timeouts.connect,
-            net::connect(env.addr, env.source(), &env.opts),
+            net::connect(addr, env.source(), &env.opts),
         )
         .await;
         let tcp = match connected {
             Ok(Ok(s)) => s,
-            Ok(Err(e)) => return Err(connect_failed(env, Transport::from_io(&e), &e.to_string())),
+            Ok(Err(e)) => {
+                return Err((
+                    connect_failed(env, Transport::from_io(&e), &e.to_string()),
+                    true,
+                ))
+            }
             Err(_) => {
                 let text = format!("no connection within {:?}", cfg.timeouts.connect);
-                return Err(connect_failed(env, Transport::ConnectTimeout, &text));
+                return Err((connect_failed(env, Transport::ConnectTimeout, &text), true));
             }
         };
         let now = Instant::now();
@@ -73,7 +126,8 @@ impl Conn {
             pending: VecDeque::new(),
             rec: Cell::new(TxnRecord::default()),
         };
-        match c.setup(env, now).await {
+        let mut greeting_4xx = false;
+        match c.setup(env, now, &mut greeting_4xx).await {
             Ok(()) => Ok(c),
             Err(o) => {
                 // The connection ends here (dropped, never quit): its
@@ -82,13 +136,18 @@ impl Conn {
                 let mut st = env.stats();
                 st.counters.conn_failed += 1;
                 st.time(Stage::Session, us(t0, Instant::now()));
-                Err(o)
+                Err((o, greeting_4xx))
             }
         }
     }
 
     /// Greeting to AUTH; transport errors are counted here.
-    async fn setup(&mut self, env: &Env, connected: Instant) -> Result<(), Disposition> {
+    async fn setup(
+        &mut self,
+        env: &Env,
+        connected: Instant,
+        greeting_4xx: &mut bool,
+    ) -> Result<(), Disposition> {
         let cfg = &env.cfg;
         let t = &cfg.timeouts;
         let mut banner_from = connected;
@@ -106,6 +165,7 @@ impl Conn {
             .map_err(|f| self.count_fault(env, f))?;
         self.record(env, Stage::Banner, r, banner_from);
         if !r.ok() {
+            *greeting_4xx = r.code / 100 == 4;
             return Err(Disposition::of_code(r.code));
         }
         self.ehlo(env).await?;

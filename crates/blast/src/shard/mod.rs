@@ -56,6 +56,8 @@ pub(crate) struct RunContext {
     pub deadline: Option<Instant>,
     pub stop: Arc<StopSignal>,
     pub tx: Sender<ShardDelta>,
+    /// `mx:DOMAIN` or relay targets (`None`: connect to `addr`).
+    pub targets: Option<Arc<crate::target::Targets>>,
     /// The run's policy state (retries, breaker, feedback, budget).
     pub res: Option<Arc<Resilience>>,
 }
@@ -222,6 +224,7 @@ async fn shard_main(
         to,
         factory: MessageFactory::new(&cfg)?,
         addr: run.addr,
+        targets: run.targets.clone(),
         opts: SockOpts::from_config(&cfg),
         tls: run.tls.clone(),
         server_name: run.server_name.clone(),

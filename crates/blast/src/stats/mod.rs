@@ -50,6 +50,9 @@ macro_rules! indexed_enum {
 indexed_enum! {
     /// A measured stage. Latencies are microseconds.
     pub enum Stage {
+        /// DNS lookups before a connection (`mx:DOMAIN` targets; cache
+        /// misses only).
+        Dns => "dns",
         /// TCP connect.
         Connect => "connect",
         /// TLS handshake (implicit or STARTTLS, including the STARTTLS command).
@@ -117,6 +120,9 @@ indexed_enum! {
         Aborted => "aborted",
         /// Any other I/O error.
         Other => "other",
+        /// No address to connect to: the DNS lookup failed (kinds in the
+        /// report's `routing.dns`).
+        Dns => "dns",
     }
 }
 

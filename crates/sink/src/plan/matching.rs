@@ -26,6 +26,21 @@ impl Rule {
     pub(super) fn matches(&self, v: &View<'_>) -> bool {
         let m = &self.m;
         let ctx = v.ctx;
+        // `stage: any` means every SMTP stage: a DNS query is decided by
+        // `stage: dns` rules alone.
+        if ctx.stage == Stage::Dns {
+            if self.stage != StageSel::One(Stage::Dns) {
+                return false;
+            }
+            let qname = ctx.rcpt.unwrap_or("");
+            if !m.qname.is_empty() && !any_glob(&m.qname, qname) {
+                return false;
+            }
+            let qtype = std::str::from_utf8(ctx.command).unwrap_or("");
+            if !m.qtype.is_empty() && !m.qtype.iter().any(|t| t == qtype) {
+                return false;
+            }
+        }
         if !m.clients.is_empty() && !m.clients.iter().any(|c| c.contains(ctx.peer.ip())) {
             return false;
         }

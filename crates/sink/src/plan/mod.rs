@@ -51,6 +51,7 @@
 
 mod active;
 mod clients;
+mod dns_rules;
 mod engine;
 mod keys;
 mod load;

@@ -13,10 +13,12 @@ use std::time::Duration;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
+mod dns_fault;
 mod expect;
 mod queue;
 mod stage_sel;
 mod values;
+pub use dns_fault::DnsFault;
 pub use expect::{ExpectSpec, Policy, DEFAULT_POLICY, METRICS};
 pub use queue::{OverflowSpec, QueueSpec};
 pub use stage_sel::StageSel;
@@ -140,6 +142,14 @@ pub struct MatchSpec {
     /// Glob on the authenticated user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_user: Option<OneOrMany<String>>,
+    /// Glob on a DNS query's name, lower case without the final dot
+    /// (stage dns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qname: Option<OneOrMany<String>>,
+    /// A DNS query's type: `MX`, `A`, `AAAA`, ... (stage dns;
+    /// case-insensitive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<OneOrMany<String>>,
 }
 
 /// Active time since the plan was loaded (`from: 30s`, `to: 2m`).
@@ -504,6 +514,9 @@ pub struct ActionSpec {
     /// A server with finite capacity (`data_end` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueSpec>,
+    /// A DNS fault (stage dns only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsFault>,
 }
 
 /// One rule as written.

@@ -51,6 +51,8 @@ fn only_at(what: &str, stage: StageSel, allowed: &[StageSel]) -> Result<(), Stri
 pub(crate) fn default_key(stage: StageSel, greylist: bool) -> KeyKind {
     match stage {
         _ if greylist => KeyKind::Triplet,
+        // DNS queries have no connection to count attempts in (UDP).
+        StageSel::One(Stage::Dns) => KeyKind::Global,
         StageSel::One(Stage::Rcpt) => KeyKind::Rcpt,
         StageSel::One(Stage::Mail)
         | StageSel::One(Stage::Data)
@@ -284,6 +286,7 @@ impl Check for RuleSpec {
             ("idle_close", a.idle_close.is_some()),
             ("accept", a.accept),
             ("queue", a.queue.is_some()),
+            ("dns", a.dns.is_some()),
         ]
         .iter()
         .filter(|(_, on)| *on)
@@ -291,7 +294,7 @@ impl Check for RuleSpec {
         .collect();
         if primaries.len() > 1 {
             return Err(format!(
-                "action: `{}` cannot be combined; use one of reply, greylist, disconnect, stall, idle_close, accept (delay, throttle and split_reply may accompany it)",
+                "action: `{}` cannot be combined; use one of reply, greylist, disconnect, stall, idle_close, accept, dns (delay, throttle and split_reply may accompany it)",
                 primaries.join("` and `")
             ));
         }
@@ -299,6 +302,7 @@ impl Check for RuleSpec {
         if primaries.is_empty() && !modifiers && self.sequence.is_none() {
             return Err("rule has no action; give `action` with one of: reply, delay, disconnect, stall, throttle, split_reply, greylist, idle_close, accept (or a `sequence`)".into());
         }
+        super::dns_rules::check_dns(self)?;
         if let Some(r) = &a.reply {
             if let Some(e) = &r.enhanced {
                 check_enhanced(r.code.0, e)?;
@@ -434,6 +438,10 @@ pub(crate) struct Matcher {
     pub(crate) size: Option<(u64, u64)>,
     pub(crate) tls: Option<bool>,
     pub(crate) auth_user: Vec<String>,
+    /// Lower case, without the final dot.
+    pub(crate) qname: Vec<String>,
+    /// Upper case.
+    pub(crate) qtype: Vec<String>,
 }
 
 /// A compiled rule.
@@ -484,6 +492,14 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
         size: m.size.map(|s| (s.min, s.max.unwrap_or(u64::MAX))),
         tls: m.tls,
         auth_user: globs(&m.auth_user),
+        qname: globs(&m.qname)
+            .into_iter()
+            .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+            .collect(),
+        qtype: globs(&m.qtype)
+            .into_iter()
+            .map(|t| t.to_ascii_uppercase())
+            .collect(),
     };
     let a = &r.action;
     let primary = if let Some(rep) = &a.reply {
@@ -533,6 +549,8 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
                 text.unwrap_or_else(|| dt.to_string()),
             ),
         }
+    } else if let Some(f) = a.dns {
+        Primary::Fixed(FaultAction::Dns(f))
     } else if a.accept {
         Primary::Accept
     } else {

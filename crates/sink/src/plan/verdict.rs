@@ -44,6 +44,8 @@ pub enum FaultAction {
         /// Text.
         text: String,
     },
+    /// A DNS fault (stage dns).
+    Dns(crate::plan::model::DnsFault),
 }
 
 /// A rule's decision, with what produced it.
@@ -74,7 +76,8 @@ impl Verdict {
     pub fn to_decision(&self) -> Decision {
         let mut f = Fault::new(Decision::Accept);
         match &self.outcome {
-            FaultAction::Accept => {}
+            // Stage dns is answered by the DNS responder, never a session.
+            FaultAction::Accept | FaultAction::Dns(_) => {}
             FaultAction::Reply {
                 code,
                 enhanced,
@@ -148,6 +151,9 @@ impl Verdict {
             }
             FaultAction::IdleClose { after, code, .. } => {
                 let _ = write!(s, "idle_close {code} after {}ms", after.as_millis());
+            }
+            FaultAction::Dns(f) => {
+                let _ = write!(s, "dns {f:?}");
             }
         }
         if let Some(t) = self.throttle {

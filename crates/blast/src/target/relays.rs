@@ -1,0 +1,210 @@
+//! Several relays with weights: smooth weighted round robin (each pick
+//! goes to the relay furthest behind its share), health from connection
+//! outcomes, ejection after a failure streak and a probe after a cooldown.
+
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Consecutive failures (connect errors, 4xx greetings) that eject a relay.
+pub const EJECT_AFTER: u32 = 3;
+
+/// One relay as given: `host:port=weight`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySpec {
+    /// As written (`relay1:25`).
+    pub label: String,
+    /// Resolved address.
+    pub addr: SocketAddr,
+    /// Weight (≥ 1).
+    pub weight: u32,
+}
+
+/// Per-relay figures in the report's `routing.relays`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RelayFigures {
+    /// As given.
+    pub relay: String,
+    /// Its weight.
+    pub weight: u32,
+    /// Connections tried first on this relay.
+    pub picked: u64,
+    /// Sessions set up.
+    pub connected: u64,
+    /// Connect failures and 4xx greetings.
+    pub failed: u64,
+    /// Times it was taken out.
+    pub ejections: u64,
+    /// Probe connections after a cooldown.
+    pub probes: u64,
+    /// Out of rotation at the end of the run.
+    pub ejected: bool,
+}
+
+#[derive(Debug)]
+struct State {
+    current: i64,
+    streak: u32,
+    ejected_until: Option<Instant>,
+    probing: bool,
+    fig: RelayFigures,
+}
+
+/// The relays and their health, shared by every shard.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    relays: Vec<RelaySpec>,
+    cooldown: Duration,
+    state: Mutex<Vec<State>>,
+}
+
+impl Pool {
+    pub(crate) fn new(relays: Vec<RelaySpec>, cooldown: Duration) -> Pool {
+        let state = relays
+            .iter()
+            .map(|r| State {
+                current: 0,
+                streak: 0,
+                ejected_until: None,
+                probing: false,
+                fig: RelayFigures {
+                    relay: r.label.clone(),
+                    weight: r.weight,
+                    ..RelayFigures::default()
+                },
+            })
+            .collect();
+        Pool {
+            relays,
+            cooldown,
+            state: Mutex::new(state),
+        }
+    }
+
+    /// The relays to try for the next connection: the weighted pick first,
+    /// then the other relays in rotation (fallback), as `(index, addr)`.
+    pub(crate) fn candidates(&self, now: Instant) -> Vec<(usize, SocketAddr)> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        // A relay whose cooldown is over gets one probe connection.
+        let mut probe = None;
+        for (i, s) in st.iter_mut().enumerate() {
+            if s.ejected_until.is_some_and(|t| t <= now) && !s.probing && probe.is_none() {
+                s.probing = true;
+                s.fig.probes += 1;
+                probe = Some(i);
+            }
+        }
+        let live: Vec<usize> = (0..st.len())
+            .filter(|&i| st[i].ejected_until.is_none())
+            .collect();
+        let pick = match probe {
+            Some(i) => Some(i),
+            None if live.is_empty() => None,
+            None => {
+                let total: i64 = live.iter().map(|&i| i64::from(self.relays[i].weight)).sum();
+                for &i in &live {
+                    st[i].current += i64::from(self.relays[i].weight);
+                }
+                let best = *live
+                    .iter()
+                    .max_by_key(|&&i| (st[i].current, std::cmp::Reverse(i)))
+                    .unwrap_or(&live[0]);
+                st[best].current -= total;
+                Some(best)
+            }
+        };
+        let mut out = Vec::new();
+        if let Some(p) = pick {
+            st[p].fig.picked += 1;
+            out.push((p, self.relays[p].addr));
+        }
+        let mut rest: Vec<usize> = live.into_iter().filter(|&i| Some(i) != pick).collect();
+        rest.sort_by_key(|&i| std::cmp::Reverse(self.relays[i].weight));
+        out.extend(rest.into_iter().map(|i| (i, self.relays[i].addr)));
+        if out.is_empty() {
+            // Everything is out and cooling down: try the one back soonest
+            // rather than fail without a connection attempt.
+            if let Some(i) = (0..st.len()).min_by_key(|&i| st[i].ejected_until) {
+                out.push((i, self.relays[i].addr));
+            }
+        }
+        out
+    }
+
+    /// Records how a connection to relay `i` went.
+    pub(crate) fn outcome(&self, i: usize, ok: bool, now: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(s) = st.get_mut(i) else { return };
+        let was_probe = s.probing;
+        s.probing = false;
+        if ok {
+            s.fig.connected += 1;
+            s.streak = 0;
+            s.ejected_until = None;
+            return;
+        }
+        s.fig.failed += 1;
+        s.streak += 1;
+        if was_probe || (s.ejected_until.is_none() && s.streak >= EJECT_AFTER) {
+            if s.ejected_until.is_none() || was_probe {
+                s.fig.ejections += u64::from(!was_probe);
+            }
+            s.ejected_until = Some(now + self.cooldown);
+            s.current = 0;
+        }
+    }
+
+    pub(crate) fn figures(&self) -> Vec<RelayFigures> {
+        let st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.iter()
+            .map(|s| RelayFigures {
+                ejected: s.ejected_until.is_some(),
+                ..s.fig.clone()
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Pool {
+        let r = |p: u16, w| RelaySpec {
+            label: format!("r{p}"),
+            addr: SocketAddr::from(([127, 0, 0, 1], p)),
+            weight: w,
+        };
+        Pool::new(vec![r(1, 8), r(2, 2)], Duration::from_secs(5))
+    }
+
+    #[test]
+    fn splits_by_weight_and_ejects_then_probes() {
+        let p = pool();
+        let now = Instant::now();
+        let mut n = [0u32; 2];
+        for _ in 0..100 {
+            n[p.candidates(now)[0].0] += 1;
+        }
+        assert_eq!(n, [80, 20]);
+        for _ in 0..EJECT_AFTER {
+            p.outcome(1, false, now);
+        }
+        assert!(p.figures()[1].ejected);
+        assert!((0..20).all(|_| p.candidates(now).iter().all(|c| c.0 == 0)));
+        // After the cooldown: one probe, and a failed probe ejects again.
+        let later = now + Duration::from_secs(6);
+        assert_eq!(p.candidates(later)[0].0, 1);
+        assert_eq!(p.candidates(later)[0].0, 0, "one probe at a time");
+        p.outcome(1, false, later);
+        assert!(p.figures()[1].ejected);
+        let later2 = later + Duration::from_secs(6);
+        assert_eq!(p.candidates(later2)[0].0, 1);
+        p.outcome(1, true, later2);
+        let f = p.figures();
+        assert!(!f[1].ejected);
+        assert_eq!((f[1].ejections, f[1].probes), (1, 2));
+    }
+}

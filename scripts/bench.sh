@@ -45,7 +45,7 @@ cd "$ROOT"
 
 ROUNDS="${ROUNDS:-5}"
 SCENARIOS="${SCENARIOS:-a b c d}"
-SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock capacity}"
+SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock capacity trace}"
 SCALE="${SCALE:-1}"
 DEPTH="${DEPTH:-16}"
 SINK_CPU="${SINK_CPU:-0}"
@@ -231,6 +231,7 @@ has_section() { [[ " $SECTIONS " == *" $1 "* ]]; }
 RESULTS="$OUT/bench-$(date +%Y%m%d-%H%M%S).tsv"
 CONNS_RESULTS="${RESULTS%.tsv}.conns.tsv"
 CLOCK_RESULTS="${RESULTS%.tsv}.clock.tsv"
+TRACE_RESULTS="${RESULTS%.tsv}.trace.tsv"
 printf 'round\tsection\tscenario\tserver\tclient\tmessages\tseconds\tmsgs_per_s\tserver_us_per_msg\tclient_us_per_msg\tbytes_per_msg\n' >"$RESULTS"
 BLAST_REPORT="$OUT/.blast-report.json"
 
@@ -256,6 +257,11 @@ run_case() {
     fi
     t1=$(date +%s.%N)
     c1=$(server_ticks)
+    # The trace section: the sink's peak RSS (KiB), for the ledger's memory.
+    if [[ $section == trace ]]; then
+        printf '%s\t%s\t%s\t%s\n' "$round" "$sc" "$msgs" \
+            "$(awk '/VmHWM/ {print $2}' "/proc/$SINK_PID/status")" >>"$TRACE_RESULTS"
+    fi
     stop_sink
     if [[ "$client" != smtp-source ]]; then
         # Every message must have been accepted (or, with BLAST_EXPECT=
@@ -374,6 +380,16 @@ plans_case() { # round variant
     esac
     SINK_PLAN="$plan" BLAST_EXPECT="$expect" run_case "$1" plans "$2" mailstorm "blast-d$DEPTH" \
         "$msgs" 0 "${PLAN_ARGS[@]}" --pipeline-depth "$DEPTH"
+}
+
+# --- trace: the pair with the trace header (sink ledger on) vs --no-trace --
+# Same traffic as the plans section's baseline; the sink's peak RSS gives the
+# ledger's memory per million traced messages.
+trace_case() { # round variant
+    local extra=()
+    [[ $2 == off ]] && extra=(--no-trace)
+    run_case "$1" trace "$2" mailstorm "blast-d$DEPTH" "$(scaled 3000000)" 0 \
+        "${PLAN_ARGS[@]}" --pipeline-depth "$DEPTH" "${extra[@]}"
 }
 
 # capacity: one search per round against a sink with a known capacity; the
@@ -497,6 +513,9 @@ for round in $(seq 1 "$ROUNDS"); do
     fi
     if has_section plans; then
         for v in $(ordered "$round" "noplan flaky-faults" "nomatch5 flaky"); do plans_case "$round" "$v"; done
+    fi
+    if has_section trace; then
+        for v in $(ordered "$round" on off); do trace_case "$round" "$v"; done
     fi
     # A search takes minutes: one round unless CAPACITY_ROUNDS asks for more.
     if has_section capacity && ((round <= ${CAPACITY_ROUNDS:-1})); then
@@ -625,6 +644,30 @@ if os.path.exists(clock):
         print("|---:|---:|---:|---:|---:|---:|")
         ok = lambda v, t: "ok" if v <= t else "MISSED"
         print(f"| {med(1):,.0f} | {med(2):,.0f} | {p50:.0f} ({ok(p50, 20)}) | {p99:.0f} ({ok(p99, 100)}) | {med(5):.0f} | {med(6):.0f} |")
+
+if "trace" in sections:
+    on, off = (("trace", v, "mailstorm", f"blast-d{os.environ.get('DEPTH', '16')}") for v in ("on", "off"))
+    on = next((k for k in groups if k[:3] == on[:3]), None)
+    off = next((k for k in groups if k[:3] == off[:3]), None)
+    if on and off:
+        print("\n## trace: mailstorm-blast -> mailstorm-sink, trace header + sink ledger vs --no-trace (50 connections)")
+        print("| variant | msgs/s | vs --no-trace (target ≥ 0.95) | sink CPU µs/msg | sink peak RSS MiB |")
+        print("|---|---:|---:|---:|---:|")
+        tr = sys.argv[1][:-len(".tsv")] + ".trace.tsv"
+        rss = {}
+        for l in open(tr).read().split("\n") if os.path.exists(tr) else []:
+            if l:
+                r, v, n, kib = l.split("\t")
+                rss.setdefault(v, []).append((int(n), int(kib)))
+        med_rss = {v: statistics.median(k for _, k in xs) for v, xs in rss.items()}
+        r = m(on, "msgs_per_s") / m(off, "msgs_per_s")
+        for v, k in (("on", on), ("off", off)):
+            ratio = f"{r:.3f}x ({'ok' if r >= 0.95 else 'MISSED'})" if v == "on" else "1"
+            print(f"| {'traced' if v == 'on' else '--no-trace'} | {m(k, 'msgs_per_s'):,.0f} | {ratio} | {m(k, 'server_us_per_msg'):.2f} | {med_rss.get(v, 0) / 1024:.1f} |")
+        if "on" in rss and "off" in rss:
+            n = statistics.median(n for n, _ in rss["on"])
+            per_m = (med_rss["on"] - med_rss["off"]) / 1024 / n * 1e6
+            print(f"\nSink memory per million traced messages (peak RSS traced − untraced): {per_m:.1f} MiB")
 
 if "tls" in sections:
     print("\n## tls: STARTTLS sessions (one message each, 20 at a time) under mailstorm-blast, ECDSA P-256")

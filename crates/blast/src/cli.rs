@@ -109,9 +109,14 @@ pub struct Args {
     /// Fault plan (YAML) for the embedded sink.
     #[arg(long)]
     pub sink_plan: Option<PathBuf>,
-    /// Run a scenario: sink plan, profile and expectations in one YAML file.
+    /// Run scenarios: sink plan, profile and expectations in one YAML file
+    /// each; several files run one after the other.
+    #[arg(long, num_args = 1..)]
+    pub scenario: Vec<PathBuf>,
+    /// With --scenario: write the verdicts as JUnit XML (one test case per
+    /// scenario).
     #[arg(long)]
-    pub scenario: Option<PathBuf>,
+    pub junit: Option<PathBuf>,
     /// Multiplies every policy time (backoff, cooldown, suspension).
     #[arg(long)]
     pub time_scale: Option<f64>,
@@ -277,6 +282,22 @@ pub struct Args {
     /// No live progress.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Run id written into every message's trace header and Message-ID;
+    /// give the same one to several blasters forming one run. Default: a
+    /// fresh id per run.
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// Do not add the `X-Mailstorm-Trace` header.
+    #[arg(long)]
+    pub no_trace: bool,
+    /// Control address of the sink downstream of the target relay (e.g.
+    /// `http://127.0.0.1:8025`): after the run, join its ledger (lost,
+    /// duplicates, end-to-end latency). Automatic with the embedded sink.
+    #[arg(long)]
+    pub ledger: Option<String>,
+    /// With --ledger: how long to wait for accepted messages to arrive.
+    #[arg(long, value_parser = parse_duration_arg)]
+    pub drain: Option<std::time::Duration>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -382,6 +403,18 @@ impl Args {
         c.lmtp |= self.lmtp;
         c.linger0 |= self.linger0;
         c.quiet |= self.quiet;
+        if self.no_trace {
+            c.trace = false;
+        }
+        if let Some(v) = &self.run_id {
+            c.run_id = Some(v.clone());
+        }
+        if let Some(v) = &self.ledger {
+            c.ledger = Some(v.clone());
+        }
+        if let Some(v) = self.drain {
+            c.drain = v;
+        }
         if self.time_scale.is_some() {
             c.time_scale = self.time_scale;
         }

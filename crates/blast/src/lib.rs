@@ -19,6 +19,7 @@ mod compare;
 pub mod config;
 #[doc(hidden)]
 pub mod fault;
+pub mod ledger;
 pub mod message;
 pub mod net;
 pub mod policy;
@@ -191,6 +192,8 @@ pub struct RunResult {
     /// A shard failed (a panic or [`BlastError::Internal`]): what it said.
     /// The measurements above are what the run had gathered until then.
     pub internal_error: Option<String>,
+    /// The ledger join (`--ledger`, or the embedded sink), once done.
+    pub ledger: Option<ledger::Joined>,
     /// `mx:DOMAIN` or relay targets: DNS counters and per-relay figures.
     pub routing: Option<target::Routing>,
 }
@@ -209,6 +212,7 @@ impl RunResult {
             interrupted: false,
             resilience: None,
             internal_error: Some(error),
+            ledger: None,
             routing: None,
         }
     }
@@ -248,6 +252,7 @@ pub fn effective_config(cfg: &Config) -> Result<Config, BlastError> {
         // Connection slots: as many as the highest stage asks for.
         c.concurrency = (st.max_value() + 0.5).floor().max(1.0) as u32;
     }
+    crate::ledger::pick_ids(&mut c);
     if c.threads == 0 {
         c.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
@@ -396,6 +401,7 @@ pub fn run(
         interrupted: params.stop.is_triggered(),
         resilience: res.map(|r| r.summary(tally)),
         internal_error,
+        ledger: None,
         routing: targets.map(|t| t.routing()),
     })
 }

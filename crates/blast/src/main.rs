@@ -19,6 +19,7 @@ use mailstorm_blast::{
 };
 
 mod capacity_cmd;
+mod scenario_cmd;
 
 /// The embedded default run's message cap (with the default duration).
 const EMBEDDED_MESSAGES: u64 = 20_000;
@@ -187,13 +188,22 @@ fn check_writable(path: &Path) -> std::io::Result<()> {
 }
 
 fn real_main(args: Args) -> anyhow::Result<u8> {
-    if let Some(path) = &args.scenario {
-        return scenario_main(&args, path);
+    if !args.scenario.is_empty() {
+        return scenario_cmd::run(&args);
+    }
+    if args.junit.is_some() {
+        return Err(BlastError::Config("--junit is for --scenario".into()).into());
     }
     let mut cfg = args.to_config()?;
     if args.sink_plan.is_some() && cfg.target.is_some() {
         return Err(BlastError::Config(
             "--sink-plan is for the embedded sink: drop --target".into(),
+        )
+        .into());
+    }
+    if cfg.ledger.is_some() && !cfg.trace {
+        return Err(BlastError::Config(
+            "--ledger joins on the trace header: drop --no-trace".into(),
         )
         .into());
     }
@@ -270,7 +280,11 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         result.interrupted = false;
         eprintln!("--abort-on-fail: {c} can no longer pass: run stopped");
     }
+    result.ledger = join_ledger(&cfg, sink.as_ref(), &result);
     print!("{}", report::summary(&result));
+    if let Some(j) = &result.ledger {
+        print!("{}", mailstorm_blast::ledger::summary(j));
+    }
     if let Some(s) = sink {
         let st = s.shutdown_with_grace(Duration::from_secs(1));
         println!(
@@ -287,6 +301,9 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     }
     let (code, status, reasons) = judge(&result, checked.as_deref());
     let mut json = report::to_json(&result);
+    if let (Some(j), Some(obj)) = (&result.ledger, json.as_object_mut()) {
+        obj.insert("ledger".into(), serde_json::to_value(j)?);
+    }
     report::add_outcome(&mut json, checked.as_deref(), code, status, &reasons);
     json["aborted_on_fail"] = gave_up
         .as_deref()
@@ -320,6 +337,37 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     }
     written?;
     Ok(code)
+}
+
+/// After the run: the ledger join with `--ledger URL`, or with the embedded
+/// sink's own ledger. A join that cannot reach the sink is reported and
+/// leaves the run without a ledger section (ledger thresholds then fail).
+fn join_ledger(
+    cfg: &mailstorm_blast::config::Config,
+    sink: Option<&mailstorm_sink::SinkHandle>,
+    result: &RunResult,
+) -> Option<mailstorm_blast::ledger::Joined> {
+    use mailstorm_blast::ledger::{join, Source};
+    let src = match (&cfg.ledger, sink) {
+        (Some(url), _) => Source::Url(url.clone()),
+        (None, Some(s)) if cfg.trace => Source::Embedded(s.ledger().clone()),
+        _ => return None,
+    };
+    if result.internal_error.is_some() {
+        return None;
+    }
+    let accepted = result.totals.counters.rcpt_delivered;
+    match join(&src, cfg, accepted, cfg.drain, |line| {
+        if !cfg.quiet {
+            eprintln!("{line}");
+        }
+    }) {
+        Ok(j) => Some(j),
+        Err(e) => {
+            eprintln!("mailstorm-blast: ledger join failed: {e}");
+            None
+        }
+    }
 }
 
 /// The exit code, the report's status and every reason the run did not
@@ -382,36 +430,6 @@ fn judge(
 
 /// `--scenario FILE`: the embedded sink with the plan, the profile, every
 /// expectation printed with its measured value; 1 when one fails.
-fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<u8> {
-    use mailstorm_blast::scenario::{run, Scenario};
-    let scn = Scenario::load(path).map_err(|e| BlastError::Config(e.to_string()))?;
-    Outputs::check(args.report.as_deref(), None, None)?;
-    let opts = run::Options {
-        threads: args.threads,
-        time_scale: args.time_scale,
-        seed: args.seed,
-        no_pin: args.no_pin,
-    };
-    if let Some(d) = &scn.description {
-        println!("scenario {}: {d}", scn.name);
-    }
-    let o = run::run(&scn, &opts)?;
-    print!("{}", report::summary(&o.run));
-    println!(
-        "embedded sink: {} messages accepted, {} rejected, {} connections",
-        o.sink.messages_accepted, o.sink.messages_rejected, o.sink.connections_total
-    );
-    if let Some(p) = &args.report {
-        let mut j = report::to_json(&o.run);
-        j["scenario"] = run::to_json(&scn, &o);
-        std::fs::write(p, serde_json::to_string_pretty(&j)? + "\n")
-            .with_context(|| format!("writing report {}", p.display()))?;
-        eprintln!("report written to {}", p.display());
-    }
-    print!("{}", run::describe(&scn, &o));
-    Ok(if o.passed() { 0 } else { 1 })
-}
-
 /// A seed from the clock when none was given (reported, so the run can be
 /// reproduced with --seed).
 fn fill_seed(cfg: &mut Config) {

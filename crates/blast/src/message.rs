@@ -5,6 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailstorm_proto::encode::DotStuffer;
+use mailstorm_proto::trace::Template;
 
 use crate::config::{Config, SizeDist};
 use crate::rng::Rng;
@@ -164,6 +165,11 @@ pub struct MessageFactory {
     filler: Vec<u8>,
     dist: SizeDist,
     eml: Option<Eml>,
+    /// The trace header line (`None` with `--no-trace`).
+    trace: Option<Template>,
+    /// To state each message's recipient count in its trace.
+    seed: u64,
+    rcpts: crate::config::RcptRange,
 }
 
 impl MessageFactory {
@@ -181,10 +187,11 @@ impl MessageFactory {
         let zeros_seq = "0".repeat(SEQ_WIDTH);
         let zeros_time = "0".repeat(TIME_WIDTH);
         let id_prefix = "Message-ID: <";
-        let seq_prefix = format!(
-            "{id_prefix}{zeros_seq}.{:016x}@mailstorm.test>\r\nX-Mailstorm-Seq: ",
-            cfg.seed
-        );
+        let run = crate::ledger::run_id(cfg);
+        // The Message-ID embeds sequence and run, so a relay's logs can be
+        // joined with the ledger too.
+        let seq_prefix =
+            format!("{id_prefix}{zeros_seq}.{run}@mailstorm.test>\r\nX-Mailstorm-Seq: ");
         let sent_prefix = format!("{seq_prefix}{zeros_seq}\r\nX-Mailstorm-Sent: ");
         let header = format!(
             "{sent_prefix}{zeros_time}\r\nDate: {date}\r\nFrom: <mailstorm@example.test>\r\n\
@@ -211,19 +218,39 @@ impl MessageFactory {
             filler,
             dist: cfg.size,
             eml,
+            trace: cfg
+                .trace
+                .then(|| Template::new(&run, crate::ledger::source_id(cfg))),
+            seed: cfg.seed,
+            rcpts: cfg.rcpts,
         })
     }
 
     /// The smallest generated message (headers and an empty line).
     pub fn min_size(&self) -> u64 {
-        self.header.len() as u64 + 2
+        (self.header.len() + self.trace_len()) as u64 + 2
+    }
+
+    fn trace_len(&self) -> usize {
+        self.trace.as_ref().map_or(0, Template::len)
+    }
+
+    /// Writes the trace line for message `seq`, if tracing.
+    fn write_trace(&self, out: &mut Vec<u8>, seq: u64) {
+        if let Some(t) = &self.trace {
+            // The message's recipient count, drawn as the session draws it
+            // (the first draw of the item's generator).
+            let n = Rng::for_item(self.seed, seq)
+                .range(u64::from(self.rcpts.min), u64::from(self.rcpts.max));
+            t.write(out, seq, n as u32, unix_micros());
+        }
     }
 
     /// Draws the size of message `seq` and returns its exact length in
     /// bytes as [`MessageFactory::write`] will produce it (before stuffing).
     pub fn size(&self, rng: &mut Rng, seq: u64, rcpt: &str) -> u64 {
         match &self.eml {
-            Some(e) => e.len(seq, rcpt),
+            Some(e) => e.len(seq, rcpt) + self.trace_len() as u64,
             None => self.dist.sample(rng).max(self.min_size()),
         }
     }
@@ -235,6 +262,7 @@ impl MessageFactory {
         if let Some(eml) = &self.eml {
             return self.write_eml(eml, out, seq, rcpt, dot);
         }
+        self.write_trace(out, seq);
         let base = out.len();
         out.extend_from_slice(&self.header);
         let h = &mut out[base..];
@@ -245,7 +273,7 @@ impl MessageFactory {
             unix_micros(),
         );
         // `size` >= min_size, so at least the final CRLF fits.
-        let k = (size as usize).saturating_sub(self.header.len() + 2);
+        let k = (size as usize).saturating_sub(self.header.len() + self.trace_len() + 2);
         if k > 0 && self.filler[k - 1] == b'\r' {
             // Cutting between CR and LF: end the line one byte early and
             // pad it, so no bare CR appears.
@@ -264,6 +292,8 @@ impl MessageFactory {
         let mut num = [0u8; 20];
         let digits = decimal_len(seq);
         put_fixed(&mut num[..digits], seq);
+        // The trace line never starts with a dot: no stuffing needed.
+        self.write_trace(out, seq);
         let mut stuffer = DotStuffer::new();
         for seg in &eml.segs {
             let bytes: &[u8] = match seg {
@@ -327,6 +357,8 @@ mod tests {
         let cfg = Config {
             size: SizeDist::Uniform { min: 0, max: 5000 },
             seed: 1,
+            // The trace's send time differs between the two writes.
+            trace: false,
             ..Config::default()
         };
         let f = MessageFactory::new(&cfg).unwrap();
@@ -358,7 +390,33 @@ mod tests {
         f.write(&mut out, 123, 2000, "r", false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("X-Mailstorm-Seq: 00000000000000000123\r\n"));
-        assert!(text.contains("Message-ID: <00000000000000000123.0000000000000001@mailstorm.test>"));
+        assert!(text.contains("Message-ID: <00000000000000000123.s1@mailstorm.test>"));
+    }
+
+    #[test]
+    fn trace_header_parses_and_sizes_stay_exact() {
+        use mailstorm_proto::trace::{find, Found};
+        let cfg = Config {
+            seed: 7,
+            run_id: Some("run-x".into()),
+            trace_source: 0xabc,
+            rcpts: crate::config::RcptRange { min: 2, max: 5 },
+            ..Config::default()
+        };
+        let f = MessageFactory::new(&cfg).unwrap();
+        let mut rng = Rng::new(1);
+        let size = f.size(&mut rng, 9, "r");
+        let mut out = Vec::new();
+        f.write(&mut out, 9, size, "r", false);
+        assert_eq!(out.len() as u64, size);
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.contains("Message-ID: <00000000000000000009.run-x@mailstorm.test>"));
+        let Found::Trace(t) = find(&out) else {
+            panic!("no trace in {text}")
+        };
+        let n = Rng::for_item(7, 9).range(2, 5) as u32;
+        assert_eq!((t.run, t.source, t.seq, t.rcpts), ("run-x", 0xabc, 9, n));
+        assert!(t.sent_us > 1_700_000_000_000_000);
     }
 
     #[test]
@@ -369,6 +427,7 @@ mod tests {
         std::fs::write(&p, "Subject: n{{seq}}\nTo: {{rcpt}}\n\n.dot {{x}}\n").unwrap();
         let cfg = Config {
             eml: Some(p),
+            trace: false,
             ..Config::default()
         };
         let f = MessageFactory::new(&cfg).unwrap();

@@ -209,6 +209,15 @@ const NAMED: &[&str] = &[
     "late_rate",
     "messages_per_s",
     "bytes_per_s",
+    // The ledger join (NaN, so failing, without one).
+    "lost",
+    "duplicates",
+    "delivered",
+    "unexpected",
+    "e2e_p50",
+    "e2e_p90",
+    "e2e_p99",
+    "e2e_max",
 ];
 
 fn latency_metric(s: &str) -> Option<(Stage, Option<f64>)> {
@@ -285,6 +294,9 @@ pub fn parse_as(spec: &str, flag: &str, windows: bool) -> Result<Vec<Check>, Bla
             }
             let d = parse_duration(value).map_err(|_| bad("bad duration"))?;
             (Metric::Latency(stage, q), d.as_secs_f64() * 1e6)
+        } else if name.starts_with("e2e_") && NAMED.contains(&name) {
+            let d = parse_duration(value).map_err(|_| bad("bad duration"))?;
+            (Metric::Named(name.into()), d.as_secs_f64() * 1e6)
         } else if NAMED.contains(&name) {
             let v: f64 = value.parse().map_err(|_| bad("expected a number"))?;
             (Metric::Named(name.into()), v)
@@ -331,6 +343,7 @@ fn unit(m: &Metric) -> Unit {
         Metric::Latency(..) => Unit::Micros,
         Metric::Named(n) if n.ends_with("_rate") => Unit::Ratio,
         Metric::Named(n) if n.ends_with("_per_s") => Unit::PerSecond,
+        Metric::Named(n) if n.starts_with("e2e_") => Unit::Micros,
         Metric::Named(_) => Unit::Count,
     }
 }
@@ -370,9 +383,28 @@ fn value(m: &Metric, t: &Stats, secs: f64) -> f64 {
             "late_rate" => ratio(c.late, c.scheduled),
             "messages_per_s" => c.accepted as f64 / secs,
             "bytes_per_s" => c.bytes as f64 / secs,
+            // The ledger's figures are the whole run's ([`ledger_value`]).
             _ => f64::NAN,
         },
     }
+}
+
+/// A ledger metric of the whole run: `None` for other metrics; NaN (so the
+/// check fails) when the run has no ledger join.
+fn ledger_value(m: &Metric, r: &RunResult) -> Option<f64> {
+    let Metric::Named(n) = m else { return None };
+    let get: fn(&crate::ledger::Joined) -> u64 = match n.as_str() {
+        "lost" => |l| l.lost,
+        "duplicates" => |l| l.duplicates,
+        "delivered" => |l| l.delivered,
+        "unexpected" => |l| l.unexpected,
+        "e2e_p50" => |l| l.e2e.p50_us,
+        "e2e_p90" => |l| l.e2e.p90_us,
+        "e2e_p99" => |l| l.e2e.p99_us,
+        "e2e_max" => |l| l.e2e.max_us,
+        _ => return None,
+    };
+    Some(r.ledger.as_ref().map_or(f64::NAN, |l| get(l) as f64))
 }
 
 /// Evaluates every check on a whole run (a `stageN:` check on its stage).
@@ -381,8 +413,16 @@ pub fn evaluate(checks: &[Check], r: &RunResult) -> Vec<Outcome> {
     checks
         .iter()
         .map(|c| match c.load_stage {
-            None => evaluate_stats(std::slice::from_ref(c), &r.totals, r.elapsed.as_secs_f64())
-                .remove(0),
+            None => {
+                let mut o =
+                    evaluate_stats(std::slice::from_ref(c), &r.totals, r.elapsed.as_secs_f64())
+                        .remove(0);
+                if let Some(v) = ledger_value(&c.metric, r) {
+                    o.value = v;
+                    o.passed = c.op.holds(v, c.limit);
+                }
+                o
+            }
             Some(i) => match stages.get(i) {
                 Some(f) => {
                     evaluate_stats(std::slice::from_ref(c), &f.as_stats(), f.duration_s).remove(0)
@@ -398,7 +438,7 @@ pub fn evaluate(checks: &[Check], r: &RunResult) -> Vec<Outcome> {
         })
         .zip(checks)
         .map(|(mut o, c)| {
-            if !o.passed && c.load_stage.is_none() {
+            if !o.passed && c.load_stage.is_none() && ledger_value(&c.metric, r).is_none() {
                 o.broke_in = first_failing_stage(c, &stages);
             }
             o

@@ -197,6 +197,7 @@ mod tests {
             interrupted: false,
             resilience: None,
             internal_error: None,
+            ledger: None,
             routing: None,
         }
     }

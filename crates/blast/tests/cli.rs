@@ -267,3 +267,52 @@ fn sigint_writes_a_partial_report() {
     assert!(accepted > 0);
     assert_eq!(v["messages"]["failed"], 0, "in-flight messages finished");
 }
+
+#[test]
+fn scenario_refuses_run_flags_it_would_ignore() {
+    let scn = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/scenarios/greylisting-backoff.yaml"
+    );
+    let out = blast(&["--scenario", scn, "-n", "5", "--target", "127.0.0.1:25"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--target, --messages would not apply"),
+        "{err}"
+    );
+}
+
+#[test]
+fn several_scenarios_write_a_junit_report() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../configs/scenarios");
+    let good = format!("{dir}/permanent-failures.yaml");
+    let junit = tmp("scenarios.xml");
+    let out = blast(&[
+        "--scenario",
+        &good,
+        "/nonexistent/missing.yaml",
+        "--junit",
+        junit.to_str().unwrap(),
+    ]);
+    let err = text(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a scenario could not run: {err}"
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    std::fs::remove_file(&junit).ok();
+    assert!(
+        xml.contains("<testsuites tests=\"2\" failures=\"0\" errors=\"1\""),
+        "{xml}"
+    );
+    assert!(
+        xml.contains("classname=\"/nonexistent/missing.yaml\""),
+        "{xml}"
+    );
+    assert!(xml.contains(&format!("classname=\"{good}\"")), "{xml}");
+    // --report takes a single scenario.
+    let out = blast(&["--scenario", &good, &good, "--report", "/tmp/x.json"]);
+    assert_eq!(out.status.code(), Some(2));
+}

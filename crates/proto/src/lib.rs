@@ -11,7 +11,8 @@
 //!   [`data::BdatReceiver`], [`encode::write_reply`].
 //! - Client side: [`reply::parse_reply`], [`ehlo::Capabilities`],
 //!   [`encode`] command writers and [`encode::DotStuffer`].
-//! - Both sides: [`sasl`] (AUTH PLAIN, LOGIN and CRAM-MD5).
+//! - Both sides: [`sasl`] (AUTH PLAIN, LOGIN and CRAM-MD5) and [`trace`]
+//!   (the end-to-end trace header).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -25,6 +26,7 @@ pub mod line;
 mod params;
 pub mod reply;
 pub mod sasl;
+pub mod trace;
 mod verb;
 
 pub use address::{Address, Path};

@@ -19,6 +19,7 @@ impl control::ControlBackend for Backend {
         if let Some(e) = &self.0.engine {
             m.push_str(&e.metrics_text());
         }
+        m.push_str(&self.0.ledger.metrics_text());
         crate::process_metrics::write(&mut m);
         m
     }
@@ -79,6 +80,14 @@ impl control::ControlBackend for Backend {
 
     fn verdicts_json(&self, filter: &ClientFilter) -> Option<serde_json::Value> {
         serde_json::to_value(self.0.engine.as_ref()?.verdicts(filter)).ok()
+    }
+
+    fn ledger_json(&self, run: Option<&str>) -> Option<serde_json::Value> {
+        let l = &self.0.ledger;
+        match run {
+            None => serde_json::to_value(l.list()).ok(),
+            Some(r) => serde_json::to_value(l.run(r)?).ok(),
+        }
     }
 
     fn verdict_json(&self, id: &str) -> Option<serde_json::Value> {

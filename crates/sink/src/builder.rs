@@ -220,7 +220,9 @@ impl SinkBuilder {
             store::prepare_capture_dir(dir)?;
         }
         let config = self.config;
-        let settings = Settings::build(config.clone(), self.hook.clone())?;
+        let ledger = Arc::new(crate::ledger::Ledger::new());
+        let mut settings = Settings::build(config.clone(), self.hook.clone())?;
+        settings.ledger = Some(ledger.clone());
         let shards = config.thread_count();
         let (plain, local) = server::bind_all(&config.listen, shards, config.backlog)?;
         let (tls, tls_local) = server::bind_all(&config.tls_listen, shards, config.backlog)?;
@@ -256,6 +258,7 @@ impl SinkBuilder {
             grace_ms: AtomicU64::new(config.shutdown_grace.as_millis() as u64),
             hook: self.hook,
             engine: self.engine,
+            ledger,
             dns,
             info: std::sync::OnceLock::new(),
         });

@@ -24,6 +24,8 @@
 //! | `GET /clients`         | [`ControlBackend::clients_json`] | 200 JSON, 404 when unsupported |
 //! | `GET /verdicts`        | [`ControlBackend::verdicts_json`] | 200 JSON list, 404 when unsupported |
 //! | `GET /clients/{id}/verdict` | [`ControlBackend::verdict_json`] | 200 JSON, 404 for an unknown client |
+//! | `GET /ledger`          | [`ControlBackend::ledger_json`]  | 200 JSON (runs and global counters), 404 when unsupported |
+//! | `GET /ledger/{run}`    | [`ControlBackend::ledger_json`]  | 200 JSON (one run's figures), 404 for an unknown run |
 //!
 //! `?helo=NAME&domain=D` ([`ClientFilter`]) selects one test's clients on
 //! `GET /clients`, `GET /messages`, `DELETE /messages`, `GET /verdicts` and
@@ -125,6 +127,13 @@ pub trait ControlBackend: Send + Sync + 'static {
     /// an unknown client or without support.
     fn verdict_json(&self, id: &str) -> Option<serde_json::Value> {
         let _ = id;
+        None
+    }
+    /// `GET /ledger` (`run: None`) and `GET /ledger/{run}`: the
+    /// end-to-end ledger; `None` (404) for an unknown run or without
+    /// support.
+    fn ledger_json(&self, run: Option<&str>) -> Option<serde_json::Value> {
+        let _ = run;
         None
     }
 }
@@ -305,6 +314,8 @@ fn router(token: Option<String>, backend: Backend) -> Router {
         .route("/clients", get(clients))
         .route("/clients/{id}/verdict", get(verdict))
         .route("/verdicts", get(verdicts))
+        .route("/ledger", get(ledger))
+        .route("/ledger/{run}", get(ledger_run))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         // Applied to every route and the fallback; /healthz is exempted inside.
         .layer(middleware::from_fn_with_state(
@@ -512,6 +523,20 @@ async fn verdict(State(b): State<Backend>, Path(id): Path<String>) -> Response {
     match b.verdict_json(&id) {
         Some(v) => Json(v).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no client {id:?}\n")).into_response(),
+    }
+}
+
+async fn ledger(State(b): State<Backend>) -> Response {
+    match b.ledger_json(None) {
+        Some(v) => Json(v).into_response(),
+        None => (StatusCode::NOT_FOUND, "no ledger\n").into_response(),
+    }
+}
+
+async fn ledger_run(State(b): State<Backend>, Path(run): Path<String>) -> Response {
+    match b.ledger_json(Some(&run)) {
+        Some(v) => Json(v).into_response(),
+        None => (StatusCode::NOT_FOUND, format!("no run {run:?}\n")).into_response(),
     }
 }
 

@@ -193,7 +193,8 @@ impl SinkHandle {
         config.listen = o.listen.clone();
         config.tls_listen = o.tls_listen.clone();
         config.threads = o.threads;
-        let new = Settings::build(config, self.shared.hook.clone())?;
+        let mut new = Settings::build(config, self.shared.hook.clone())?;
+        new.ledger = Some(self.shared.ledger.clone());
         if let Some(dir) = &new.config.capture {
             store::prepare_capture_dir(dir)?;
         }
@@ -207,6 +208,11 @@ impl SinkHandle {
             .write()
             .unwrap_or_else(|e| e.into_inner()) = Arc::new(new);
         Ok(ignored)
+    }
+
+    /// The end-to-end ledger (`GET /ledger`).
+    pub fn ledger(&self) -> &Arc<crate::ledger::Ledger> {
+        &self.shared.ledger
     }
 
     /// The configuration new sessions get.

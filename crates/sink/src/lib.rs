@@ -35,6 +35,7 @@ pub mod dns;
 pub mod filter;
 mod handle;
 pub mod hook;
+pub mod ledger;
 pub mod plan;
 mod process_metrics;
 pub mod ready;

@@ -18,8 +18,8 @@ Unknown keys are errors. Durations: 300ms, 5s, 1.5s, 2m, 1h, 1d. Sizes: 512, 64k
 50MiB, 1G.
 
 Control API (--control): GET /healthz /info /stats /metrics /clients /verdicts
-/clients/{id}/verdict /messages /messages/{id} /dns (DNS queries by outcome and
-per client, with --dns); POST /reset; DELETE /messages;
+/clients/{id}/verdict /messages /messages/{id} /ledger /ledger/{run} /dns (DNS
+queries by outcome and per client, with --dns); POST /reset; DELETE /messages;
 GET|PUT|DELETE /plan. A client's id is the EHLO name of its sessions (or its IP
 before a greeting): ?helo=NAME&domain=D selects one test's clients on /clients,
 /verdicts, /messages and /reset; /plan?helo=NAME is a plan scoped to that name.

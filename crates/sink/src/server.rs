@@ -35,6 +35,8 @@ pub(crate) struct SinkState {
     pub(crate) hook: Option<Arc<dyn crate::hook::StageHook>>,
     /// The fault engine (also the hook) when one is installed.
     pub(crate) engine: Option<Arc<crate::plan::Engine>>,
+    /// The end-to-end ledger (also in every `Settings`).
+    pub(crate) ledger: Arc<crate::ledger::Ledger>,
     /// The DNS responder, when `dns` is set.
     pub(crate) dns: Option<Arc<crate::dns::Dns>>,
     /// What the ready file says, set once every listener is bound.
@@ -48,6 +50,7 @@ impl SinkState {
     pub(crate) fn reset(&self, filter: &crate::filter::ClientFilter) {
         if filter.is_all() {
             self.stats.reset();
+            self.ledger.clear();
         } else {
             self.store.remove_where(|m| m.matches(filter));
         }

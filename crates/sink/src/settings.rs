@@ -42,6 +42,8 @@ pub(crate) struct Settings {
     pub(crate) keep_bodies: bool,
     /// Largest read buffer a session may hold.
     pub(crate) read_cap: usize,
+    /// The end-to-end ledger, shared across reloads (set by the builder).
+    pub(crate) ledger: Option<Arc<crate::ledger::Ledger>>,
 }
 
 impl Settings {
@@ -97,7 +99,16 @@ impl Settings {
             users,
             hook,
             config,
+            ledger: None,
         })
+    }
+}
+
+impl Settings {
+    /// Whether a session keeps the header block of each message in
+    /// discard mode: for header rules of the hook, and for the ledger.
+    pub(crate) fn wants_headers(&self) -> bool {
+        self.ledger.is_some() || self.hook.as_ref().is_some_and(|h| h.wants_headers())
     }
 }
 

@@ -148,7 +148,7 @@ impl CapacityArgs {
             (r.messages.is_some(), "--messages"),
             (r.threshold.is_some(), "--threshold (use --sla)"),
             (r.timeline.is_some(), "--timeline (the report holds it)"),
-            (r.scenario.is_some(), "--scenario"),
+            (!r.scenario.is_empty(), "--scenario"),
             (r.stages_mode.is_some(), "--stages-mode"),
             (r.abort_on_fail, "--abort-on-fail (use --abort-if)"),
         ] {

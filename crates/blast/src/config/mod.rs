@@ -202,6 +202,18 @@ pub struct Config {
     /// Multiplies every policy time (`--time-scale`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub time_scale: Option<f64>,
+    /// Add the `X-Mailstorm-Trace` header (`--no-trace` turns it off).
+    pub trace: bool,
+    /// `--run-id`; `None` until the run picks one.
+    pub run_id: Option<String>,
+    /// The trace's sequence space: one per blaster process, so blasters
+    /// sharing a run id never collide (picked at start when 0).
+    pub trace_source: u32,
+    /// `--ledger URL`: the downstream sink's control address.
+    pub ledger: Option<String>,
+    /// `--drain`: how long the ledger join waits for arrivals.
+    #[serde(with = "dur")]
+    pub drain: Duration,
 }
 
 impl Default for Config {
@@ -260,6 +272,11 @@ impl Default for Config {
             quiet: false,
             policy: None,
             time_scale: None,
+            trace: true,
+            run_id: None,
+            trace_source: 0,
+            ledger: None,
+            drain: Duration::from_secs(60),
         }
     }
 }
@@ -277,6 +294,14 @@ impl Config {
     /// Checks the settings against each other.
     pub fn validate(&self) -> Result<(), BlastError> {
         let err = |m: String| Err(BlastError::Config(m));
+        if let Some(id) = &self.run_id {
+            if !mailstorm_proto::trace::valid_run_id(id) {
+                return err(format!(
+                    "--run-id {id:?}: 1 to {} characters of A-Z a-z 0-9 . _ -",
+                    mailstorm_proto::trace::MAX_RUN_ID
+                ));
+            }
+        }
         if let Some(p) = &self.policy {
             p.resolve(self.time_scale)
                 .map_err(|e| BlastError::Config(e.to_string()))?;

@@ -20,6 +20,7 @@
 //! ```
 
 pub mod expect;
+pub mod junit;
 pub mod run;
 
 use std::path::{Path, PathBuf};

@@ -103,6 +103,7 @@ impl Ctx {
             }
         }
         let c = &mut st.counters;
+        c.rcpt_delivered += u64::from(fate.delivered.count_ones());
         match o {
             Disposition::Accepted => c.accepted += 1,
             Disposition::Deferred => c.deferred += 1,

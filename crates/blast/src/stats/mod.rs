@@ -217,6 +217,9 @@ pub struct Counters {
     pub rcpt_attempted: u64,
     /// Recipients accepted at RCPT.
     pub rcpt_accepted: u64,
+    /// Recipients accepted for delivery (the message got its 2xx): what
+    /// the ledger join expects downstream.
+    pub rcpt_delivered: u64,
 }
 
 impl Counters {
@@ -238,6 +241,7 @@ impl Counters {
         self.bytes += o.bytes;
         self.rcpt_attempted += o.rcpt_attempted;
         self.rcpt_accepted += o.rcpt_accepted;
+        self.rcpt_delivered += o.rcpt_delivered;
     }
 
     /// The share of the offered load that never started (0 when nothing

@@ -26,6 +26,7 @@ impl Stats {
             bytes: c.bytes.saturating_sub(e.bytes),
             rcpt_attempted: c.rcpt_attempted.saturating_sub(e.rcpt_attempted),
             rcpt_accepted: c.rcpt_accepted.saturating_sub(e.rcpt_accepted),
+            rcpt_delivered: c.rcpt_delivered.saturating_sub(e.rcpt_delivered),
             tls_handshakes: c.tls_handshakes.saturating_sub(e.tls_handshakes),
             tls_resumed: c.tls_resumed.saturating_sub(e.tls_resumed),
         };

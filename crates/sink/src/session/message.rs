@@ -64,7 +64,15 @@ impl Session {
                 }
                 return o;
             }
-            Gate::Stop(o) => return o,
+            Gate::Stop(o) => {
+                if matches!(o, Handled::Stop(_)) {
+                    // The whole message arrived and the plan drops the
+                    // connection before the reply: SMTP's "lost 250". The
+                    // client will send it again; the ledger sees both.
+                    self.ledger_record();
+                }
+                return o;
+            }
         };
         let id = if self.s.keep_bodies {
             let env = Envelope {
@@ -89,6 +97,7 @@ impl Session {
             None
         };
         self.stats.add(Counter::MessagesAccepted, 1);
+        self.ledger_record();
         self.report.messages += 1;
         self.stats.add(Counter::MessageBytes, self.body_bytes);
         if let Some(p) = custom {
@@ -111,6 +120,17 @@ impl Session {
             self.fixed(out, Stage::DataEnd, 250, OK_MSG);
         }
         self.finish_tx(true)
+    }
+
+    /// The ledger's one call per arrived message (header block in `msg`).
+    fn ledger_record(&self) {
+        if let Some(l) = &self.s.ledger {
+            l.record(
+                &self.msg,
+                self.tx.rcpt_ends.len(),
+                crate::ledger::unix_micros(),
+            );
+        }
     }
 
     fn finish_tx(&mut self, accepted: bool) -> Handled {

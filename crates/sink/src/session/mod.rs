@@ -473,7 +473,7 @@ impl Session {
                             Status::Partial => input.len(),
                             Status::Complete(n) => n,
                         };
-                        if self.s.hook.as_ref().is_some_and(|h| h.wants_headers()) {
+                        if self.s.wants_headers() {
                             let take = n.min(HEADER_GRAB - self.msg.len());
                             self.msg.extend_from_slice(&input[..take]);
                         }
@@ -504,7 +504,7 @@ impl Session {
                         self.msg.extend_from_slice(chunk);
                     } else if reject.is_none()
                         && self.msg.len() < HEADER_GRAB
-                        && self.s.hook.as_ref().is_some_and(|h| h.wants_headers())
+                        && self.s.wants_headers()
                     {
                         let take = chunk.len().min(HEADER_GRAB - self.msg.len());
                         self.msg.extend_from_slice(&chunk[..take]);

@@ -1,0 +1,121 @@
+//! One sequence space (one blaster process within a run): a delivery count
+//! per sequence number in fixed-size pages, so memory follows the number
+//! of messages seen (one byte each), never the values a peer writes.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Sequence numbers per page: 4 KiB of counts.
+pub(crate) const PAGE: u64 = 4096;
+
+/// Counters of a space (and, summed, of a run).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counts {
+    /// Messages (SMTP transactions) that arrived.
+    pub messages: u64,
+    /// Recipient deliveries: each recipient of each arrival.
+    pub deliveries: u64,
+    /// Deliveries of a (sequence, recipient) for the first time: at most
+    /// the message's recipient count per sequence number.
+    pub unique: u64,
+    /// Deliveries beyond a message's recipient count (re-deliveries).
+    pub duplicates: u64,
+    /// Arrivals of a message every recipient of which had already arrived.
+    pub duplicate_messages: u64,
+    /// First arrivals of a sequence number lower than one already seen.
+    pub out_of_order: u64,
+    /// Traced arrivals not recorded because a memory cap was reached.
+    pub dropped: u64,
+}
+
+impl Counts {
+    pub(crate) fn add(&mut self, o: &Counts) {
+        self.messages += o.messages;
+        self.deliveries += o.deliveries;
+        self.unique += o.unique;
+        self.duplicates += o.duplicates;
+        self.duplicate_messages += o.duplicate_messages;
+        self.out_of_order += o.out_of_order;
+        self.dropped += o.dropped;
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Space {
+    pages: HashMap<u64, Box<[u8; PAGE as usize]>>,
+    pub(crate) counts: Counts,
+    /// Highest sequence number seen.
+    pub(crate) max_seq: Option<u64>,
+}
+
+/// What recording one arrival did to the page budget.
+pub(crate) enum Slot {
+    /// Recorded.
+    Done,
+    /// Needs a new page; the caller checks its budget and calls again
+    /// with `may_grow`.
+    NeedsPage,
+}
+
+impl Space {
+    pub(crate) fn pages(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Records an arrival of `seq` with `k` recipients of a message of `n`.
+    pub(crate) fn record(&mut self, seq: u64, k: u64, n: u64, may_grow: bool) -> Slot {
+        let page = seq / PAGE;
+        let counts = match self.pages.get_mut(&page) {
+            Some(p) => p,
+            None if may_grow => self
+                .pages
+                .entry(page)
+                .or_insert_with(|| Box::new([0; PAGE as usize])),
+            None => return Slot::NeedsPage,
+        };
+        let slot = &mut counts[(seq % PAGE) as usize];
+        let before = u64::from(*slot);
+        let after = (before + k).min(u64::from(u8::MAX));
+        *slot = after as u8;
+        // Past 255 deliveries of one message the count saturates: further
+        // arrivals still count as duplicates (before + k, not after).
+        let unique = (before + k).min(n).saturating_sub(before.min(n));
+        let c = &mut self.counts;
+        c.messages += 1;
+        c.deliveries += k;
+        c.unique += unique;
+        c.duplicates += k - unique;
+        if before >= n {
+            c.duplicate_messages += 1;
+        }
+        if before == 0 && self.max_seq.is_some_and(|m| seq < m) {
+            c.out_of_order += 1;
+        }
+        self.max_seq = Some(self.max_seq.map_or(seq, |m| m.max(seq)));
+        Slot::Done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unique_duplicates_and_split_deliveries() {
+        let mut s = Space::default();
+        // A 3-recipient message delivered as 2 + 1 (split by the relay).
+        assert!(matches!(s.record(5, 2, 3, true), Slot::Done));
+        s.record(5, 1, 3, true);
+        assert_eq!((s.counts.unique, s.counts.duplicates), (3, 0));
+        // ... then re-sent whole.
+        s.record(5, 3, 3, true);
+        assert_eq!((s.counts.unique, s.counts.duplicates), (3, 3));
+        assert_eq!(s.counts.duplicate_messages, 1);
+        assert_eq!(s.counts.messages, 3);
+        s.record(2, 1, 1, true);
+        assert_eq!(s.counts.out_of_order, 1);
+        assert!(matches!(s.record(PAGE * 9, 1, 1, false), Slot::NeedsPage));
+        assert_eq!(s.pages(), 1);
+    }
+}

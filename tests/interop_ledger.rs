@@ -233,3 +233,98 @@ fn dropped_reply_after_the_dot_makes_postfix_duplicate() {
     assert_eq!(f.counts.duplicate_messages, 3);
     assert_eq!(f.counts.unique, 50);
 }
+
+/// A scenario file naming the relay (`target:`) and the sink behind it
+/// (`downstream:`): the plan is loaded into the downstream sink over its
+/// control API, the ledger and referee are read from there, and the
+/// expectations judge what the relay did.
+#[test]
+fn scenario_through_a_relay_judges_the_relay() {
+    use mailstorm_blast::scenario::{run, Scenario};
+    if PostfixTools::require().is_none() {
+        return;
+    }
+    let engine = Arc::new(Engine::new());
+    let sink = Sink::builder()
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .control(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .fault_engine(engine.clone())
+        .threads(1)
+        .hostname("sink.test")
+        .start()
+        .expect("sink starts");
+    let control = sink.control_addr().expect("control API");
+    let pf = relay(&sink);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("relay-greylist.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "name: relay-greylist\n\
+             target: {relay}\n\
+             downstream: http://{control}\n\
+             plan:\n  rules:\n    - name: grey\n      stage: rcpt\n      key: triplet\n\
+             \x20     action: {{ greylist: {{ min_retry: 2s, expire: 1h }} }}\n\
+             profile:\n  messages: 60\n  concurrency: 4\n  threads: 1\n  pin: false\n\
+             \x20 seed: 12\n  to: \"user{{n}}@example.test\"\n  users: 1000000000\n\
+             \x20 timeouts: 15s\n  drain: 60s\n\
+             expect:\n  - delivered == 60\n  - ledger.delivered == 60\n  - lost == 0\n\
+             \x20 - duplicates == 0\n  - e2e_p50 >= 2s\n  - e2e_max < 60s\n\
+             \x20 - sink.accepted >= 60\n  - referee.retries >= 1\n\
+             \x20 - referee.resent_after_5xx == 0\n",
+            relay = pf.smtpd_addr(),
+        ),
+    )
+    .unwrap();
+    let scn = Scenario::load(&file).unwrap_or_else(|e| panic!("{e}"));
+    let o = run::run(&scn, &run::Options::default()).unwrap_or_else(|e| panic!("{e}"));
+    let failed: Vec<String> = o
+        .checks
+        .iter()
+        .filter(|c| !c.passed)
+        .map(mailstorm_blast::scenario::expect::describe)
+        .collect();
+    assert!(failed.is_empty(), "{failed:#?}");
+    let j = o.ledger.as_ref().expect("ledger joined");
+    assert_eq!((j.accepted, j.delivered, j.lost), (60, 60, 0), "{j:?}");
+    assert_eq!(
+        o.downstream.as_deref(),
+        Some(format!("http://{control}").as_str())
+    );
+    // The greylisting came from the scenario's plan, loaded over HTTP...
+    let deferred: u64 = sink.stats().replies["rcpt"]
+        .iter()
+        .filter(|(code, _)| **code / 100 == 4)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(deferred >= 60, "every recipient greylisted once: {deferred}");
+    // ...and the downstream is left without it.
+    assert!(!engine.is_loaded(), "plan cleared after the scenario");
+}
+
+/// The same file with a broken expectation fails, naming it, and an
+/// unreachable downstream is an error before any mail is sent.
+#[test]
+fn scenario_relay_errors_are_named() {
+    use mailstorm_blast::scenario::{run, Scenario};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("s.yaml");
+    // A port nothing listens on: bound and dropped.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    std::fs::write(
+        &file,
+        format!(
+            "target: 127.0.0.1:25\ndownstream: http://{dead}\n\
+             profile: {{messages: 1}}\nexpect: [\"lost == 0\"]\n"
+        ),
+    )
+    .unwrap();
+    let scn = Scenario::load(&file).unwrap();
+    let e = run::run(&scn, &run::Options::default())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains(&format!("downstream http://{dead}")), "{e}");
+}

@@ -1,5 +1,5 @@
 //! `mailstorm-blast --scenario FILE...`: each scenario against the embedded
-//! sink, its verdict, and `--junit` for CI.
+//! sink or the relay it names, its verdict, and `--junit` for CI.
 
 use anyhow::Context;
 use mailstorm_blast::cli::Args;
@@ -98,12 +98,25 @@ fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<(u8, Str
     }
     let o = run::run(&scn, &opts)?;
     print!("{}", report::summary(&o.run));
-    println!(
-        "embedded sink: {} messages accepted, {} rejected, {} connections",
-        o.sink.messages_accepted, o.sink.messages_rejected, o.sink.connections_total
-    );
+    if let Some(j) = &o.ledger {
+        print!("{}", mailstorm_blast::ledger::summary(j));
+    }
+    match (&scn.target, &o.downstream) {
+        (None, _) => println!(
+            "embedded sink: {} messages accepted, {} rejected, {} connections",
+            o.sink.messages_accepted, o.sink.messages_rejected, o.sink.connections_total
+        ),
+        (Some(_), Some(d)) => println!(
+            "downstream sink {d}: {} messages accepted, {} rejected, {} connections",
+            o.sink.messages_accepted, o.sink.messages_rejected, o.sink.connections_total
+        ),
+        (Some(_), None) => {}
+    }
     if let Some(p) = &args.report {
         let mut j = report::to_json(&o.run);
+        if let Some(l) = &o.ledger {
+            j["ledger"] = serde_json::to_value(l)?;
+        }
         j["scenario"] = run::to_json(&scn, &o);
         std::fs::write(p, serde_json::to_string_pretty(&j)? + "\n")
             .with_context(|| format!("writing report {}", p.display()))?;

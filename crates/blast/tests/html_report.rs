@@ -272,4 +272,9 @@ fn stages_run_report_renders_in_chromium() {
     // Thresholds and both load stages are tabled.
     assert!(dom.contains("p99&lt;2s") || dom.contains("p99<2s"));
     assert!(dom.contains("Load stages"));
+    // The embedded sink's ledger join: every accepted recipient arrived.
+    let accepted = model["ledger"]["accepted"].as_u64().unwrap();
+    assert!(accepted > 0 && model["ledger"]["lost"] == 0, "{}", model["ledger"]);
+    assert!(dom.contains("End to end (ledger)"));
+    assert!(dom.contains("every accepted recipient arrived"));
 }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::hook::Stage;
 
@@ -325,8 +325,10 @@ fn rejections_of(
 }
 
 /// A point-in-time view of the sink's counters (summed over shards, minus
-/// the last reset).
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+/// the last reset). Deserializable so a client can read `GET /stats`
+/// typed; keys it does not know default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct StatsSnapshot {
     /// Seconds since the sink started.
     pub uptime_secs: f64,

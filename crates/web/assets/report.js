@@ -251,6 +251,24 @@ var MailstormReport = (function () {
             num(r.ejections), num(r.probes), r.ejected ? "out" : "in"];
         }));
     }
+    ledger(root, m.ledger);
+  }
+
+  // The ledger join (report `ledger`): what the downstream sink received of
+  // what the target accepted, and the end-to-end latency.
+  function ledger(root, j) {
+    if (!j) { return; }
+    root.appendChild(el("h2", { id: "ledger" }, "End to end (ledger)"));
+    var bad = j.lost > 0 || j.duplicates > 0 || j.unexpected > 0;
+    root.appendChild(el("p", { "class": bad ? "muted bad" : "muted" },
+      "Run " + j.run + ", source " + j.source + ", read from " + j.from + "; " +
+      (j.drained ? "every accepted recipient arrived" : "drain ran out after " + num(j.waited_s, 1) + " s") + "."));
+    table(root, ["accepted", "delivered", "lost", "duplicates", "unexpected", "out of order", "not recorded", "figures"], [[
+      num(j.accepted), num(j.delivered), num(j.lost), num(j.duplicates), num(j.unexpected),
+      num(j.out_of_order), num(j.dropped), "recipients"]], function () { return bad ? "fail" : ""; });
+    var e = j.e2e || {};
+    table(root, ["count", "p50", "p90", "p99", "max", "latency"], [[
+      num(e.count), ms(e.p50_us), ms(e.p90_us), ms(e.p99_us), ms(e.max_us), "end to end (ms)"]]);
   }
 
   function render(model, root) {

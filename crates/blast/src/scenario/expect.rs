@@ -60,7 +60,27 @@ const FIXED: &[(&str, bool)] = &[
     ("referee.max_concurrent", false),
     ("referee.connections", false),
     ("referee.replies_421", false),
+    // The ledger join (embedded sink, or the relay's downstream sink);
+    // names as in --threshold.
+    ("lost", false),
+    ("duplicates", false),
+    ("unexpected", false),
+    ("ledger.accepted", false),
+    ("ledger.delivered", false),
+    ("ledger.duplicate_messages", false),
+    ("ledger.out_of_order", false),
+    ("e2e_p50", true),
+    ("e2e_p90", true),
+    ("e2e_p99", true),
+    ("e2e_max", true),
 ];
+
+/// Whether `metric` comes from the ledger join (needs the trace header).
+pub fn is_ledger(metric: &str) -> bool {
+    matches!(metric, "lost" | "duplicates" | "unexpected")
+        || metric.starts_with("ledger.")
+        || metric.starts_with("e2e_")
+}
 
 /// Summary statistics of a distribution metric.
 pub const STATS: &[&str] = &["count", "min", "mean", "p50", "p90", "p99", "max"];

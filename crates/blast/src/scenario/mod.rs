@@ -18,6 +18,17 @@
 //!   - attempts.max == 2
 //!   - retry_interval.min >= 2s
 //! ```
+//!
+//! Against a real relay, the scenario names it and the sink the relay
+//! delivers into (that sink's control API): the plan is loaded there, and
+//! the ledger, counters and referee are read from there after the run.
+//!
+//! ```yaml
+//! target: 127.0.0.1:2525            # the relay (Postfix, Exim, ...)
+//! downstream: http://127.0.0.1:8025 # mailstorm-sink behind it
+//! profile: { messages: 500, drain: 2m }
+//! expect: [lost == 0, duplicates == 0, e2e_p99 < 30s]
+//! ```
 
 pub mod expect;
 pub mod junit;
@@ -93,6 +104,14 @@ pub struct ScenarioSpec {
     pub plan: Option<Source<PlanSpec>>,
     /// The blast profile.
     pub profile: Source<Config>,
+    /// A relay to send to (`host:port`) instead of the embedded sink.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// The control API of the sink the relay delivers into
+    /// (`http://host:port`): the plan goes there, and the ledger, counters
+    /// and referee come from there.
+    #[serde(default)]
+    pub downstream: Option<String>,
     /// Policy time scale (the `--time-scale` flag wins).
     #[serde(default)]
     pub time_scale: Option<f64>,
@@ -115,6 +134,10 @@ pub struct Scenario {
     pub plan: Option<(String, String)>,
     /// The profile.
     pub config: Config,
+    /// The relay under test, `host:port` (`None`: the embedded sink).
+    pub target: Option<String>,
+    /// The downstream sink's control URL (with a relay target).
+    pub downstream: Option<String>,
     /// The scenario's time scale.
     pub time_scale: Option<f64>,
     /// Attempt-keyed: counts repeat exactly.
@@ -177,8 +200,37 @@ impl Scenario {
         };
         if config.target.is_some() {
             return Err(err(
-                "profile: a scenario runs against the embedded sink; remove `target`".into(),
+                "profile: `target` belongs to the scenario (top-level `target:`), not its profile"
+                    .into(),
             ));
+        }
+        if config.ledger.is_some() {
+            return Err(err(
+                "profile: `ledger` belongs to the scenario (top-level `downstream:`)".into(),
+            ));
+        }
+        let downstream = spec
+            .downstream
+            .as_deref()
+            .map(|d| normalise_url(d).map_err(|m| err(format!("downstream: {m}"))))
+            .transpose()?;
+        if spec.target.is_none() && downstream.is_some() {
+            return Err(err(
+                "downstream: only with a relay `target:` (the embedded sink is its own downstream)"
+                    .into(),
+            ));
+        }
+        if let Some(t) = &spec.target {
+            if t.trim().is_empty() {
+                return Err(err("target: empty; give the relay's host:port".into()));
+            }
+            if downstream.is_none() && plan.is_some() {
+                return Err(err(
+                    "plan: with a relay `target:` the plan is loaded into the downstream sink: \
+                     give `downstream:` (its control URL)"
+                        .into(),
+                ));
+            }
         }
         if config.messages.is_none() && config.duration.is_none() {
             return Err(err(
@@ -194,6 +246,26 @@ impl Scenario {
             .enumerate()
             .map(|(i, t)| expect::parse(t).map_err(|m| err(format!("expect[{i}]: {m}"))))
             .collect::<Result<Vec<_>, _>>()?;
+        if spec.target.is_some() && downstream.is_none() {
+            if let Some((i, e)) = spec_needs_downstream(&expectations) {
+                return Err(err(format!(
+                    "expect[{i}]: {:?} is measured by the downstream sink: give `downstream:`",
+                    e.text
+                )));
+            }
+        }
+        if !config.trace {
+            if let Some((i, e)) = expectations
+                .iter()
+                .enumerate()
+                .find(|(_, e)| expect::is_ledger(&e.metric))
+            {
+                return Err(err(format!(
+                    "expect[{i}]: {:?} joins on the trace header: remove `trace: false`",
+                    e.text
+                )));
+            }
+        }
         let name = spec.name.clone().unwrap_or_else(|| {
             path.file_stem()
                 .map_or_else(|| "scenario".into(), |s| s.to_string_lossy().into_owned())
@@ -203,11 +275,38 @@ impl Scenario {
             description: spec.description,
             plan,
             config,
+            target: spec.target,
+            downstream,
             time_scale: spec.time_scale,
             deterministic: spec.deterministic,
             expectations,
         })
     }
+}
+
+/// The first expectation only a sink can measure (referee, counters,
+/// ledger), with its index.
+fn spec_needs_downstream(exps: &[Expectation]) -> Option<(usize, &Expectation)> {
+    exps.iter().enumerate().find(|(_, e)| {
+        e.metric.starts_with("referee.")
+            || e.metric.starts_with("sink.")
+            || e.metric.starts_with("retry_interval")
+            || e.metric.starts_with("reconnect_after_421")
+            || expect::is_ledger(&e.metric)
+    })
+}
+
+/// `host:port` or `http://host:port[/]` as `http://host:port`.
+fn normalise_url(s: &str) -> Result<String, String> {
+    let t = s.trim().trim_end_matches('/');
+    let rest = t.strip_prefix("http://").unwrap_or(t);
+    if t.starts_with("https://") {
+        return Err(format!("{s:?}: the sink's control API speaks plain http"));
+    }
+    if rest.is_empty() || rest.contains('/') || !rest.contains(':') {
+        return Err(format!("{s:?}: expected http://host:port"));
+    }
+    Ok(format!("http://{rest}"))
 }
 
 #[cfg(test)]
@@ -264,6 +363,30 @@ mod tests {
                 "plan",
             ),
             ("profile: {messages: 1}\nexpect: [\"delivered == 1\"]\nextra: 1\n", "extra"),
+            (
+                "profile: {messages: 1, target: \"127.0.0.1:25\"}\nexpect: [\"delivered == 1\"]\n",
+                "top-level `target:`",
+            ),
+            (
+                "downstream: http://127.0.0.1:1\nprofile: {messages: 1}\nexpect: [\"lost == 0\"]\n",
+                "only with a relay",
+            ),
+            (
+                "target: 127.0.0.1:2525\nprofile: {messages: 1}\nexpect: [\"lost == 0\"]\n",
+                "expect[0]: \"lost == 0\" is measured by the downstream sink",
+            ),
+            (
+                "target: 127.0.0.1:2525\nplan: {rules: []}\nprofile: {messages: 1}\nexpect: [\"delivered == 1\"]\n",
+                "give `downstream:`",
+            ),
+            (
+                "target: 127.0.0.1:2525\ndownstream: ftp://x:1\nprofile: {messages: 1}\nexpect: [\"delivered == 1\"]\n",
+                "expected http://host:port",
+            ),
+            (
+                "profile: {messages: 1, trace: false}\nexpect: [\"e2e_p99 < 1s\"]\n",
+                "trace header",
+            ),
         ];
         for (i, (text, needle)) in cases.iter().enumerate() {
             let p = d.join(format!("{i}.yaml"));

@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use mailstorm_sink::plan::referee::HistogramSummary;
 use mailstorm_sink::plan::{Engine, RefereeReport};
@@ -10,6 +11,8 @@ use serde_json::Value;
 
 use super::expect::{self, Checked, Measurements};
 use super::Scenario;
+use crate::config::Config;
+use crate::ledger::{self, Joined, Source};
 use crate::policy::PolicySpec;
 use crate::{BlastError, RunParams, RunResult, StopSignal};
 
@@ -39,6 +42,10 @@ pub struct ScenarioOutcome {
     pub clients: RefereeReport,
     /// The sink's counters at the end.
     pub sink: mailstorm_sink::StatsSnapshot,
+    /// The ledger join (`None` without the trace header or a downstream).
+    pub ledger: Option<Joined>,
+    /// The downstream sink's control URL, with a relay target.
+    pub downstream: Option<String>,
 }
 
 impl ScenarioOutcome {
@@ -58,7 +65,7 @@ impl ScenarioOutcome {
 }
 
 /// The effective blast configuration of `scn` under `opts`.
-pub fn config(scn: &Scenario, opts: &Options) -> Result<crate::config::Config, BlastError> {
+pub fn config(scn: &Scenario, opts: &Options) -> Result<Config, BlastError> {
     let mut cfg = scn.config.clone();
     // Without a policy every message gets one attempt, still tallied.
     cfg.policy.get_or_insert_with(|| PolicySpec {
@@ -85,10 +92,18 @@ pub fn config(scn: &Scenario, opts: &Options) -> Result<crate::config::Config, B
     crate::effective_config(&cfg)
 }
 
-/// Runs `scn`: starts the embedded sink with its plan, blasts it, and
-/// checks the expectations.
+/// Runs `scn`: starts the embedded sink with its plan (or, with a relay
+/// `target:`, loads the plan into the downstream sink), blasts it, joins
+/// the ledger and checks the expectations.
 pub fn run(scn: &Scenario, opts: &Options) -> Result<ScenarioOutcome, BlastError> {
     let cfg = config(scn, opts)?;
+    match &scn.target {
+        None => run_embedded(scn, cfg),
+        Some(t) => run_relay(scn, cfg, t),
+    }
+}
+
+fn run_embedded(scn: &Scenario, cfg: Config) -> Result<ScenarioOutcome, BlastError> {
     let engine = Arc::new(Engine::new());
     if let Some((yaml, origin)) = &scn.plan {
         engine
@@ -124,9 +139,23 @@ pub fn run(scn: &Scenario, opts: &Options) -> Result<ScenarioOutcome, BlastError
         stop: StopSignal::new(),
     };
     let run = crate::run(&params, |_| {})?;
+    // The embedded sink already holds every arrival: the join is at once.
+    let ledger = if params.config.trace && run.internal_error.is_none() {
+        let src = Source::Embedded(sink.ledger().clone());
+        let accepted = run.totals.counters.rcpt_delivered;
+        Some(ledger::join(
+            &src,
+            &params.config,
+            accepted,
+            Duration::ZERO,
+            |_| {},
+        )?)
+    } else {
+        None
+    };
     let clients = engine.referee_report();
-    let stats = sink.shutdown_with_grace(std::time::Duration::from_secs(1));
-    let measurements = measure(&run, &clients, &stats);
+    let stats = sink.shutdown_with_grace(Duration::from_secs(1));
+    let measurements = measure(&run, Some((&clients, &stats)), ledger.as_ref());
     let checks = expect::evaluate(&scn.expectations, &measurements);
     Ok(ScenarioOutcome {
         run,
@@ -134,15 +163,184 @@ pub fn run(scn: &Scenario, opts: &Options) -> Result<ScenarioOutcome, BlastError
         checks,
         clients,
         sink: stats,
+        ledger,
+        downstream: None,
     })
 }
 
+/// Against a relay: the downstream sink (when named) is reset and gets the
+/// plan, the profile is sent to the relay, the ledger join waits up to the
+/// profile's `drain` for the relay to deliver, then the downstream's
+/// counters and referee are read and its plan cleared again.
+fn run_relay(scn: &Scenario, cfg: Config, target: &str) -> Result<ScenarioOutcome, BlastError> {
+    let (addr, host) = crate::net::resolve(target)?;
+    if !addr.ip().is_loopback() && !cfg.allow_remote {
+        return Err(BlastError::Config(format!(
+            "target {target} ({}) is outside loopback: add `allow_remote: true` to the profile \
+             if you mean to load it",
+            addr.ip()
+        )));
+    }
+    let down = scn.downstream.as_deref().map(Downstream::new);
+    if let Some(d) = &down {
+        d.post("/reset")?;
+        match &scn.plan {
+            Some((yaml, _)) => d.put_plan(yaml)?,
+            None => d.delete("/plan")?,
+        }
+    }
+    crate::net::raise_nofile(crate::fds_needed(&cfg, false))?;
+    let params = RunParams {
+        config: cfg,
+        addr,
+        target: target.to_string(),
+        host,
+        trusted_pem: None,
+        stop: StopSignal::new(),
+    };
+    let outcome = (|| {
+        let run = crate::run(&params, |_| {})?;
+        let Some(d) = &down else {
+            let measurements = measure(&run, None, None);
+            let checks = expect::evaluate(&scn.expectations, &measurements);
+            return Ok(ScenarioOutcome {
+                run,
+                measurements,
+                checks,
+                clients: RefereeReport::default(),
+                sink: mailstorm_sink::StatsSnapshot::default(),
+                ledger: None,
+                downstream: None,
+            });
+        };
+        let ledger = if params.config.trace && run.internal_error.is_none() {
+            let src = Source::Url(d.base.clone());
+            let accepted = run.totals.counters.rcpt_delivered;
+            Some(ledger::join(
+                &src,
+                &params.config,
+                accepted,
+                params.config.drain,
+                |line| eprintln!("{line}"),
+            )?)
+        } else {
+            None
+        };
+        let stats: mailstorm_sink::StatsSnapshot = d.get_json("/stats")?;
+        // A sink without a plan engine answers 404: no referee figures.
+        let clients: RefereeReport = d.get_json_or_default("/clients")?;
+        let measurements = measure(&run, Some((&clients, &stats)), ledger.as_ref());
+        let checks = expect::evaluate(&scn.expectations, &measurements);
+        Ok(ScenarioOutcome {
+            run,
+            measurements,
+            checks,
+            clients,
+            sink: stats,
+            ledger,
+            downstream: Some(d.base.clone()),
+        })
+    })();
+    if let (Some(d), Some(_)) = (&down, &scn.plan) {
+        // Leave the downstream as found: its own plan was replaced.
+        if let Err(e) = d.delete("/plan") {
+            eprintln!("mailstorm-blast: clearing the downstream plan: {e}");
+        }
+    }
+    outcome
+}
+
+/// The downstream sink's control API.
+struct Downstream {
+    base: String,
+    agent: ureq::Agent,
+}
+
+impl Downstream {
+    fn new(base: &str) -> Downstream {
+        Downstream {
+            base: base.to_string(),
+            agent: ureq::Agent::config_builder()
+                .timeout_global(Some(Duration::from_secs(10)))
+                .http_status_as_error(false)
+                .build()
+                .into(),
+        }
+    }
+
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> BlastError {
+        BlastError::Unreachable(format!("downstream {}{what}: {e}", self.base))
+    }
+
+    /// The body of a reply (bounded), or an error naming the call and the
+    /// sink's own message.
+    fn body(
+        &self,
+        what: &str,
+        resp: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+        ok: &[u16],
+    ) -> Result<(u16, String), BlastError> {
+        let mut resp = resp.map_err(|e| self.fail(what, e))?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .body_mut()
+            .with_config()
+            .limit(16 << 20)
+            .read_to_string()
+            .map_err(|e| self.fail(what, e))?;
+        if ok.contains(&status) {
+            Ok((status, text))
+        } else {
+            Err(self.fail(what, format!("HTTP {status}: {}", text.trim())))
+        }
+    }
+
+    fn post(&self, path: &str) -> Result<(), BlastError> {
+        let r = self.agent.post(format!("{}{path}", self.base)).send_empty();
+        self.body(path, r, &[200, 204]).map(drop)
+    }
+
+    fn delete(&self, path: &str) -> Result<(), BlastError> {
+        let r = self.agent.delete(format!("{}{path}", self.base)).call();
+        self.body(path, r, &[200, 204, 404]).map(drop)
+    }
+
+    fn put_plan(&self, yaml: &str) -> Result<(), BlastError> {
+        let r = self
+            .agent
+            .put(format!("{}/plan", self.base))
+            .content_type("application/yaml")
+            .send(yaml);
+        self.body("/plan", r, &[200, 204])
+            .map(drop)
+            .map_err(|e| BlastError::Config(format!("scenario plan: {e}")))
+    }
+
+    fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, BlastError> {
+        let r = self.agent.get(format!("{}{path}", self.base)).call();
+        let (_, text) = self.body(path, r, &[200])?;
+        serde_json::from_str(&text).map_err(|e| self.fail(path, e))
+    }
+
+    fn get_json_or_default<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        path: &str,
+    ) -> Result<T, BlastError> {
+        let r = self.agent.get(format!("{}{path}", self.base)).call();
+        match self.body(path, r, &[200, 404])? {
+            (404, _) => Ok(T::default()),
+            (_, text) => serde_json::from_str(&text).map_err(|e| self.fail(path, e)),
+        }
+    }
+}
+
 /// Every metric a scenario can check, from the run, the referee report
-/// (`GET /clients`) and the sink's counters.
+/// (`GET /clients`) and counters of the sink it reached (when one was
+/// reachable), and the ledger join.
 pub fn measure(
     r: &RunResult,
-    clients: &RefereeReport,
-    sink: &mailstorm_sink::StatsSnapshot,
+    sink: Option<(&RefereeReport, &mailstorm_sink::StatsSnapshot)>,
+    ledger: Option<&Joined>,
 ) -> Measurements {
     let mut m = Measurements::default();
     let c = &r.totals.counters;
@@ -150,8 +348,33 @@ pub fn measure(
     m.set("duration", secs);
     m.set("connections.opened", c.conn_opened as f64);
     m.set("connections.failed", c.conn_failed as f64);
-    m.set("sink.accepted", sink.messages_accepted as f64);
-    m.set("sink.rejected", sink.messages_rejected as f64);
+    if let Some((_, sink)) = sink {
+        m.set("sink.accepted", sink.messages_accepted as f64);
+        m.set("sink.rejected", sink.messages_rejected as f64);
+    }
+    if let Some(j) = ledger {
+        for (k, n) in [
+            ("lost", j.lost),
+            ("duplicates", j.duplicates),
+            ("unexpected", j.unexpected),
+            ("ledger.accepted", j.accepted),
+            ("ledger.delivered", j.delivered),
+            ("ledger.duplicate_messages", j.duplicate_messages),
+            ("ledger.out_of_order", j.out_of_order),
+        ] {
+            m.set(k, n as f64);
+        }
+        if j.e2e.count > 0 {
+            for (k, us) in [
+                ("e2e_p50", j.e2e.p50_us),
+                ("e2e_p90", j.e2e.p90_us),
+                ("e2e_p99", j.e2e.p99_us),
+                ("e2e_max", j.e2e.max_us),
+            ] {
+                m.set(k, us as f64 / 1e6);
+            }
+        }
+    }
     if let Some(s) = &r.resilience {
         let t = &s.tally;
         m.set("offered", t.offered as f64);
@@ -205,7 +428,9 @@ pub fn measure(
             m.set("concurrency.suspensions", n as f64);
         }
     }
-    referee(&mut m, clients);
+    if let Some((clients, _)) = sink {
+        referee(&mut m, clients);
+    }
     m
 }
 
@@ -318,5 +543,7 @@ pub fn to_json(scn: &Scenario, o: &ScenarioOutcome) -> Value {
         "expectations": checks,
         "measurements": o.measurements.values,
         "referee": serde_json::to_value(&o.clients).unwrap_or_default(),
+        "target": scn.target,
+        "downstream": o.downstream,
     })
 }

@@ -297,7 +297,10 @@ fn scenario_through_a_relay_judges_the_relay() {
         .filter(|(code, _)| **code / 100 == 4)
         .map(|(_, n)| n)
         .sum();
-    assert!(deferred >= 60, "every recipient greylisted once: {deferred}");
+    assert!(
+        deferred >= 60,
+        "every recipient greylisted once: {deferred}"
+    );
     // ...and the downstream is left without it.
     assert!(!engine.is_loaded(), "plan cleared after the scenario");
 }

@@ -462,6 +462,15 @@ fn target_metrics_are_scraped_beside_each_step() {
     let step = &json["steps"][0];
     assert_eq!(step["target_rss_bytes"], 123456);
     assert!(step["target_cpu_pct"].as_f64().unwrap() > 0.0, "{step}");
+    // And interval by interval in the timeline (CPU from the second
+    // sample on: the fake counter grows one second per scrape).
+    let tl = json["timeline"].as_array().unwrap();
+    assert!(tl.iter().all(|t| t["target_rss_bytes"] == 123456), "{tl:?}");
+    assert!(
+        tl.iter()
+            .any(|t| t["target_cpu_pct"].as_f64().unwrap_or(0.0) > 0.0),
+        "{tl:?}"
+    );
 }
 
 #[test]

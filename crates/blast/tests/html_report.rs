@@ -186,9 +186,13 @@ fn capacity_report_renders_in_chromium() {
     );
     let html = out_dir().join("capacity.html");
     let json = out_dir().join("capacity.json");
+    // The test process stands in for the target's CPU and memory.
+    let pid = std::process::id().to_string();
     let (code, out, err) = run(
         Command::new(BIN).args([
             "capacity",
+            "--target-pid",
+            &pid,
             "--sink-plan",
             plan.to_str().unwrap(),
             "--start-rate",
@@ -227,6 +231,7 @@ fn capacity_report_renders_in_chromium() {
         "chart-timeline-rate",
         "chart-timeline-latency",
         "chart-timeline-conns",
+        "chart-timeline-target",
     ] {
         assert_eq!(points(&dom, id), ticks, "{id}");
     }
@@ -274,7 +279,11 @@ fn stages_run_report_renders_in_chromium() {
     assert!(dom.contains("Load stages"));
     // The embedded sink's ledger join: every accepted recipient arrived.
     let accepted = model["ledger"]["accepted"].as_u64().unwrap();
-    assert!(accepted > 0 && model["ledger"]["lost"] == 0, "{}", model["ledger"]);
+    assert!(
+        accepted > 0 && model["ledger"]["lost"] == 0,
+        "{}",
+        model["ledger"]
+    );
     assert!(dom.contains("End to end (ledger)"));
     assert!(dom.contains("every accepted recipient arrived"));
 }

@@ -109,6 +109,12 @@ var MailstormReport = (function () {
         { label: "open", values: rows.map(function (r) { return r.open_connections === undefined ? null : r.open_connections; }) }
       ]);
     }
+    // --target-pid / --target-metrics: the target's resources beside the load.
+    if (rows.some(function (r) { return r.target_cpu_pct !== undefined; })) {
+      chart(root, "chart-timeline-target", "Target CPU (% of one core)", "time (s)", "%", xs, [
+        { label: "target CPU", values: rows.map(function (r) { return r.target_cpu_pct === undefined ? null : r.target_cpu_pct; }) }
+      ]);
+    }
   }
 
   function capacity(root, m) {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod output;
 pub mod procstat;
 mod step;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

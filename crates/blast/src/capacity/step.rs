@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::procstat::{CpuMeter, CpuUse};
+use super::watch::TargetWatch;
 use super::Options;
 use crate::config::Config;
 use crate::stats::{Stage, Stats};
@@ -66,6 +67,13 @@ pub struct Tick {
     pub p50_us: u64,
     /// 99th percentile latency of the interval, µs.
     pub p99_us: u64,
+    /// The target's CPU over the interval, percent of one core
+    /// (`--target-pid`, `--target-metrics`; from the second sample on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_cpu_pct: Option<f64>,
+    /// The target's resident memory, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_rss_bytes: Option<u64>,
 }
 
 /// Who kept a step (or the search) from going higher.
@@ -217,6 +225,7 @@ pub(super) fn run_step(
     };
     let started_s = t0.elapsed().as_secs_f64();
     let meter = CpuMeter::start(opts.target.as_ref());
+    let mut watch = TargetWatch::start(opts.target.as_ref(), base.interval);
     let nominal = opts.warmup + opts.step_duration;
     // The window runs from the tick that ends the warm-up to the last tick
     // within the step's schedule: both edges on interval boundaries, so
@@ -244,6 +253,7 @@ pub(super) fn run_step(
         };
         let open = p.totals.open_connections();
         peak = peak.max(open);
+        let target = watch.tick();
         ticks.push(Tick {
             t_s: started_s + p.elapsed.as_secs_f64(),
             rate: plan.rate,
@@ -258,6 +268,8 @@ pub(super) fn run_step(
             open_connections: open,
             p50_us: q(0.5),
             p99_us: q(0.99),
+            target_cpu_pct: target.cpu_pct.map(|v| (v * 10.0).round() / 10.0),
+            target_rss_bytes: target.rss_bytes,
         });
         if warm.is_none() && p.elapsed >= opts.warmup {
             warm = Some((p.totals.clone(), p.elapsed));
@@ -285,6 +297,7 @@ pub(super) fn run_step(
             }
         }
     })?;
+    drop(watch);
     let cpu = meter.stop();
     if let Some(e) = result.internal_error {
         return Err(BlastError::Internal(e));

@@ -177,28 +177,57 @@ pub fn find(msg: &[u8]) -> Found<'_> {
 }
 
 /// Parses the value after the colon.
+///
+/// Byte by byte, without UTF-8 validation of the whole value or a string
+/// splitter: this runs once per accepted message in the sink.
 pub fn parse_value(v: &[u8]) -> Option<Trace<'_>> {
-    let v = trim(v);
-    let s = std::str::from_utf8(v).ok()?;
-    let mut it = s.split(' ');
-    if it.next()? != "v1" {
+    let mut rest = trim(v);
+    if next_field(&mut rest, b"v1")? != b"" {
         return None;
     }
-    let run = it.next()?.strip_prefix("r=")?;
-    let source = it.next()?.strip_prefix("s=")?;
-    let seq = it.next()?.strip_prefix("q=")?;
-    let rcpts = it.next()?.strip_prefix("n=")?;
-    let sent = it.next()?.strip_prefix("t=")?;
-    if it.next().is_some() || !valid_run_id(run) || source.len() != 8 {
+    let run = next_field(&mut rest, b"r=")?;
+    let source = next_field(&mut rest, b"s=")?;
+    let seq = next_field(&mut rest, b"q=")?;
+    let rcpts = next_field(&mut rest, b"n=")?;
+    let sent = next_field(&mut rest, b"t=")?;
+    if !rest.is_empty() || source.len() != 8 {
         return None;
+    }
+    // Checked byte by byte: ASCII, so the conversion cannot fail.
+    let run = std::str::from_utf8(run).ok().filter(|r| valid_run_id(r))?;
+    let mut src = 0u32;
+    for &b in source {
+        src = src << 4 | char::from(b).to_digit(16)?;
     }
     Some(Trace {
         run,
-        source: u32::from_str_radix(source, 16).ok()?,
+        source: src,
         seq: digits(seq, SEQ_WIDTH)?,
         rcpts: u32::try_from(digits(rcpts, RCPT_WIDTH)?).ok()?,
         sent_us: digits(sent, TIME_WIDTH)?,
     })
+}
+
+/// The next space-separated field of `rest`, which must start with
+/// `prefix`: what follows the prefix. One space separates fields; the last
+/// field ends the value.
+fn next_field<'a>(rest: &mut &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    let r: &'a [u8] = rest;
+    let field = r.strip_prefix(prefix)?;
+    match field.iter().position(|&b| b == b' ') {
+        Some(i) => {
+            *rest = &field[i + 1..];
+            if rest.is_empty() {
+                // A trailing separator: not the exact form.
+                return None;
+            }
+            Some(&field[..i])
+        }
+        None => {
+            *rest = &[];
+            Some(field)
+        }
+    }
 }
 
 fn trim(v: &[u8]) -> &[u8] {
@@ -213,12 +242,20 @@ fn trim(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
-/// 1 to `max` decimal digits (no sign, no spaces).
-fn digits(s: &str, max: usize) -> Option<u64> {
-    if s.is_empty() || s.len() > max || !s.bytes().all(|b| b.is_ascii_digit()) {
+/// 1 to `max` decimal digits (no sign, no spaces), without overflow.
+fn digits(s: &[u8], max: usize) -> Option<u64> {
+    if s.is_empty() || s.len() > max {
         return None;
     }
-    s.parse().ok()
+    let mut n = 0u64;
+    for &b in s {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d))?;
+    }
+    Some(n)
 }
 
 #[cfg(test)]

@@ -110,6 +110,15 @@ impl Ledger {
         let inner = &mut *g;
         inner.tick += 1;
         let tick = inner.tick;
+        // The common case, a known run with room to spare: one lookup
+        // (this runs once per accepted message).
+        if inner.pages < MAX_PAGES {
+            if let Some(run) = inner.runs.get_mut(t.run) {
+                let may_grow = run.pages() < MAX_RUN_PAGES;
+                inner.pages += record_in(run, t, k, now_us, tick, may_grow);
+                return;
+            }
+        }
         if !inner.runs.contains_key(t.run) {
             if inner.runs.len() >= MAX_RUNS {
                 evict_oldest(inner, None);
@@ -118,38 +127,17 @@ impl Ledger {
         }
         // Budget: a new page only while the run and the sink are under
         // their caps; evicting other (older) runs to make room.
-        let run_pages = inner.runs.get(t.run).map_or(0, Run::pages);
         while inner.pages >= MAX_PAGES && inner.runs.len() > 1 {
             if !evict_oldest(inner, Some(t.run)) {
                 break;
             }
         }
-        let may_grow = run_pages < MAX_RUN_PAGES && inner.pages < MAX_PAGES;
+        let total = inner.pages;
         let Some(run) = inner.runs.get_mut(t.run) else {
             return;
         };
-        run.touched = tick;
-        run.last_us = run.last_us.max(now_us);
-        if !run.spaces.contains_key(&t.source) && run.spaces.len() >= MAX_SOURCES {
-            run.dropped += 1;
-            return;
-        }
-        let space = run.spaces.entry(t.source).or_default();
-        let before = space.pages();
-        let n = u64::from(t.rcpts.max(1));
-        match space.record(t.seq, k.max(1), n, may_grow) {
-            Slot::Done => {}
-            Slot::NeedsPage => {
-                space.counts.dropped += 1;
-                return;
-            }
-        }
-        let grown = space.pages() - before;
-        match now_us.checked_sub(t.sent_us) {
-            Some(d) => run.e2e.saturating_record(d.clamp(1, MAX_LATENCY_US)),
-            None => run.skewed += 1,
-        }
-        inner.pages += grown;
+        let may_grow = run.pages() < MAX_RUN_PAGES && total < MAX_PAGES;
+        inner.pages += record_in(run, t, k, now_us, tick, may_grow);
     }
 
     /// Messages without a trace header.
@@ -246,6 +234,40 @@ fn total(r: &Run) -> Counts {
 }
 
 /// Removes the least recently updated run other than `keep`.
+/// Records one arrival of `t` (for `k` recipients) in `run`; returns the
+/// pages its space grew by.
+fn record_in(
+    run: &mut Run,
+    t: &trace::Trace<'_>,
+    k: u64,
+    now_us: u64,
+    tick: u64,
+    may_grow: bool,
+) -> usize {
+    run.touched = tick;
+    run.last_us = run.last_us.max(now_us);
+    if !run.spaces.contains_key(&t.source) && run.spaces.len() >= MAX_SOURCES {
+        run.dropped += 1;
+        return 0;
+    }
+    let space = run.spaces.entry(t.source).or_default();
+    let before = space.pages();
+    let n = u64::from(t.rcpts.max(1));
+    match space.record(t.seq, k.max(1), n, may_grow) {
+        Slot::Done => {}
+        Slot::NeedsPage => {
+            space.counts.dropped += 1;
+            return 0;
+        }
+    }
+    let grown = space.pages() - before;
+    match now_us.checked_sub(t.sent_us) {
+        Some(d) => run.e2e.saturating_record(d.clamp(1, MAX_LATENCY_US)),
+        None => run.skewed += 1,
+    }
+    grown
+}
+
 fn evict_oldest(inner: &mut Inner, keep: Option<&str>) -> bool {
     let victim = inner
         .runs

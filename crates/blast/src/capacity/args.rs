@@ -141,6 +141,7 @@ impl CapacityArgs {
     /// The base run configuration and the search options, validated.
     pub fn to_parts(&self) -> Result<(Config, Options), BlastError> {
         let r = &self.run;
+        r.live.refuse("capacity")?;
         for (given, flag) in [
             (r.rate.is_some(), "--rate"),
             (r.stages.is_some(), "--stages"),

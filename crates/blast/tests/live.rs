@@ -84,11 +84,7 @@ print(json.dumps({"families": fams, "samples": samples}))
         .spawn()
         .expect("python3 runs");
     use std::io::Write as _;
-    py.stdin
-        .take()
-        .unwrap()
-        .write_all(text.as_bytes())
-        .unwrap();
+    py.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = py.wait_with_output().unwrap();
     assert!(
         out.status.success(),
@@ -147,7 +143,7 @@ fn metrics_follow_the_run_and_end_equal_to_the_report() {
             "-d",
             "3s",
             "-c",
-            "8",
+            "16",
             "--interval",
             "250ms",
             "--no-pin",
@@ -202,7 +198,11 @@ fn metrics_follow_the_run_and_end_equal_to_the_report() {
     let count = |v: &Value| v.as_u64().unwrap() as f64;
     for outcome in ["accepted", "deferred", "rejected", "failed"] {
         assert_eq!(
-            value(&samples, "mailstorm_blast_messages_total", &[("outcome", outcome)]),
+            value(
+                &samples,
+                "mailstorm_blast_messages_total",
+                &[("outcome", outcome)]
+            ),
             count(&model["messages"][outcome]),
             "{outcome}"
         );
@@ -222,15 +222,23 @@ fn metrics_follow_the_run_and_end_equal_to_the_report() {
             count(&model["connections"][key])
         );
     }
-    assert_eq!(value(&samples, "mailstorm_blast_connections_open", &[]), 0.0);
+    assert_eq!(
+        value(&samples, "mailstorm_blast_connections_open", &[]),
+        0.0
+    );
     // Replies by stage and code: the same table as the report's.
     let mut replies: BTreeMap<(String, String), f64> = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.name == "mailstorm_blast_replies_total") {
+    for s in samples
+        .iter()
+        .filter(|s| s.name == "mailstorm_blast_replies_total")
+    {
         let label = match s.labels.get("enhanced") {
             Some(e) => format!("{} {e}", s.labels["code"]),
             None => s.labels["code"].clone(),
         };
-        *replies.entry((s.labels["stage"].clone(), label)).or_default() += s.value;
+        *replies
+            .entry((s.labels["stage"].clone(), label))
+            .or_default() += s.value;
     }
     let mut want: BTreeMap<(String, String), f64> = BTreeMap::new();
     for (stage, codes) in model["replies"].as_object().unwrap() {
@@ -271,14 +279,20 @@ fn metrics_follow_the_run_and_end_equal_to_the_report() {
         &[("window", "run")],
     );
     let reported = model["throughput"]["messages_per_s"].as_f64().unwrap();
-    assert!((achieved - reported).abs() < 0.01, "{achieved} vs {reported}");
+    assert!(
+        (achieved - reported).abs() < 0.01,
+        "{achieved} vs {reported}"
+    );
 
     // SIGINT ends the linger early; the run's own exit code stands.
     let t0 = Instant::now();
     run.signal(nix::sys::signal::Signal::SIGINT);
     let (code, _, err) = run.finish();
     assert_eq!(code, Some(0), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(30), "linger not cut short");
+    assert!(
+        t0.elapsed() < Duration::from_secs(30),
+        "linger not cut short"
+    );
 }
 
 #[test]
@@ -374,7 +388,11 @@ fn dashboard_draws_the_run_live_in_chromium() {
         std::fs::metadata(&shot).unwrap().len() > 10_000,
         "empty screenshot"
     );
-    assert_eq!(browser::console(&log), Vec::<String>::new(), "console output");
+    assert_eq!(
+        browser::console(&log),
+        Vec::<String>::new(),
+        "console output"
+    );
     assert!(
         dom.contains("id=\"errors\" class=\"errors\" hidden"),
         "the page reported an error: {}",

@@ -74,7 +74,11 @@ pub fn encode(v: &View<'_>) -> String {
     let mut e = Enc(String::with_capacity(16 * 1024));
     let c = &v.totals.counters;
     let cfg = v.config;
-    e.family("run_info", "gauge", "The run: target, load model and run id (value 1).");
+    e.family(
+        "run_info",
+        "gauge",
+        "The run: target, load model and run id (value 1).",
+    );
     e.sample(
         "run_info",
         &[
@@ -84,21 +88,73 @@ pub fn encode(v: &View<'_>) -> String {
         ],
         1.0,
     );
-    e.gauge("running", "1 while the run lasts, 0 once it ended (final figures).", f(v.running));
-    e.gauge("elapsed_seconds", "Time since the run started.", v.elapsed.as_secs_f64());
+    e.gauge(
+        "running",
+        "1 while the run lasts, 0 once it ended (final figures).",
+        f(v.running),
+    );
+    e.gauge(
+        "elapsed_seconds",
+        "Time since the run started.",
+        v.elapsed.as_secs_f64(),
+    );
     for (name, help, n) in [
-        ("connections_opened_total", "Connections established.", c.conn_opened),
-        ("connections_failed_total", "Connection attempts that failed (connect, TLS or greeting).", c.conn_failed),
-        ("tls_handshakes_total", "TLS handshakes completed.", c.tls_handshakes),
-        ("tls_resumed_total", "TLS handshakes that resumed a session.", c.tls_resumed),
-        ("messages_offered_total", "Sends the load asked for (open loop: scheduled sends that came due).", c.offered),
-        ("messages_scheduled_total", "Open loop: sends scheduled.", c.scheduled),
+        (
+            "connections_opened_total",
+            "Connections established.",
+            c.conn_opened,
+        ),
+        (
+            "connections_failed_total",
+            "Connection attempts that failed (connect, TLS or greeting).",
+            c.conn_failed,
+        ),
+        (
+            "tls_handshakes_total",
+            "TLS handshakes completed.",
+            c.tls_handshakes,
+        ),
+        (
+            "tls_resumed_total",
+            "TLS handshakes that resumed a session.",
+            c.tls_resumed,
+        ),
+        (
+            "messages_offered_total",
+            "Sends the load asked for (open loop: scheduled sends that came due).",
+            c.offered,
+        ),
+        (
+            "messages_scheduled_total",
+            "Open loop: sends scheduled.",
+            c.scheduled,
+        ),
         ("messages_attempted_total", "Messages started.", c.attempted),
-        ("messages_late_total", "Open loop: messages started later than --late-after.", c.late),
-        ("messages_not_started_total", "Open loop: scheduled sends that never started (no free connection).", c.not_started),
-        ("recipients_sent_total", "Recipients sent (RCPT).", c.rcpt_attempted),
-        ("recipients_accepted_total", "Recipients accepted at RCPT.", c.rcpt_accepted),
-        ("message_bytes_total", "Message bytes sent (before dot-stuffing).", c.bytes),
+        (
+            "messages_late_total",
+            "Open loop: messages started later than --late-after.",
+            c.late,
+        ),
+        (
+            "messages_not_started_total",
+            "Open loop: scheduled sends that never started (no free connection).",
+            c.not_started,
+        ),
+        (
+            "recipients_sent_total",
+            "Recipients sent (RCPT).",
+            c.rcpt_attempted,
+        ),
+        (
+            "recipients_accepted_total",
+            "Recipients accepted at RCPT.",
+            c.rcpt_accepted,
+        ),
+        (
+            "message_bytes_total",
+            "Message bytes sent (before dot-stuffing).",
+            c.bytes,
+        ),
     ] {
         e.counter(name, help, n);
     }
@@ -117,7 +173,11 @@ pub fn encode(v: &View<'_>) -> String {
         e.sample("messages_total", &[("outcome", outcome)], n as f64);
     }
     rates(&mut e, v);
-    e.family("replies_total", "counter", "SMTP replies received, by stage and code (enhanced status code when the server sent one).");
+    e.family(
+        "replies_total",
+        "counter",
+        "SMTP replies received, by stage and code (enhanced status code when the server sent one).",
+    );
     for (k, n) in &v.totals.replies {
         let code = k.code.to_string();
         let enhanced = k.enhanced.map(|(a, b, c)| format!("{a}.{b}.{c}"));
@@ -127,11 +187,18 @@ pub fn encode(v: &View<'_>) -> String {
         }
         e.sample("replies_total", &labels, *n as f64);
     }
-    e.family("transport_errors_total", "counter", "Failures below the reply level, by stage and kind.");
+    e.family(
+        "transport_errors_total",
+        "counter",
+        "Failures below the reply level, by stage and kind.",
+    );
     for fc in &v.totals.faults {
         e.sample(
             "transport_errors_total",
-            &[("stage", fc.fault.stage.name()), ("kind", fc.fault.kind.name())],
+            &[
+                ("stage", fc.fault.stage.name()),
+                ("kind", fc.fault.kind.name()),
+            ],
             fc.count as f64,
         );
     }
@@ -174,22 +241,42 @@ fn rates(e: &mut Enc, v: &View<'_>) {
             Some(st) => st.value_at(v.elapsed),
             None => cfg.rate.unwrap_or(0.0),
         };
-        e.gauge("target_messages_per_second", "Open loop: the schedule's rate now (--rate or the current stage).", now);
+        e.gauge(
+            "target_messages_per_second",
+            "Open loop: the schedule's rate now (--rate or the current stage).",
+            now,
+        );
     }
 }
 
 /// Retries and the breaker, with a policy.
 fn resilience(e: &mut Enc, s: Option<&Summary>) {
     let Some(s) = s else { return };
-    e.counter("retries_total", "Policy retries: attempts after the first.", s.tally.retries);
+    e.counter(
+        "retries_total",
+        "Policy retries: attempts after the first.",
+        s.tally.retries,
+    );
     if let Some(b) = &s.breaker {
         let now = s.transitions.last().map_or(State::Closed, |t| t.to);
-        e.family("breaker_state", "gauge", "The circuit breaker's state: 1 for the current one.");
+        e.family(
+            "breaker_state",
+            "gauge",
+            "The circuit breaker's state: 1 for the current one.",
+        );
         for st in [State::Closed, State::Open, State::HalfOpen] {
             e.sample("breaker_state", &[("state", st.name())], f(st == now));
         }
-        e.family("breaker_transitions_total", "counter", "Circuit breaker transitions, by the state entered.");
-        for (to, n) in [("open", b.opened), ("closed", b.closed), ("half_open", b.half_opened)] {
+        e.family(
+            "breaker_transitions_total",
+            "counter",
+            "Circuit breaker transitions, by the state entered.",
+        );
+        for (to, n) in [
+            ("open", b.opened),
+            ("closed", b.closed),
+            ("half_open", b.half_opened),
+        ] {
             e.sample("breaker_transitions_total", &[("to", to)], n as f64);
         }
     }

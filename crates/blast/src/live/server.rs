@@ -167,10 +167,7 @@ fn router(roles: Roles, feed: Arc<Feed>, page: Bytes) -> Router {
                     async move { ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page) }
                 }),
             )
-            .route(
-                &format!("/{}", mailstorm_web::live::FEED_PATH),
-                get(report),
-            )
+            .route(&format!("/{}", mailstorm_web::live::FEED_PATH), get(report))
             // Browsers ask for it; a 404 would show on their console.
             .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }));
     }

@@ -316,6 +316,15 @@ fn bad_addresses_are_usage_errors_before_the_run() {
             vec!["--linger-metrics", "5s"],
             "--linger-metrics is for --metrics or --dashboard".to_string(),
         ),
+        (
+            vec![
+                "--scenario",
+                "configs/none.yaml",
+                "--dashboard",
+                "127.0.0.1:0",
+            ],
+            "--dashboard is for a plain run, not --scenario".to_string(),
+        ),
     ] {
         let mut all = vec!["-n", "10", "--no-pin", "-q"];
         all.extend(args.iter().copied());
@@ -324,6 +333,12 @@ fn bad_addresses_are_usage_errors_before_the_run() {
         assert!(err.contains(&want), "{args:?}: {err}");
         assert!(!out.contains("messages:"), "no run happened: {out}");
     }
+    let (code, _, err) = Running::start(&["capacity", "--metrics", "127.0.0.1:0"], &[]).finish();
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--metrics is for a plain run, not capacity"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -419,4 +434,110 @@ fn dashboard_draws_the_run_live_in_chromium() {
     // Thresholds as they stand.
     assert!(dom.contains("p99&lt;5s") || dom.contains("p99<5s"));
     assert!(browser::text_of(&dom, "live-status").starts_with("Live: updated"));
+}
+
+/// A 2 s outage (421 at the greeting) against a retry policy with a
+/// breaker, as `configs/scenarios/outage-breaker.yaml`: the breaker's
+/// state shows while the run lasts, and the final retries and transitions
+/// are the report's `resilience` figures.
+#[test]
+fn retries_and_the_breaker_show_live_and_end_as_reported() {
+    let dir = out_dir();
+    let plan = dir.join("outage-plan.yaml");
+    std::fs::write(
+        &plan,
+        "seed: 11\nrules:\n  - name: outage\n    stage: connect\n    window: { from: 0, to: 2 }\n    \
+         action:\n      reply: { code: 421, enhanced: 4.3.2, text: \"down\" }\n  - name: in-session\n    \
+         stage: mail\n    window: { from: 0, to: 2 }\n    action:\n      \
+         reply: { code: 421, enhanced: 4.3.2, text: \"down\" }\n",
+    )
+    .unwrap();
+    let profile = dir.join("outage-profile.yaml");
+    std::fs::write(
+        &profile,
+        "messages: 300\nconcurrency: 4\nseed: 7\npolicy:\n  max_attempts: 8\n  \
+         backoff: { kind: exponential, initial: 2s, multiplier: 2, max: 10s }\n  jitter: equal\n  \
+         breaker: { consecutive_failures: 5, cooldown: 10s, half_open_probes: 1 }\n",
+    )
+    .unwrap();
+    let report = dir.join("outage.json");
+    let _ = std::fs::remove_file(&report);
+    let mut run = Running::start(
+        &[
+            "--sink-plan",
+            plan.to_str().unwrap(),
+            "--profile",
+            profile.to_str().unwrap(),
+            "--time-scale",
+            "0.1",
+            "--interval",
+            "100ms",
+            "--no-pin",
+            "--metrics",
+            "127.0.0.1:0",
+            "--linger-metrics",
+            "60s",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let metrics = url_after(&mut run, "metrics: ");
+    // The breaker opens during the outage (cooldown 1 s, intervals 100 ms).
+    get_until(&metrics, "an open breaker", |b| {
+        b.contains("mailstorm_blast_breaker_state{state=\"closed\"} 0\n")
+    });
+    run.wait_line("the linger", |l| l.starts_with("live: serving the final"));
+    let (_, samples) = parse_prometheus(&get(&metrics).1);
+    let model: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let res = &model["resilience"];
+    let count = |v: &Value| v.as_u64().unwrap() as f64;
+    assert!(count(&res["load"]["retries"]) > 0.0, "{res}");
+    assert_eq!(
+        value(&samples, "mailstorm_blast_retries_total", &[]),
+        count(&res["load"]["retries"])
+    );
+    for (to, key) in [
+        ("open", "opened"),
+        ("closed", "closed"),
+        ("half_open", "half_opened"),
+    ] {
+        assert_eq!(
+            value(
+                &samples,
+                "mailstorm_blast_breaker_transitions_total",
+                &[("to", to)]
+            ),
+            count(&res["breaker"][key]),
+            "{to}"
+        );
+    }
+    let last = res["breaker"]["transitions"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()["to"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(last, "closed", "{res}");
+    assert_eq!(
+        value(
+            &samples,
+            "mailstorm_blast_breaker_state",
+            &[("state", "closed")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "mailstorm_blast_replies_total",
+            &[("stage", "banner"), ("code", "421")]
+        ),
+        model["replies"]["banner"]["421 4.3.2"].as_f64().unwrap()
+    );
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, _, err) = run.finish();
+    assert_eq!(code, Some(0), "{err}");
 }

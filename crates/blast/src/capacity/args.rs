@@ -114,6 +114,10 @@ const NOT_FOR_CAPACITY: &[&str] = &[
     "timeline",
     "scenario",
     "abort_on_fail",
+    // The live view is a plain run's (refused in `to_parts`).
+    "metrics",
+    "dashboard",
+    "linger_metrics",
 ];
 
 /// Parses `mailstorm-blast capacity` arguments (`argv` without the word

@@ -41,8 +41,9 @@ pub struct LiveArgs {
     pub linger_metrics: Option<Duration>,
     /// Serve a live dashboard at http://ADDR/ while the run lasts: the
     /// --html report's page (offered vs achieved, latency over time,
-    /// replies, errors, stages, thresholds as they stand), redrawn every
-    /// second from http://ADDR/report.json (the report model so far).
+    /// replies, errors, stages, thresholds as they stand), redrawn each
+    /// --interval (at least once a second) from http://ADDR/report.json
+    /// (the report model so far).
     /// May be the same ADDR as --metrics. Exit 2 when ADDR cannot be
     /// listened on, checked before the run.
     #[arg(long, value_name = "ADDR")]

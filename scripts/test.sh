@@ -222,10 +222,11 @@ step test cargo test --workspace
 # long to install here; see the script's docs.)
 step module-cycles-selftest python3 scripts/test_check_module_cycles.py
 step module-cycles python3 scripts/check-module-cycles.py
-# The HTML reports in headless chromium (also run by `cargo test` above,
-# where a missing browser only skips): here the browser is required.
+# The HTML reports and the live dashboard in headless chromium (also run
+# by `cargo test` above, where a missing browser only skips): here the
+# browser is required.
 step html-report env MAILSTORM_REQUIRE_BROWSER=1 \
-    cargo test -q -p mailstorm-blast --test html_report
+    cargo test -q -p mailstorm-blast --test html_report --test live
 
 # --- recipes: the README's "Using the sink in your tests", as written ---
 # pytest + smtplib and node:test + nodemailer against the sink binary, each

@@ -298,6 +298,9 @@ pub struct Args {
     /// With --ledger: how long to wait for accepted messages to arrive.
     #[arg(long, value_parser = parse_duration_arg)]
     pub drain: Option<std::time::Duration>,
+    /// Live view: --metrics ADDR, --dashboard ADDR, --linger-metrics.
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

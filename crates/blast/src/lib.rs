@@ -20,6 +20,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fault;
 pub mod ledger;
+pub mod live;
 pub mod message;
 pub mod net;
 pub mod policy;
@@ -170,6 +171,9 @@ pub struct Progress<'a> {
     pub row: &'a Row,
     /// Everything so far.
     pub totals: &'a Stats,
+    /// With a policy: its run-wide state and the tally of finished
+    /// messages so far (retries, breaker), for live outputs.
+    pub resilience: Option<(&'a policy::runtime::Resilience, &'a policy::runtime::Tally)>,
 }
 
 /// What a run produced.
@@ -379,6 +383,7 @@ pub fn run(
                 interval: cfg.interval,
                 row,
                 totals: &totals,
+                resilience: res.as_deref().map(|r| (r, &tally)),
             });
             printed += 1;
         }

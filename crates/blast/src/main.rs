@@ -220,6 +220,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         args.html.as_deref(),
     )?;
     let thresholds = cfg.threshold.as_deref().map(threshold::parse).transpose()?;
+    let mut live = mailstorm_blast::live::Live::start(&args.live, &cfg)?;
     net::raise_nofile(fds_needed(&cfg, embedded))?;
 
     // The embedded sink lives until the end of this function.
@@ -254,6 +255,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
                     params.stop.trigger();
                 }
             }
+            live.interval(&params, p);
             let line = report::progress_line(p);
             match &bar {
                 Some(b) => b.set_message(line),
@@ -335,6 +337,7 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
         }
         _ => {}
     }
+    live.end(&result, &json, &params.stop);
     written?;
     Ok(code)
 }
@@ -428,8 +431,6 @@ fn judge(
     }
 }
 
-/// `--scenario FILE`: the embedded sink with the plan, the profile, every
-/// expectation printed with its measured value; 1 when one fails.
 /// A seed from the clock when none was given (reported, so the run can be
 /// reproduced with --seed).
 fn fill_seed(cfg: &mut Config) {

@@ -132,40 +132,44 @@ pub fn to_json(r: &RunResult) -> Value {
 
 /// The timeline rows (what `--timeline` writes as CSV), for the HTML page.
 fn timeline_json(r: &RunResult) -> Value {
-    let step = r.config.interval.as_secs_f64();
     r.rows
         .iter()
         .enumerate()
-        .map(|(i, row)| {
-            let c = &row.counters;
-            let h = &row.latency;
-            let q = |q: f64| {
-                if h.is_empty() {
-                    0
-                } else {
-                    h.value_at_quantile(q)
-                }
-            };
-            json!({
-                "t_s": (((i + 1) as f64 * step) * 1000.0).round() / 1000.0,
-                "offered": c.offered,
-                "attempted": c.attempted,
-                "accepted": c.accepted,
-                "deferred": c.deferred,
-                "rejected": c.rejected,
-                "failed": c.failed,
-                "late": c.late,
-                "not_started": c.not_started,
-                "replies_4xx": row.replies_4xx,
-                "replies_5xx": row.replies_5xx,
-                "errors": row.errors,
-                "p50_us": q(0.5),
-                "p99_us": q(0.99),
-                "open_connections": row.open_connections,
-                "codes": row.codes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<String, Value>>(),
-            })
-        })
+        .map(|(i, row)| timeline_row(i, row, r.config.interval))
         .collect()
+}
+
+/// Timeline row `i` (0-based) of the report, `interval` long: also what
+/// the live dashboard appends once per interval.
+pub fn timeline_row(i: usize, row: &crate::Row, interval: std::time::Duration) -> Value {
+    let step = interval.as_secs_f64();
+    let c = &row.counters;
+    let h = &row.latency;
+    let q = |q: f64| {
+        if h.is_empty() {
+            0
+        } else {
+            h.value_at_quantile(q)
+        }
+    };
+    json!({
+        "t_s": (((i + 1) as f64 * step) * 1000.0).round() / 1000.0,
+        "offered": c.offered,
+        "attempted": c.attempted,
+        "accepted": c.accepted,
+        "deferred": c.deferred,
+        "rejected": c.rejected,
+        "failed": c.failed,
+        "late": c.late,
+        "not_started": c.not_started,
+        "replies_4xx": row.replies_4xx,
+        "replies_5xx": row.replies_5xx,
+        "errors": row.errors,
+        "p50_us": q(0.5),
+        "p99_us": q(0.99),
+        "open_connections": row.open_connections,
+        "codes": row.codes.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<Map<String, Value>>(),
+    })
 }
 
 /// Adds how the run ended to a report: each `--threshold` result

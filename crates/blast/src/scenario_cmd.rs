@@ -12,6 +12,7 @@ use super::{check_writable, Outputs};
 /// case per file. Exit 1 when any scenario failed or could not run.
 pub(crate) fn run(args: &Args) -> anyhow::Result<u8> {
     use mailstorm_blast::scenario::junit::{to_xml, Case};
+    args.live.refuse("--scenario")?;
     if args.scenario.len() > 1 && args.report.is_some() {
         return Err(BlastError::Config(
             "--report takes one scenario; with several use --junit".into(),

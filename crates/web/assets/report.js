@@ -2,12 +2,15 @@
    blaster run, mailstorm.capacity/1 from a capacity search) with uPlot.
    Layout and data shaping only: every chart is drawn by uPlot. Each chart's
    element carries data-points (x values plotted) and data-series so a
-   browser test can check the charts hold the data. */
+   browser test can check the charts hold the data. live(url) is the same
+   page fed by a running blaster: it polls the report model and re-renders
+   it until the outcome is no longer "running". */
 var MailstormReport = (function () {
   "use strict";
 
   var COLORS = ["#0969da", "#cf222e", "#2da44e", "#bf8700", "#8250df", "#57606a", "#e16f24"];
   var errors = [];
+  var charts = [];
 
   function showErrors() {
     var el = document.getElementById("errors");
@@ -56,6 +59,7 @@ var MailstormReport = (function () {
     };
     var data = [xs].concat(series.map(function (s) { return s.values; }));
     var u = new uPlot(opts, data, box);
+    charts.push(u);
     box.setAttribute("data-points", String(u.data[0].length));
     box.setAttribute("data-series", String(u.series.length - 1));
     return u;
@@ -192,13 +196,15 @@ var MailstormReport = (function () {
   function run(root, m) {
     var o = m.outcome || {};
     var ok = o.status === "ok";
+    var running = o.status === "running";
     var msgs = m.messages || {};
     var tp = (m.throughput || {}).messages_per_s;
     var lat = (m.latency_us || {}).latency || {};
-    var text = (ok ? "passed" : "did not pass (" + (o.status || "unknown") + ")") + ": " + num(msgs.accepted) +
+    var text = (ok ? "passed" : running ? "running" : "did not pass (" + (o.status || "unknown") + ")") + ": " +
+      num(msgs.accepted) +
       " of " + num(msgs.attempted) + " messages accepted, " + num(tp, 1) + " msgs/s, p99 " + ms(lat.p99) + " ms" +
       ((o.reasons && o.reasons.length) ? "; " + o.reasons.join("; ") : "");
-    root.appendChild(el("div", { "class": "verdict" + (ok ? "" : " bad"), id: "verdict" }, text));
+    root.appendChild(el("div", { "class": "verdict" + (ok ? "" : running ? " warn" : " bad"), id: "verdict" }, text));
     figures(root, [
       ["accepted", num(msgs.accepted)], ["deferred", num(msgs.deferred)], ["rejected", num(msgs.rejected)],
       ["failed", num(msgs.failed)], ["msgs/s", num(tp, 1)], ["p99 ms", ms(lat.p99)],
@@ -290,11 +296,53 @@ var MailstormReport = (function () {
     }
   }
 
+  /* Live mode: fetch the report model from url every pollMs and redraw it
+     (old charts destroyed first, so a long run does not pile them up) until
+     its outcome is final. A feed that does not answer is retried and shown
+     in #live-status, not as a page error: the run may have just ended. */
+  function live(url, pollMs, root) {
+    root = root || document.getElementById("report");
+    var status = el("p", { "class": "muted", id: "live-status" }, "Live: connecting to " + url + "…");
+    root.parentNode.insertBefore(status, root);
+    var updates = 0;
+    var misses = 0;
+    root.setAttribute("data-live", "connecting");
+    function again() { setTimeout(tick, pollMs || 1000); }
+    function tick() {
+      fetch(url, { cache: "no-store" }).then(function (r) {
+        if (!r.ok) { throw new Error("HTTP " + r.status); }
+        return r.json();
+      }).then(function (model) {
+        misses = 0;
+        var running = (model.outcome || {}).status === "running";
+        charts.forEach(function (u) { u.destroy(); });
+        charts = [];
+        while (root.firstChild) { root.removeChild(root.firstChild); }
+        root.removeAttribute("data-rendered");
+        render(model, root);
+        updates += 1;
+        root.setAttribute("data-updates", String(updates));
+        root.setAttribute("data-live", running ? "running" : "final");
+        status.textContent = running ? "Live: updated " + new Date().toLocaleTimeString() + " (" + updates +
+          " updates, every " + (pollMs || 1000) + " ms)" : "Live: the run ended; final report below.";
+        if (running) { again(); }
+      }).catch(function (e) {
+        misses += 1;
+        status.textContent = "Live: no answer from " + url + " (" + e.message + "), retry " + misses;
+        root.setAttribute("data-live", "unreachable");
+        if (misses < 30) { again(); }
+      });
+    }
+    tick();
+  }
+
   function boot() {
     window.addEventListener("error", function (e) { errors.push(String(e.message)); showErrors(); });
     var data = document.getElementById("report-data");
-    render(JSON.parse(data.textContent), document.getElementById("report"));
+    var model = JSON.parse(data.textContent);
+    if (model.schema === "mailstorm.live/1") { live(model.feed, model.poll_ms); return; }
+    render(model, document.getElementById("report"));
   }
 
-  return { render: render, boot: boot };
+  return { render: render, boot: boot, live: live };
 })();

@@ -114,6 +114,10 @@ const NOT_FOR_CAPACITY: &[&str] = &[
     "timeline",
     "scenario",
     "abort_on_fail",
+    // The live view is a plain run's (refused in `to_parts`).
+    "metrics",
+    "dashboard",
+    "linger_metrics",
 ];
 
 /// Parses `mailstorm-blast capacity` arguments (`argv` without the word
@@ -141,6 +145,7 @@ impl CapacityArgs {
     /// The base run configuration and the search options, validated.
     pub fn to_parts(&self) -> Result<(Config, Options), BlastError> {
         let r = &self.run;
+        r.live.refuse("capacity")?;
         for (given, flag) in [
             (r.rate.is_some(), "--rate"),
             (r.stages.is_some(), "--stages"),

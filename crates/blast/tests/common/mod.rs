@@ -3,6 +3,7 @@
 //! validator (the subset the report schema uses).
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod child;
 
 use std::io::{Read, Write};

@@ -260,7 +260,9 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration_arg)]
     pub interval: Option<std::time::Duration>,
 
-    /// Write the JSON report (schema mailstorm.report/2) here.
+    /// Write the JSON report (schema mailstorm.report/2) here; `-`: to
+    /// standard output between `-----BEGIN MAILSTORM REPORT-----` and
+    /// `-----END MAILSTORM REPORT-----` lines (for `kubectl logs`).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Write a per-interval CSV timeline here.
@@ -298,6 +300,27 @@ pub struct Args {
     /// With --ledger: how long to wait for accepted messages to arrive.
     #[arg(long, value_parser = parse_duration_arg)]
     pub drain: Option<std::time::Duration>,
+
+    // --- Sharded runs (issue 15): one block, see shard_split.rs. ---
+    /// Be shard I (0-based) of N processes forming one run (needs
+    /// --run-id): this process takes its share of the schedule,
+    /// connections and messages, its own trace sequence space; seeds come
+    /// from the run. Merge the reports with `mailstorm-blast merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The shard count when the index comes from JOB_COMPLETION_INDEX (a
+    /// Kubernetes Indexed Job).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+    /// Start at this wall-clock time (RFC 3339 or Unix seconds; at most
+    /// 1 h ahead, 10 s past), so all shards start together. A sharded run
+    /// without it starts on the next whole --interval of the clock.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
+    /// Print this process's effective settings (YAML, as --profile takes
+    /// them) and exit 0 without running: checks a command line.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -414,6 +437,14 @@ impl Args {
         }
         if let Some(v) = self.drain {
             c.drain = v;
+        }
+        let job_index = std::env::var("JOB_COMPLETION_INDEX").ok();
+        if let Some(s) = crate::shard_split::Shard::resolve(
+            self.shard.as_deref(),
+            self.shards,
+            job_index.as_deref(),
+        )? {
+            c.shard = Some(s);
         }
         if self.time_scale.is_some() {
             c.time_scale = self.time_scale;

@@ -127,7 +127,33 @@ pub fn to_json(r: &RunResult) -> Value {
             .map(|p| crate::policy::report::to_json(p, secs)),
         "interval_s": r.config.interval.as_secs_f64(),
         "timeline": timeline_json(r),
+        "run": {
+            "id": r.config.run_id,
+            "shard": r.config.shard,
+            "started_unix_us": unix_us(r.started_at),
+            "elapsed_us": r.elapsed.as_micros().min(u128::from(u64::MAX)) as u64,
+        },
+        "measurements": crate::measurements::Measurements::of(r),
     })
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+pub fn unix_us(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros().min(u128::from(u64::MAX)) as u64)
+}
+
+/// The line before a report written to standard output (`--report -`), so
+/// it can be picked out of a log (`kubectl logs`) that has other lines.
+pub const FRAME_BEGIN: &str = "-----BEGIN MAILSTORM REPORT-----";
+/// The line after it.
+pub const FRAME_END: &str = "-----END MAILSTORM REPORT-----";
+
+/// The report between the frame lines. Pretty-printed: short lines
+/// survive log pipelines that split long ones.
+pub fn framed(report: &Value) -> String {
+    let body = serde_json::to_string_pretty(report).unwrap_or_else(|_| report.to_string());
+    format!("{FRAME_BEGIN}\n{body}\n{FRAME_END}\n")
 }
 
 /// The timeline rows (what `--timeline` writes as CSV), for the HTML page.

@@ -29,6 +29,13 @@ an open-loop schedule (--concurrency caps the connections); with
 --concurrency selects concurrency, otherwise rate. The report and summary
 count messages per stage (by intended start).
 
+Sharded runs: `--shard I/N --run-id RUN` (or JOB_COMPLETION_INDEX with
+--shards N) makes this process shard I of N forming one run: it takes
+sends, connections and messages ≡ I (mod N) of the whole run's schedule,
+its own trace sequence space, the run's seed; `--start-at TIME` starts
+every shard together. `mailstorm-blast merge PARTS… --report run.json`
+merges their reports exactly (see `mailstorm-blast merge --help`).
+
 Resilience policies (profile `policy:` section, see configs/scenarios/):
 retries with max_attempts, backoff (fixed, exponential, Postfix's age-based)
 and seeded jitter, a retry budget, a circuit breaker, Postfix-style
@@ -52,7 +59,9 @@ Exit codes:
      the open-loop sends never started (connections busy: raise -c); or
      --abort-on-fail stopped the run
   2  usage or configuration error (including a --report/--timeline/--html
-     path that cannot be written, checked before the run)
+     path that cannot be written, checked before the run, and a --start-at
+     too far ahead or past); `merge` refusing a part (another run or
+     schema version, a duplicated or missing shard), naming the file
   3  target unreachable (resolution or first connection failed, or no
      connection could be opened during the run)
   4  internal error (a bug): the report and timeline hold what was

@@ -220,11 +220,11 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     }
     fill_seed(&mut cfg);
     let cfg = effective_config(&cfg)?;
+    let start_at = mailstorm_blast::start_at::resolve(&cfg, args.start_at.as_deref())?;
     if args.print_config {
         print!("{}", serde_yaml::to_string(&cfg.redacted())?);
         return Ok(exit::OK);
     }
-    let start_at = mailstorm_blast::start_at::resolve(&cfg, args.start_at.as_deref())?;
     let outputs = Outputs::check(
         cfg.report.as_deref(),
         cfg.timeline.as_deref(),

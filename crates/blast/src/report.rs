@@ -131,7 +131,7 @@ pub fn to_json(r: &RunResult) -> Value {
             "id": r.config.run_id,
             "shard": r.config.shard,
             "started_unix_us": unix_us(r.started_at),
-            "elapsed_us": r.elapsed.as_micros().min(u128::from(u64::MAX)) as u64,
+            "elapsed_ns": r.elapsed.as_nanos().min(u128::from(u64::MAX)) as u64,
         },
         "measurements": crate::measurements::Measurements::of(r),
     })

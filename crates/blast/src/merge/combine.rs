@@ -132,7 +132,7 @@ pub fn combine(parts: &[Part]) -> RunResult {
     let t0 = parts.iter().map(|p| p.started_us).min().unwrap_or(0);
     let mut totals = Stats::default();
     let mut rows: Vec<Row> = Vec::new();
-    let mut end_us = 0u128;
+    let mut end = Duration::ZERO;
     let mut config = first.config.clone();
     config.shard = None;
     config.trace_source = 0;
@@ -151,7 +151,7 @@ pub fn combine(parts: &[Part]) -> RunResult {
             }
             add_row(&mut rows[off + k], row);
         }
-        end_us = end_us.max(since + r.elapsed.as_micros());
+        end = end.max(Duration::from_micros(since as u64) + r.elapsed);
         config.threads += r.config.threads;
         for a in &r.config.source {
             if !config.source.contains(a) {
@@ -165,7 +165,7 @@ pub fn combine(parts: &[Part]) -> RunResult {
     RunResult {
         totals,
         rows,
-        elapsed: Duration::from_micros(end_us.min(u128::from(u64::MAX)) as u64),
+        elapsed: end,
         config,
         target: first.target.clone(),
         interrupted: parts.iter().any(|p| p.result.interrupted),

@@ -116,7 +116,7 @@ pub fn parse(text: &str, file: &str) -> Result<Part, MergeError> {
         .get("started_unix_us")
         .and_then(Value::as_u64)
         .ok_or_else(|| bad("no run.started_unix_us".into()))?;
-    let elapsed_us = run.get("elapsed_us").and_then(Value::as_u64);
+    let elapsed_ns = run.get("elapsed_ns").and_then(Value::as_u64);
     let field = |k: &str| json.get(k).cloned().unwrap_or(Value::Null);
     let config: Config =
         serde_json::from_value(field("config")).map_err(|e| bad(format!("config: {e}")))?;
@@ -129,8 +129,8 @@ pub fn parse(text: &str, file: &str) -> Result<Part, MergeError> {
         Value::Null => None,
         v => Some(serde_json::from_value(v).map_err(|e| bad(format!("ledger: {e}")))?),
     };
-    let elapsed = match elapsed_us {
-        Some(us) => Duration::from_micros(us),
+    let elapsed = match elapsed_ns {
+        Some(ns) => Duration::from_nanos(ns),
         None => Duration::from_secs_f64(field("duration_s").as_f64().unwrap_or(0.0).max(0.0)),
     };
     let target = json

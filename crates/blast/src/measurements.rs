@@ -11,9 +11,11 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use crate::report::{decode_histogram, encode_histogram};
 use crate::stats::{new_histogram, Counters, Fault, Stage, StageTally, Stats, Transport};
 use crate::{Row, RunResult};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 
 /// The section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -89,6 +91,22 @@ pub struct RowEntry {
     pub codes: BTreeMap<u16, u64>,
     /// End-to-end latency histogram (empty string: none recorded).
     pub hdr: String,
+}
+
+/// Base64 of the histogram in HdrHistogram's V2 compressed (deflate) format.
+pub fn encode_histogram(h: &Histogram<u64>) -> String {
+    let mut buf = Vec::new();
+    // Serialising into a Vec cannot fail on I/O; only absurd histograms fail.
+    let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
+    B64.encode(buf)
+}
+
+/// Decodes [`encode_histogram`]'s output (to merge reports).
+pub fn decode_histogram(s: &str) -> Option<Histogram<u64>> {
+    let bytes = B64.decode(s).ok()?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut std::io::Cursor::new(bytes))
+        .ok()
 }
 
 fn hdr(h: &Histogram<u64>) -> String {

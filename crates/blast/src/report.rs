@@ -3,9 +3,6 @@
 
 use std::fmt::Write;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use mailstorm_sample::HistSummary;
 use serde_json::{json, Map, Value};
@@ -31,21 +28,8 @@ pub fn latency_summary(h: &Histogram<u64>) -> Value {
     })
 }
 
-/// Base64 of the histogram in HdrHistogram's V2 compressed (deflate) format.
-pub fn encode_histogram(h: &Histogram<u64>) -> String {
-    let mut buf = Vec::new();
-    // Serialising into a Vec cannot fail on I/O; only absurd histograms fail.
-    let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
-    B64.encode(buf)
-}
-
-/// Decodes [`encode_histogram`]'s output (to merge reports).
-pub fn decode_histogram(s: &str) -> Option<Histogram<u64>> {
-    let bytes = B64.decode(s).ok()?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut std::io::Cursor::new(bytes))
-        .ok()
-}
+// The histogram codec lives with the lossless section that uses it most.
+pub use crate::measurements::{decode_histogram, encode_histogram};
 
 fn rate(n: u64, secs: f64) -> f64 {
     if secs > 0.0 {

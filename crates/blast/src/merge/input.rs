@@ -165,3 +165,37 @@ pub fn parse(text: &str, file: &str) -> Result<Part, MergeError> {
         unmerged,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unframes_one_report_and_refuses_two_or_a_cut() {
+        let log = format!("noise\n{FRAME_BEGIN}\n{{\"a\": 1}}\n{FRAME_END}\nmore noise\n");
+        assert_eq!(unframe(&log, "f").unwrap().trim(), "{\"a\": 1}");
+        assert_eq!(unframe("{\"b\": 2}", "f").unwrap(), "{\"b\": 2}");
+        let two = format!("{log}{log}");
+        let e = unframe(&two, "pod.log").unwrap_err().to_string();
+        assert!(
+            e.contains("pod.log") && e.contains("2 framed reports"),
+            "{e}"
+        );
+        let cut = format!("{FRAME_BEGIN}\n{{\"a\":");
+        let e = unframe(&cut, "cut.log").unwrap_err().to_string();
+        assert!(e.contains("cut.log") && e.contains("without"), "{e}");
+    }
+
+    #[test]
+    fn names_the_file_for_foreign_json() {
+        let e = parse("{\"schema\": \"other/1\"}", "x.json")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("x.json") && e.contains("other/1"), "{e}");
+        let e = parse("{}", "y.json").unwrap_err().to_string();
+        assert!(
+            e.contains("y.json") && e.contains("not a mailstorm-blast report"),
+            "{e}"
+        );
+    }
+}

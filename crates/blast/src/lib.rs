@@ -21,6 +21,8 @@ pub mod config;
 pub mod fault;
 pub mod ledger;
 pub mod live;
+pub mod measurements;
+pub mod merge;
 pub mod message;
 pub mod net;
 pub mod policy;
@@ -29,8 +31,10 @@ pub mod rng;
 pub mod scenario;
 mod session;
 mod shard;
+pub mod shard_split;
 pub mod stage_report;
 pub mod stages;
+pub mod start_at;
 pub mod stats;
 pub mod target;
 pub mod threshold;
@@ -200,6 +204,9 @@ pub struct RunResult {
     pub ledger: Option<ledger::Joined>,
     /// `mx:DOMAIN` or relay targets: DNS counters and per-relay figures.
     pub routing: Option<target::Routing>,
+    /// Wall-clock time of the start: interval `k` of the timeline covers
+    /// `started_at + k·interval` (what `merge` aligns shards' timelines on).
+    pub started_at: std::time::SystemTime,
 }
 
 impl RunResult {
@@ -218,6 +225,7 @@ impl RunResult {
             internal_error: Some(error),
             ledger: None,
             routing: None,
+            started_at: std::time::SystemTime::now() - elapsed,
         }
     }
 }
@@ -256,14 +264,19 @@ pub fn effective_config(cfg: &Config) -> Result<Config, BlastError> {
         // Connection slots: as many as the highest stage asks for.
         c.concurrency = (st.max_value() + 0.5).floor().max(1.0) as u32;
     }
+    if let Some(s) = c.shard {
+        prepare_shard(&mut c, s)?;
+    }
     crate::ledger::pick_ids(&mut c);
     if c.threads == 0 {
         c.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     }
+    // No more threads than this process's share of connections or messages.
+    let own = |n: u64| c.shard.map_or(n, |s| s.share(n));
     c.threads = c
         .threads
-        .min(c.concurrency as usize)
-        .min(c.messages.unwrap_or(u64::MAX).min(usize::MAX as u64) as usize)
+        .min(own(u64::from(c.concurrency)).min(usize::MAX as u64) as usize)
+        .min(own(c.messages.unwrap_or(u64::MAX)).min(usize::MAX as u64) as usize)
         .max(1);
     if c.stages.is_some() || (c.duration.is_none() && c.messages.is_none()) {
         c.duration = c.effective_duration();
@@ -271,10 +284,31 @@ pub fn effective_config(cfg: &Config) -> Result<Config, BlastError> {
     Ok(c)
 }
 
+/// A sharded process: the run id names the whole run (required), the seed
+/// and the trace's sequence space derive from it.
+fn prepare_shard(c: &mut Config, s: shard_split::Shard) -> Result<(), BlastError> {
+    let s = shard_split::Shard::new(s.index, s.count, "shard")?;
+    let Some(run) = c.run_id.clone() else {
+        return Err(BlastError::Config(format!(
+            "--shard {s}: give --run-id, the same in every shard, so the parts can be merged"
+        )));
+    };
+    shard_split::check_counts(s, u64::from(c.concurrency), c.messages)?;
+    if c.seed == 0 {
+        c.seed = shard_split::run_seed(&run);
+    }
+    if c.trace_source == 0 {
+        c.trace_source = shard_split::trace_source(&run, s);
+    }
+    Ok(())
+}
+
 /// File descriptors a run with this config needs (connections, plus the
 /// embedded sink's side when it runs in-process, plus slack).
 pub fn fds_needed(cfg: &Config, embedded: bool) -> u64 {
-    let conns = u64::from(cfg.concurrency);
+    let conns = cfg.shard.map_or(u64::from(cfg.concurrency), |s| {
+        s.share(cfg.concurrency.into())
+    });
     conns * if embedded { 2 } else { 1 } + 64 + 8 * cfg.threads as u64
 }
 
@@ -302,6 +336,7 @@ pub fn run(
     };
     let (tx, rx) = crossbeam_channel::unbounded();
     let start = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let res = match &cfg.policy {
         Some(p) => {
             let mut policy = p
@@ -333,17 +368,22 @@ pub fn run(
         stop: params.stop.clone(),
         tx,
     };
-    let split = |total: u64, i: usize| {
-        total / threads as u64 + u64::from((i as u64) < total % threads as u64)
-    };
     let mut handles = Vec::with_capacity(threads);
     for i in 0..threads {
+        // Numbered within the whole run when sharded across processes.
+        let slice = shard_split::thread_slice(
+            cfg.shard,
+            threads,
+            i,
+            u64::from(cfg.concurrency),
+            cfg.messages,
+        );
         let plan = shard::ShardLoad {
-            index: i,
-            shards: threads,
+            index: slice.index as usize,
+            shards: slice.stride as usize,
             cpu: (cfg.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]),
-            workers: split(u64::from(cfg.concurrency), i) as u32,
-            messages: cfg.messages.map(|m| split(m, i)),
+            workers: slice.workers as u32,
+            messages: slice.messages,
         };
         let h = shard::spawn(plan, shared.clone())
             .map_err(|e| BlastError::Runtime(format!("cannot start shard thread: {e}")))?;
@@ -408,6 +448,7 @@ pub fn run(
         internal_error,
         ledger: None,
         routing: targets.map(|t| t.routing()),
+        started_at,
     })
 }
 

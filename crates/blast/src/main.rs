@@ -14,8 +14,8 @@ use mailstorm_blast::capacity::Endpoint;
 use mailstorm_blast::cli::Args;
 use mailstorm_blast::config::{self, Config};
 use mailstorm_blast::{
-    effective_config, fds_needed, net, report, threshold, verdict, BlastError, RunParams,
-    RunResult, StopSignal,
+    effective_config, fds_needed, net, report, threshold, BlastError, RunParams, RunResult,
+    StopSignal,
 };
 
 mod capacity_cmd;
@@ -24,25 +24,7 @@ mod scenario_cmd;
 /// The embedded default run's message cap (with the default duration).
 const EMBEDDED_MESSAGES: u64 = 20_000;
 
-/// Exit codes; `--help` and the README list the same table.
-mod exit {
-    /// The run completed and passed.
-    pub const OK: u8 = 0;
-    /// A --threshold check or scenario expectation failed, or the run
-    /// cannot pass (nothing accepted, target stopped answering, load not
-    /// offered).
-    pub const FAILED: u8 = 1;
-    /// Usage or configuration error, an output path that cannot be written.
-    pub const USAGE: u8 = 2;
-    /// The target cannot be reached.
-    pub const UNREACHABLE: u8 = 3;
-    /// A bug in the blaster (a panic): what was measured is still written.
-    pub const INTERNAL: u8 = 4;
-    /// Stopped by SIGINT or SIGTERM: outputs written, `interrupted: true`.
-    pub const INTERRUPTED: u8 = 5;
-    /// A second SIGINT/SIGTERM: exit at once, nothing written.
-    pub const ABORTED: i32 = 130;
-}
+use mailstorm_blast::verdict::{exit, judge};
 
 fn main() -> ExitCode {
     // Printing into a closed pipe (`| head`) should end the program quietly,
@@ -57,6 +39,14 @@ fn main() -> ExitCode {
     }
     // `mailstorm-blast capacity …` is its own command with its own flags
     // (the run flags included); anything else is a run.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "merge") {
+        let argv = std::env::args_os()
+            .enumerate()
+            .filter(|(i, _)| *i != 1)
+            .map(|(_, a)| a);
+        let args = mailstorm_blast::merge::args::MergeArgs::parse_from(argv);
+        return guarded(move || mailstorm_blast::merge::run(&args));
+    }
     if std::env::args_os().nth(1).is_some_and(|a| a == "capacity") {
         let argv = std::env::args_os()
             .enumerate()
@@ -114,7 +104,8 @@ impl Outputs {
             ("--timeline", timeline),
             ("--html", html),
         ] {
-            if let Some(p) = path {
+            // `--report -`: standard output, always writable.
+            if let Some(p) = path.filter(|p| *p != Path::new("-")) {
                 check_writable(p)
                     .map_err(|e| BlastError::Config(format!("{flag} {}: {e}", p.display())))?;
             }
@@ -137,6 +128,10 @@ impl Outputs {
     ) -> anyhow::Result<()> {
         let mut first_err = None;
         if let (Some(path), Some(json)) = (&self.report, report) {
+            if path == Path::new("-") {
+                print!("{}", report::framed(json));
+                return self.write_rest(report, timeline, title, first_err);
+            }
             let res = serde_json::to_string_pretty(json)
                 .map_err(anyhow::Error::from)
                 .and_then(|j| Ok(std::fs::write(path, j + "\n")?))
@@ -148,6 +143,17 @@ impl Outputs {
                 }
             }
         }
+        self.write_rest(report, timeline, title, first_err)
+    }
+
+    /// The timeline and the HTML page (after the report).
+    fn write_rest(
+        &self,
+        report: Option<&serde_json::Value>,
+        timeline: &str,
+        title: &str,
+        mut first_err: Option<anyhow::Error>,
+    ) -> anyhow::Result<()> {
         if let Some(path) = &self.timeline {
             if let Err(e) = std::fs::write(path, timeline) {
                 first_err.get_or_insert(
@@ -214,6 +220,11 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
     }
     fill_seed(&mut cfg);
     let cfg = effective_config(&cfg)?;
+    let start_at = mailstorm_blast::start_at::resolve(&cfg, args.start_at.as_deref())?;
+    if args.print_config {
+        print!("{}", serde_yaml::to_string(&cfg.redacted())?);
+        return Ok(exit::OK);
+    }
     let outputs = Outputs::check(
         cfg.report.as_deref(),
         cfg.timeline.as_deref(),
@@ -228,6 +239,12 @@ fn real_main(args: Args) -> anyhow::Result<u8> {
 
     let stop = StopSignal::new();
     install_signal_handlers(stop.clone(), cfg.grace);
+    if let Some(at) = start_at {
+        if !mailstorm_blast::start_at::wait_until(at, &stop) {
+            eprintln!("mailstorm-blast: stopped while waiting for --start-at");
+            return Ok(exit::INTERRUPTED);
+        }
+    }
     let params = RunParams {
         config: cfg.clone(),
         addr: ep.addr,
@@ -373,67 +390,13 @@ fn join_ledger(
     }
 }
 
-/// The exit code, the report's status and every reason the run did not
-/// pass. A bug outranks an interruption, which outranks the verdicts.
-fn judge(
-    result: &RunResult,
-    checked: Option<&[threshold::Outcome]>,
-) -> (u8, &'static str, Vec<String>) {
-    if let Some(e) = &result.internal_error {
-        return (
-            exit::INTERNAL,
-            "internal_error",
-            vec![format!("internal error: {e}")],
-        );
-    }
-    if result.interrupted {
-        return (
-            exit::INTERRUPTED,
-            "interrupted",
-            vec!["interrupted by a signal: partial results".into()],
-        );
-    }
-    let c = &result.totals.counters;
-    if c.conn_opened == 0 && c.attempted > 0 {
-        return (
-            exit::UNREACHABLE,
-            "unreachable",
-            vec![format!(
-                "target unreachable: no connection to {} could be opened",
-                result.target
-            )],
-        );
-    }
-    let mut reasons: Vec<String> = checked
-        .iter()
-        .flat_map(|o| o.iter())
-        .filter(|o| !o.passed)
-        .map(|o| match &o.broke_in {
-            Some((i, m)) => format!(
-                "threshold failed: {} (measured {}; first broken in stage {i}, measured {m})",
-                o.text,
-                o.measured()
-            ),
-            None => format!("threshold failed: {} (measured {})", o.text, o.measured()),
-        })
-        .collect();
-    reasons.extend(
-        verdict::problems(result)
-            .into_iter()
-            // With --threshold, the user's checks judge the target.
-            .filter(|p| checked.is_none() || !p.judges_target())
-            .map(|p| format!("run failed: {p}")),
-    );
-    if reasons.is_empty() {
-        (exit::OK, "ok", reasons)
-    } else {
-        (exit::FAILED, "failed", reasons)
-    }
-}
-
 /// A seed from the clock when none was given (reported, so the run can be
 /// reproduced with --seed).
 fn fill_seed(cfg: &mut Config) {
+    if let (0, Some(_), Some(run)) = (cfg.seed, cfg.shard, &cfg.run_id) {
+        // Every shard the same seed: per-message draws match the single run.
+        cfg.seed = mailstorm_blast::shard_split::run_seed(run);
+    }
     if cfg.seed == 0 {
         cfg.seed = mailstorm_blast::rng::splitmix64(
             &mut (std::process::id() as u64

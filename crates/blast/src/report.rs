@@ -3,9 +3,6 @@
 
 use std::fmt::Write;
 
-use base64::engine::general_purpose::STANDARD as B64;
-use base64::Engine;
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use mailstorm_sample::HistSummary;
 use serde_json::{json, Map, Value};
@@ -31,21 +28,8 @@ pub fn latency_summary(h: &Histogram<u64>) -> Value {
     })
 }
 
-/// Base64 of the histogram in HdrHistogram's V2 compressed (deflate) format.
-pub fn encode_histogram(h: &Histogram<u64>) -> String {
-    let mut buf = Vec::new();
-    // Serialising into a Vec cannot fail on I/O; only absurd histograms fail.
-    let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
-    B64.encode(buf)
-}
-
-/// Decodes [`encode_histogram`]'s output (to merge reports).
-pub fn decode_histogram(s: &str) -> Option<Histogram<u64>> {
-    let bytes = B64.decode(s).ok()?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut std::io::Cursor::new(bytes))
-        .ok()
-}
+// The histogram codec lives with the lossless section that uses it most.
+pub use crate::measurements::{decode_histogram, encode_histogram};
 
 fn rate(n: u64, secs: f64) -> f64 {
     if secs > 0.0 {
@@ -127,7 +111,33 @@ pub fn to_json(r: &RunResult) -> Value {
             .map(|p| crate::policy::report::to_json(p, secs)),
         "interval_s": r.config.interval.as_secs_f64(),
         "timeline": timeline_json(r),
+        "run": {
+            "id": r.config.run_id,
+            "shard": r.config.shard,
+            "started_unix_us": unix_us(r.started_at),
+            "elapsed_ns": r.elapsed.as_nanos().min(u128::from(u64::MAX)) as u64,
+        },
+        "measurements": crate::measurements::Measurements::of(r),
     })
+}
+
+/// Microseconds since the Unix epoch (0 before it).
+pub fn unix_us(t: std::time::SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros().min(u128::from(u64::MAX)) as u64)
+}
+
+/// The line before a report written to standard output (`--report -`), so
+/// it can be picked out of a log (`kubectl logs`) that has other lines.
+pub const FRAME_BEGIN: &str = "-----BEGIN MAILSTORM REPORT-----";
+/// The line after it.
+pub const FRAME_END: &str = "-----END MAILSTORM REPORT-----";
+
+/// The report between the frame lines. Pretty-printed: short lines
+/// survive log pipelines that split long ones.
+pub fn framed(report: &Value) -> String {
+    let body = serde_json::to_string_pretty(report).unwrap_or_else(|_| report.to_string());
+    format!("{FRAME_BEGIN}\n{body}\n{FRAME_END}\n")
 }
 
 /// The timeline rows (what `--timeline` writes as CSV), for the HTML page.

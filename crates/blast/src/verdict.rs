@@ -176,6 +176,84 @@ fn stopped_answering(r: &RunResult) -> Option<Problem> {
         .then_some(Problem::StoppedAnswering { since_s, errors })
 }
 
+/// Exit codes; `--help` and the README list the same table.
+pub mod exit {
+    /// The run completed and passed.
+    pub const OK: u8 = 0;
+    /// A --threshold check or scenario expectation failed, or the run
+    /// cannot pass (nothing accepted, target stopped answering, load not
+    /// offered).
+    pub const FAILED: u8 = 1;
+    /// Usage or configuration error, an output path that cannot be written.
+    pub const USAGE: u8 = 2;
+    /// The target cannot be reached.
+    pub const UNREACHABLE: u8 = 3;
+    /// A bug in the blaster (a panic): what was measured is still written.
+    pub const INTERNAL: u8 = 4;
+    /// Stopped by SIGINT or SIGTERM: outputs written, `interrupted: true`.
+    pub const INTERRUPTED: u8 = 5;
+    /// A second SIGINT/SIGTERM: exit at once, nothing written.
+    pub const ABORTED: i32 = 130;
+}
+
+/// The exit code, the report's status and every reason the run did not
+/// pass. A bug outranks an interruption, which outranks the verdicts.
+pub fn judge(
+    result: &RunResult,
+    checked: Option<&[crate::threshold::Outcome]>,
+) -> (u8, &'static str, Vec<String>) {
+    if let Some(e) = &result.internal_error {
+        return (
+            exit::INTERNAL,
+            "internal_error",
+            vec![format!("internal error: {e}")],
+        );
+    }
+    if result.interrupted {
+        return (
+            exit::INTERRUPTED,
+            "interrupted",
+            vec!["interrupted by a signal: partial results".into()],
+        );
+    }
+    let c = &result.totals.counters;
+    if c.conn_opened == 0 && c.attempted > 0 {
+        return (
+            exit::UNREACHABLE,
+            "unreachable",
+            vec![format!(
+                "target unreachable: no connection to {} could be opened",
+                result.target
+            )],
+        );
+    }
+    let mut reasons: Vec<String> = checked
+        .iter()
+        .flat_map(|o| o.iter())
+        .filter(|o| !o.passed)
+        .map(|o| match &o.broke_in {
+            Some((i, m)) => format!(
+                "threshold failed: {} (measured {}; first broken in stage {i}, measured {m})",
+                o.text,
+                o.measured()
+            ),
+            None => format!("threshold failed: {} (measured {})", o.text, o.measured()),
+        })
+        .collect();
+    reasons.extend(
+        problems(result)
+            .into_iter()
+            // With --threshold, the user's checks judge the target.
+            .filter(|p| checked.is_none() || !p.judges_target())
+            .map(|p| format!("run failed: {p}")),
+    );
+    if reasons.is_empty() {
+        (exit::OK, "ok", reasons)
+    } else {
+        (exit::FAILED, "failed", reasons)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +277,7 @@ mod tests {
             internal_error: None,
             ledger: None,
             routing: None,
+            started_at: std::time::SystemTime::UNIX_EPOCH,
         }
     }
 

@@ -156,6 +156,10 @@ impl CapacityArgs {
             (!r.scenario.is_empty(), "--scenario"),
             (r.stages_mode.is_some(), "--stages-mode"),
             (r.abort_on_fail, "--abort-on-fail (use --abort-if)"),
+            // A search steers one process's load; shards would each search.
+            (r.shard.is_some() || r.shards.is_some(), "--shard/--shards"),
+            (r.start_at.is_some(), "--start-at"),
+            (r.print_config, "--print-config"),
         ] {
             if given {
                 return Err(BlastError::Config(format!(

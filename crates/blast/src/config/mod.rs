@@ -214,6 +214,10 @@ pub struct Config {
     /// `--drain`: how long the ledger join waits for arrivals.
     #[serde(with = "dur")]
     pub drain: Duration,
+    /// `--shard I/N`: this process is one slice of a run of N (the other
+    /// settings are the whole run's; see [`crate::shard_split`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<crate::shard_split::Shard>,
 }
 
 impl Default for Config {
@@ -277,6 +281,7 @@ impl Default for Config {
             trace_source: 0,
             ledger: None,
             drain: Duration::from_secs(60),
+            shard: None,
         }
     }
 }

@@ -181,7 +181,8 @@ pub struct FaultCount {
 }
 
 /// Message and connection counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Counters {
     /// Sends the load asked for: open loop, the scheduled sends that came
     /// due; closed loop, the messages started (a free connection asks).
@@ -257,7 +258,8 @@ impl Counters {
 
 /// What happened to the messages of one load stage (`--stages`): sends
 /// are counted in the stage of their intended start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct StageTally {
     /// Open loop: sends scheduled in the stage.
     pub scheduled: u64,

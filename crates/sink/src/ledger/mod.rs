@@ -16,6 +16,7 @@
 mod report;
 mod space;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -246,11 +247,16 @@ fn record_in(
 ) -> usize {
     run.touched = tick;
     run.last_us = run.last_us.max(now_us);
-    if !run.spaces.contains_key(&t.source) && run.spaces.len() >= MAX_SOURCES {
-        run.dropped += 1;
-        return 0;
-    }
-    let space = run.spaces.entry(t.source).or_default();
+    // One hash per arrival: the entry decides between known and new.
+    let full = run.spaces.len() >= MAX_SOURCES;
+    let space = match run.spaces.entry(t.source) {
+        Entry::Occupied(e) => e.into_mut(),
+        Entry::Vacant(_) if full => {
+            run.dropped += 1;
+            return 0;
+        }
+        Entry::Vacant(v) => v.insert(Space::default()),
+    };
     let before = space.pages();
     let n = u64::from(t.rcpts.max(1));
     match space.record(t.seq, k.max(1), n, may_grow) {

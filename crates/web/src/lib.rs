@@ -9,6 +9,8 @@
 //! CSS itself and feed the same `render(model)` entry point.
 #![deny(missing_docs)]
 
+pub mod sink;
+
 /// uPlot 1.6.32, minified IIFE build (MIT, see `assets/vendor/uplot`).
 pub const UPLOT_JS: &str = include_str!("../assets/vendor/uplot/uPlot.iife.min.js");
 /// uPlot's stylesheet.

@@ -11,6 +11,10 @@ pub const SINK_JS: &str = include_str!("../assets/sink.js");
 /// The dashboard's stylesheet, on top of the report's.
 pub const SINK_CSS: &str = include_str!("../assets/sink.css");
 
+/// An empty inline icon: without it the browser asks the sink for
+/// `/favicon.ico` (a 404 on its console).
+const NO_ICON: &str = "<link rel=\"icon\" href=\"data:,\">";
+
 /// The dashboard page, titled `title`, for a sink whose control API serves
 /// it (its data calls are same-origin, relative URLs).
 pub fn sink_page(title: &str) -> String {
@@ -18,7 +22,7 @@ pub fn sink_page(title: &str) -> String {
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{title}</title>\n<style>\n{UPLOT_CSS}\n{PAGE_CSS}\n{SINK_CSS}\n</style>\n</head>\n\
+         <title>{title}</title>\n{NO_ICON}\n<style>\n{UPLOT_CSS}\n{PAGE_CSS}\n{SINK_CSS}\n</style>\n</head>\n\
          <body class=\"sink\">\n<header><h1>{title}</h1><span id=\"status\" class=\"muted\">connecting…</span></header>\n\
          <div id=\"errors\" class=\"errors\" hidden></div>\n\
          <noscript><p>The dashboard needs JavaScript; the same figures are at /stats, /clients, \
@@ -41,7 +45,7 @@ pub fn token_page(wrong: bool) -> String {
     };
     format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <title>mailstorm-sink: token required</title>\n<style>\n{PAGE_CSS}\n</style>\n</head>\n\
+         <title>mailstorm-sink: token required</title>\n{NO_ICON}\n<style>\n{PAGE_CSS}\n</style>\n</head>\n\
          <body>\n<header><h1>mailstorm-sink</h1></header>\n{note}\
          <p>This control API is protected by a token (<code>--control-token</code>).</p>\n\
          <form method=\"get\" action=\"/\"><label>Token <input type=\"password\" name=\"token\" \
@@ -60,7 +64,9 @@ mod tests {
         assert!(p.contains("<title>sink on &lt;evil&gt;&quot;host&quot;</title>"));
         assert!(!p.contains("<evil>"));
         assert!(!p.contains(" src=\""));
-        assert!(!p.contains("<link "));
+        // The only link is the empty inline icon.
+        assert_eq!(p.matches("<link ").count(), 1);
+        assert!(p.contains(NO_ICON));
         assert!(p.contains("MailstormSink.boot("));
         assert_eq!(p.matches("</script>").count(), 3);
         let t = token_page(true);

@@ -354,7 +354,7 @@ var MailstormSink = (function () {
     if (inflight) { return inflight; }
     if (now && timer) { clearTimeout(timer); timer = null; }
     var started = Date.now();
-    inflight = fetch("dashboard.json?limit=50&q=" + encodeURIComponent(query), { credentials: "same-origin" })
+    inflight = fetch("dashboard.json?limit=25&q=" + encodeURIComponent(query), { credentials: "same-origin" })
       .then(function (r) {
         if (r.status === 401) { throw new Error("unauthorized: reload the page and give the token"); }
         if (!r.ok) { throw new Error("HTTP " + r.status); }

@@ -241,6 +241,15 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Ask first, so the browser's helper processes leave the profile
+        // before it is removed; kill if it has not gone within the bound.
+        self.next_id += 1;
+        let close = json!({"id": self.next_id, "method": "Browser.close"});
+        let _ = self.to.write_all(format!("{close}\0").as_bytes());
+        let end = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < end && matches!(self.child.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.profile);

@@ -151,7 +151,7 @@ fn traffic(addr: SocketAddr, stop: &AtomicBool, sent: &AtomicU64, max: u64) {
         sent.store(n, Ordering::Relaxed);
         // Pacing (not synchronisation): about 200 messages a second keeps
         // the charts moving for a few seconds without loading the machine.
-        if n % 10 == 0 {
+        if n.is_multiple_of(10) {
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
@@ -361,7 +361,7 @@ fn format_num(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -485,12 +485,10 @@ fn clients_on_one_address_are_told_apart_by_ehlo_name() {
     let (sink, ctl) = sink(None);
     // The referee watches while a plan is loaded.
     put_plan(ctl, OLD_PLAN);
-    let mut n = 0;
-    for name in ["one.test", "two.test"] {
+    for (n, name) in (0..).zip(["one.test", "two.test"]) {
         let mut c = Client::connect(sink.local_addr());
         assert_eq!(c.cmd(&format!("EHLO {name}")).code, 250);
         assert_eq!(send_one(&mut c, n, name), 250);
-        n += 1;
         c.cmd("QUIT");
     }
     // And one that never greets: known by its address.

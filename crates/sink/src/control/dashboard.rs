@@ -59,11 +59,11 @@ pub(super) fn cookie_matches(headers: &HeaderMap, token: &str) -> bool {
 /// The `token` query parameter of `GET /`, if any.
 fn query_token(req: &Request) -> Option<String> {
     let q = req.uri().query()?;
-    serde_urlencoded_token(q)
+    token_param(q)
 }
 
 /// `token=` from a query string, percent-decoded (`+` is a space).
-fn serde_urlencoded_token(q: &str) -> Option<String> {
+fn token_param(q: &str) -> Option<String> {
     q.split('&').find_map(|kv| {
         let (k, v) = kv.split_once('=')?;
         (k == "token").then(|| percent_decode(v))
@@ -283,10 +283,10 @@ mod tests {
     #[test]
     fn tokens_from_queries_and_cookies() {
         assert_eq!(
-            serde_urlencoded_token("a=1&token=s%20e+c%2F").as_deref(),
+            token_param("a=1&token=s%20e+c%2F").as_deref(),
             Some("s e c/")
         );
-        assert_eq!(serde_urlencoded_token("tokens=x"), None);
+        assert_eq!(token_param("tokens=x"), None);
         assert_eq!(percent_decode("%zz%4"), "%zz%4");
         let mut h = HeaderMap::new();
         h.append(header::COOKIE, HeaderValue::from_static("a=b"));
@@ -295,6 +295,38 @@ mod tests {
         h.append(header::COOKIE, HeaderValue::from_str(&c).unwrap());
         assert!(cookie_matches(&h, "tok;en"));
         assert!(!cookie_matches(&h, "tok;en2"));
+    }
+
+    /// A backend without plan support: only the required methods.
+    struct Bare;
+
+    impl ControlBackend for Bare {
+        fn stats_json(&self) -> Value {
+            json!({"messages_accepted": 2})
+        }
+        fn metrics_text(&self) -> String {
+            String::new()
+        }
+        fn reset(&self, _f: &ClientFilter) {}
+        fn messages(&self, _f: &ClientFilter) -> Value {
+            json!([{"id": 1, "mail_from": "a@x.test", "rcpt_to": ["b@y.test"], "subject": "one"},
+                   {"id": 2, "mail_from": "c@x.test", "rcpt_to": ["d@y.test"], "subject": "two"}])
+        }
+        fn message_raw(&self, _id: u64) -> Option<Vec<u8>> {
+            None
+        }
+        fn clear_messages(&self, _f: &ClientFilter) {}
+    }
+
+    #[test]
+    fn the_feed_without_plan_support() {
+        let f = feed_json(&Bare, "D@Y", 10);
+        assert_eq!(f["stats"]["messages_accepted"], 2);
+        assert_eq!(f["faults"], Value::Null);
+        assert_eq!(f["clients"], Value::Null);
+        assert_eq!(f["clients_total"], 0);
+        assert_eq!(f["messages"]["matched"], 1);
+        assert_eq!(f["messages"]["messages"][0]["id"], 2);
     }
 
     #[test]

@@ -24,6 +24,11 @@
 #            loop against a sink that answers end of data after 6 s).
 #   clock    the open-loop generator's own lateness at 20,000 msgs/s from
 #            one shard (p50 target ≤ 20 µs, p99 ≤ 100 µs).
+#   dashboard the sink dashboard's cost: mailstorm-blast -> mailstorm-sink
+#            (control API on, --keep 1000, a faults-only plan so every part
+#            of the feed is busy) with no browser vs a poller fetching
+#            GET /dashboard.json at the page's rate (1/s) and GET /plan once,
+#            as the open page does (target: within 5% of no browser).
 #   capacity time a `mailstorm-blast capacity` search takes to find the knee of
 #            configs/bench/capacity-32x5ms.yaml (the sink's queue model, 6,400 msgs/s) within 5%,
 #            default steps (3 s warm-up + 10 s), and how close the knee is.
@@ -45,13 +50,14 @@ cd "$ROOT"
 
 ROUNDS="${ROUNDS:-5}"
 SCENARIOS="${SCENARIOS:-a b c d}"
-SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock capacity trace}"
+SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock capacity trace dashboard}"
 SCALE="${SCALE:-1}"
 DEPTH="${DEPTH:-16}"
 SINK_CPU="${SINK_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
 PORT_POSTFIX="${PORT_POSTFIX:-26025}"
 PORT_MAILSTORM="${PORT_MAILSTORM:-26026}"
+PORT_CONTROL="${PORT_CONTROL:-26027}"
 OUT="${OUT:-$ROOT/bench-results}"
 mkdir -p "$OUT"
 
@@ -111,16 +117,51 @@ start_sink() {
             SINK_PID=$!; SINK_PORT=$PORT_MAILSTORM ;;
         mailstorm)
             # SINK_PLAN: a fault plan for this run (the plans section).
-            local plan_args=()
+            local plan_args=() control=(--control off)
             [[ -n "${SINK_PLAN:-}" ]] && plan_args=(--plan "$SINK_PLAN")
+            # SINK_CONTROL=1: the control API on (the dashboard section),
+            # with kept messages for the dashboard to list and search.
+            [[ -n "${SINK_CONTROL:-}" ]] && control=(--control "127.0.0.1:$PORT_CONTROL" --keep 1000)
             taskset -c "$SINK_CPU" "$MAILSTORM_SINK" --listen "127.0.0.1:$PORT_MAILSTORM" \
-                --threads 1 --control off --quiet "${plan_args[@]}" >>"$OUT/mailstorm-sink.log" 2>&1 &
+                --threads 1 "${control[@]}" --quiet "${plan_args[@]}" >>"$OUT/mailstorm-sink.log" 2>&1 &
             SINK_PID=$!; SINK_PORT=$PORT_MAILSTORM ;;
     esac
     wait_port "$SINK_PORT"
+    if [[ -n "${DASHBOARD_POLL:-}" ]]; then
+        wait_port "$PORT_CONTROL"
+        start_poller
+    fi
+}
+
+# The open dashboard's requests, without a browser: the page once, GET /plan
+# once, then GET /dashboard.json every second (as sink.js polls), on the
+# client's CPU. It counts its polls into $OUT/.dashboard-polls on SIGTERM.
+start_poller() {
+    taskset -c "$CLIENT_CPU" python3 - "$PORT_CONTROL" "$OUT/.dashboard-polls" <<'PY' &
+import signal, sys, time, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}"
+polls = 0
+def done(*_):
+    open(sys.argv[2], "w").write(str(polls))
+    sys.exit(0)
+signal.signal(signal.SIGTERM, done)
+get = lambda path: urllib.request.urlopen(base + path, timeout=10).read()
+get("/"); get("/plan")
+while True:
+    t = time.monotonic()
+    get("/dashboard.json?limit=25&q=")
+    polls += 1
+    time.sleep(max(0.0, 1.0 - (time.monotonic() - t)))
+PY
+    POLLER_PID=$!
 }
 
 stop_sink() {
+    if [[ -n "${POLLER_PID:-}" ]]; then
+        kill "$POLLER_PID" 2>/dev/null || true
+        wait "$POLLER_PID" 2>/dev/null || true
+        POLLER_PID=""
+    fi
     kill "$SINK_PID" 2>/dev/null || true
     wait "$SINK_PID" 2>/dev/null || true
     if [[ -n "${PF_ROOT:-}" ]]; then
@@ -392,6 +433,25 @@ trace_case() { # round variant
         "${PLAN_ARGS[@]}" --pipeline-depth "$DEPTH" "${extra[@]}"
 }
 
+# --- dashboard: the cost of an open sink dashboard ------------------------
+# Both variants: control API on, --keep 1000 (the page lists and searches
+# kept messages), configs/bench/flaky-relay-faults-only.yaml (faults by rule,
+# referee clients and verdicts all non-empty). "off": nobody polls, which is
+# also the cost of the dashboard with no browser (the feed is built only when
+# asked). "poll": a poller at the page's rate. Same traffic as plans.
+DASHBOARD_TSV="$OUT/dashboard-$(date +%Y%m%d-%H%M%S).tsv"
+dashboard_case() { # round variant
+    local poll=""
+    [[ $2 == poll ]] && poll=1
+    rm -f "$OUT/.dashboard-polls"
+    SINK_CONTROL=1 DASHBOARD_POLL="$poll" SINK_PLAN="$ROOT/configs/bench/flaky-relay-faults-only.yaml" \
+        BLAST_EXPECT=attempted run_case "$1" dashboard "$2" mailstorm "blast-d$DEPTH" \
+        "$(scaled 3000000)" 0 "${PLAN_ARGS[@]}" --pipeline-depth "$DEPTH"
+    if [[ $2 == poll ]]; then
+        printf '%s\t%s\n' "$1" "$(cat "$OUT/.dashboard-polls" 2>/dev/null || echo 0)" >>"$DASHBOARD_TSV"
+    fi
+}
+
 # capacity: one search per round against a sink with a known capacity; the
 # search's own report gives the knee, the wall clock the time it took.
 CAPACITY_TSV="$OUT/capacity-$(date +%Y%m%d-%H%M%S).tsv"
@@ -517,6 +577,9 @@ for round in $(seq 1 "$ROUNDS"); do
     if has_section trace; then
         for v in $(ordered "$round" on off); do trace_case "$round" "$v"; done
     fi
+    if has_section dashboard; then
+        for v in $(ordered "$round" off poll); do dashboard_case "$round" "$v"; done
+    fi
     # A search takes minutes: one round unless CAPACITY_ROUNDS asks for more.
     if has_section capacity && ((round <= ${CAPACITY_ROUNDS:-1})); then
         capacity_case "$round"
@@ -541,7 +604,7 @@ fi
 
 echo
 echo "Medians over $ROUNDS rounds (server on CPU $SINK_CPU, client on CPU $CLIENT_CPU); raw: $RESULTS"
-python3 - "$RESULTS" <<'PY'
+DASHBOARD_TSV="$DASHBOARD_TSV" python3 - "$RESULTS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 groups = {}
@@ -668,6 +731,22 @@ if "trace" in sections:
             n = statistics.median(n for n, _ in rss["on"])
             per_m = (med_rss["on"] - med_rss["off"]) / 1024 / n * 1e6
             print(f"\nSink memory per million traced messages (peak RSS traced − untraced): {per_m:.1f} MiB")
+
+if "dashboard" in sections:
+    off = next((k for k in groups if k[:3] == ("dashboard", "off", "mailstorm")), None)
+    on = next((k for k in groups if k[:3] == ("dashboard", "poll", "mailstorm")), None)
+    if off and on:
+        import os
+        dt = os.environ.get("DASHBOARD_TSV", "")
+        polls = [int(l.split("\t")[1]) for l in open(dt).read().split("\n") if l] if os.path.exists(dt) else []
+        print("\n## dashboard: mailstorm-blast -> mailstorm-sink (control API on, --keep 1000, faults-only plan), no browser vs the page's polling")
+        print("| variant | msgs/s | vs no browser (target ≥ 0.95) | sink CPU µs/msg |")
+        print("|---|---:|---:|---:|")
+        r = m(on, "msgs_per_s") / m(off, "msgs_per_s")
+        print(f"| no browser | {m(off, 'msgs_per_s'):,.0f} | 1 | {m(off, 'server_us_per_msg'):.2f} |")
+        print(f"| dashboard open (GET /dashboard.json 1/s) | {m(on, 'msgs_per_s'):,.0f} | {r:.3f}x ({'ok' if r >= 0.95 else 'MISSED'}) | {m(on, 'server_us_per_msg'):.2f} |")
+        if polls:
+            print(f"\nPolls per open-dashboard run (median): {statistics.median(polls):.0f}; a run shorter than a few seconds says little.")
 
 if "tls" in sections:
     print("\n## tls: STARTTLS sessions (one message each, 20 at a time) under mailstorm-blast, ECDSA P-256")

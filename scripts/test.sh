@@ -74,7 +74,8 @@ install_system_packages() {
     # The Node recipe: node's built-in test runner and npm for nodemailer.
     command -v node >/dev/null 2>&1 || pkgs+=(nodejs)
     command -v npm >/dev/null 2>&1 || pkgs+=(npm)
-    # The HTML report is checked in a real browser (crates/blast/tests/html_report.rs).
+    # The HTML report and the sink dashboard are checked in a real browser
+    # (crates/blast/tests/html_report.rs, crates/sink/tests/dashboard.rs).
     command -v chromium >/dev/null 2>&1 || pkgs+=(chromium)
 
     local need_postfix=0
@@ -252,6 +253,10 @@ step html-report env MAILSTORM_REQUIRE_BROWSER=1 \
 # above, where missing tools only skip): here the tools are required.
 step k8s-manifests env MAILSTORM_REQUIRE_K8S=1 \
     cargo test -q -p mailstorm-blast --test shards the_manifests_render_and_validate
+# The sink dashboard in headless chromium (DevTools over a pipe: no extra
+# package), browser required here too.
+step sink-dashboard env MAILSTORM_REQUIRE_BROWSER=1 \
+    cargo test -q -p mailstorm-sink --test dashboard
 
 # --- recipes: the README's "Using the sink in your tests", as written ---
 # pytest + smtplib and node:test + nodemailer against the sink binary, each

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use crate::control;
 use crate::filter::ClientFilter;
 use crate::server::SinkState;
+use crate::store::StoredMessage;
 
 /// The control API's view of the sink.
 pub(crate) struct Backend(pub(crate) Arc<SinkState>);
@@ -101,15 +102,36 @@ impl control::ControlBackend for Backend {
             .messages()
             .iter()
             .filter(|m| m.matches(filter))
-            .map(|m| {
-                let mut v = serde_json::to_value(&**m).unwrap_or_default();
-                if let Some(obj) = v.as_object_mut() {
-                    obj.insert("subject".into(), m.header("subject").into());
-                }
-                v
-            })
+            .map(|m| message_json(m, m.header("subject")))
             .collect();
         serde_json::Value::Array(list)
+    }
+
+    fn faults_json(&self) -> Option<serde_json::Value> {
+        serde_json::to_value(self.0.engine.as_ref()?.faults_by_rule()).ok()
+    }
+
+    fn search_messages(&self, query: &str, limit: usize) -> serde_json::Value {
+        // Newest first; only the listed messages are turned into JSON, and
+        // a subject is read only when the envelope did not match.
+        let all = self.0.store.messages();
+        let q = query.to_lowercase();
+        let has = |s: &str| s.to_lowercase().contains(&q);
+        let mut matched = 0usize;
+        let mut out = Vec::new();
+        for m in all.iter().rev() {
+            let envelope = q.is_empty() || has(&m.mail_from) || m.rcpt_to.iter().any(|r| has(r));
+            let listed = out.len() < limit;
+            let subject = (!envelope || listed).then(|| m.header("subject")).flatten();
+            let hit = envelope || subject.as_deref().is_some_and(has);
+            if hit {
+                matched += 1;
+                if out.len() < limit {
+                    out.push(message_json(m, subject));
+                }
+            }
+        }
+        serde_json::json!({ "kept": all.len(), "matched": matched, "messages": out })
     }
 
     fn message_raw(&self, id: u64) -> Option<Vec<u8>> {
@@ -123,4 +145,13 @@ impl control::ControlBackend for Backend {
             self.0.store.remove_where(|m| m.matches(filter));
         }
     }
+}
+
+/// A kept message's metadata as JSON, with its subject.
+fn message_json(m: &StoredMessage, subject: Option<String>) -> serde_json::Value {
+    let mut v = serde_json::to_value(m).unwrap_or_default();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("subject".into(), subject.into());
+    }
+    v
 }

@@ -5,8 +5,8 @@
 //! never competes with a sink shard. The sink plugs in through
 //! [`ControlBackend`]; this module only does HTTP.
 //!
-//! Routes (all but `/healthz` need `Authorization: Bearer <token>` when a
-//! token is set):
+//! Routes (all but `/healthz` need `Authorization: Bearer <token>`, or the
+//! dashboard's cookie, when a token is set):
 //!
 //! | method & path          | backend call                  | success                   |
 //! |------------------------|-------------------------------|---------------------------|
@@ -26,6 +26,8 @@
 //! | `GET /clients/{id}/verdict` | [`ControlBackend::verdict_json`] | 200 JSON, 404 for an unknown client |
 //! | `GET /ledger`          | [`ControlBackend::ledger_json`]  | 200 JSON (runs and global counters), 404 when unsupported |
 //! | `GET /ledger/{run}`    | [`ControlBackend::ledger_json`]  | 200 JSON (one run's figures), 404 for an unknown run |
+//! | `GET /`                | —                             | 200 the dashboard page (see [`dashboard`]) |
+//! | `GET /dashboard.json`  | [`dashboard::feed_json`]         | 200 JSON: the page's one feed |
 //!
 //! `?helo=NAME&domain=D` ([`ClientFilter`]) selects one test's clients on
 //! `GET /clients`, `GET /messages`, `DELETE /messages`, `GET /verdicts` and
@@ -135,6 +137,17 @@ pub trait ControlBackend: Send + Sync + 'static {
     fn ledger_json(&self, run: Option<&str>) -> Option<serde_json::Value> {
         let _ = run;
         None
+    }
+    /// The dashboard's faults by rule (a JSON list); `None` without plan
+    /// support.
+    fn faults_json(&self) -> Option<serde_json::Value> {
+        None
+    }
+    /// The dashboard's message search: the newest kept messages whose
+    /// sender, recipients or subject contain `query`, at most `limit`
+    /// (`{"kept", "matched", "messages"}`).
+    fn search_messages(&self, query: &str, limit: usize) -> serde_json::Value {
+        dashboard::search_in(&self.messages(&ClientFilter::all()), query, limit)
     }
 }
 
@@ -316,6 +329,8 @@ fn router(token: Option<String>, backend: Backend) -> Router {
         .route("/verdicts", get(verdicts))
         .route("/ledger", get(ledger))
         .route("/ledger/{run}", get(ledger_run))
+        .route("/", get(dashboard::page))
+        .route("/dashboard.json", get(dashboard::feed))
         .fallback(|| async { (StatusCode::NOT_FOUND, "not found\n") })
         // Applied to every route and the fallback; /healthz is exempted inside.
         .layer(middleware::from_fn_with_state(
@@ -331,7 +346,12 @@ async fn require_bearer(
     next: Next,
 ) -> Response {
     if let Some(token) = token.as_deref() {
-        if req.uri().path() != "/healthz" && !bearer_matches(req.headers(), token) {
+        let authorized =
+            bearer_matches(req.headers(), token) || dashboard::cookie_matches(req.headers(), token);
+        if dashboard::wants_exchange(&req) || !authorized && req.uri().path() != "/healthz" {
+            if let Some(page) = dashboard::login(&req, token) {
+                return page;
+            }
             return (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))],
@@ -540,5 +560,6 @@ async fn ledger_run(State(b): State<Backend>, Path(run): Path<String>) -> Respon
     }
 }
 
+pub mod dashboard;
 #[cfg(test)]
 mod tests;

@@ -10,6 +10,7 @@
 #![deny(missing_docs)]
 
 pub mod live;
+pub mod sink;
 
 /// uPlot 1.6.32, minified IIFE build (MIT, see `assets/vendor/uplot`).
 pub const UPLOT_JS: &str = include_str!("../assets/vendor/uplot/uPlot.iife.min.js");

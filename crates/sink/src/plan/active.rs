@@ -30,6 +30,9 @@ pub(crate) struct Active {
     /// Token buckets and greylist entries.
     pub(crate) state: Striped<Owned<Slot>>,
     pub(crate) globals: Vec<AtomicU64>,
+    /// Faults injected per rule (plan order), for the dashboard's "faults
+    /// by rule": bumped only when a rule injects a fault, never per message.
+    pub(crate) faults: Box<[AtomicU64]>,
     pub(crate) loaded_at: Instant,
     pub(crate) stage_mask: u32,
     /// Per consulted stage, the indexes of the rules that apply there, in
@@ -66,6 +69,7 @@ impl Active {
             counts: Striped::new(count_cap),
             state: Striped::new(slot_cap),
             globals: plan.rules.iter().map(|_| AtomicU64::new(0)).collect(),
+            faults: plan.rules.iter().map(|_| AtomicU64::new(0)).collect(),
             plan,
             loaded_at,
             stage_mask,
@@ -78,7 +82,7 @@ impl Active {
     pub(crate) fn clear(&self) {
         self.counts.clear();
         self.state.clear();
-        for g in &self.globals {
+        for g in self.globals.iter().chain(self.faults.iter()) {
             g.store(0, std::sync::atomic::Ordering::Relaxed);
         }
     }

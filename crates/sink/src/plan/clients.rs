@@ -19,6 +19,43 @@ use super::view::View;
 use crate::filter::ClientFilter;
 use crate::hook::{SessionEnd, SessionScope};
 
+/// Most scoped rules [`Engine::faults_by_rule`] lists (those that injected
+/// a fault), so the dashboard's feed stays small with thousands of tests.
+pub const MAX_SCOPED_RULES_LISTED: usize = 100;
+
+/// One rule of a loaded plan and the faults it injected since the plan was
+/// loaded (or the last reset).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleFaults {
+    /// The client id of the scoped plan holding the rule; `None` for the
+    /// global plan.
+    pub scope: Option<String>,
+    /// Index of the rule in its plan.
+    pub index: usize,
+    /// The rule's name (`rule<index>` when the plan gives none).
+    pub name: String,
+    /// The stage the rule applies at (`any` for all).
+    pub stage: &'static str,
+    /// Faults injected.
+    pub faults: u64,
+}
+
+fn rule_faults<'a>(scope: Option<&str>, a: &'a Active) -> impl Iterator<Item = RuleFaults> + 'a {
+    let scope = scope.map(str::to_owned);
+    a.plan
+        .rules
+        .iter()
+        .zip(a.faults.iter())
+        .enumerate()
+        .map(move |(index, (r, n))| RuleFaults {
+            scope: scope.clone(),
+            index,
+            name: r.name.to_string(),
+            stage: r.stage.as_str(),
+            faults: n.load(Ordering::Relaxed),
+        })
+}
+
 /// Most scoped plans loaded at once.
 pub const MAX_SCOPED_PLANS: usize = 4096;
 
@@ -301,6 +338,25 @@ impl Engine {
             .get(id.as_str())
             .cloned()?;
         Some(verdicts::verdict(&id, &c, &self.policy_for(&id)))
+    }
+
+    /// The global plan's rules (all of them, with their fault counts), then
+    /// the scoped plans' rules that injected a fault (at most
+    /// [`MAX_SCOPED_RULES_LISTED`], by client id).
+    pub fn faults_by_rule(&self) -> Vec<RuleFaults> {
+        let global = lock(&self.slot).clone();
+        let mut out: Vec<RuleFaults> = global
+            .as_deref()
+            .map(|a| rule_faults(None, a).collect())
+            .unwrap_or_default();
+        let scoped = lock(&self.scoped);
+        let mut ids: Vec<&Box<str>> = scoped.keys().collect();
+        ids.sort();
+        let fired = ids
+            .into_iter()
+            .flat_map(|id| rule_faults(Some(id), &scoped[id]).filter(|r| r.faults > 0));
+        out.extend(fired.take(MAX_SCOPED_RULES_LISTED));
+        out
     }
 
     /// The scoped plans' client ids (for reports).

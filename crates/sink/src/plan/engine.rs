@@ -354,6 +354,7 @@ impl Engine {
             && (v.outcome == FaultAction::Accept
                 || code.is_some_and(|c| ReplyClass::of(c) == ReplyClass::Positive));
         if !accept {
+            a.faults[v.rule].fetch_add(1, Ordering::Relaxed);
             self.referee.fault(who.as_str(), code, now.get());
         }
         self.log_event(ctx, who, &v);

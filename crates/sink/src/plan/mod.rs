@@ -71,7 +71,7 @@ mod view;
 use std::time::Instant;
 
 pub use crate::hook::SessionEnd;
-pub use clients::{ScopedPlanError, MAX_SCOPED_PLANS};
+pub use clients::{RuleFaults, ScopedPlanError, MAX_SCOPED_PLANS, MAX_SCOPED_RULES_LISTED};
 pub use engine::Engine;
 pub use load::{Plan, PlanError};
 pub use model::PlanSpec;

@@ -56,7 +56,10 @@ impl Drop for Hosts {
 /// `n` namespaces, namespace `i` reaching the host at `NET.i.1` from
 /// `NET.i.2` (one /24 each; NET picked from the process id so parallel
 /// runs of the suite do not collide).
-fn make_hosts(n: usize) -> Result<(Hosts, Vec<(String, String, String)>), String> {
+/// One namespace: its name, the host side's address, its own address.
+type Host = (String, String, String);
+
+fn make_hosts(n: usize) -> Result<(Hosts, Vec<Host>), String> {
     let tag = std::process::id() % 100_000;
     let octet = 20 + std::process::id() % 200;
     let mut hosts = Hosts {

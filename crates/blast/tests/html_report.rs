@@ -11,9 +11,13 @@
 //! chromium), so a developer machine without a browser can still run
 //! `cargo test`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
+
+use common::browser::{browser, chromium, console, run, text_of};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mailstorm-blast");
 
@@ -21,79 +25,6 @@ fn out_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("html-report");
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-fn chromium() -> Option<PathBuf> {
-    let found = std::env::var_os("PATH").and_then(|p| {
-        std::env::split_paths(&p)
-            .map(|d| d.join("chromium"))
-            .find(|c| c.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var("MAILSTORM_REQUIRE_BROWSER").as_deref() != Ok("1"),
-            "MAILSTORM_REQUIRE_BROWSER=1 but no chromium on PATH"
-        );
-        eprintln!("skipped: no chromium on PATH (apt-get install chromium)");
-    }
-    found
-}
-
-/// Runs a command to its end within `cap`; (exit code, stdout, stderr).
-fn run(cmd: &mut Command, cap: Duration) -> (Option<i32>, String, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Read both pipes on threads so a chatty child never blocks on them.
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let o = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut so, &mut s);
-        s
-    });
-    let e = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut se, &mut s);
-        s
-    });
-    let t0 = Instant::now();
-    let status = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st;
-        }
-        if t0.elapsed() > cap {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{cmd:?} did not finish in {cap:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    (status.code(), o.join().unwrap(), e.join().unwrap())
-}
-
-/// Chromium, headless, with a fresh profile and nothing that talks to
-/// the network.
-fn browser(chrome: &Path, profile: &Path) -> Command {
-    let mut c = Command::new(chrome);
-    c.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--enable-logging=stderr",
-        "--v=0",
-        "--virtual-time-budget=5000",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()));
-    c
 }
 
 /// The page's DOM after its scripts ran, and the browser's console lines.
@@ -120,12 +51,7 @@ fn render(chrome: &Path, page: &Path, name: &str) -> (String, Vec<String>) {
         "empty screenshot"
     );
     let _ = std::fs::remove_dir_all(&profile);
-    let console = log
-        .lines()
-        .filter(|l| l.contains(":CONSOLE"))
-        .map(str::to_string)
-        .collect();
-    (dom, console)
+    (dom, console(&log))
 }
 
 /// The `data-points` of the chart element `id`.
@@ -142,18 +68,6 @@ fn points(dom: &str, id: &str) -> usize {
         .nth(1)
         .unwrap_or_else(|| panic!("chart {id} has no data-points: {tag}"));
     v[..v.find('"').unwrap()].parse().unwrap()
-}
-
-fn text_of(dom: &str, id: &str) -> String {
-    let at = dom
-        .find(&format!("id=\"{id}\""))
-        .unwrap_or_else(|| panic!("no #{id}"));
-    let s = at + dom[at..].find('>').unwrap() + 1;
-    let e = s + dom[s..].find('<').unwrap();
-    dom[s..e]
-        .replace("&gt;", ">")
-        .replace("&lt;", "<")
-        .replace("&amp;", "&")
 }
 
 fn check_page(dom: &str, console: &[String]) {

@@ -140,32 +140,53 @@ fn run_embedded(scn: &Scenario, cfg: Config) -> Result<ScenarioOutcome, BlastErr
     };
     let run = crate::run(&params, |_| {})?;
     // The embedded sink already holds every arrival: the join is at once.
-    let ledger = if params.config.trace && run.internal_error.is_none() {
-        let src = Source::Embedded(sink.ledger().clone());
-        let accepted = run.totals.counters.rcpt_delivered;
-        Some(ledger::join(
-            &src,
-            &params.config,
-            accepted,
-            Duration::ZERO,
-            |_| {},
-        )?)
-    } else {
-        None
-    };
+    let src = Source::Embedded(sink.ledger().clone());
+    let ledger = join_ledger(&src, &params.config, &run, Duration::ZERO)?;
     let clients = engine.referee_report();
     let stats = sink.shutdown_with_grace(Duration::from_secs(1));
-    let measurements = measure(&run, Some((&clients, &stats)), ledger.as_ref());
+    Ok(judged(scn, run, Some((clients, stats)), ledger, None))
+}
+
+/// The ledger join for a traced run that ended without an internal error.
+fn join_ledger(
+    src: &Source,
+    cfg: &Config,
+    run: &RunResult,
+    drain: Duration,
+) -> Result<Option<Joined>, BlastError> {
+    if !cfg.trace || run.internal_error.is_some() {
+        return Ok(None);
+    }
+    let accepted = run.totals.counters.rcpt_delivered;
+    ledger::join(src, cfg, accepted, drain, |line| {
+        if !drain.is_zero() {
+            eprintln!("{line}");
+        }
+    })
+    .map(Some)
+}
+
+/// Measures the run (with the sink's referee and counters when one was
+/// reachable) and checks the expectations.
+fn judged(
+    scn: &Scenario,
+    run: RunResult,
+    sink: Option<(RefereeReport, mailstorm_sink::StatsSnapshot)>,
+    ledger: Option<Joined>,
+    downstream: Option<String>,
+) -> ScenarioOutcome {
+    let measurements = measure(&run, sink.as_ref().map(|(c, s)| (c, s)), ledger.as_ref());
     let checks = expect::evaluate(&scn.expectations, &measurements);
-    Ok(ScenarioOutcome {
+    let (clients, sink) = sink.unwrap_or_default();
+    ScenarioOutcome {
         run,
         measurements,
         checks,
         clients,
-        sink: stats,
+        sink,
         ledger,
-        downstream: None,
-    })
+        downstream,
+    }
 }
 
 /// Against a relay: the downstream sink (when named) is reset and gets the
@@ -201,45 +222,20 @@ fn run_relay(scn: &Scenario, cfg: Config, target: &str) -> Result<ScenarioOutcom
     let outcome = (|| {
         let run = crate::run(&params, |_| {})?;
         let Some(d) = &down else {
-            let measurements = measure(&run, None, None);
-            let checks = expect::evaluate(&scn.expectations, &measurements);
-            return Ok(ScenarioOutcome {
-                run,
-                measurements,
-                checks,
-                clients: RefereeReport::default(),
-                sink: mailstorm_sink::StatsSnapshot::default(),
-                ledger: None,
-                downstream: None,
-            });
+            return Ok(judged(scn, run, None, None, None));
         };
-        let ledger = if params.config.trace && run.internal_error.is_none() {
-            let src = Source::Url(d.base.clone());
-            let accepted = run.totals.counters.rcpt_delivered;
-            Some(ledger::join(
-                &src,
-                &params.config,
-                accepted,
-                params.config.drain,
-                |line| eprintln!("{line}"),
-            )?)
-        } else {
-            None
-        };
+        let src = Source::Url(d.base.clone());
+        let ledger = join_ledger(&src, &params.config, &run, params.config.drain)?;
         let stats: mailstorm_sink::StatsSnapshot = d.get_json("/stats")?;
         // A sink without a plan engine answers 404: no referee figures.
         let clients: RefereeReport = d.get_json_or_default("/clients")?;
-        let measurements = measure(&run, Some((&clients, &stats)), ledger.as_ref());
-        let checks = expect::evaluate(&scn.expectations, &measurements);
-        Ok(ScenarioOutcome {
+        Ok(judged(
+            scn,
             run,
-            measurements,
-            checks,
-            clients,
-            sink: stats,
+            Some((clients, stats)),
             ledger,
-            downstream: Some(d.base.clone()),
-        })
+            Some(d.base.clone()),
+        ))
     })();
     if let (Some(d), Some(_)) = (&down, &scn.plan) {
         // Leave the downstream as found: its own plan was replaced.

@@ -344,5 +344,6 @@ var MailstormReport = (function () {
     render(model, document.getElementById("report"));
   }
 
-  return { render: render, boot: boot, live: live };
+  // el and num are shared with the sink dashboard (sink.js): one front end.
+  return { render: render, boot: boot, live: live, el: el, num: num };
 })();

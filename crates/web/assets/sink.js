@@ -26,17 +26,9 @@ var MailstormSink = (function () {
     }
   }
 
-  function el(tag, attrs, text) {
-    var e = document.createElement(tag);
-    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
-    if (text !== undefined && text !== null) { e.textContent = String(text); }
-    return e;
-  }
-
-  function num(v, digits) {
-    if (v === null || v === undefined || (typeof v === "number" && !isFinite(v))) { return "-"; }
-    return Number(v).toLocaleString("en-US", { maximumFractionDigits: digits === undefined ? 0 : digits });
-  }
+  // The report page's helpers (report.js is loaded first): one front end.
+  var el = MailstormReport.el;
+  var num = MailstormReport.num;
 
   function section(id, title) {
     var s = el("section", { id: id });

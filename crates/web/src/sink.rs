@@ -4,7 +4,7 @@
 //! faults by rule, the referee's clients and verdicts, the kept messages
 //! and the plan editor. Everything is inline: the page fetches no asset.
 
-use crate::{escape_html, PAGE_CSS, UPLOT_CSS, UPLOT_JS};
+use crate::{escape_html, PAGE_CSS, PAGE_JS, UPLOT_CSS, UPLOT_JS};
 
 /// The dashboard's script: `MailstormSink.boot()`.
 pub const SINK_JS: &str = include_str!("../assets/sink.js");
@@ -28,7 +28,7 @@ pub fn sink_page(title: &str) -> String {
          <noscript><p>The dashboard needs JavaScript; the same figures are at /stats, /clients, \
          /verdicts, /messages and /plan.</p></noscript>\n\
          <main id=\"dashboard\"></main>\n\
-         <script>\n{UPLOT_JS}\n</script>\n<script>\n{SINK_JS}\n</script>\n\
+         <script>\n{UPLOT_JS}\n</script>\n<script>\n{PAGE_JS}\n</script>\n<script>\n{SINK_JS}\n</script>\n\
          <script>\nMailstormSink.boot(document.getElementById(\"dashboard\"));\n</script>\n\
          </body>\n</html>\n"
     )
@@ -68,7 +68,11 @@ mod tests {
         assert_eq!(p.matches("<link ").count(), 1);
         assert!(p.contains(NO_ICON));
         assert!(p.contains("MailstormSink.boot("));
-        assert_eq!(p.matches("</script>").count(), 3);
+        assert_eq!(
+            p.matches("</script>").count(),
+            4,
+            "uPlot, report.js, sink.js, boot"
+        );
         let t = token_page(true);
         assert!(t.contains("Wrong token") && t.contains("name=\"token\""));
         assert!(!token_page(false).contains("Wrong token"));

@@ -21,6 +21,9 @@ export PROPTEST_CASES="${PROPTEST_CASES:-256}"
 # CI logs are plain text: keep ANSI colour codes out of them.
 if [[ "${CI:-}" == "true" ]]; then
     export CARGO_TERM_COLOR=never
+    # A clean clone builds once: incremental caches would only cost disk
+    # (about 4 GB of it).
+    export CARGO_INCREMENTAL=0
 fi
 # rustup installs cargo here; a fresh login shell may not have it on PATH yet.
 if [[ -d "$HOME/.cargo/bin" && ":$PATH:" != *":$HOME/.cargo/bin:"* ]]; then
@@ -218,6 +221,9 @@ fi
 # Test steps
 # ---------------------------------------------------------------------------
 
+# The same `--workspace` selection in every cargo step below: one feature
+# resolution, so later steps reuse the artifacts of the first.
+
 # Every step runs even if an earlier one failed, so one run reports all
 # problems; the exit status is non-zero if any step failed.
 PASSED=()
@@ -247,25 +253,28 @@ step module-cycles python3 scripts/check-module-cycles.py
 # by `cargo test` above, where a missing browser only skips): here the
 # browser is required.
 step html-report env MAILSTORM_REQUIRE_BROWSER=1 \
-    cargo test -q -p mailstorm-blast --test html_report --test live
+    cargo test -q --workspace --test html_report --test live
 
 # The Kubernetes manifests render and validate (also run by `cargo test`
 # above, where missing tools only skip): here the tools are required.
 step k8s-manifests env MAILSTORM_REQUIRE_K8S=1 \
-    cargo test -q -p mailstorm-blast --test shards the_manifests_render_and_validate
+    cargo test -q --workspace --test shards the_manifests_render_and_validate
 # The sink dashboard in headless chromium (DevTools over a pipe: no extra
 # package), browser required here too.
 step sink-dashboard env MAILSTORM_REQUIRE_BROWSER=1 \
-    cargo test -q -p mailstorm-sink --test dashboard
+    cargo test -q --workspace --test dashboard
 
 # --- recipes: the README's "Using the sink in your tests", as written ---
 # pytest + smtplib and node:test + nodemailer against the sink binary, each
 # asserting the sink's verdicts on a polite and a hasty client. First: the
 # README's code blocks are exactly these files.
 step readme-recipes python3 scripts/check-readme-recipes.py
-step build-sink cargo build -p mailstorm-sink
+# Both binaries, built for the whole workspace as the steps above were:
+# `-p` would resolve features differently and build every dependency again.
+step build-bins cargo build --workspace --bins
 export MAILSTORM_SINK="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mailstorm-sink"
-if [[ " ${FAILED[*]:-} " == *" build-sink "* ]]; then
+BLAST="${CARGO_TARGET_DIR:-$ROOT/target}/debug/mailstorm-blast"
+if [[ " ${FAILED[*]:-} " == *" build-bins "* ]]; then
     echo "==> recipes: not run (no sink binary)"
     FAILED+=(recipes)
 else
@@ -280,7 +289,7 @@ fi
 # would run it.
 for scenario in configs/scenarios/*.yaml; do
     step "scenario-$(basename "$scenario" .yaml)" \
-        cargo run -q -p mailstorm-blast -- --scenario "$scenario" --no-pin
+        "$BLAST" --scenario "$scenario" --no-pin
 done
 
 echo

@@ -19,7 +19,9 @@
 #            server CPU per session, Postfix smtpd (discard transport) vs
 #            mailstorm-sink with full handshakes (target ≤ 0.5×), and the
 #            sink with resumed sessions (--tls-resume) vs full (≤ 0.3×).
-#            Same ECDSA P-256 key for both servers (openssl).
+#            Each with an ECDSA P-256 key and with an RSA 2048 key (the
+#            most common on public MX hosts), the same for both servers;
+#            TLS_KEYS="p256" runs one.
 #   conns    the blaster's peak RSS holding 10,000 open connections (open
 #            loop against a sink that answers end of data after 6 s).
 #   clock    the open-loop generator's own lateness at 20,000 msgs/s from
@@ -52,6 +54,7 @@ ROUNDS="${ROUNDS:-5}"
 SCENARIOS="${SCENARIOS:-a b c d}"
 SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock capacity trace dashboard}"
 SCALE="${SCALE:-1}"
+TLS_KEYS="${TLS_KEYS:-p256 rsa2048}"
 DEPTH="${DEPTH:-16}"
 SINK_CPU="${SINK_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
@@ -112,8 +115,8 @@ start_sink() {
             start_postfix_smtpd ;;
         mailstorm-tls)
             taskset -c "$SINK_CPU" "$MAILSTORM_SINK" --listen "127.0.0.1:$PORT_MAILSTORM" \
-                --threads 1 --control off --quiet --tls-cert "$TLS_DIR/cert.pem" \
-                --tls-key "$TLS_DIR/key.pem" >>"$OUT/mailstorm-sink.log" 2>&1 &
+                --threads 1 --control off --quiet --tls-cert "$TLS_DIR/$TLS_KEY/cert.pem" \
+                --tls-key "$TLS_DIR/$TLS_KEY/key.pem" >>"$OUT/mailstorm-sink.log" 2>&1 &
             SINK_PID=$!; SINK_PORT=$PORT_MAILSTORM ;;
         mailstorm)
             # SINK_PLAN: a fault plan for this run (the plans section).
@@ -187,15 +190,26 @@ server_ticks() {
     fi
 }
 
-# --- tls: an ECDSA P-256 key for both servers; a throwaway Postfix --------
+# --- tls: one key per type in TLS_KEYS, the same for both servers; a -----
+# --- throwaway Postfix ----------------------------------------------------
 TLS_DIR="$OUT/tls"
+TLS_KEY=p256
 PORT_SMTPD="${PORT_SMTPD:-26027}"
 tls_setup() {
-    mkdir -p "$TLS_DIR"
-    [[ -s "$TLS_DIR/cert.pem" ]] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 \
-        -nodes -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" -days 30 \
-        -subj /CN=localhost >/dev/null 2>&1
-    chmod 644 "$TLS_DIR/cert.pem" "$TLS_DIR/key.pem"
+    local key dir newkey
+    for key in $TLS_KEYS; do
+        case "$key" in
+            p256) newkey=(-newkey ec -pkeyopt ec_paramgen_curve:P-256) ;;
+            rsa2048) newkey=(-newkey rsa:2048) ;;
+            *) echo "error: TLS_KEYS: unknown key type '$key' (p256, rsa2048)" >&2; return 2 ;;
+        esac
+        dir="$TLS_DIR/$key"
+        mkdir -p "$dir"
+        [[ -s "$dir/cert.pem" ]] || openssl req -x509 "${newkey[@]}" \
+            -nodes -keyout "$dir/key.pem" -out "$dir/cert.pem" -days 30 \
+            -subj /CN=localhost >/dev/null 2>&1
+        chmod 644 "$dir/cert.pem" "$dir/key.pem"
+    done
 }
 # A Postfix smtpd that offers STARTTLS with that key and discards all mail
 # (queue files are still written: what a real relay pays), no chroot, its
@@ -237,8 +251,8 @@ default_transport = discard:
 relay_transport = discard:
 in_flow_delay = 0
 smtpd_tls_security_level = may
-smtpd_tls_cert_file = $TLS_DIR/cert.pem
-smtpd_tls_key_file = $TLS_DIR/key.pem
+smtpd_tls_cert_file = $TLS_DIR/$TLS_KEY/cert.pem
+smtpd_tls_key_file = $TLS_DIR/$TLS_KEY/key.pem
 smtpd_tls_loglevel = 0
 CF
     cat >"$PF_ROOT/etc/master.cf" <<CF
@@ -475,16 +489,17 @@ PY
 # --- tls: STARTTLS sessions, one message each, 20 at a time ---------------
 # Server CPU per session under the same client (mailstorm-blast, no
 # certificate verification: the client's cost is not what is measured),
-# same ECDSA P-256 key. "full": every session a full handshake; "resumed":
-# the blaster resumes sessions with the tickets the sink issued.
+# same key for both servers. "full": every session a full handshake;
+# "resumed": the blaster resumes sessions with the tickets the sink issued.
 TLS_ARGS=(--size 1 -c 20 --per-conn 1 --starttls required --insecure)
-tls_case() { # round variant
+tls_case() { # round variant key
     local msgs
     msgs=$(scaled 4000)
+    TLS_KEY=$3
     case "$2" in
-        postfix) run_case "$1" tls full postfix-smtpd blast "$msgs" 0 "${TLS_ARGS[@]}" ;;
-        full) run_case "$1" tls full mailstorm-tls blast "$msgs" 0 "${TLS_ARGS[@]}" ;;
-        resumed) run_case "$1" tls resumed mailstorm-tls blast "$msgs" 0 "${TLS_ARGS[@]}" --tls-resume ;;
+        postfix) run_case "$1" tls "full-$3" postfix-smtpd blast "$msgs" 0 "${TLS_ARGS[@]}" ;;
+        full) run_case "$1" tls "full-$3" mailstorm-tls blast "$msgs" 0 "${TLS_ARGS[@]}" ;;
+        resumed) run_case "$1" tls "resumed-$3" mailstorm-tls blast "$msgs" 0 "${TLS_ARGS[@]}" --tls-resume ;;
     esac
 }
 
@@ -569,7 +584,9 @@ for round in $(seq 1 "$ROUNDS"); do
     if has_section conns; then conns_case "$round"; fi
     if has_section clock; then clock_case "$round"; fi
     if has_section tls; then
-        for v in $(ordered "$round" "postfix full" "resumed"); do tls_case "$round" "$v"; done
+        for key in $TLS_KEYS; do
+            for v in $(ordered "$round" "postfix full" "resumed"); do tls_case "$round" "$v" "$key"; done
+        done
     fi
     if has_section plans; then
         for v in $(ordered "$round" "noplan flaky-faults" "nomatch5 flaky"); do plans_case "$round" "$v"; done
@@ -604,7 +621,7 @@ fi
 
 echo
 echo "Medians over $ROUNDS rounds (server on CPU $SINK_CPU, client on CPU $CLIENT_CPU); raw: $RESULTS"
-DASHBOARD_TSV="$DASHBOARD_TSV" python3 - "$RESULTS" <<'PY'
+DASHBOARD_TSV="$DASHBOARD_TSV" TLS_KEYS="$TLS_KEYS" python3 - "$RESULTS" <<'PY'
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 groups = {}
@@ -749,20 +766,24 @@ if "dashboard" in sections:
             print(f"\nPolls per open-dashboard run (median): {statistics.median(polls):.0f}; a run shorter than a few seconds says little.")
 
 if "tls" in sections:
-    print("\n## tls: STARTTLS sessions (one message each, 20 at a time) under mailstorm-blast, ECDSA P-256")
-    print("| server | sessions/s | server CPU µs/session | ratio (target) |")
-    print("|---|---:|---:|---:|")
-    pf = ("tls", "full", "postfix-smtpd", "blast")
-    full = ("tls", "full", "mailstorm-tls", "blast")
-    res = ("tls", "resumed", "mailstorm-tls", "blast")
+    key_names = {"p256": "ECDSA P-256", "rsa2048": "RSA 2048"}
     def verdict(r, t):
         return f"{r:.2f}x (≤ {t}: {'ok' if r <= t else 'MISSED'})"
-    if has(pf):
-        print(f"| Postfix smtpd (discard), full handshakes | {m(pf, 'msgs_per_s'):,.0f} | {m(pf, 'server_us_per_msg'):.0f} | 1 |")
-    if has(full):
-        r = verdict(m(full, 'server_us_per_msg') / m(pf, 'server_us_per_msg'), 0.5) + " vs Postfix" if has(pf) else "-"
-        print(f"| mailstorm-sink, full handshakes | {m(full, 'msgs_per_s'):,.0f} | {m(full, 'server_us_per_msg'):.0f} | {r} |")
-    if has(res):
-        r = verdict(m(res, 'server_us_per_msg') / m(full, 'server_us_per_msg'), 0.3) + " vs full" if has(full) else "-"
-        print(f"| mailstorm-sink, resumed (--tls-resume) | {m(res, 'msgs_per_s'):,.0f} | {m(res, 'server_us_per_msg'):.0f} | {r} |")
+    for key in os.environ.get("TLS_KEYS", "p256 rsa2048").split():
+        pf = ("tls", f"full-{key}", "postfix-smtpd", "blast")
+        full = ("tls", f"full-{key}", "mailstorm-tls", "blast")
+        res = ("tls", f"resumed-{key}", "mailstorm-tls", "blast")
+        if not (has(pf) or has(full) or has(res)):
+            continue
+        print(f"\n## tls: STARTTLS sessions (one message each, 20 at a time) under mailstorm-blast, {key_names.get(key, key)} key")
+        print("| server | sessions/s | server CPU µs/session | ratio (target) |")
+        print("|---|---:|---:|---:|")
+        if has(pf):
+            print(f"| Postfix smtpd (discard), full handshakes | {m(pf, 'msgs_per_s'):,.0f} | {m(pf, 'server_us_per_msg'):.0f} | 1 |")
+        if has(full):
+            r = verdict(m(full, 'server_us_per_msg') / m(pf, 'server_us_per_msg'), 0.5) + " vs Postfix" if has(pf) else "-"
+            print(f"| mailstorm-sink, full handshakes | {m(full, 'msgs_per_s'):,.0f} | {m(full, 'server_us_per_msg'):.0f} | {r} |")
+        if has(res):
+            r = verdict(m(res, 'server_us_per_msg') / m(full, 'server_us_per_msg'), 0.3) + " vs full" if has(full) else "-"
+            print(f"| mailstorm-sink, resumed (--tls-resume) | {m(res, 'msgs_per_s'):,.0f} | {m(res, 'server_us_per_msg'):.0f} | {r} |")
 PY

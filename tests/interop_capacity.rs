@@ -76,7 +76,12 @@ fn capacity_of_a_rate_limited_postfix() {
     let knee = cap
         .knee_rate()
         .unwrap_or_else(|| panic!("no knee\n{table}"));
-    assert!((130.0..=260.0).contains(&knee), "knee {knee}\n{table}");
+    // anvil counts in windows of whole seconds and resets a window only
+    // once event_time() (seconds) is past start + 1: a steady stream sees
+    // windows of 1 to 2 s, so 200 per window sustains 100..=200 msgs/s
+    // depending on phase (a CI run found 113). The search's 10% precision
+    // puts the last good step at most 10% under that.
+    assert!((90.0..=260.0).contains(&knee), "knee {knee}\n{table}");
     let (limit, why) = cap.limited_by.clone().unwrap();
     assert_eq!(limit, Limit::Target, "{why}\n{table}");
     assert!(cap.verdict().starts_with("sustains "), "{table}");
@@ -86,7 +91,15 @@ fn capacity_of_a_rate_limited_postfix() {
     let aborted: Vec<_> = cap.steps.iter().filter(|s| s.aborted.is_some()).collect();
     assert!(!aborted.is_empty(), "no auto-abort\n{table}");
     assert!(aborted.iter().all(|s| s.rate > knee), "{table}");
-    assert!(why.starts_with("auto-abort at "), "{why}");
+    // The step just above the knee broke on the target's refusals: either
+    // the abort tripped or its own figures failed the SLA on them (how
+    // many refusals a step sees depends on where anvil's window falls).
+    assert!(
+        why.starts_with("auto-abort at ")
+            || why.starts_with("accept_rate fell below")
+            || why.starts_with("5xx"),
+        "{why}\n{table}"
+    );
     // Postfix said why: 421 4.7.0 at MAIL ("too many messages").
     let refused: u64 = cap
         .steps

@@ -18,7 +18,8 @@ geometric steps from --start-rate (×--step-factor) until a step fails or
 step until they are within --precision. Each step runs --warmup (not
 counted) then --step-duration; connections follow Little's law (rate ×
 observed service time × 2) up to -c. A step passes when its own figures
-meet --sla and it achieved at least 97% of the offered rate.
+meet --sla and it achieved at least 97% of the offered rate (one message
+of slack for where the window's edges fall).
 
 --abort-if is checked every --interval on that interval's figures
 (`for D`: held D in a row); a step that trips it stops at once, counts as

@@ -28,7 +28,8 @@ failed, and the search only goes lower from there.
 Who limited the result: a failing step is blamed on the target when it
 refused, erred or slowed beyond the SLA with the generator keeping up;
 on the generator when sends never started with all -c connections busy
-(raise -c) or when the generator's CPU was saturated (raise --threads).
+(raise -c) or when most sends started late with its CPU saturated (raise
+--threads).
 With the embedded sink (no --target) both run in this process.
 
 Outputs: the table and verdict on stdout; --report (JSON, schema

@@ -51,7 +51,7 @@ fn round(v: f64, digits: i32) -> f64 {
 }
 
 /// One step in the report; `threads`: the generator's shards.
-pub fn step_json(s: &Step, threads: usize) -> Value {
+pub fn step_json(s: &Step) -> Value {
     let t = &s.measured;
     let c = &t.counters;
     let stages: Map<String, Value> = Stage::ALL
@@ -86,7 +86,7 @@ pub fn step_json(s: &Step, threads: usize) -> Value {
         "late": c.late,
         "not_started": s.unstarted(),
         "generator_cpu_pct": round(s.cpu.generator_pct, 1),
-        "generator_kept_up": s.generator_kept_up(threads),
+        "generator_kept_up": s.generator_kept_up(),
         "target_cpu_pct": s.cpu.target_pct.map(|v| round(v, 1)),
         "target_rss_bytes": s.cpu.target_rss,
         "sla": s.sla.iter().map(|o| o.to_json()).collect::<Vec<_>>(),
@@ -124,7 +124,7 @@ pub fn to_json(cap: &Capacity, opts: &Options, cfg: &crate::config::Config, targ
         },
         "duration_s": round(cap.elapsed.as_secs_f64(), 3),
         "interrupted": cap.interrupted,
-        "steps": cap.steps.iter().map(|s| step_json(s, cfg.threads)).collect::<Vec<_>>(),
+        "steps": cap.steps.iter().map(step_json).collect::<Vec<_>>(),
         "timeline": timeline,
         "capacity": {
             "knee_rate": cap.knee_rate().map(|v| round(v, 2)),

@@ -5,7 +5,7 @@
 use super::model::{KeyKind, RateBy};
 use super::select::{domain_of, hash_bytes, lower_word, mix64, tail_word, KeyHasher};
 use super::validate::Rule;
-use super::view::{RcptPart, View};
+use super::view::{rcpt_key_hash, RcptPart, View};
 
 /// Tags separating the state a rule keeps under one key.
 pub(crate) const TAG_ATTEMPTS: u64 = 1;
@@ -54,13 +54,18 @@ impl Rule {
     pub(super) fn key_hashes(&self, v: &View<'_>) -> Option<KeyHashes> {
         let ctx = v.ctx;
         let h = match self.key {
-            KeyKind::Rcpt => {
-                let r = v.rcpt_part()?;
-                let mut k = KeyHasher::new(0, "rcpt:".len() + r.len(","));
-                k.bytes(b"rcpt:");
-                r.feed(&mut k, ",");
-                k.finish()
-            }
+            // One recipient (always so at RCPT): the hash the referee
+            // may share.
+            KeyKind::Rcpt => match v.rcpt_part()? {
+                RcptPart::One(_) if v.ctx.rcpt.is_some() => v.rcpt_hash()?,
+                RcptPart::One(r) => rcpt_key_hash(r),
+                r => {
+                    let mut k = KeyHasher::new(0, "rcpt:".len() + r.len(","));
+                    k.bytes(b"rcpt:");
+                    r.feed(&mut k, ",");
+                    k.finish()
+                }
+            },
             KeyKind::Sender => {
                 let s = v.sender?.as_bytes();
                 KeyHasher::new(0, "sender:".len() + s.len())

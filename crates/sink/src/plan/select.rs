@@ -90,17 +90,32 @@ impl KeyHasher {
         }
     }
 
-    /// Feeds `bytes`, each word passed through `map` first.
-    #[inline]
+    /// Feeds `bytes`, each word passed through `map` first. Whole words
+    /// keep the fill level, so a tight loop shifts each across the pending
+    /// bytes; the tail goes through [`KeyHasher::push`].
+    #[inline(always)]
     fn feed(&mut self, bytes: &[u8], map: impl Fn(u64) -> u64) -> &mut Self {
         #[cfg(debug_assertions)]
         {
             self.left -= bytes.len();
         }
         let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            self.push(map(u64::from_le_bytes(w.try_into().expect("8 bytes"))), 8);
+        let (mut h, mut pending) = (self.h, self.word);
+        let word = |w: &[u8]| map(u64::from_le_bytes(w.try_into().expect("8 bytes")));
+        if self.filled == 0 {
+            for w in &mut words {
+                h = mix64(h ^ word(w)).wrapping_add(GOLDEN);
+            }
+        } else {
+            // 8..=56: both shifts are in range.
+            let bits = 8 * self.filled;
+            for w in &mut words {
+                let w = word(w);
+                h = mix64(h ^ (pending | (w << bits))).wrapping_add(GOLDEN);
+                pending = w >> (64 - bits);
+            }
         }
+        (self.h, self.word) = (h, pending);
         let rest = words.remainder().len();
         if rest > 0 {
             // Zero bytes map to zero bytes: the padding stays zero.

@@ -22,6 +22,7 @@
 //! Only rules that need state touch it, and only when they match: the
 //! no-plan and no-match paths never take one of these locks.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
@@ -96,23 +97,46 @@ impl<V> Striped<V> {
 
     /// Runs `f` on the entry for `key` (created with `init` if missing),
     /// marking it as recently used. May evict the stripe's old generation.
+    #[inline]
     pub(crate) fn with<R>(
         &self,
         key: u64,
         init: impl FnOnce() -> V,
         f: impl FnOnce(&mut V) -> R,
     ) -> R {
+        self.with_evicting(key, init, f, None)
+    }
+
+    /// [`Striped::with`], calling `gone` on each entry an eviction drops
+    /// (the referee keeps a count of its entries per part).
+    pub(crate) fn with_evicting<R>(
+        &self,
+        key: u64,
+        init: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+        gone: Option<&mut dyn FnMut(&V)>,
+    ) -> R {
         let mut s = self.stripe(key);
         let s = &mut *s;
+        if s.young.len() < self.generation {
+            // No eviction can follow: one probe of `young` finds the entry
+            // or the place to insert it (the common case: one probe less
+            // for a new key than get-then-insert).
+            return match s.young.entry(key) {
+                Entry::Occupied(e) => f(e.into_mut()),
+                Entry::Vacant(e) => f(e.insert(s.old.remove(&key).unwrap_or_else(init))),
+            };
+        }
         if let Some(v) = s.young.get_mut(&key) {
             return f(v);
         }
         let v = s.old.remove(&key).unwrap_or_else(init);
-        if s.young.len() >= self.generation {
-            // Drop the old generation; the young one ages.
-            std::mem::swap(&mut s.young, &mut s.old);
-            s.young.clear();
+        // Drop the old generation; the young one ages.
+        std::mem::swap(&mut s.young, &mut s.old);
+        if let Some(gone) = gone {
+            s.young.values().for_each(gone);
         }
+        s.young.clear();
         f(s.young.entry(key).or_insert(v))
     }
 

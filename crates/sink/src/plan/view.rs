@@ -14,6 +14,19 @@ use crate::hook::{Stage, StageContext};
 /// line is not UTF-8. Runs once per MAIL while a plan is loaded, so the
 /// line is scanned once, eight bytes at a time.
 pub(crate) fn arg_of(command: &[u8]) -> Option<&str> {
+    // The usual MAIL line: its first `<` right after `MAIL FROM:`, which
+    // holds neither bracket, so the first `>` after it is the first of the
+    // line. One search instead of two scans of the whole line.
+    if command.get(10) == Some(&b'<')
+        && command[..10].eq_ignore_ascii_case(b"MAIL FROM:")
+        && command.is_ascii()
+    {
+        if let Some(gt) = memchr::memchr(b'>', &command[11..]) {
+            // SAFETY: the whole line, so the argument, is ASCII, which is
+            // valid UTF-8.
+            return Some(unsafe { std::str::from_utf8_unchecked(&command[11..11 + gt]) });
+        }
+    }
     let (lt, gt, ascii) = brackets(command);
     if let (Some(a), Some(b)) = (lt, gt) {
         if ascii {
@@ -71,6 +84,9 @@ pub(crate) struct View<'a> {
     pub(crate) sender: Option<&'a str>,
     /// The client's IP address text (kept per session in its scope).
     pub(crate) ip: &'a IpText,
+    /// Memo of [`View::rcpt_hash`]: a rule keyed by recipient and the
+    /// referee hash the recipient once per decision between them.
+    rcpt_hash: Cell<Option<u64>>,
 }
 
 impl<'a> View<'a> {
@@ -88,7 +104,15 @@ impl<'a> View<'a> {
             } else {
                 ctx.sender
             },
+            rcpt_hash: Cell::new(None),
         }
+    }
+
+    /// The recipient key's hash of the recipient being decided at RCPT
+    /// ([`rcpt_key_hash`]); `None` at other stages.
+    #[inline]
+    pub(crate) fn rcpt_hash(&self) -> Option<u64> {
+        memo(&self.rcpt_hash, || Some(rcpt_key_hash(self.ctx.rcpt?)))
     }
 
     /// The recipients a condition looks at: the one being decided at RCPT,
@@ -111,6 +135,26 @@ impl<'a> View<'a> {
             p => Some(p),
         }
     }
+}
+
+#[inline]
+fn memo(cell: &Cell<Option<u64>>, f: impl FnOnce() -> Option<u64>) -> Option<u64> {
+    if let Some(h) = cell.get() {
+        return Some(h);
+    }
+    let h = f();
+    cell.set(h);
+    h
+}
+
+/// `hash_bytes(0, "rcpt:" + lower(rcpt))`: the decision hash of a rule
+/// keyed by recipient when there is one recipient.
+pub(crate) fn rcpt_key_hash(rcpt: &str) -> u64 {
+    let r = rcpt.as_bytes();
+    KeyHasher::new(0, "rcpt:".len() + r.len())
+        .bytes(b"rcpt:")
+        .lower(r)
+        .finish()
 }
 
 /// Recipients as a key part: ASCII-lower-cased, sorted, joined by a
@@ -216,7 +260,11 @@ mod tests {
 
     #[test]
     fn arguments_read_from_the_line() {
-        let cases: [(&[u8], Option<&str>); 9] = [
+        let cases: [(&[u8], Option<&str>); 13] = [
+            (b"mail from:<A@b.test>", Some("A@b.test")),
+            (b"MAIL FROM:<a@b.test", Some("FROM:<a@b.test")),
+            (b"MAIL FROM:<a@b.test> X=<y>", Some("a@b.test")),
+            ("MAIL FROM:<a@b.test> é".as_bytes(), Some("a@b.test")),
             (b"MAIL FROM:<a@b.test> SIZE=10", Some("a@b.test")),
             (b"MAIL FROM:<>", Some("")),
             (

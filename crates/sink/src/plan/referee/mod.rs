@@ -39,14 +39,18 @@ use crate::filter::{client_id, ClientFilter};
 use crate::hook::{ReplyClass, SessionEnd, Stage};
 
 mod client;
+mod pending;
 mod report;
 pub mod verdicts;
 
 pub(crate) use client::Client;
+use pending::Pending;
 pub use report::{ClientRecord, HistogramSummary, RefereeReport, RetryRecord};
 
 struct Failure {
     key: String,
+    /// Its slot in [`Referee::pending`].
+    slot: u32,
     /// The client id the request came from.
     client: Box<str>,
     code: u16,
@@ -88,6 +92,9 @@ pub(crate) struct Referee {
     /// failure was ever injected skips the lookup.
     failed_at: AtomicU32,
     failures: Striped<Failure>,
+    /// Counts `failures` by their identity hash: most requests find
+    /// their slot empty and skip the lookup.
+    pending: Pending,
     pub(crate) clients: Mutex<HashMap<Box<str>, Client>>,
     /// Open connections per client IP.
     open_ips: Mutex<HashMap<IpAddr, u64>>,
@@ -116,6 +123,7 @@ impl Referee {
         Referee {
             failed_at: AtomicU32::new(0),
             failures: Striped::new(100_000),
+            pending: Pending::new(),
             clients: Mutex::new(HashMap::new()),
             open_ips: Mutex::new(HashMap::new()),
             open_total: AtomicU64::new(0),
@@ -173,16 +181,18 @@ impl Referee {
     /// The identity of a MAIL / RCPT / end-of-data request by client
     /// `who`: equal exactly when [`Referee::request_key`] is (same client,
     /// lower-cased sender, and recipient or multiset of recipients), up to
-    /// 64-bit collisions. What every watched command pays, so it hashes
-    /// each part on its own (the client's hash is kept per session) and
-    /// combines the recipients of a message order-independently (a sum)
-    /// instead of sorting them.
+    /// 64-bit collisions. What every watched command pays, so each part is
+    /// hashed once, cheaply: the client's hash is kept per session, the
+    /// recipient at RCPT is the rules' recipient key hash (shared with a
+    /// rule keyed by recipient), the rest are [`lower_hash`]es, and the
+    /// recipients of a message combine order-independently (a sum)
+    /// instead of being sorted.
     fn request_hash(v: &View<'_>, who: &Who<'_>) -> Option<u64> {
         let part = |s: &str| lower_hash(REQUEST_SEED, s.as_bytes());
         let head = |verb: u64| Some(mix64(mix64(who.hash() ^ verb) ^ part(v.sender?)));
         Some(match v.ctx.stage {
             Stage::Mail => head(1)?,
-            Stage::Rcpt => mix64(head(2)? ^ part(v.ctx.rcpt?)),
+            Stage::Rcpt => mix64(head(2)? ^ v.rcpt_hash()?),
             _ => {
                 let all = v
                     .ctx
@@ -204,9 +214,13 @@ impl Referee {
         let Some(h) = Self::request_hash(v, who) else {
             return 0;
         };
+        if !self.pending.may_hold(Pending::slot(h)) {
+            return 0;
+        }
         let Some(f) = self.failures.remove(h) else {
             return 0;
         };
+        self.pending.sub(f.slot);
         let interval = now.get().saturating_duration_since(f.at);
         {
             let mut h = lock(&self.hists);
@@ -245,20 +259,26 @@ impl Referee {
         if self.failed_at.load(Ordering::Relaxed) & bit == 0 {
             self.failed_at.fetch_or(bit, Ordering::Relaxed);
         }
+        let slot = Pending::slot(h);
         let who = who.as_str();
-        self.failures.with(
+        self.failures.with_evicting(
             h,
-            || Failure {
-                key: Self::request_key(v, who).unwrap_or_default(),
-                client: who.into(),
-                code,
-                at: now,
-                attempt: before + 1,
+            || {
+                self.pending.add(slot);
+                Failure {
+                    key: Self::request_key(v, who).unwrap_or_default(),
+                    slot,
+                    client: who.into(),
+                    code,
+                    at: now,
+                    attempt: before + 1,
+                }
             },
             |f| {
                 f.code = code;
                 f.at = now;
             },
+            Some(&mut |f: &Failure| self.pending.sub(f.slot)),
         );
     }
 
@@ -371,10 +391,19 @@ impl Referee {
             h.messages_per_connection.reset();
             drop(h);
             lock(&self.recent).clear();
-            self.failures.clear();
+            self.failures.retain(|f| {
+                self.pending.sub(f.slot);
+                false
+            });
         } else {
             lock(&self.recent).retain(|r| !ids.contains(&r.client));
-            self.failures.retain(|f| !ids.contains(&f.client));
+            self.failures.retain(|f| {
+                let keep = !ids.contains(&f.client);
+                if !keep {
+                    self.pending.sub(f.slot);
+                }
+                keep
+            });
         }
         ids
     }

@@ -6,11 +6,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::ip_text::IpText;
 use super::load::Plan;
 use super::matching::stage_bit;
 use super::model::StageSel;
 use super::primary::Primary;
-use super::select::{hash_bytes, IpText};
+use super::select::hash_bytes;
 use super::slots::Slot;
 use super::state::Striped;
 use crate::hook::Stage;

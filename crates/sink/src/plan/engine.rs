@@ -11,13 +11,14 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::active::{Active, Owned, Scope, Who};
+use super::ip_text::IpText;
 use super::keys::{bucket_key, state_key, KeyHashes, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
 use super::load::{Plan, PlanError};
 use super::model::{ConnPer, KeyKind, StageSel};
 use super::primary::action_of;
 use super::primary::Primary;
 use super::referee::Referee;
-use super::select::{hash_bytes, uniform, IpText};
+use super::select::{hash_bytes, uniform};
 use super::slots::{grey_step, take_token, Slot};
 use super::validate::Rule;
 use super::verdict::{FaultAction, Verdict};

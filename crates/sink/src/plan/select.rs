@@ -181,65 +181,6 @@ pub(crate) fn lower_word(w: u64) -> u64 {
     w | (upper >> 2)
 }
 
-/// An IP address's text (`Display`) in a stack buffer: what key hashing
-/// feeds without allocating.
-pub(crate) struct IpText {
-    buf: [u8; 48],
-    len: usize,
-}
-
-impl IpText {
-    /// The canonical form of `ip` (IPv4-mapped IPv6 as IPv4), as displayed.
-    pub(crate) fn new(ip: IpAddr) -> IpText {
-        use std::fmt::Write as _;
-        let mut t = IpText {
-            buf: [0; 48],
-            len: 0,
-        };
-        match ip.to_canonical() {
-            IpAddr::V4(v4) => {
-                // Dotted decimal by hand: the formatter is slow for this.
-                for (i, o) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        t.put(b'.');
-                    }
-                    if o >= 100 {
-                        t.put(b'0' + o / 100);
-                    }
-                    if o >= 10 {
-                        t.put(b'0' + o / 10 % 10);
-                    }
-                    t.put(b'0' + o % 10);
-                }
-            }
-            v6 => {
-                let _ = write!(t, "{v6}");
-            }
-        }
-        t
-    }
-
-    fn put(&mut self, b: u8) {
-        self.buf[self.len] = b;
-        self.len += 1;
-    }
-
-    /// The text's bytes.
-    pub(crate) fn as_bytes(&self) -> &[u8] {
-        &self.buf[..self.len]
-    }
-}
-
-impl std::fmt::Write for IpText {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        let end = self.len + s.len();
-        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
 /// Compares two strings as their ASCII-lower-cased forms would compare.
 pub(crate) fn cmp_lower(a: &str, b: &str) -> std::cmp::Ordering {
     a.bytes()
@@ -485,19 +426,11 @@ mod tests {
             );
         }
         assert_eq!(KeyHasher::new(3, 0).finish(), hash_bytes(3, b""));
-        let ip: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(IpText::new(ip).as_bytes(), b"10.0.0.1");
-        for ip in ["0.0.0.0", "127.0.0.1", "255.255.255.255", "10.100.9.99"] {
-            let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
-        }
         for b in 0..=255u8 {
             let w = u64::from_le_bytes([b, b'A', b'z', b'@', 0x80 | b, b'Z', b'[', b'`']);
             let want = u64::from_le_bytes(w.to_le_bytes().map(|c| c.to_ascii_lowercase()));
             assert_eq!(lower_word(w), want, "{b}");
         }
-        let ip: IpAddr = "2001:db8:ffff:ffff:ffff:ffff:ffff:ffff".parse().unwrap();
-        assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
         assert!(cmp_lower("B", "a").is_gt() && cmp_lower("ab", "AB").is_eq());
     }
 

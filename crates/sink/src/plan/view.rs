@@ -5,7 +5,8 @@
 use std::cell::Cell;
 use std::time::Instant;
 
-use super::select::{cmp_lower, IpText, KeyHasher};
+use super::ip_text::IpText;
+use super::select::{cmp_lower, KeyHasher};
 use crate::hook::{Stage, StageContext};
 
 /// The argument of `EHLO x` / `MAIL FROM:<x>` read from the command line,

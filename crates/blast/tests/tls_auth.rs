@@ -218,3 +218,34 @@ fn tls_resume_resumes_sessions_and_is_off_by_default() {
         "the sink saw it too"
     );
 }
+
+#[test]
+fn tls_resume_keeps_a_ticket_for_every_connection() {
+    let sink = tls_sink();
+    let pem = sink.self_signed_cert_pem().unwrap().into_bytes();
+    // 20 connections handshaking at once, one message each: only the
+    // first wave has no ticket. A store of 8 tickets per server (rustls's
+    // default) resumed about four in five of the rest.
+    let n = 300;
+    let c = 20;
+    let report = run_with(
+        Config {
+            starttls: StartTls::Required,
+            messages: Some(n),
+            concurrency: c,
+            threads: 1,
+            per_conn: 1,
+            tls_resume: true,
+            ..config()
+        },
+        sink.local_addr(),
+        Some(pem),
+    );
+    let t = report.totals.counters;
+    assert_eq!((t.accepted, t.tls_handshakes), (n, n));
+    assert!(
+        t.tls_resumed >= n - u64::from(c),
+        "{} of {n} handshakes resumed",
+        t.tls_resumed
+    );
+}

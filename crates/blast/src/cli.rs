@@ -170,32 +170,36 @@ pub struct Args {
     /// RSET before every transaction after the first on a connection.
     #[arg(long)]
     pub rset: bool,
-    /// Recipients per message: `N` or `MIN..MAX`.
+    /// Recipients per message: `N` or `MIN..MAX`. Default 1.
     #[arg(long)]
     pub rcpts: Option<String>,
     /// Message size: `2k`, `1k..100k` (uniform) or `lognormal:MEDIAN,P99`.
+    /// Default 1k.
     #[arg(long)]
     pub size: Option<String>,
     /// Message template with `{{seq}}` and `{{rcpt}}` placeholders.
     #[arg(long)]
     pub eml: Option<PathBuf>,
     /// Sender pattern; `{N}` is replaced by the message sequence number.
+    /// Default `sender{N}@example.test`.
     #[arg(long)]
     pub from: Option<String>,
-    /// Recipient pattern; `{N}` is drawn from 0..--users.
+    /// Recipient pattern; `{N}` is drawn from 0..--users. Default
+    /// `user{N}@example.test`.
     #[arg(long)]
     pub to: Option<String>,
-    /// How many distinct recipients `{N}` ranges over.
+    /// How many distinct recipients `{N}` ranges over. Default 1000.
     #[arg(long)]
     pub users: Option<u64>,
-    /// EHLO/LHLO domain.
+    /// EHLO/LHLO domain. Default `mailstorm-blast.example.test`.
     #[arg(long)]
     pub helo: Option<String>,
-    /// Seed for sizes and recipients (0: pick one from the clock; reported).
+    /// Seed for sizes and recipients (0, the default: pick one from the
+    /// clock; the report gives it, so a run can be repeated).
     #[arg(long)]
     pub seed: Option<u64>,
 
-    /// PIPELINING: auto (when advertised), on, off.
+    /// PIPELINING: auto (when advertised), on, off. Default auto.
     #[arg(long, value_parser = ["auto", "on", "off"], ignore_case = true)]
     pub pipelining: Option<String>,
     /// Transactions a connection keeps outstanding when the server
@@ -204,10 +208,10 @@ pub struct Args {
     /// write. QUIT rides on a session's last write. Default 1.
     #[arg(long, value_name = "K")]
     pub pipeline_depth: Option<u32>,
-    /// CHUNKING/BDAT: auto (when advertised), on, off.
+    /// CHUNKING/BDAT: auto (when advertised), on, off. Default auto.
     #[arg(long, value_parser = ["auto", "on", "off"], ignore_case = true)]
     pub chunking: Option<String>,
-    /// STARTTLS: off, opportunistic, required.
+    /// STARTTLS: off, opportunistic, required. Default off.
     #[arg(long, value_parser = ["off", "opportunistic", "required"], ignore_case = true)]
     pub starttls: Option<String>,
     /// Implicit TLS from the first byte.
@@ -230,7 +234,7 @@ pub struct Args {
     /// AUTH credentials `user:password`.
     #[arg(long)]
     pub auth: Option<String>,
-    /// AUTH mechanism: plain, login, cram-md5.
+    /// AUTH mechanism: plain, login, cram-md5. Default plain.
     #[arg(long, value_parser = ["plain", "login", "cram-md5"], ignore_case = true)]
     pub auth_mech: Option<String>,
     /// Speak LMTP (LHLO; one reply per recipient after the data).
@@ -240,22 +244,24 @@ pub struct Args {
     /// Disable TCP_NODELAY.
     #[arg(long)]
     pub no_nodelay: bool,
-    /// SO_SNDBUF (e.g. 256k).
+    /// SO_SNDBUF (e.g. 256k). Default: the kernel's.
     #[arg(long)]
     pub sndbuf: Option<String>,
-    /// SO_RCVBUF (e.g. 256k).
+    /// SO_RCVBUF (e.g. 256k). Default: the kernel's.
     #[arg(long)]
     pub rcvbuf: Option<String>,
     /// Close connections with RST (SO_LINGER 0) instead of FIN.
     #[arg(long)]
     pub linger0: bool,
-    /// TCP keepalive idle time (e.g. 30s).
+    /// TCP keepalive idle time (e.g. 30s). Default: no keepalive.
     #[arg(long, value_parser = parse_duration_arg)]
     pub keepalive: Option<std::time::Duration>,
     /// Source addresses, round robin (e.g. 127.0.0.2,127.0.0.3).
     #[arg(long, value_delimiter = ',')]
     pub source: Option<Vec<IpAddr>>,
     /// Timeouts: `10s` for all, or `connect=2s,banner=5s,data_end=1m,...`.
+    /// Defaults: connect and tls 10s, quit 5s, data_end 1m, every other
+    /// stage 30s.
     #[arg(long)]
     pub timeout: Option<String>,
     /// Time in-flight messages get to finish after a stop (the end of the
@@ -307,6 +313,7 @@ pub struct Args {
     #[arg(long)]
     pub ledger: Option<String>,
     /// With --ledger: how long to wait for accepted messages to arrive.
+    /// Default 60s.
     #[arg(long, value_parser = parse_duration_arg)]
     pub drain: Option<std::time::Duration>,
     /// Live view: --metrics ADDR, --dashboard ADDR, --linger-metrics.

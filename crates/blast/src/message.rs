@@ -188,10 +188,14 @@ impl MessageFactory {
         let zeros_time = "0".repeat(TIME_WIDTH);
         let id_prefix = "Message-ID: <";
         let run = crate::ledger::run_id(cfg);
-        // The Message-ID embeds sequence and run, so a relay's logs can be
-        // joined with the ledger too.
-        let seq_prefix =
-            format!("{id_prefix}{zeros_seq}.{run}@mailstorm.test>\r\nX-Mailstorm-Seq: ");
+        // The Message-ID embeds sequence, sequence space and run, so a
+        // relay's logs can be joined with the ledger too, and blasters
+        // sharing a run id never send the same Message-ID (relays and
+        // stores may treat a repeated one as a duplicate).
+        let source = crate::ledger::source_id(cfg);
+        let seq_prefix = format!(
+            "{id_prefix}{zeros_seq}.{source:08x}.{run}@mailstorm.test>\r\nX-Mailstorm-Seq: "
+        );
         let sent_prefix = format!("{seq_prefix}{zeros_seq}\r\nX-Mailstorm-Sent: ");
         let header = format!(
             "{sent_prefix}{zeros_time}\r\nDate: {date}\r\nFrom: <mailstorm@example.test>\r\n\
@@ -390,7 +394,10 @@ mod tests {
         f.write(&mut out, 123, 2000, "r", false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("X-Mailstorm-Seq: 00000000000000000123\r\n"));
-        assert!(text.contains("Message-ID: <00000000000000000123.s1@mailstorm.test>"));
+        let source = crate::ledger::source_id(&cfg);
+        assert!(text.contains(&format!(
+            "Message-ID: <00000000000000000123.{source:08x}.s1@mailstorm.test>"
+        )));
     }
 
     #[test]
@@ -410,7 +417,7 @@ mod tests {
         f.write(&mut out, 9, size, "r", false);
         assert_eq!(out.len() as u64, size);
         let text = String::from_utf8_lossy(&out);
-        assert!(text.contains("Message-ID: <00000000000000000009.run-x@mailstorm.test>"));
+        assert!(text.contains("Message-ID: <00000000000000000009.00000abc.run-x@mailstorm.test>"));
         let Found::Trace(t) = find(&out) else {
             panic!("no trace in {text}")
         };

@@ -201,3 +201,46 @@ fn stages_run_report_renders_in_chromium() {
     assert!(dom.contains("End to end (ledger)"));
     assert!(dom.contains("every accepted recipient arrived"));
 }
+
+#[test]
+fn transport_errors_are_shown_by_kind() {
+    let Some(chrome) = chromium() else { return };
+    let html = out_dir().join("errors.html");
+    let json = out_dir().join("errors.json");
+    // The embedded sink resets the connection after every fifth message's
+    // data: the client sees `reset` transport errors.
+    let plan = write_plan(
+        "errors-plan.yaml",
+        "seed: 3\nrules:\n  - {stage: data_end, key: global, every: 5, action: {disconnect: {mode: rst}}}\n",
+    );
+    let (code, out, err) = run(
+        Command::new(BIN).args([
+            "-n",
+            "200",
+            "-c",
+            "4",
+            "--no-pin",
+            "--sink-plan",
+            plan.to_str().unwrap(),
+            "--html",
+            html.to_str().unwrap(),
+            "--report",
+            json.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert!(matches!(code, Some(0 | 1)), "{code:?}\n{out}\n{err}");
+    let model: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let resets = model["transport_errors"]["reset"].as_u64().unwrap();
+    assert!(resets > 0, "{}", model["transport_errors"]);
+    let (dom, console) = render(&chrome, &html, "errors");
+    check_page(&dom, &console);
+    assert!(dom.contains("Transport errors"), "no transport error table");
+    let row = format!("<td>{resets}</td><td class=\"l\">reset</td>");
+    assert!(dom.contains(&row), "{row} not in the page");
+    assert!(
+        !dom.contains(">refused</td>"),
+        "kinds that did not happen are left out"
+    );
+}

@@ -122,12 +122,22 @@ fn direct_run_joins_with_nothing_lost_or_duplicated() {
     assert_eq!(list.runs.len(), 1);
     assert_eq!((list.unattributed, list.malformed), (0, 0));
     let (_, metrics) = get(ctl, "/metrics");
-    assert!(
-        metrics.contains(&format!(
-            "mailstorm_sink_ledger_deliveries_total{{run=\"direct-1\"}} {accepted}"
-        )),
-        "{metrics}"
-    );
+    // Every per-run figure of /ledger is in /metrics, with the same value.
+    let c = &list.runs[0].counts;
+    for (what, v) in [
+        ("messages", c.messages),
+        ("deliveries", c.deliveries),
+        ("unique", c.unique),
+        ("duplicates", c.duplicates),
+        ("duplicate_messages", c.duplicate_messages),
+        ("out_of_order", c.out_of_order),
+        ("dropped", c.dropped),
+        ("clock_skewed", list.runs[0].clock_skewed),
+    ] {
+        let line = format!("mailstorm_sink_ledger_{what}_total{{run=\"direct-1\"}} {v}\n");
+        assert!(metrics.contains(&line), "{line} not in:\n{metrics}");
+    }
+    assert_eq!((c.deliveries, c.unique), (accepted, accepted));
     // Prometheus's reference parser (installed by scripts/test.sh) reads it.
     let script =
         "import sys\nfrom prometheus_client.parser import text_string_to_metric_families\n\

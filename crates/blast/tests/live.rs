@@ -295,6 +295,121 @@ fn metrics_follow_the_run_and_end_equal_to_the_report() {
     );
 }
 
+/// With faults (resets, 4xx, 5xx): the final transport errors, recipients,
+/// schedule, offered load and bytes equal the report's too.
+#[test]
+fn fault_counters_at_the_end_equal_the_report() {
+    let report = out_dir().join("metrics-faults.json");
+    let plan = out_dir().join("metrics-faults.yaml");
+    let _ = std::fs::remove_file(&report);
+    std::fs::write(
+        &plan,
+        "seed: 5\nrules:\n  - {stage: data_end, key: global, every: 7, action: {disconnect: {mode: rst}}}\n  - {stage: rcpt, key: global, every: 5, action: {reply: {code: 451, enhanced: 4.3.0}}}\n  - {stage: mail, key: global, every: 11, action: {reply: {code: 550}}}\n",
+    )
+    .unwrap();
+    let mut run = Running::start(
+        &[
+            "--rate",
+            "300",
+            "-d",
+            "2s",
+            "-c",
+            "8",
+            "--rcpts",
+            "1..3",
+            "--interval",
+            "250ms",
+            "--no-pin",
+            "--sink-plan",
+            plan.to_str().unwrap(),
+            "--metrics",
+            "127.0.0.1:0",
+            "--linger-metrics",
+            "60s",
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let metrics = url_after(&mut run, "metrics: ");
+    run.wait_line("the linger", |l| l.starts_with("live: serving the final"));
+    let (_, samples) = parse_prometheus(&get(&metrics).1);
+    let model: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let count = |v: &Value| v.as_u64().unwrap() as f64;
+    // Transport errors: by stage and kind in /metrics, by kind in the report.
+    let mut by_kind: BTreeMap<String, f64> = BTreeMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.name == "mailstorm_blast_transport_errors_total")
+    {
+        *by_kind.entry(s.labels["kind"].clone()).or_default() += s.value;
+    }
+    let want: BTreeMap<String, f64> = model["transport_errors"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, n)| n.as_u64() != Some(0))
+        .map(|(k, n)| (k.clone(), count(n)))
+        .collect();
+    assert!(want.get("reset").is_some_and(|&n| n > 0.0), "{want:?}");
+    by_kind.retain(|_, n| *n != 0.0);
+    assert_eq!(by_kind, want);
+    for outcome in ["accepted", "deferred", "rejected", "failed"] {
+        let n = count(&model["messages"][outcome]);
+        assert!(
+            n > 0.0,
+            "no {outcome} messages: the faults should make each"
+        );
+        assert_eq!(
+            value(
+                &samples,
+                "mailstorm_blast_messages_total",
+                &[("outcome", outcome)]
+            ),
+            n,
+            "{outcome}"
+        );
+    }
+    for (metric, got) in [
+        ("recipients_sent_total", &model["recipients"]["attempted"]),
+        (
+            "recipients_accepted_total",
+            &model["recipients"]["accepted"],
+        ),
+        ("messages_scheduled_total", &model["schedule"]["scheduled"]),
+        ("messages_late_total", &model["schedule"]["late"]),
+        (
+            "messages_not_started_total",
+            &model["schedule"]["not_started"],
+        ),
+    ] {
+        let name = format!("mailstorm_blast_{metric}");
+        assert_eq!(value(&samples, &name, &[]), count(got), "{metric}");
+    }
+    let offered: f64 = model["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| count(&r["offered"]))
+        .sum();
+    assert_eq!(
+        value(&samples, "mailstorm_blast_messages_offered_total", &[]),
+        offered,
+        "offered: the timeline's rows add up to the counter"
+    );
+    // The report gives bytes as a rate over the run's duration.
+    let bytes = value(&samples, "mailstorm_blast_message_bytes_total", &[]);
+    let from_report = model["throughput"]["bytes_per_s"].as_f64().unwrap()
+        * model["duration_s"].as_f64().unwrap();
+    assert!(
+        bytes > 0.0 && (bytes - from_report).abs() <= bytes * 0.01 + 1.0,
+        "{bytes} vs {from_report}"
+    );
+    run.signal(nix::sys::signal::Signal::SIGINT);
+    let (code, _, err) = run.finish();
+    assert!(matches!(code, Some(0 | 1)), "{code:?}: {err}");
+}
+
 #[test]
 fn bad_addresses_are_usage_errors_before_the_run() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

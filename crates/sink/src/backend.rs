@@ -83,11 +83,11 @@ impl control::ControlBackend for Backend {
         serde_json::to_value(self.0.engine.as_ref()?.verdicts(filter)).ok()
     }
 
-    fn ledger_json(&self, run: Option<&str>) -> Option<serde_json::Value> {
+    fn ledger_json(&self, run: Option<&str>, filter: &ClientFilter) -> Option<serde_json::Value> {
         let l = &self.0.ledger;
         match run {
-            None => serde_json::to_value(l.list()).ok(),
-            Some(r) => serde_json::to_value(l.run(r)?).ok(),
+            None => serde_json::to_value(l.list_for(filter)).ok(),
+            Some(r) => serde_json::to_value(l.run_for(r, filter)?).ok(),
         }
     }
 

@@ -24,8 +24,8 @@
 //! | `GET /clients`         | [`ControlBackend::clients_json`] | 200 JSON, 404 when unsupported |
 //! | `GET /verdicts`        | [`ControlBackend::verdicts_json`] | 200 JSON list, 404 when unsupported |
 //! | `GET /clients/{id}/verdict` | [`ControlBackend::verdict_json`] | 200 JSON, 404 for an unknown client |
-//! | `GET /ledger`          | [`ControlBackend::ledger_json`]  | 200 JSON (runs and global counters), 404 when unsupported |
-//! | `GET /ledger/{run}`    | [`ControlBackend::ledger_json`]  | 200 JSON (one run's figures), 404 for an unknown run |
+//! | `GET /ledger`          | [`ControlBackend::ledger_json`]  | 200 JSON (runs and global counters; `?helo=&domain=` selects the runs a client delivered to), 404 when unsupported |
+//! | `GET /ledger/{run}`    | [`ControlBackend::ledger_json`]  | 200 JSON (one run's figures), 404 for an unknown run or one the filter does not select |
 //! | `GET /`                | —                             | 200 the dashboard page (see [`dashboard`]) |
 //! | `GET /dashboard.json`  | [`dashboard::feed_json`]         | 200 JSON: the page's one feed |
 //!
@@ -132,10 +132,11 @@ pub trait ControlBackend: Send + Sync + 'static {
         None
     }
     /// `GET /ledger` (`run: None`) and `GET /ledger/{run}`: the
-    /// end-to-end ledger; `None` (404) for an unknown run or without
-    /// support.
-    fn ledger_json(&self, run: Option<&str>) -> Option<serde_json::Value> {
-        let _ = run;
+    /// end-to-end ledger, limited to the runs `filter`'s client or domain
+    /// delivered to; `None` (404) for an unknown or unselected run or
+    /// without support.
+    fn ledger_json(&self, run: Option<&str>, filter: &ClientFilter) -> Option<serde_json::Value> {
+        let _ = (run, filter);
         None
     }
     /// The dashboard's faults by rule (a JSON list); `None` without plan
@@ -546,15 +547,19 @@ async fn verdict(State(b): State<Backend>, Path(id): Path<String>) -> Response {
     }
 }
 
-async fn ledger(State(b): State<Backend>) -> Response {
-    match b.ledger_json(None) {
+async fn ledger(State(b): State<Backend>, Query(f): Query<ClientFilter>) -> Response {
+    match b.ledger_json(None, &f) {
         Some(v) => Json(v).into_response(),
         None => (StatusCode::NOT_FOUND, "no ledger\n").into_response(),
     }
 }
 
-async fn ledger_run(State(b): State<Backend>, Path(run): Path<String>) -> Response {
-    match b.ledger_json(Some(&run)) {
+async fn ledger_run(
+    State(b): State<Backend>,
+    Path(run): Path<String>,
+    Query(f): Query<ClientFilter>,
+) -> Response {
+    match b.ledger_json(Some(&run), &f) {
         Some(v) => Json(v).into_response(),
         None => (StatusCode::NOT_FOUND, format!("no run {run:?}\n")).into_response(),
     }

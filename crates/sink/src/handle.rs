@@ -215,6 +215,12 @@ impl SinkHandle {
         &self.shared.ledger
     }
 
+    /// The ledger's runs that `filter`'s client or domain delivered to
+    /// (`GET /ledger?helo=…&domain=…`): one test's runs on a shared sink.
+    pub fn ledger_runs(&self, filter: &crate::ClientFilter) -> crate::ledger::LedgerList {
+        self.shared.ledger.list_for(filter)
+    }
+
     /// The configuration new sessions get.
     pub fn config(&self) -> SinkConfig {
         self.shared.settings().config.clone()

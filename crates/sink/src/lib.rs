@@ -35,6 +35,7 @@ pub mod dns;
 pub mod filter;
 mod handle;
 pub mod hook;
+mod ip_text;
 pub mod ledger;
 pub mod plan;
 mod process_metrics;

@@ -17,12 +17,16 @@ name in snake_case (e.g. `max_message_size: 10MiB`); flags override the file.
 Unknown keys are errors. Durations: 300ms, 5s, 1.5s, 2m, 1h, 1d. Sizes: 512, 64k,
 50MiB, 1G.
 
-Control API (--control): GET /healthz /info /stats /metrics /clients /verdicts
-/clients/{id}/verdict /messages /messages/{id} /ledger /ledger/{run} /dns (DNS
-queries by outcome and per client, with --dns); POST /reset; DELETE /messages;
-GET|PUT|DELETE /plan. A client's id is the EHLO name of its sessions (or its IP
-before a greeting): ?helo=NAME&domain=D selects one test's clients on /clients,
-/verdicts, /messages and /reset; /plan?helo=NAME is a plan scoped to that name.
+Control API (--control): GET / (the dashboard: live throughput, replies, faults,
+clients and verdicts, kept messages, the plan editor; polls GET /dashboard.json)
+/healthz /info /stats /metrics /clients /verdicts /clients/{id}/verdict /messages
+/messages/{id} /ledger /ledger/{run} /dns (DNS queries by outcome and per client,
+with --dns); POST /reset; DELETE /messages; GET|PUT|DELETE /plan. A client's id
+is the EHLO name of its sessions (or its IP before a greeting): ?helo=NAME&domain=D
+selects one test's clients on /clients, /verdicts, /messages, /ledger and /reset;
+/plan?helo=NAME is a plan scoped to that name. With --control-token every call
+but /healthz needs `Authorization: Bearer TOKEN`; a browser opens
+/?token=TOKEN once and gets a cookie for the page and its calls.
 
 Signals: SIGINT/SIGTERM stop accepting, answer 421 4.3.2 to each session at its next
 command, wait up to --shutdown-grace, print final stats and exit 0. SIGHUP reloads the

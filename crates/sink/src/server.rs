@@ -53,6 +53,7 @@ impl SinkState {
             self.ledger.clear();
         } else {
             self.store.remove_where(|m| m.matches(filter));
+            self.ledger.remove_for(filter);
         }
         if let Some(e) = &self.engine {
             e.reset_clients(filter);

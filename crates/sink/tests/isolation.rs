@@ -246,3 +246,86 @@ fn scoped_plans_are_bounded() {
     assert!(e.unload_scoped("c1"));
     e.load_scoped("one-more", plan()).unwrap();
 }
+
+/// One traced message (run `run`, sequence `seq`) from a client greeting
+/// as `helo`, to a recipient in `domain`.
+fn traced(addr: SocketAddr, helo: &str, domain: &str, run: &str, seq: u64) {
+    let mut c = greet(addr, helo);
+    c.cmd("MAIL FROM:<s@blaster.test>").expect(250, "2.1.0");
+    c.cmd(&format!("RCPT TO:<u@{domain}>")).expect(250, "2.1.5");
+    assert_eq!(c.cmd("DATA").code, 354);
+    let mut m = Vec::new();
+    mailstorm_proto::trace::Template::new(run, 1).write(&mut m, seq, 1, 1);
+    m.extend_from_slice(b"Subject: t\r\n\r\nhi\r\n.\r\n");
+    c.send(&m);
+    assert_eq!(c.reply().code, 250);
+    c.cmd("QUIT");
+}
+
+fn runs_of(v: &serde_json::Value) -> Vec<String> {
+    let mut r: Vec<String> = v["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["run"].as_str().unwrap().to_owned())
+        .collect();
+    r.sort();
+    r
+}
+
+#[test]
+fn the_ledger_lists_one_tests_runs_and_a_filtered_reset_drops_only_them() {
+    let (sink, ctl) = sink_with_engine();
+    let addr = sink.local_addr();
+    traced(addr, "Test-A", "a.test", "run-a", 0);
+    traced(addr, "test-a", "a.test", "run-a", 1);
+    traced(addr, "test-b", "b.test", "run-b", 0);
+    // A run two tests delivered to (a shared run id): listed for both,
+    // dropped by neither's reset.
+    traced(addr, "test-a", "a.test", "run-ab", 0);
+    traced(addr, "test-b", "b.test", "run-ab", 1);
+
+    let all = json(ctl, "GET", "/ledger");
+    assert_eq!(runs_of(&all), ["run-a", "run-ab", "run-b"]);
+    assert_eq!(
+        runs_of(&json(ctl, "GET", "/ledger?helo=TEST-A")),
+        ["run-a", "run-ab"]
+    );
+    assert_eq!(
+        runs_of(&json(ctl, "GET", "/ledger?domain=b.test")),
+        ["run-ab", "run-b"]
+    );
+    assert_eq!(
+        runs_of(&json(ctl, "GET", "/ledger?helo=test-a&domain=b.test")),
+        ["run-ab"]
+    );
+    assert!(runs_of(&json(ctl, "GET", "/ledger?helo=nobody")).is_empty());
+    let a = json(ctl, "GET", "/ledger/run-a?helo=test-a");
+    assert_eq!(
+        (a["messages"].as_u64(), a["unique"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(a["clients"], serde_json::json!(["test-a"]));
+    assert_eq!(a["domains"], serde_json::json!(["blaster.test", "a.test"]));
+    assert_eq!(
+        http(ctl, "GET", "/ledger/run-a?helo=test-b", b"").status,
+        404
+    );
+    assert_eq!(
+        http(ctl, "GET", "/ledger?hello=test-a", b"").status,
+        400,
+        "a typo is refused"
+    );
+    // The Rust handle gives the same.
+    let list = sink.ledger_runs(&ClientFilter::helo("test-b"));
+    let mut ids: Vec<&str> = list.runs.iter().map(|r| r.run.as_str()).collect();
+    ids.sort();
+    assert_eq!(ids, ["run-ab", "run-b"]);
+
+    assert_eq!(http(ctl, "POST", "/reset?helo=test-a", b"").status, 204);
+    assert_eq!(
+        runs_of(&json(ctl, "GET", "/ledger")),
+        ["run-ab", "run-b"],
+        "test-a's own run dropped, the shared one kept"
+    );
+}

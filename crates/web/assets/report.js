@@ -247,6 +247,14 @@ var MailstormReport = (function () {
         return [k, Object.keys(R[k]).map(function (c) { return c + " ×" + R[k][c]; }).join(", ")];
       }));
     }
+    // Transport errors by kind (resets, timeouts, refused connections...):
+    // only the kinds that happened.
+    var T = m.transport_errors || {};
+    var kinds = Object.keys(T).filter(function (k) { return T[k] > 0; });
+    if (kinds.length) {
+      root.appendChild(el("h2", { id: "transport-errors" }, "Transport errors"));
+      table(root, ["count", "kind"], kinds.map(function (k) { return [num(T[k]), k]; }));
+    }
     // Domain and relay targets (report `routing`): DNS counters, relays.
     var G = m.routing || {};
     if (G.dns) {

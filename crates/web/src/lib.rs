@@ -12,11 +12,18 @@
 pub mod live;
 pub mod sink;
 
-/// uPlot 1.6.32, minified IIFE build (MIT, see `assets/vendor/uplot`).
-pub const UPLOT_JS: &str = include_str!("../assets/vendor/uplot/uPlot.iife.min.js");
+/// uPlot 1.6.32, minified IIFE build, preceded by its MIT licence in a
+/// `/*! */` comment: the licence asks that its notice go with every copy,
+/// and every page or report that embeds the script is such a copy.
+pub const UPLOT_JS: &str = concat!(
+    "/*! uPlot 1.6.32 (https://github.com/leeoniya/uPlot)\n",
+    include_str!("../assets/vendor/uplot/LICENSE"),
+    "*/\n",
+    include_str!("../assets/vendor/uplot/uPlot.iife.min.js")
+);
 /// uPlot's stylesheet.
 pub const UPLOT_CSS: &str = include_str!("../assets/vendor/uplot/uPlot.min.css");
-/// uPlot's licence, to ship beside it.
+/// uPlot's licence (also at the head of [`UPLOT_JS`]).
 pub const UPLOT_LICENSE: &str = include_str!("../assets/vendor/uplot/LICENSE");
 /// The page's own script: `MailstormReport.render(model, element)`.
 pub const PAGE_JS: &str = include_str!("../assets/report.js");
@@ -68,6 +75,24 @@ pub fn report_page(title: &str, model: &serde_json::Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_page_carries_the_uplot_licence() {
+        let m = serde_json::json!({"schema": "x"});
+        assert!(UPLOT_LICENSE.contains("Permission is hereby granted"));
+        assert!(
+            !UPLOT_LICENSE.contains("*/"),
+            "the licence must not end its comment"
+        );
+        for page in [
+            report_page("r", &m),
+            sink::sink_page("s"),
+            live::live_page("l", "/report.json", std::time::Duration::from_secs(1)),
+        ] {
+            assert!(page.contains(UPLOT_LICENSE), "no licence notice");
+            assert!(page.contains("Copyright (c) 2022 Leon Sorokin"));
+        }
+    }
 
     #[test]
     fn page_is_self_contained_and_the_model_cannot_escape() {

@@ -13,6 +13,7 @@
 //! [`MAX_RUN_PAGES`] pages of 4096 one-byte counts per run and
 //! [`MAX_PAGES`] in all. An arrival past a cap is counted as `dropped`.
 
+mod names;
 mod report;
 mod space;
 
@@ -24,6 +25,10 @@ use std::sync::Mutex;
 use hdrhistogram::Histogram;
 use mailstorm_proto::trace::{self, Found};
 
+use crate::filter::ClientFilter;
+use names::Names;
+
+pub use names::{MAX_NAMES, MAX_NAME_LEN};
 pub use report::{Latency, LedgerList, RunFigures, RunSummary, SourceFigures};
 pub use space::Counts;
 use space::{Slot, Space};
@@ -49,6 +54,8 @@ struct Run {
     last_us: u64,
     /// Order of last update, for eviction.
     touched: u64,
+    /// Who delivered: what `?helo=` and `?domain=` select on.
+    names: Names,
 }
 
 impl Run {
@@ -62,6 +69,7 @@ impl Run {
             first_us: now_us,
             last_us: now_us,
             touched: 0,
+            names: Names::default(),
         }
     }
 
@@ -93,8 +101,9 @@ impl Ledger {
     }
 
     /// Records an accepted message: `headers` is (at least the start of)
-    /// the message, `rcpts` the recipients it was accepted for.
-    pub fn record(&self, headers: &[u8], rcpts: usize, now_us: u64) {
+    /// the message, `rcpts` the recipients it was accepted for, `from` who
+    /// sent it (read only for traced messages).
+    pub fn record(&self, headers: &[u8], rcpts: usize, now_us: u64, from: &Arrival<'_>) {
         match trace::find(headers) {
             Found::Absent => {
                 self.unattributed.fetch_add(1, Ordering::Relaxed);
@@ -102,11 +111,11 @@ impl Ledger {
             Found::Malformed => {
                 self.malformed.fetch_add(1, Ordering::Relaxed);
             }
-            Found::Trace(t) => self.record_trace(&t, rcpts as u64, now_us),
+            Found::Trace(t) => self.record_trace(&t, rcpts as u64, now_us, from),
         }
     }
 
-    fn record_trace(&self, t: &trace::Trace<'_>, k: u64, now_us: u64) {
+    fn record_trace(&self, t: &trace::Trace<'_>, k: u64, now_us: u64, from: &Arrival<'_>) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *g;
         inner.tick += 1;
@@ -117,6 +126,7 @@ impl Ledger {
             if let Some(run) = inner.runs.get_mut(t.run) {
                 let may_grow = run.pages() < MAX_RUN_PAGES;
                 inner.pages += record_in(run, t, k, now_us, tick, may_grow);
+                from.note_in(&mut run.names);
                 return;
             }
         }
@@ -139,6 +149,7 @@ impl Ledger {
         };
         let may_grow = run.pages() < MAX_RUN_PAGES && total < MAX_PAGES;
         inner.pages += record_in(run, t, k, now_us, tick, may_grow);
+        from.note_in(&mut run.names);
     }
 
     /// Messages without a trace header.
@@ -153,16 +164,27 @@ impl Ledger {
 
     /// `GET /ledger`.
     pub fn list(&self) -> LedgerList {
+        self.list_for(&ClientFilter::all())
+    }
+
+    /// `GET /ledger?helo=…&domain=…`: the runs the filter's client or
+    /// domain delivered to (the global counters stay global).
+    pub fn list_for(&self, filter: &ClientFilter) -> LedgerList {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let mut runs: Vec<RunSummary> = g
             .runs
             .iter()
+            .filter(|(_, r)| r.names.matches(filter))
             .map(|(id, r)| RunSummary {
                 run: id.clone(),
                 counts: total(r),
                 sources: r.spaces.len(),
+                clock_skewed: r.skewed,
                 first_arrival_us: r.first_us,
                 last_arrival_us: r.last_us,
+                clients: names_of(&r.names.clients),
+                domains: names_of(&r.names.domains),
+                names_incomplete: r.names.overflow,
             })
             .collect();
         runs.sort_by_key(|r| r.first_arrival_us);
@@ -178,8 +200,14 @@ impl Ledger {
 
     /// `GET /ledger/{run}`.
     pub fn run(&self, id: &str) -> Option<RunFigures> {
+        self.run_for(id, &ClientFilter::all())
+    }
+
+    /// `GET /ledger/{run}?helo=…&domain=…`: the run, if the filter's
+    /// client or domain delivered to it.
+    pub fn run_for(&self, id: &str, filter: &ClientFilter) -> Option<RunFigures> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let r = g.runs.get(id)?;
+        let r = g.runs.get(id).filter(|r| r.names.matches(filter))?;
         let mut sources: Vec<SourceFigures> = r
             .spaces
             .iter()
@@ -198,7 +226,28 @@ impl Ledger {
             last_arrival_us: r.last_us,
             e2e: report::Latency::of(&r.e2e),
             sources,
+            clients: names_of(&r.names.clients),
+            domains: names_of(&r.names.domains),
+            names_incomplete: r.names.overflow,
         })
+    }
+
+    /// A filtered `POST /reset`: forgets the runs `filter` selects that
+    /// no other client delivered to; returns how many.
+    pub fn remove_for(&self, filter: &ClientFilter) -> usize {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let inner = &mut *g;
+        let before = inner.runs.len();
+        let mut freed = 0;
+        inner.runs.retain(|_, r| {
+            let drop = r.names.owned_by(filter);
+            if drop {
+                freed += r.pages();
+            }
+            !drop
+        });
+        inner.pages -= freed;
+        before - inner.runs.len()
     }
 
     /// Forgets every run and counter.
@@ -214,6 +263,51 @@ impl Ledger {
     pub fn metrics_text(&self) -> String {
         report::prometheus(&self.list())
     }
+}
+
+/// Who sent an arrival: the session's greeting (empty before one), its
+/// peer and its envelope, for the run's client and domain lists.
+pub struct Arrival<'a> {
+    /// The EHLO/HELO/LHLO argument as sent (empty: none).
+    pub helo: &'a str,
+    /// The client's address (its id when it never greeted).
+    pub ip: std::net::IpAddr,
+    /// The envelope sender.
+    pub sender: &'a str,
+    /// The envelope recipients the message was accepted for.
+    pub recipients: crate::hook::Recipients<'a>,
+}
+
+impl Arrival<'_> {
+    /// An arrival with no client details (tests, tools).
+    pub fn unknown() -> Arrival<'static> {
+        Arrival {
+            helo: "",
+            ip: std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            sender: "",
+            recipients: crate::hook::Recipients { buf: "", ends: &[] },
+        }
+    }
+
+    fn note_in(&self, names: &mut Names) {
+        use crate::filter::domain_of;
+        let domains = std::iter::once(self.sender)
+            .chain(self.recipients.iter())
+            .map(domain_of);
+        if self.helo.is_empty() {
+            let ip = crate::ip_text::IpText::new(self.ip);
+            names.note(
+                std::str::from_utf8(ip.as_bytes()).unwrap_or_default(),
+                domains,
+            );
+        } else {
+            names.note(self.helo, domains);
+        }
+    }
+}
+
+fn names_of(list: &[Box<str>]) -> Vec<String> {
+    list.iter().map(|n| n.to_string()).collect()
 }
 
 /// Microseconds since the Unix epoch (the trace header's clock).
@@ -296,6 +390,12 @@ mod tests {
     use super::*;
     use mailstorm_proto::trace::Template;
 
+    impl Ledger {
+        fn record_plain(&self, headers: &[u8], rcpts: usize, now_us: u64) {
+            self.record(headers, rcpts, now_us, &Arrival::unknown());
+        }
+    }
+
     fn msg(run: &str, source: u32, seq: u64, n: u32, sent: u64) -> Vec<u8> {
         let mut m = b"Received: by relay\r\n".to_vec();
         Template::new(run, source).write(&mut m, seq, n, sent);
@@ -306,11 +406,11 @@ mod tests {
     #[test]
     fn runs_sources_and_latency() {
         let l = Ledger::new();
-        l.record(&msg("a", 1, 0, 2, 1_000), 2, 3_000);
-        l.record(&msg("a", 2, 0, 1, 1_000), 1, 2_000);
-        l.record(&msg("a", 1, 0, 2, 1_000), 2, 5_000);
-        l.record(b"Subject: none\r\n\r\n", 1, 0);
-        l.record(b"X-Mailstorm-Trace: v1 r=a s=1 q=1 n=1 t=1\r\n\r\n", 1, 0);
+        l.record_plain(&msg("a", 1, 0, 2, 1_000), 2, 3_000);
+        l.record_plain(&msg("a", 2, 0, 1, 1_000), 1, 2_000);
+        l.record_plain(&msg("a", 1, 0, 2, 1_000), 2, 5_000);
+        l.record_plain(b"Subject: none\r\n\r\n", 1, 0);
+        l.record_plain(b"X-Mailstorm-Trace: v1 r=a s=1 q=1 n=1 t=1\r\n\r\n", 1, 0);
         let r = l.run("a").unwrap();
         assert_eq!(r.counts.messages, 3);
         assert_eq!(r.counts.unique, 3, "source 2's seq 0 is its own");
@@ -327,7 +427,7 @@ mod tests {
     fn forged_runs_and_sequences_stay_bounded() {
         let l = Ledger::new();
         for i in 0..(MAX_RUNS as u64 + 10) {
-            l.record(&msg(&format!("r{i}"), 1, i * 1_000_000_007, 1, 1), 1, 2);
+            l.record_plain(&msg(&format!("r{i}"), 1, i * 1_000_000_007, 1, 1), 1, 2);
         }
         let list = l.list();
         assert_eq!(list.runs.len(), MAX_RUNS);
@@ -335,7 +435,7 @@ mod tests {
         assert_eq!(list.pages, MAX_RUNS);
         // One run spraying sequence numbers stops at its page cap.
         for i in 0..(MAX_RUN_PAGES as u64 + 5) {
-            l.record(&msg("spray", 1, i * space::PAGE, 1, 1), 1, 2);
+            l.record_plain(&msg("spray", 1, i * space::PAGE, 1, 1), 1, 2);
         }
         let r = l.run("spray").unwrap();
         assert_eq!(r.counts.messages, MAX_RUN_PAGES as u64);

@@ -38,10 +38,28 @@ pub struct RunSummary {
     pub counts: Counts,
     /// Sequence spaces seen.
     pub sources: usize,
+    /// Arrivals whose send time lies in the future (clock skew between
+    /// the blaster's host and this one); not in the latency histogram.
+    #[serde(default)]
+    pub clock_skewed: u64,
     /// First arrival, µs since the Unix epoch.
     pub first_arrival_us: u64,
     /// Last arrival.
     pub last_arrival_us: u64,
+    /// Clients that delivered to the run (EHLO names lower-cased, or IP
+    /// addresses for sessions that never greeted): `?helo=` selects on
+    /// these.
+    #[serde(default)]
+    pub clients: Vec<String>,
+    /// Sender and recipient domains of its arrivals: `?domain=` selects on
+    /// these.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// More clients or domains than the ledger keeps per run
+    /// ([`super::MAX_NAMES`]): the lists are incomplete and the run
+    /// matches every filter.
+    #[serde(default)]
+    pub names_incomplete: bool,
 }
 
 /// `GET /ledger/{run}`.
@@ -62,6 +80,15 @@ pub struct RunFigures {
     pub e2e: Latency,
     /// Per sequence space.
     pub sources: Vec<SourceFigures>,
+    /// Clients that delivered to the run (see [`RunSummary::clients`]).
+    #[serde(default)]
+    pub clients: Vec<String>,
+    /// Sender and recipient domains of its arrivals.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    /// The client or domain list is incomplete (a cap).
+    #[serde(default)]
+    pub names_incomplete: bool,
 }
 
 impl RunFigures {
@@ -158,30 +185,47 @@ pub(super) fn prometheus(l: &LedgerList) -> String {
          # TYPE mailstorm_sink_ledger_bytes gauge\nmailstorm_sink_ledger_bytes {}",
         l.bytes
     );
-    type Get = fn(&Counts) -> u64;
-    let per_run: [(&str, &str, Get); 5] = [
-        ("messages", "Traced messages that arrived.", |c| c.messages),
-        ("deliveries", "Traced recipient deliveries.", |c| {
-            c.deliveries
+    type Get = fn(&RunSummary) -> u64;
+    let per_run: [(&str, &str, Get); 8] = [
+        ("messages", "Traced messages that arrived.", |r| {
+            r.counts.messages
         }),
+        ("deliveries", "Traced recipient deliveries.", |r| {
+            r.counts.deliveries
+        }),
+        (
+            "unique",
+            "First deliveries of a (sequence, recipient): what a blaster counts as delivered.",
+            |r| r.counts.unique,
+        ),
         (
             "duplicates",
             "Recipient deliveries beyond the first.",
-            |c| c.duplicates,
+            |r| r.counts.duplicates,
         ),
-        ("out_of_order", "Traced first arrivals out of order.", |c| {
-            c.out_of_order
+        (
+            "duplicate_messages",
+            "Arrivals every recipient of which had already arrived.",
+            |r| r.counts.duplicate_messages,
+        ),
+        ("out_of_order", "Traced first arrivals out of order.", |r| {
+            r.counts.out_of_order
         }),
-        ("dropped", "Traced arrivals over a memory cap.", |c| {
-            c.dropped
+        ("dropped", "Traced arrivals over a memory cap.", |r| {
+            r.counts.dropped
         }),
+        (
+            "clock_skewed",
+            "Traced arrivals sent in the future (clock skew): not in the latency figures.",
+            |r| r.clock_skewed,
+        ),
     ];
     for (what, help, get) in per_run {
         let name = format!("mailstorm_sink_ledger_{what}_total");
         let _ = writeln!(m, "# HELP {name} {help}\n# TYPE {name} counter");
         for r in &l.runs {
             // Run ids are `[A-Za-z0-9._-]`: nothing to escape in a label.
-            let _ = writeln!(m, "{name}{{run=\"{}\"}} {}", r.run, get(&r.counts));
+            let _ = writeln!(m, "{name}{{run=\"{}\"}} {}", r.run, get(r));
         }
     }
     m

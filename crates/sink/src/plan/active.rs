@@ -6,7 +6,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::ip_text::IpText;
 use super::load::Plan;
 use super::matching::stage_bit;
 use super::model::StageSel;
@@ -15,6 +14,7 @@ use super::select::hash_bytes;
 use super::slots::Slot;
 use super::state::Striped;
 use crate::hook::Stage;
+use crate::ip_text::IpText;
 
 /// Per-key state and the client (id hash) whose session created it, so a
 /// `POST /reset?helo=X` can drop client X's entries of the global plan.

@@ -169,7 +169,7 @@ impl Engine {
         let plan = lock(&self.scoped).get(id.as_str()).cloned();
         Some(Arc::new(Scope {
             hash: hash_bytes(0, id.as_bytes()),
-            ip: super::ip_text::IpText::new(peer.ip()),
+            ip: crate::ip_text::IpText::new(peer.ip()),
             id: id.into(),
             plan,
             domains: Default::default(),

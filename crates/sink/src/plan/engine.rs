@@ -11,7 +11,6 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::active::{Active, Owned, Scope, Who};
-use super::ip_text::IpText;
 use super::keys::{bucket_key, state_key, KeyHashes, TAG_ATTEMPTS, TAG_BUCKET, TAG_GREY};
 use super::load::{Plan, PlanError};
 use super::model::{ConnPer, KeyKind, StageSel};
@@ -24,6 +23,7 @@ use super::validate::Rule;
 use super::verdict::{FaultAction, Verdict};
 use super::view::{Now, View};
 use crate::hook::{ReplyClass, SessionEnd, SplitReply, Stage, StageContext};
+use crate::ip_text::IpText;
 
 /// The fault engine: the active plan, its state, the referee and the event
 /// log. Install it as the sink's hook; swap plans with [`Engine::load`].

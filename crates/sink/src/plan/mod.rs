@@ -54,7 +54,6 @@ mod clients;
 mod dns_rules;
 mod engine;
 mod glob;
-mod ip_text;
 mod keys;
 mod load;
 mod matching;

@@ -5,9 +5,9 @@
 use std::cell::Cell;
 use std::time::Instant;
 
-use super::ip_text::IpText;
 use super::select::{cmp_lower, KeyHasher};
 use crate::hook::{Stage, StageContext};
+use crate::ip_text::IpText;
 
 /// The argument of `EHLO x` / `MAIL FROM:<x>` read from the command line,
 /// for the stage where the session has not stored it yet: the text between

@@ -129,6 +129,12 @@ impl Session {
                 &self.msg,
                 self.tx.rcpt_ends.len(),
                 crate::ledger::unix_micros(),
+                &crate::ledger::Arrival {
+                    helo: &self.helo,
+                    ip: self.peer.ip(),
+                    sender: &self.tx.sender,
+                    recipients: self.tx.recipients(),
+                },
             );
         }
     }

@@ -5,7 +5,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use mailstorm_proto::encode::DotStuffer;
-use mailstorm_proto::trace::Template;
+use mailstorm_proto::trace::{TagHasher, Template, MAX_TAGGED};
 
 use crate::config::{Config, SizeDist};
 use crate::rng::Rng;
@@ -78,6 +78,21 @@ impl Pattern {
             let _ = write!(out, "{n}");
             out.push_str(s);
         }
+    }
+
+    /// The trace tag of the address for `n` (as the sink computes it from
+    /// `RCPT TO`), without building the address.
+    pub fn tag(&self, n: u64) -> u16 {
+        let mut h = TagHasher::default();
+        h.feed(self.prefix.as_bytes());
+        if let Some(s) = &self.suffix {
+            let mut digits = [0u8; 20];
+            let len = decimal_len(n);
+            put_fixed(&mut digits[..len], n);
+            h.feed(&digits[..len]);
+            h.feed(s.as_bytes());
+        }
+        h.finish()
     }
 
     /// Whether addresses need SMTPUTF8.
@@ -167,9 +182,35 @@ pub struct MessageFactory {
     eml: Option<Eml>,
     /// The trace header line (`None` with `--no-trace`).
     trace: Option<Template>,
-    /// To state each message's recipient count in its trace.
+    /// To state each message's recipient count (and name the
+    /// recipients) in its trace.
     seed: u64,
     rcpts: crate::config::RcptRange,
+    users: u64,
+    to: Pattern,
+}
+
+/// Draws the `n` recipients (user numbers for `--to`) of a message from
+/// `rng`, calling `each(i, user)`: the one place the session's RCPTs and
+/// the trace's recipient tags come from. Up to [`MAX_TAGGED`] recipients
+/// are distinct when `users` allows it: a relay delivers a repeated
+/// recipient once, which the ledger would report as a lost one.
+pub fn draw_users(rng: &mut Rng, n: usize, users: u64, mut each: impl FnMut(usize, u64)) {
+    let distinct = n <= MAX_TAGGED && users >= n as u64;
+    let mut drawn = [0u64; MAX_TAGGED];
+    for i in 0..n {
+        let mut user = rng.below(users);
+        // Bounded: each redraw is new with probability >= 1/8 here.
+        let mut tries = 0;
+        while distinct && drawn[..i].contains(&user) && tries < 64 {
+            user = rng.below(users);
+            tries += 1;
+        }
+        if i < MAX_TAGGED {
+            drawn[i] = user;
+        }
+        each(i, user);
+    }
 }
 
 impl MessageFactory {
@@ -222,11 +263,20 @@ impl MessageFactory {
             filler,
             dist: cfg.size,
             eml,
-            trace: cfg
-                .trace
-                .then(|| Template::new(&run, crate::ledger::source_id(cfg))),
+            // Recipients are named in the trace when every message's fit
+            // (one header length per run).
+            trace: cfg.trace.then(|| {
+                let source = crate::ledger::source_id(cfg);
+                if cfg.rcpts.max as usize <= MAX_TAGGED {
+                    Template::tagged(&run, source)
+                } else {
+                    Template::new(&run, source)
+                }
+            }),
             seed: cfg.seed,
             rcpts: cfg.rcpts,
+            users: cfg.users.max(1),
+            to: Pattern::new(&cfg.to),
         })
     }
 
@@ -242,11 +292,23 @@ impl MessageFactory {
     /// Writes the trace line for message `seq`, if tracing.
     fn write_trace(&self, out: &mut Vec<u8>, seq: u64) {
         if let Some(t) = &self.trace {
-            // The message's recipient count, drawn as the session draws it
-            // (the first draw of the item's generator).
-            let n = Rng::for_item(self.seed, seq)
-                .range(u64::from(self.rcpts.min), u64::from(self.rcpts.max));
-            t.write(out, seq, n as u32, unix_micros());
+            // The message's recipients, drawn as the session draws them
+            // (the first draws of the item's generator).
+            let mut rng = Rng::for_item(self.seed, seq);
+            let n = rng.range(u64::from(self.rcpts.min), u64::from(self.rcpts.max)) as usize;
+            let mut tags = [0u16; MAX_TAGGED];
+            if n <= MAX_TAGGED {
+                draw_users(&mut rng, n, self.users, |i, user| {
+                    tags[i] = self.to.tag(user)
+                });
+            }
+            t.write_tagged(
+                out,
+                seq,
+                n as u32,
+                unix_micros(),
+                &tags[..n.min(MAX_TAGGED)],
+            );
         }
     }
 
@@ -398,6 +460,60 @@ mod tests {
         assert!(text.contains(&format!(
             "Message-ID: <00000000000000000123.{source:08x}.s1@mailstorm.test>"
         )));
+    }
+
+    #[test]
+    fn trace_names_the_recipients_the_session_draws() {
+        use mailstorm_proto::trace::{find, rcpt_tag, Found};
+        let cfg = Config {
+            seed: 11,
+            run_id: Some("tags".into()),
+            trace_source: 1,
+            rcpts: crate::config::RcptRange { min: 1, max: 8 },
+            users: 9,
+            to: "U{n}@Example.test".into(),
+            ..Config::default()
+        };
+        let f = MessageFactory::new(&cfg).unwrap();
+        let to = Pattern::new(&cfg.to);
+        for seq in 0..200 {
+            let mut out = Vec::new();
+            f.write(&mut out, seq, f.min_size() + 10, "r", false);
+            let Found::Trace(t) = find(&out) else {
+                panic!("no trace")
+            };
+            // The session's draws: the count, then the users.
+            let mut rng = Rng::for_item(cfg.seed, seq);
+            let n = rng.range(1, 8) as usize;
+            let mut addrs = Vec::new();
+            draw_users(&mut rng, n, cfg.users, |_, u| {
+                let mut a = String::new();
+                to.write(&mut a, u);
+                addrs.push(a);
+            });
+            let tags = t.tags.expect("at most 8 recipients: tagged");
+            assert_eq!(t.rcpts as usize, n);
+            for (i, a) in addrs.iter().enumerate() {
+                assert_eq!(tags[i], rcpt_tag(a), "seq {seq} recipient {i}");
+            }
+            assert!(tags[n..].iter().all(|&t| t == 0));
+            let mut distinct = addrs.clone();
+            distinct.sort();
+            distinct.dedup();
+            assert_eq!(distinct.len(), n, "seq {seq}: {addrs:?}");
+        }
+        // More than 8 recipients per message: no tags, counted.
+        let many = Config {
+            rcpts: crate::config::RcptRange { min: 9, max: 9 },
+            ..cfg
+        };
+        let mut out = Vec::new();
+        let f = MessageFactory::new(&many).unwrap();
+        f.write(&mut out, 1, f.min_size(), "r", false);
+        let Found::Trace(t) = find(&out) else {
+            panic!("no trace")
+        };
+        assert_eq!((t.rcpts, t.tags), (9, None));
     }
 
     #[test]

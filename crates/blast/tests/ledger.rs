@@ -12,7 +12,7 @@ use common::child::Running;
 use common::*;
 use mailstorm_blast::config::RcptRange;
 use mailstorm_blast::ledger::{join, Source};
-use mailstorm_proto::trace::Template;
+use mailstorm_proto::trace::{rcpt_tag, Template};
 use mailstorm_sink::ledger::{LedgerList, RunFigures, MAX_RUNS};
 use mailstorm_sink::SinkHandle;
 
@@ -304,4 +304,106 @@ fn embedded_runs_join_automatically_and_no_trace_skips_it() {
     .finish();
     assert_eq!(code, Some(0), "{err}");
     assert!(!out.contains("ledger"), "{out}");
+}
+
+/// One transaction on a fresh connection: `rcpts` as the envelope, `msg`
+/// as the data.
+fn send_to(addr: SocketAddr, rcpts: &[&str], msg: &[u8]) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut w = s;
+    let reply = |r: &mut BufReader<TcpStream>, want: &str| loop {
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with(want), "wanted {want}, got {line:?}");
+        if line.as_bytes().get(3) != Some(&b'-') {
+            return;
+        }
+    };
+    reply(&mut r, "220");
+    w.write_all(b"EHLO relay.test\r\nMAIL FROM:<a@x.test>\r\n")
+        .unwrap();
+    reply(&mut r, "250");
+    reply(&mut r, "250");
+    for rcpt in rcpts {
+        w.write_all(format!("RCPT TO:<{rcpt}>\r\n").as_bytes())
+            .unwrap();
+        reply(&mut r, "250");
+    }
+    w.write_all(b"DATA\r\n").unwrap();
+    reply(&mut r, "354");
+    w.write_all(msg).unwrap();
+    w.write_all(b".\r\nQUIT\r\n").unwrap();
+    reply(&mut r, "250");
+    reply(&mut r, "221");
+}
+
+/// The trace names each recipient (`h=`): a relay that delivers one
+/// recipient twice and loses another is reported as exactly that, where
+/// counting deliveries per message would see all three as delivered.
+#[test]
+fn a_duplicate_recipient_does_not_hide_a_lost_one() {
+    let sink = sink_with_control();
+    let addrs = ["a@y.test", "b@y.test", "c@y.test"];
+    let tags: Vec<u16> = addrs.iter().map(|a| rcpt_tag(a)).collect();
+    let mut msg = Vec::new();
+    Template::tagged("tags-1", 0x22).write_tagged(&mut msg, 0, 3, 1, &tags);
+    msg.extend_from_slice(b"Subject: three recipients\r\n\r\nbody\r\n");
+    // The relay delivers a and b, then a again (under the domain in upper
+    // case: tags ignore case); c never comes.
+    send_to(sink.local_addr(), &addrs[..2], &msg);
+    send_to(sink.local_addr(), &["a@Y.TEST"], &msg);
+    let f = sink.ledger().run("tags-1").unwrap();
+    assert_eq!(
+        (f.counts.deliveries, f.counts.unique, f.counts.duplicates),
+        (3, 2, 1)
+    );
+    let mut cfg = config();
+    cfg.run_id = Some("tags-1".into());
+    cfg.trace_source = 0x22;
+    let j = join(
+        &Source::Url(control_url(&sink)),
+        &cfg,
+        3,
+        Duration::from_millis(300),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!((j.delivered, j.lost, j.duplicates), (2, 1, 1), "{j:?}");
+    // A rewritten address (no tag matches) still counts: it takes c's
+    // place, so nothing is lost.
+    send_to(sink.local_addr(), &["rewritten@z.test"], &msg);
+    let f = sink.ledger().run("tags-1").unwrap();
+    assert_eq!((f.counts.unique, f.counts.duplicates), (3, 1));
+}
+
+/// The blaster names its recipients in every trace when messages have at
+/// most 8, and the sink records them per recipient: a run with several
+/// recipients per message joins with nothing lost or duplicated.
+#[test]
+fn blaster_traces_name_their_recipients() {
+    let sink = sink_with_control();
+    let mut cfg = config();
+    cfg.messages = Some(500);
+    cfg.rcpts = RcptRange { min: 2, max: 8 };
+    // Few users: without distinct recipients per message some would
+    // repeat, and a relay delivers a repeated recipient once.
+    cfg.users = 12;
+    cfg.run_id = Some("tags-2".into());
+    cfg.trace_source = 0x33;
+    let r = run(cfg.clone(), sink.local_addr());
+    let accepted = r.totals.counters.rcpt_delivered;
+    assert_eq!(r.totals.counters.accepted, 500);
+    let f = sink.ledger().run("tags-2").unwrap();
+    assert_eq!((f.counts.unique, f.counts.duplicates), (accepted, 0));
+    let j = join(
+        &Source::Url(control_url(&sink)),
+        &cfg,
+        accepted,
+        Duration::from_secs(10),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!((j.lost, j.duplicates, j.unexpected), (0, 0, 0), "{j:?}");
 }

@@ -3,7 +3,7 @@
 //! a run across a relay.
 //!
 //! ```text
-//! X-Mailstorm-Trace: v1 r=RUN s=SOURCE q=SEQ n=RCPTS t=SENT_US
+//! X-Mailstorm-Trace: v1 r=RUN s=SOURCE q=SEQ n=RCPTS t=SENT_US [h=TAGS]
 //! ```
 //!
 //! - `RUN`: the run id, 1 to [`MAX_RUN_ID`] characters of `A-Za-z0-9._-`.
@@ -13,6 +13,12 @@
 //! - `RCPTS`: how many recipients the message has (decimal, at most 4
 //!   digits), so a receiver can tell a re-delivery from a split delivery.
 //! - `SENT_US`: send time, microseconds since the Unix epoch (decimal).
+//! - `TAGS` (optional): the message's recipients, in RCPT order, as
+//!   [`MAX_TAGGED`] 16-bit tags ([`rcpt_tag`]) of 4 hex digits each (slots
+//!   past `RCPTS` are zero), so a receiver can tell which recipient of the
+//!   message each delivery was for: a lost recipient and a duplicate of
+//!   another then no longer cancel out. Written when a run's messages have
+//!   at most [`MAX_TAGGED`] recipients.
 //!
 //! The encoder writes fixed-width numbers so a template can be patched in
 //! place per message ([`Template`]). The parser never allocates, looks at
@@ -30,9 +36,46 @@ pub const MAX_RCPTS: u32 = 9999;
 /// relay adds a few `Received:` lines, not kilobytes).
 pub const SCAN_LIMIT: usize = 16 * 1024;
 
+/// Most recipients the `h=` field names.
+pub const MAX_TAGGED: usize = 8;
+
 const SEQ_WIDTH: usize = 20;
 const RCPT_WIDTH: usize = 4;
 const TIME_WIDTH: usize = 16;
+const TAG_WIDTH: usize = 4;
+
+/// A recipient's tag: FNV-1a over the address with ASCII letters
+/// lower-cased (a relay may change the case of a domain), folded to 16
+/// bits. Fed in pieces, so a sender can hash an address it never builds.
+#[derive(Debug, Clone, Copy)]
+pub struct TagHasher(u32);
+
+impl Default for TagHasher {
+    fn default() -> Self {
+        TagHasher(0x811c_9dc5)
+    }
+}
+
+impl TagHasher {
+    /// Adds the next bytes of the address.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u32::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0193);
+        }
+    }
+
+    /// The tag.
+    pub fn finish(self) -> u16 {
+        (self.0 >> 16 ^ self.0) as u16
+    }
+}
+
+/// The tag of a whole address (as in `RCPT TO:<address>`).
+pub fn rcpt_tag(address: &str) -> u16 {
+    let mut h = TagHasher::default();
+    h.feed(address.as_bytes());
+    h.finish()
+}
 
 /// One message's trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +90,9 @@ pub struct Trace<'a> {
     pub rcpts: u32,
     /// Send time, µs since the Unix epoch.
     pub sent_us: u64,
+    /// The recipients' tags (`h=`), when the header names them; entries
+    /// past `rcpts` are zero.
+    pub tags: Option<[u16; MAX_TAGGED]>,
 }
 
 /// What a header scan found.
@@ -76,6 +122,8 @@ pub struct Template {
     seq_at: usize,
     rcpt_at: usize,
     time_at: usize,
+    /// Where the `h=` tags go (a tagged template).
+    tags_at: Option<usize>,
 }
 
 impl Template {
@@ -105,7 +153,25 @@ impl Template {
             seq_at,
             rcpt_at,
             time_at,
+            tags_at: None,
         }
+    }
+
+    /// [`Template::new`] with the `h=` field: each message's line names
+    /// its recipients ([`Template::write_tagged`]).
+    pub fn tagged(run: &str, source: u32) -> Template {
+        let mut t = Template::new(run, source);
+        let crlf = t.line.len() - 2;
+        let field = b" h=";
+        t.line.splice(
+            crlf..crlf,
+            field
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(b'0', MAX_TAGGED * TAG_WIDTH)),
+        );
+        t.tags_at = Some(crlf + field.len());
+        t
     }
 
     /// Length of the line, CRLF included (the same for every message).
@@ -118,8 +184,22 @@ impl Template {
         false
     }
 
-    /// Appends the line for one message to `out`.
+    /// Appends the line for one message to `out` (a tagged template's
+    /// tags all zero: see [`Template::write_tagged`]).
     pub fn write(&self, out: &mut Vec<u8>, seq: u64, rcpts: u32, sent_us: u64) {
+        self.write_tagged(out, seq, rcpts, sent_us, &[]);
+    }
+
+    /// Appends the line for one message with recipient tags (the first
+    /// [`MAX_TAGGED`] of `tags`; ignored by an untagged template).
+    pub fn write_tagged(
+        &self,
+        out: &mut Vec<u8>,
+        seq: u64,
+        rcpts: u32,
+        sent_us: u64,
+        tags: &[u16],
+    ) {
         let base = out.len();
         out.extend_from_slice(&self.line);
         let l = &mut out[base..];
@@ -129,6 +209,14 @@ impl Template {
             u64::from(rcpts.min(MAX_RCPTS)),
         );
         put_fixed(&mut l[self.time_at..self.time_at + TIME_WIDTH], sent_us);
+        if let Some(at) = self.tags_at {
+            for (i, &tag) in tags.iter().take(MAX_TAGGED).enumerate() {
+                let slot = &mut l[at + i * TAG_WIDTH..at + (i + 1) * TAG_WIDTH];
+                for (k, b) in slot.iter_mut().enumerate() {
+                    *b = b"0123456789abcdef"[usize::from(tag >> ((3 - k) * 4) & 0xf)];
+                }
+            }
+        }
     }
 }
 
@@ -196,6 +284,10 @@ pub fn parse_value(v: &[u8]) -> Option<Trace<'_>> {
     let seq = next_field(&mut rest, b"q=")?;
     let rcpts = next_field(&mut rest, b"n=")?;
     let sent = next_field(&mut rest, b"t=")?;
+    let tags = match rest {
+        [] => None,
+        _ => Some(parse_tags(next_field(&mut rest, b"h=")?)?),
+    };
     if !rest.is_empty() || source.len() != 8 {
         return None;
     }
@@ -211,7 +303,22 @@ pub fn parse_value(v: &[u8]) -> Option<Trace<'_>> {
         seq: digits(seq, SEQ_WIDTH)?,
         rcpts: u32::try_from(digits(rcpts, RCPT_WIDTH)?).ok()?,
         sent_us: digits(sent, TIME_WIDTH)?,
+        tags,
     })
+}
+
+/// Exactly [`MAX_TAGGED`] tags of 4 hex digits.
+fn parse_tags(h: &[u8]) -> Option<[u16; MAX_TAGGED]> {
+    if h.len() != MAX_TAGGED * TAG_WIDTH {
+        return None;
+    }
+    let mut tags = [0u16; MAX_TAGGED];
+    for (tag, hex) in tags.iter_mut().zip(h.chunks_exact(TAG_WIDTH)) {
+        for &b in hex {
+            *tag = *tag << 4 | char::from(b).to_digit(16)? as u16;
+        }
+    }
+    Some(tags)
 }
 
 /// The next space-separated field of `rest`, which must start with
@@ -289,8 +396,47 @@ mod tests {
                 seq: 42,
                 rcpts: 3,
                 sent_us: 1_700_000_000_123_456,
+                tags: None,
             })
         );
+    }
+
+    #[test]
+    fn tagged_round_trip_with_fixed_length() {
+        let t = Template::tagged("run-1", 1);
+        let tags = [rcpt_tag("a@x.test"), rcpt_tag("b@x.test"), 0xbeef];
+        let mut one = Vec::new();
+        t.write_tagged(&mut one, 7, 3, 9, &tags);
+        let mut other = Vec::new();
+        t.write_tagged(&mut other, 8, 1, 10, &tags[..1]);
+        assert_eq!(
+            (one.len(), other.len()),
+            (t.len(), t.len()),
+            "one length per run"
+        );
+        one.extend_from_slice(b"\r\n");
+        let Found::Trace(got) = find(&one) else {
+            panic!("{}", String::from_utf8_lossy(&one))
+        };
+        let mut want = [0u16; MAX_TAGGED];
+        want[..3].copy_from_slice(&tags);
+        assert_eq!((got.seq, got.rcpts, got.tags), (7, 3, Some(want)));
+        // The tag ignores ASCII case (a relay may rewrite the domain's)
+        // and can be fed in pieces.
+        assert_eq!(rcpt_tag("a@X.Test"), rcpt_tag("a@x.test"));
+        assert_ne!(rcpt_tag("a@x.test"), rcpt_tag("b@x.test"));
+        let mut h = TagHasher::default();
+        h.feed(b"a@");
+        h.feed(b"X.test");
+        assert_eq!(h.finish(), rcpt_tag("a@x.test"));
+        for bad in [
+            "X-Mailstorm-Trace: v1 r=a s=00000001 q=1 n=1 t=1 h=0001",
+            "X-Mailstorm-Trace: v1 r=a s=00000001 q=1 n=1 t=1 h=000000000000000000000000000000zz",
+            "X-Mailstorm-Trace: v1 r=a s=00000001 q=1 n=1 t=1 x=00000000000000000000000000000000",
+        ] {
+            let m = format!("{bad}\r\n\r\n");
+            assert_eq!(find(m.as_bytes()), Found::Malformed, "{bad}");
+        }
     }
 
     #[test]

@@ -204,15 +204,14 @@ pub(super) fn envelope(env: &Env, sc: &mut Scratch, job: &Job) -> Envelope {
     let n = rng.range(u64::from(cfg.rcpts.min), u64::from(cfg.rcpts.max)) as usize;
     env.from.write(&mut sc.from, job.seq);
     let (mut k, mut offered) = (0, 0);
-    for i in 0..n {
-        let user = rng.below(cfg.users);
+    crate::message::draw_users(&mut rng, n, cfg.users.max(1), |i, user| {
         // Masks cover 64 recipients; policy runs are limited to that.
         if i >= 64 || job.mask >> i & 1 == 1 {
             env.to.write(&mut sc.rcpts[k], user);
             k += 1;
             offered |= 1u64.checked_shl(i as u32).unwrap_or(0);
         }
-    }
+    });
     if k == 0 {
         // Nothing left to offer cannot happen for a queued retry; keep
         // the transaction well-formed anyway.

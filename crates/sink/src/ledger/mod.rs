@@ -31,7 +31,7 @@ use names::Names;
 pub use names::{MAX_NAMES, MAX_NAME_LEN};
 pub use report::{Latency, LedgerList, RunFigures, RunSummary, SourceFigures};
 pub use space::Counts;
-use space::{Slot, Space};
+use space::{Delivered, Slot, Space};
 
 /// Most runs kept.
 pub const MAX_RUNS: usize = 64;
@@ -111,11 +111,26 @@ impl Ledger {
             Found::Malformed => {
                 self.malformed.fetch_add(1, Ordering::Relaxed);
             }
-            Found::Trace(t) => self.record_trace(&t, rcpts as u64, now_us, from),
+            Found::Trace(t) => {
+                // Outside the lock: which of the message's recipients this
+                // arrival was for, when the trace names them.
+                let who = t
+                    .tags
+                    .filter(|_| (1..=trace::MAX_TAGGED as u32).contains(&t.rcpts))
+                    .map(|tags| delivered(&tags[..t.rcpts as usize], from.recipients));
+                self.record_trace(&t, rcpts as u64, now_us, from, who)
+            }
         }
     }
 
-    fn record_trace(&self, t: &trace::Trace<'_>, k: u64, now_us: u64, from: &Arrival<'_>) {
+    fn record_trace(
+        &self,
+        t: &trace::Trace<'_>,
+        k: u64,
+        now_us: u64,
+        from: &Arrival<'_>,
+        who: Option<Delivered>,
+    ) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *g;
         inner.tick += 1;
@@ -125,7 +140,7 @@ impl Ledger {
         if inner.pages < MAX_PAGES {
             if let Some(run) = inner.runs.get_mut(t.run) {
                 let may_grow = run.pages() < MAX_RUN_PAGES;
-                inner.pages += record_in(run, t, k, now_us, tick, may_grow);
+                inner.pages += record_in(run, t, (k, who), now_us, tick, may_grow);
                 from.note_in(&mut run.names);
                 return;
             }
@@ -148,7 +163,7 @@ impl Ledger {
             return;
         };
         let may_grow = run.pages() < MAX_RUN_PAGES && total < MAX_PAGES;
-        inner.pages += record_in(run, t, k, now_us, tick, may_grow);
+        inner.pages += record_in(run, t, (k, who), now_us, tick, may_grow);
         from.note_in(&mut run.names);
     }
 
@@ -306,6 +321,24 @@ impl Arrival<'_> {
     }
 }
 
+/// Matches an arrival's envelope recipients to the message's recipient
+/// tags: each takes the first index with its tag not yet taken by this
+/// arrival (two recipients of one message may share a tag).
+fn delivered(tags: &[u16], recipients: crate::hook::Recipients<'_>) -> Delivered {
+    let mut d = Delivered {
+        matched: 0,
+        unmatched: 0,
+    };
+    for r in recipients.iter() {
+        let tag = trace::rcpt_tag(r);
+        match (0..tags.len()).find(|&i| tags[i] == tag && d.matched >> i & 1 == 0) {
+            Some(i) => d.matched |= 1 << i,
+            None => d.unmatched += 1,
+        }
+    }
+    d
+}
+
 fn names_of(list: &[Box<str>]) -> Vec<String> {
     list.iter().map(|n| n.to_string()).collect()
 }
@@ -334,7 +367,7 @@ fn total(r: &Run) -> Counts {
 fn record_in(
     run: &mut Run,
     t: &trace::Trace<'_>,
-    k: u64,
+    (k, who): (u64, Option<Delivered>),
     now_us: u64,
     tick: u64,
     may_grow: bool,
@@ -353,7 +386,7 @@ fn record_in(
     };
     let before = space.pages();
     let n = u64::from(t.rcpts.max(1));
-    match space.record(t.seq, k.max(1), n, may_grow) {
+    match space.record(t.seq, k.max(1), n, who, may_grow) {
         Slot::Done => {}
         Slot::NeedsPage => {
             space.counts.dropped += 1;

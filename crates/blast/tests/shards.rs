@@ -332,7 +332,58 @@ fn merge_refuses_what_is_not_one_run() {
     refused(&[p0, &other_rate], &["rate.json", "config.messages"]);
     let garbage = dir.join("garbage.log");
     std::fs::write(&garbage, "not a report\n").unwrap();
-    refused(&[p0, &garbage], &["garbage.log", "not a JSON report"]);
+    refused(
+        &[p0, &garbage],
+        &["garbage.log", "no report in it", "not a report"],
+    );
+
+    // A shard that failed before reporting (its target unreachable) left a
+    // log with its error only, as `kubectl logs` of its pod gives; an empty
+    // log likewise holds no report: missing shards, refused by name with
+    // what the shard said last.
+    let failed = dir.join("shard-1-failed.log");
+    std::fs::write(&failed, failed_shard_log("refuse-1", "1")).unwrap();
+    refused(
+        &[p0, &failed],
+        &[
+            "shard-1-failed.log",
+            "no report in it",
+            "target unreachable",
+            "--allow-partial",
+        ],
+    );
+    let empty = dir.join("shard-1-empty.log");
+    std::fs::write(&empty, "").unwrap();
+    refused(
+        &[p0, &empty],
+        &["shard-1-empty.log", "no report in it", "empty"],
+    );
+    // A framed report cut off or corrupt is damaged, not missing: refused
+    // even with --allow-partial.
+    let framed = mailstorm_blast::report::framed(&read(p1));
+    let cut = dir.join("shard-1-cut.log");
+    let mut at = framed.len() / 2;
+    while !framed.is_char_boundary(at) {
+        at -= 1;
+    }
+    std::fs::write(&cut, &framed[..at]).unwrap();
+    let corrupt = dir.join("shard-1-corrupt.log");
+    std::fs::write(&corrupt, framed.replacen("\"run\"", "\"run\" \"", 1)).unwrap();
+    for (bad, why) in [(&cut, "cut-off"), (&corrupt, "not a JSON report")] {
+        for extra in [&[][..], &["--allow-partial"][..]] {
+            let out = merge(&[p0, bad], extra);
+            let err = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+            assert!(
+                err.contains(bad.to_str().unwrap()) && err.contains(why),
+                "{err}"
+            );
+        }
+    }
+    // Only parts without a report: nothing to merge, even so.
+    let out = merge(&[&failed, &empty], &["--allow-partial"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("no part holds a report"));
 
     // --allow-partial merges what is there and says so.
     let partial = dir.join("partial.json");
@@ -348,7 +399,54 @@ fn merge_refuses_what_is_not_one_run() {
         .as_str()
         .unwrap()
         .contains("partial"));
+    assert_eq!(v["merge"]["no_report"], serde_json::json!([]));
+    // ... and leaves a part without a report out as a missing shard.
+    for (log, last) in [(&failed, "target unreachable"), (&empty, "")] {
+        let out = merge(
+            &[log, p0],
+            &["--allow-partial", "--report", partial.to_str().unwrap()],
+        );
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{err}");
+        assert!(
+            err.contains(log.to_str().unwrap()) && err.contains("left out as a missing shard"),
+            "{err}"
+        );
+        let v = read(&partial);
+        assert_eq!(v["merge"]["partial"], true);
+        assert_eq!(v["merge"]["missing"], serde_json::json!([1]));
+        assert_eq!(v["merge"]["parts"].as_array().unwrap().len(), 1);
+        let nr = &v["merge"]["no_report"][0];
+        assert_eq!(nr["file"], log.to_str().unwrap());
+        if last.is_empty() {
+            assert!(nr["last_line"].is_null(), "{nr}");
+        } else {
+            assert!(nr["last_line"].as_str().unwrap().contains(last), "{nr}");
+        }
+        assert_eq!(v["messages"]["accepted"], read(p0)["messages"]["accepted"]);
+    }
     sink.shutdown();
+}
+
+/// What `kubectl logs` shows of a shard that failed before it could
+/// report: its target unreachable, exit 3, nothing on standard output and
+/// its error on standard error.
+fn failed_shard_log(run: &str, index: &str) -> Vec<u8> {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = closed.local_addr().unwrap().to_string();
+    drop(closed);
+    let out = blast(
+        &[
+            "--target", &target, "--shards", "2", "--run-id", run, "-c", "2", "-n", "4",
+            "--report", "-",
+        ],
+        &[("JOB_COMPLETION_INDEX", index)],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
+    let mut log = out.stdout;
+    log.extend_from_slice(&out.stderr);
+    log
 }
 
 #[test]
@@ -457,6 +555,11 @@ fn the_jobs_command_line_is_accepted_by_the_blaster() {
     assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
     let n = spec["completions"].as_u64().unwrap();
     assert_eq!(spec["parallelism"].as_u64(), Some(n));
+    // No retries (a retried shard sends its share twice), counted per
+    // index: a failed shard must not stop the others, as a Job-wide
+    // backoffLimit would (Kubernetes terminates the running pods).
+    assert_eq!(spec["backoffLimitPerIndex"].as_u64(), Some(0));
+    assert!(spec.get("backoffLimit").is_none());
     let at = args.iter().position(|a| a == "--shards").unwrap();
     assert_eq!(
         args[at + 1].parse::<u64>().unwrap(),
@@ -570,10 +673,49 @@ fn the_manifests_render_and_validate() {
     assert!(!v.status.success(), "a misspelt field passed validation");
 }
 
+/// A stand-in `kubectl` in `dir/bin` that answers the three calls
+/// collect.sh makes from files in `dir`: `state` (the Job's conditions),
+/// `pods` (name, index, phase per line), `POD.log` (its log) or, failing
+/// that, `POD.err` (what `kubectl logs` says when it cannot give one).
+fn stub_kubectl(dir: &Path) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let stub = format!(
+        "#!/bin/sh\nd={d}\ncase \"$1 $2\" in\n\
+         'get job/mailstorm-blast') cat \"$d/state\" ;;\n\
+         'get pods') cat \"$d/pods\" ;;\n\
+         'logs '*) if [ -f \"$d/$2.log\" ]; then cat \"$d/$2.log\"; \
+         else cat \"$d/$2.err\" >&2; exit 1; fi ;;\n\
+         *) echo \"unexpected: $*\" >&2; exit 9 ;;\nesac\n",
+        d = dir.display()
+    );
+    let kubectl = bin.join("kubectl");
+    std::fs::write(&kubectl, stub).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Runs collect.sh with the stand-in kubectl of `dir`, output in `out`.
+fn collect(dir: &Path, out: &Path, merge_flags: &[&str]) -> Output {
+    Command::new("bash")
+        .arg(k8s_dir().join("collect.sh"))
+        .args(["mailstorm-blast", out.to_str().unwrap(), "--"])
+        .args(merge_flags)
+        .env("PATH", stub_kubectl(dir))
+        .env("MAILSTORM_BLAST", BIN)
+        .env("WAIT_S", "10")
+        .output()
+        .unwrap()
+}
+
 #[test]
 fn collect_sh_merges_the_pods_logs() {
-    // A stand-in kubectl that answers the three calls collect.sh makes
-    // from files, so the script itself is what is tested.
+    // collect.sh itself is what is tested: kubectl is a stand-in.
     let sink = common::sink_builder().start().unwrap();
     let target = sink.local_addr().to_string();
     let dir = tmp("collect");
@@ -601,47 +743,84 @@ fn collect_sh_merges_the_pods_logs() {
             &[("JOB_COMPLETION_INDEX", &index)],
         );
         assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        std::fs::write(dir.join(format!("pod-{i}.out")), &out.stdout).unwrap();
+        std::fs::write(dir.join(format!("blast-{i}.log")), &out.stdout).unwrap();
     }
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let stub = format!(
-        "#!/bin/sh\ncase \"$1 $2\" in\n\
-         'get job/mailstorm-blast') echo 'Complete' ;;\n\
-         'get pods') printf 'blast-0-abc 0\\nblast-1-def 1\\n' ;;\n\
-         'logs blast-0-abc') cat {d}/pod-0.out ;;\n\
-         'logs blast-1-def') cat {d}/pod-1.out ;;\n\
-         *) echo \"unexpected: $*\" >&2; exit 9 ;;\nesac\n",
-        d = dir.display()
-    );
-    let kubectl = bin.join("kubectl");
-    std::fs::write(&kubectl, stub).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&kubectl, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(dir.join("state"), "Complete").unwrap();
+    std::fs::write(
+        dir.join("pods"),
+        "blast-0 0 Succeeded\nblast-1 1 Succeeded\n",
+    )
+    .unwrap();
     let out_dir = dir.join("out");
-    let path = format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let out = Command::new("bash")
-        .arg(k8s_dir().join("collect.sh"))
-        .args([
-            "mailstorm-blast",
-            out_dir.to_str().unwrap(),
-            "--",
-            "--threshold",
-            "accepted==8",
-        ])
-        .env("PATH", path)
-        .env("MAILSTORM_BLAST", BIN)
-        .env("WAIT_S", "10")
-        .output()
-        .unwrap();
+    let out = collect(&dir, &out_dir, &["--threshold", "accepted==8"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let v = read(&out_dir.join("merged.json"));
     assert_eq!(v["messages"]["accepted"], 8);
     assert_eq!(v["run"]["id"], "collect-1");
     assert!(out_dir.join("merged.html").exists());
+
+    // Shard 1's pod failed before reporting (target unreachable): its log
+    // is saved like any other and merge sees a missing shard: refused,
+    // naming the log and showing the shard's error; merged without it
+    // with --allow-partial, and marked partial.
+    std::fs::write(dir.join("state"), "FailureTarget Failed").unwrap();
+    std::fs::write(dir.join("pods"), "blast-0 0 Succeeded\nblast-2 1 Failed\n").unwrap();
+    std::fs::write(dir.join("blast-2.log"), failed_shard_log("collect-1", "1")).unwrap();
+    let shard1 = out_dir.join("shard-1.log");
+    let out = collect(&dir, &out_dir, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("job/mailstorm-blast failed"), "{err}");
+    assert!(err.contains("blast-2 (shard 1, Failed)"), "{err}");
+    assert!(
+        err.contains(&format!("{}: no report in it", shard1.display()))
+            && err.contains("target unreachable"),
+        "{err}"
+    );
+    let out = collect(&dir, &out_dir, &["--allow-partial"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let v = read(&out_dir.join("merged.json"));
+    assert_eq!(v["merge"]["partial"], true);
+    assert_eq!(v["merge"]["missing"], serde_json::json!([1]));
+    assert_eq!(v["merge"]["no_report"][0]["file"], shard1.to_str().unwrap());
+    assert_eq!(v["messages"]["accepted"], 4, "shard 0's half of 8");
+
+    // A pod with no log to give (its container never ran): the other pods
+    // are still collected, and kubectl's answer ends up as the last line
+    // of that shard's log, so merge says why there is no report.
+    std::fs::write(dir.join("pods"), "blast-3 0 Failed\nblast-1 1 Succeeded\n").unwrap();
+    std::fs::write(
+        dir.join("blast-3.err"),
+        "Error from server (BadRequest): container \"blast\" in pod \"blast-3\" is waiting \
+         to start: ContainerCreating\n",
+    )
+    .unwrap();
+    let out = collect(&dir, &out_dir, &[]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("shard-0.log: no report in it") && err.contains("waiting to start"),
+        "{err}"
+    );
+    assert!(err.contains("blast-1 (shard 1, Succeeded)"), "{err}");
+    let out = collect(&dir, &out_dir, &["--allow-partial"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v = read(&out_dir.join("merged.json"));
+    assert_eq!(v["merge"]["missing"], serde_json::json!([0]));
+    assert_eq!(v["merge"]["parts"][0]["shard"]["index"], 1);
+
+    // A pod whose log holds a cut-off report is refused even so.
+    let whole = std::fs::read_to_string(dir.join("blast-1.log")).unwrap();
+    let cut = whole.find("-----END").unwrap();
+    std::fs::write(dir.join("blast-4.log"), &whole[..cut]).unwrap();
+    std::fs::write(dir.join("pods"), "blast-0 0 Succeeded\nblast-4 1 Failed\n").unwrap();
+    let out = collect(&dir, &out_dir, &["--allow-partial"]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("shard-1.log") && err.contains("cut-off"),
+        "{err}"
+    );
     sink.shutdown();
 }

@@ -17,7 +17,10 @@ report (--report - writes it between -----BEGIN MAILSTORM REPORT----- and
 Refused, naming the file (exit code 2): a part that cannot be read or is
 not a report, a different schema version, a different run id or load
 settings, the same shard twice, a missing shard (unless --allow-partial),
-more than 4096 parts or a part over 64 MiB.
+more than 4096 parts or a part over 64 MiB. A part with no report at all
+(empty, or only other lines: the log of a shard that failed before
+reporting) is a missing shard: refused, showing its last line, or left out
+with --allow-partial; a report cut off or corrupt is refused even so.
 
 Exit codes: 0 merged (and the thresholds passed), 1 a --threshold check
 failed or the merged run did not pass, 2 refused or a usage error, 4 a part

@@ -202,8 +202,9 @@ fn join_ledgers(parts: &[Part]) -> Option<Joined> {
     Some(j)
 }
 
-/// The report's `merge` section.
-pub fn section(parts: &[Part], cov: &Coverage) -> Value {
+/// The report's `merge` section; `no_report`: the parts left out for
+/// holding no report (file, last line).
+pub fn section(parts: &[Part], cov: &Coverage, no_report: &[(String, Option<String>)]) -> Value {
     let mut unmerged: Vec<&str> = parts.iter().flat_map(|p| p.unmerged.clone()).collect();
     unmerged.sort_unstable();
     unmerged.dedup();
@@ -212,6 +213,10 @@ pub fn section(parts: &[Part], cov: &Coverage) -> Value {
         "partial": !cov.missing.is_empty(),
         "missing": cov.missing,
         "not_merged": unmerged,
+        "no_report": no_report.iter().map(|(file, last)| json!({
+            "file": file,
+            "last_line": last,
+        })).collect::<Vec<Value>>(),
         "parts": parts.iter().map(|p| json!({
             "file": p.file,
             "shard": p.shard,

@@ -38,11 +38,20 @@ pub struct Part {
 }
 
 /// The JSON text of `text`: the one framed report if there is a frame,
-/// else the whole text.
-pub fn unframe<'a>(text: &'a str, file: &str) -> Result<&'a str, MergeError> {
+/// else the whole text when it is a JSON document (a report file).
+/// `Ok(None)`: no report at all, neither a frame nor JSON (an empty log,
+/// or one with only other lines, e.g. the error of a shard that failed
+/// before it could report). A frame that is begun and not ended, or ended
+/// and not begun, is a damaged report, not a missing one: an error.
+pub fn unframe<'a>(text: &'a str, file: &str) -> Result<Option<&'a str>, MergeError> {
     let begins = text.lines().filter(|l| l.trim_end() == FRAME_BEGIN).count();
     match begins {
-        0 => Ok(text),
+        0 if text.lines().any(|l| l.trim_end() == FRAME_END) => Err(MergeError::part(
+            file,
+            format!("{FRAME_END} without {FRAME_BEGIN} (a log cut at its start?)"),
+        )),
+        0 if text.trim_start().starts_with('{') => Ok(Some(text)),
+        0 => Ok(None),
         1 => {
             let start = text
                 .find(FRAME_BEGIN)
@@ -55,13 +64,24 @@ pub fn unframe<'a>(text: &'a str, file: &str) -> Result<&'a str, MergeError> {
                     format!("{FRAME_BEGIN} without {FRAME_END} (a cut-off log?)"),
                 )
             })?;
-            Ok(&rest[..end])
+            Ok(Some(&rest[..end]))
         }
         n => Err(MergeError::part(
             file,
             format!("{n} framed reports in one file (a restarted pod?): give one per file"),
         )),
     }
+}
+
+/// The last non-blank line of `text`, trimmed and cut to a readable
+/// length: what a failed shard said last (its error).
+pub fn last_line(text: &str) -> Option<String> {
+    const MAX: usize = 300;
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    Some(match line.char_indices().nth(MAX) {
+        Some((at, _)) => format!("{}…", &line[..at]),
+        None => line.to_string(),
+    })
 }
 
 /// Reads and checks one part.
@@ -83,7 +103,13 @@ pub fn read(path: &Path) -> Result<Part, MergeError> {
 
 /// Checks one part's text (`file` names it in errors).
 pub fn parse(text: &str, file: &str) -> Result<Part, MergeError> {
-    let json: Value = serde_json::from_str(unframe(text, file)?.trim())
+    let Some(body) = unframe(text, file)? else {
+        return Err(MergeError::NoReport {
+            file: file.to_string(),
+            last_line: last_line(text),
+        });
+    };
+    let json: Value = serde_json::from_str(body.trim())
         .map_err(|e| MergeError::part(file, format!("not a JSON report: {e}")))?;
     let bad = |m: String| MergeError::part(file, m);
     match json.get("schema").and_then(Value::as_str) {
@@ -173,8 +199,8 @@ mod tests {
     #[test]
     fn unframes_one_report_and_refuses_two_or_a_cut() {
         let log = format!("noise\n{FRAME_BEGIN}\n{{\"a\": 1}}\n{FRAME_END}\nmore noise\n");
-        assert_eq!(unframe(&log, "f").unwrap().trim(), "{\"a\": 1}");
-        assert_eq!(unframe("{\"b\": 2}", "f").unwrap(), "{\"b\": 2}");
+        assert_eq!(unframe(&log, "f").unwrap().unwrap().trim(), "{\"a\": 1}");
+        assert_eq!(unframe("{\"b\": 2}", "f").unwrap(), Some("{\"b\": 2}"));
         let two = format!("{log}{log}");
         let e = unframe(&two, "pod.log").unwrap_err().to_string();
         assert!(
@@ -184,6 +210,42 @@ mod tests {
         let cut = format!("{FRAME_BEGIN}\n{{\"a\":");
         let e = unframe(&cut, "cut.log").unwrap_err().to_string();
         assert!(e.contains("cut.log") && e.contains("without"), "{e}");
+        let head_cut = format!("\"x\": 1}}\n{FRAME_END}\n");
+        let e = unframe(&head_cut, "head.log").unwrap_err().to_string();
+        assert!(e.contains("head.log") && e.contains("at its start"), "{e}");
+    }
+
+    #[test]
+    fn a_log_without_a_report_is_no_report_not_a_broken_one() {
+        assert_eq!(unframe("", "f").unwrap(), None);
+        assert_eq!(unframe("\n  \n", "f").unwrap(), None);
+        let failed = "Error: connecting to 127.0.0.1:34999: refused\n";
+        assert_eq!(unframe(failed, "f").unwrap(), None);
+        match parse(failed, "shard-1.log").unwrap_err() {
+            MergeError::NoReport { file, last_line } => {
+                assert_eq!(file, "shard-1.log");
+                assert_eq!(
+                    last_line.as_deref(),
+                    Some("Error: connecting to 127.0.0.1:34999: refused")
+                );
+            }
+            e => panic!("{e}"),
+        }
+        assert!(matches!(
+            parse("", "e.log").unwrap_err(),
+            MergeError::NoReport {
+                last_line: None,
+                ..
+            }
+        ));
+        // A cut report file is damaged, not missing.
+        assert!(matches!(
+            parse("{\"schema\": ", "cut.json").unwrap_err(),
+            MergeError::Part { .. }
+        ));
+        let long = "é".repeat(400);
+        let l = last_line(&long).unwrap();
+        assert_eq!(l.chars().count(), 301);
     }
 
     #[test]

@@ -30,6 +30,23 @@ pub enum MergeError {
         /// What is wrong with it.
         why: String,
     },
+    /// A part holds no report at all (an empty log, or only other lines:
+    /// a shard that failed before reporting); a missing shard, merged
+    /// without with `--allow-partial`.
+    #[error(
+        "merge: {file}: no report in it ({}); a missing shard: --allow-partial merges the \
+         others without it",
+        match last_line {
+            Some(l) => format!("a shard that failed before reporting? its last line: {l:?}"),
+            None => "empty".to_string(),
+        }
+    )]
+    NoReport {
+        /// The file, as given.
+        file: String,
+        /// Its last non-blank line, if any (the shard's error, usually).
+        last_line: Option<String>,
+    },
     /// Shards missing without `--allow-partial`.
     #[error("merge: {0}")]
     Missing(String),
@@ -64,6 +81,9 @@ pub struct Merged {
     pub code: u8,
     /// The threshold results, if any were given.
     pub thresholds: Option<Vec<threshold::Outcome>>,
+    /// Parts that held no report, left out as missing shards
+    /// (`--allow-partial`): file and last line.
+    pub no_report: Vec<(String, Option<String>)>,
 }
 
 /// Reads, checks and merges `paths`; judges `thresholds` on the result.
@@ -75,10 +95,25 @@ pub fn merge_files(
     if paths.len() > MAX_SHARDS as usize {
         return Err(MergeError::TooMany(paths.len()).into());
     }
-    let mut parts = paths
-        .iter()
-        .map(|p| input::read(p.as_ref()))
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut parts = Vec::new();
+    let mut no_report = Vec::new();
+    for p in paths {
+        match input::read(p.as_ref()) {
+            Ok(part) => parts.push(part),
+            Err(MergeError::NoReport { file, last_line }) if allow_partial => {
+                no_report.push((file, last_line));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if parts.is_empty() {
+        let files: Vec<&str> = no_report.iter().map(|(f, _)| f.as_str()).collect();
+        return Err(MergeError::Missing(format!(
+            "no part holds a report ({}): nothing to merge",
+            files.join(", ")
+        ))
+        .into());
+    }
     let checks = thresholds.map(threshold::parse).transpose()?;
     let cov = combine::check(&mut parts, allow_partial)?;
     let result = combine::combine(&parts);
@@ -99,12 +134,13 @@ pub fn merge_files(
         );
     }
     report::add_outcome(&mut json, checked.as_deref(), code, status, &reasons);
-    json["merge"] = combine::section(&parts, &cov);
+    json["merge"] = combine::section(&parts, &cov, &no_report);
     Ok(Merged {
         result,
         report: json,
         code,
         thresholds: checked,
+        no_report,
     })
 }
 
@@ -131,6 +167,18 @@ pub fn run(a: &args::MergeArgs) -> anyhow::Result<u8> {
         print!("{}", report::summary(&m.result));
         if let Some(j) = &m.result.ledger {
             print!("{}", crate::ledger::summary(j));
+        }
+    }
+    for (file, last) in &m.no_report {
+        match last {
+            Some(l) => eprintln!(
+                "merge: {file}: no report in it (its last line: {l:?}): left out as a missing \
+                 shard (--allow-partial)"
+            ),
+            None => eprintln!(
+                "merge: {file}: no report in it (empty): left out as a missing shard \
+                 (--allow-partial)"
+            ),
         }
     }
     if m.report["merge"]["partial"] == true {

@@ -45,10 +45,14 @@ defaults. --time-scale 0.01 replays a 300 s backoff in 3 s. Failure scope:
 backoff); MAIL/DATA 4xx defer the message; RCPT 4xx defers that recipient;
 5xx is permanent and never retried.
 
-Scenarios (--scenario FILE): the embedded sink with the scenario's fault
-plan, the scenario's profile, then every expectation (`delivered == 1000`,
-`attempts.p99 <= 3`, `breaker.opened >= 1`, `retry_interval.min >= 1s`)
-printed with its measured value.
+Scenarios (--scenario FILE...): the scenario's profile against the
+embedded sink with its fault plan, or against the relay it names
+(`target:`; `downstream:` is the sink behind it, which gets the plan and
+whose ledger is joined), then every expectation (`delivered == 1000`,
+`attempts.p99 <= 3`, `breaker.opened >= 1`, `lost == 0`, `e2e_p99 < 30s`)
+printed with its measured value. Only --threads, --no-pin, --seed,
+--time-scale, --report, --html, --junit and --quiet apply; any other run
+flag is refused (exit 2): put it in the scenario file.
 
 Exit codes:
   0  run completed and passed
@@ -118,8 +122,13 @@ pub struct Args {
     /// Fault plan (YAML) for the embedded sink.
     #[arg(long)]
     pub sink_plan: Option<PathBuf>,
-    /// Run scenarios: sink plan, profile and expectations in one YAML file
-    /// each; several files run one after the other.
+    /// Run scenarios: profile, expectations and sink fault plan in one YAML
+    /// file each, against the embedded sink or a relay the file names
+    /// (`target:`, with `downstream:` the sink behind it: its ledger gives
+    /// `lost`, `duplicates`, `e2e_p99` to expect). Several files run one
+    /// after the other. Only --threads, --no-pin, --seed, --time-scale,
+    /// --report and --html (one scenario), --junit and --quiet apply; any
+    /// other run flag is refused (exit 2).
     #[arg(long, num_args = 1..)]
     pub scenario: Vec<PathBuf>,
     /// With --scenario: write the verdicts as JUnit XML (one test case per

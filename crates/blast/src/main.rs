@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use mailstorm_blast::capacity::Endpoint;
 use mailstorm_blast::cli::Args;
 use mailstorm_blast::config::{self, Config};
@@ -55,8 +55,11 @@ fn main() -> ExitCode {
         let args = mailstorm_blast::capacity::args::parse_from(argv);
         return guarded(move || capacity_cmd::run(args));
     }
-    let args = Args::parse();
-    guarded(move || real_main(args))
+    // The matches are kept: `--scenario` refuses the flags given on the
+    // command line (not defaults) that it would not apply.
+    let matches = Args::command().get_matches();
+    let args = Args::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    guarded(move || real_main(args, &matches))
 }
 
 /// Runs `f`, mapping its error to the documented exit code; a panic is a
@@ -193,9 +196,9 @@ fn check_writable(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn real_main(args: Args) -> anyhow::Result<u8> {
+fn real_main(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
     if !args.scenario.is_empty() {
-        return scenario_cmd::run(&args);
+        return scenario_cmd::run(&args, matches);
     }
     if args.junit.is_some() {
         return Err(BlastError::Config("--junit is for --scenario".into()).into());

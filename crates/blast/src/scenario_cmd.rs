@@ -9,16 +9,21 @@ use std::time::Instant;
 use super::{check_writable, Outputs};
 
 /// `--scenario FILE...`: each scenario in turn; `--junit` gets one test
-/// case per file. Exit 1 when any scenario failed or could not run.
-pub(crate) fn run(args: &Args) -> anyhow::Result<u8> {
+/// case per file. Exit 1 when any scenario failed or could not run; exit 2
+/// (before any scenario runs) for a flag a scenario would not apply.
+pub(crate) fn run(args: &Args, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
     use mailstorm_blast::scenario::junit::{to_xml, Case};
     args.live.refuse("--scenario")?;
-    if args.scenario.len() > 1 && args.report.is_some() {
+    // Every other run flag given on the command line either applies
+    // (scenario::flags::APPLIED, wired in below) or is refused here.
+    mailstorm_blast::scenario::flags::refuse_not_applied(matches)?;
+    if args.scenario.len() > 1 && (args.report.is_some() || args.html.is_some()) {
         return Err(BlastError::Config(
-            "--report takes one scenario; with several use --junit".into(),
+            "--report and --html take one scenario; with several use --junit".into(),
         )
         .into());
     }
+    let outputs = Outputs::check(args.report.as_deref(), None, args.html.as_deref())?;
     if let Some(p) = &args.junit {
         check_writable(p).with_context(|| format!("--junit {}", p.display()))?;
     }
@@ -33,7 +38,7 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<u8> {
             file: path.display().to_string(),
             ..Case::default()
         };
-        match scenario_main(args, path) {
+        match scenario_main(args, &outputs, path) {
             Ok((c, name, failures)) => {
                 code = code.max(c);
                 case.name = name;
@@ -59,40 +64,19 @@ pub(crate) fn run(args: &Args) -> anyhow::Result<u8> {
 }
 
 /// One scenario: its exit code (0 or 1), name and failed expectations.
-fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<(u8, String, Vec<String>)> {
+fn scenario_main(
+    args: &Args,
+    outputs: &Outputs,
+    path: &std::path::Path,
+) -> anyhow::Result<(u8, String, Vec<String>)> {
     use mailstorm_blast::scenario::{run, Scenario};
-    // A scenario runs its own profile against the embedded sink: run flags
-    // would be silently ignored, so they are refused.
-    let ignored: Vec<&str> = [
-        ("--target", !args.target.is_empty()),
-        ("--concurrency", args.concurrency.is_some()),
-        ("--messages", args.messages.is_some()),
-        ("--duration", args.duration.is_some()),
-        ("--rate", args.rate.is_some()),
-        ("--stages", args.stages.is_some()),
-        ("--timeline", args.timeline.is_some()),
-        ("--threshold", args.threshold.is_some()),
-        ("--sink-plan", args.sink_plan.is_some()),
-        ("--ledger", args.ledger.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(flag, set)| set.then_some(flag))
-    .collect();
-    if !ignored.is_empty() {
-        return Err(BlastError::Config(format!(
-            "--scenario runs the scenario's own profile and plan: {} would not apply; \
-             put the settings in the scenario file",
-            ignored.join(", ")
-        ))
-        .into());
-    }
     let scn = Scenario::load(path).map_err(|e| BlastError::Config(e.to_string()))?;
-    Outputs::check(args.report.as_deref(), None, None)?;
     let opts = run::Options {
         threads: args.threads,
         time_scale: args.time_scale,
         seed: args.seed,
         no_pin: args.no_pin,
+        quiet: args.quiet,
     };
     if let Some(d) = &scn.description {
         println!("scenario {}: {d}", scn.name);
@@ -113,15 +97,28 @@ fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<(u8, Str
         ),
         (Some(_), None) => {}
     }
-    if let Some(p) = &args.report {
+    let code = if o.passed() { 0 } else { 1 };
+    if outputs.report.is_some() || outputs.html.is_some() {
         let mut j = report::to_json(&o.run);
         if let Some(l) = &o.ledger {
             j["ledger"] = serde_json::to_value(l)?;
         }
+        // The verdict as for a plain run: the failed expectations are the
+        // reasons (the HTML page shows it, and every expectation below).
+        let reasons: Vec<String> = o
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| format!("expectation failed: {} (measured {})", c.text, c.shown))
+            .collect();
+        let status = if o.passed() { "ok" } else { "failed" };
+        report::add_outcome(&mut j, None, code, status, &reasons);
         j["scenario"] = run::to_json(&scn, &o);
-        std::fs::write(p, serde_json::to_string_pretty(&j)? + "\n")
-            .with_context(|| format!("writing report {}", p.display()))?;
-        eprintln!("report written to {}", p.display());
+        outputs.write(
+            Some(&j),
+            "",
+            &format!("mailstorm-blast scenario {}", scn.name),
+        )?;
     }
     print!("{}", run::describe(&scn, &o));
     let failures = o
@@ -130,5 +127,5 @@ fn scenario_main(args: &Args, path: &std::path::Path) -> anyhow::Result<(u8, Str
         .filter(|c| !c.passed)
         .map(mailstorm_blast::scenario::expect::describe)
         .collect();
-    Ok((if o.passed() { 0 } else { 1 }, scn.name.clone(), failures))
+    Ok((code, scn.name.clone(), failures))
 }

@@ -244,3 +244,43 @@ fn transport_errors_are_shown_by_kind() {
         "kinds that did not happen are left out"
     );
 }
+
+#[test]
+fn scenario_report_renders_in_chromium() {
+    let Some(chrome) = chromium() else { return };
+    let scn = write_plan(
+        "scenario-page.yaml",
+        "name: scenario-page\nprofile: {messages: 40, concurrency: 2, threads: 1, pin: false}\n\
+         expect:\n  - delivered == 40\n  - rejected == 0\n",
+    );
+    let html = out_dir().join("scenario.html");
+    let (code, out, err) = run(
+        Command::new(BIN).args([
+            "--scenario",
+            scn.to_str().unwrap(),
+            "--no-pin",
+            "--html",
+            html.to_str().unwrap(),
+        ]),
+        Duration::from_secs(60),
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let (dom, console) = render(&chrome, &html, "scenario");
+    check_page(&dom, &console);
+    assert!(
+        text_of(&dom, "verdict").starts_with("passed: 40 of 40 messages accepted"),
+        "{}",
+        text_of(&dom, "verdict")
+    );
+    // Every expectation is tabled with its measured value and verdict.
+    assert!(dom.contains("Scenario scenario-page"));
+    let at = dom
+        .find("id=\"expectations\"")
+        .expect("the expectations table");
+    let table = &dom[at..at + dom[at..].find("</table>").unwrap()];
+    let table = table.replace("&lt;", "<").replace("&gt;", ">");
+    for e in ["delivered == 40", "rejected == 0"] {
+        assert!(table.contains(e), "{e} missing: {table}");
+    }
+    assert!(!table.contains("FAILED"), "{table}");
+}

@@ -218,6 +218,14 @@ var MailstormReport = (function () {
         return [t.measured, t.verdict, t.expression];
       }), function (k) { return m.thresholds[k].verdict === "ok" ? "" : "fail"; });
     }
+    /* `--scenario FILE --html`: every expectation with its measured value. */
+    var sc = m.scenario;
+    if (sc && sc.expectations && sc.expectations.length) {
+      root.appendChild(el("h2", {}, "Scenario " + (sc.name || "")));
+      table(root, ["measured", "verdict", "expectation"], sc.expectations.map(function (e) {
+        return [e.shown !== undefined ? e.shown : num(e.measured, 3), e.passed ? "ok" : "FAILED", e.expect];
+      }), function (k) { return sc.expectations[k].passed ? "" : "fail"; }).id = "expectations";
+    }
     timeline(root, m.timeline, m.interval_s || 1);
     var st = (m.schedule || {}).stages;
     if (st && st.length) {

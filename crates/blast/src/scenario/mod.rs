@@ -31,6 +31,7 @@
 //! ```
 
 pub mod expect;
+pub mod flags;
 pub mod junit;
 pub mod run;
 

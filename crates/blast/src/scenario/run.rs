@@ -27,6 +27,9 @@ pub struct Options {
     pub seed: Option<u64>,
     /// Do not pin shard threads.
     pub no_pin: bool,
+    /// `-q`: no ledger drain progress (a relay scenario waiting for its
+    /// downstream).
+    pub quiet: bool,
 }
 
 /// What a scenario run produced.
@@ -99,7 +102,7 @@ pub fn run(scn: &Scenario, opts: &Options) -> Result<ScenarioOutcome, BlastError
     let cfg = config(scn, opts)?;
     match &scn.target {
         None => run_embedded(scn, cfg),
-        Some(t) => run_relay(scn, cfg, t),
+        Some(t) => run_relay(scn, cfg, t, opts.quiet),
     }
 }
 
@@ -139,27 +142,31 @@ fn run_embedded(scn: &Scenario, cfg: Config) -> Result<ScenarioOutcome, BlastErr
         stop: StopSignal::new(),
     };
     let run = crate::run(&params, |_| {})?;
-    // The embedded sink already holds every arrival: the join is at once.
+    // The embedded sink already holds every arrival: the join is at once,
+    // with no progress to show.
     let src = Source::Embedded(sink.ledger().clone());
-    let ledger = join_ledger(&src, &params.config, &run, Duration::ZERO)?;
+    let ledger = join_ledger(&src, &params.config, &run, Duration::ZERO, true)?;
     let clients = engine.referee_report();
     let stats = sink.shutdown_with_grace(Duration::from_secs(1));
     Ok(judged(scn, run, Some((clients, stats)), ledger, None))
 }
 
-/// The ledger join for a traced run that ended without an internal error.
+/// The ledger join for a traced run that ended without an internal error;
+/// unless `quiet`, a progress line a second while it waits (never with a
+/// zero `drain`).
 fn join_ledger(
     src: &Source,
     cfg: &Config,
     run: &RunResult,
     drain: Duration,
+    quiet: bool,
 ) -> Result<Option<Joined>, BlastError> {
     if !cfg.trace || run.internal_error.is_some() {
         return Ok(None);
     }
     let accepted = run.totals.counters.rcpt_delivered;
     ledger::join(src, cfg, accepted, drain, |line| {
-        if !drain.is_zero() {
+        if !quiet {
             eprintln!("{line}");
         }
     })
@@ -193,7 +200,12 @@ fn judged(
 /// plan, the profile is sent to the relay, the ledger join waits up to the
 /// profile's `drain` for the relay to deliver, then the downstream's
 /// counters and referee are read and its plan cleared again.
-fn run_relay(scn: &Scenario, cfg: Config, target: &str) -> Result<ScenarioOutcome, BlastError> {
+fn run_relay(
+    scn: &Scenario,
+    cfg: Config,
+    target: &str,
+    quiet: bool,
+) -> Result<ScenarioOutcome, BlastError> {
     let (addr, host) = crate::net::resolve(target)?;
     if !addr.ip().is_loopback() && !cfg.allow_remote {
         return Err(BlastError::Config(format!(
@@ -225,7 +237,7 @@ fn run_relay(scn: &Scenario, cfg: Config, target: &str) -> Result<ScenarioOutcom
             return Ok(judged(scn, run, None, None, None));
         };
         let src = Source::Url(d.base.clone());
-        let ledger = join_ledger(&src, &params.config, &run, params.config.drain)?;
+        let ledger = join_ledger(&src, &params.config, &run, params.config.drain, quiet)?;
         let stats: mailstorm_sink::StatsSnapshot = d.get_json("/stats")?;
         // A sink without a plan engine answers 404: no referee figures.
         let clients: RefereeReport = d.get_json_or_default("/clients")?;
@@ -531,7 +543,14 @@ pub fn to_json(scn: &Scenario, o: &ScenarioOutcome) -> Value {
     let checks: Vec<Value> = o
         .checks
         .iter()
-        .map(|c| serde_json::json!({"expect": c.text, "measured": c.measured, "passed": c.passed}))
+        .map(|c| {
+            serde_json::json!({
+                "expect": c.text,
+                "measured": c.measured,
+                "shown": c.shown,
+                "passed": c.passed,
+            })
+        })
         .collect();
     serde_json::json!({
         "name": scn.name,

@@ -297,12 +297,19 @@ pub struct Args {
     #[arg(long)]
     pub html: Option<PathBuf>,
     /// Checks at the end, e.g. `p99<200ms,accept_rate>=0.95,5xx==0`;
-    /// `stageN:` names a load stage (`stage2:p99<50ms`).
+    /// `stageN:` names a load stage (`stage2:p99<50ms`; its `4xx`, `5xx`,
+    /// `errors` count its messages ended so). One that can never hold
+    /// (`5xx<0`, `accept_rate>1`) is refused.
     #[arg(long)]
     pub threshold: Option<String>,
-    /// Stop the run as soon as a --threshold check can no longer pass (a
-    /// count kept under a limit went past it, e.g. `5xx==0` after a 5xx);
-    /// outputs are written and the exit code is 1.
+    /// Stop the run as soon as a --threshold check can no longer pass;
+    /// outputs are written and the exit code is 1. Decided early: a count
+    /// past its limit (`5xx==0` after a 5xx, `deferred<10`) or `max` over
+    /// it, whole-run or `stageN:`; every check of a stage once the stage
+    /// is over and its messages ended; ratios (`accept_rate>=0.99`) and
+    /// `accepted>=N` once the rest of a known total (-n, or --rate with -d,
+    /// or rate --stages; not with --policy) cannot bring them back. Never
+    /// early: whole-run percentiles and mean, `*_per_s`, ledger figures.
     #[arg(long)]
     pub abort_on_fail: bool,
     /// No live progress.

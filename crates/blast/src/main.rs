@@ -262,6 +262,7 @@ fn real_main(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
     // panics are already caught by `run`): keep the settings and the error.
     // --abort-on-fail: the first check that can no longer pass stops the run.
     let mut gave_up: Option<String> = None;
+    let outlook = threshold::Outlook::of(&cfg);
     let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         mailstorm_blast::run(&params, |p| {
             mailstorm_blast::fault::maybe_panic_in_progress();
@@ -269,7 +270,7 @@ fn real_main(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
                 if let Some(c) = thresholds
                     .iter()
                     .flatten()
-                    .find(|c| c.cannot_pass(p.totals))
+                    .find(|c| c.cannot_pass(p.totals, &outlook))
                 {
                     gave_up = Some(c.text().to_string());
                     params.stop.trigger();

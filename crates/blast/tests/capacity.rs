@@ -366,6 +366,15 @@ fn bad_input_is_refused_quickly_and_clearly() {
             "--start-rate 500 is above --max-rate 100",
         ),
         (&["--sla", "p99<fast"][..], "--sla \"p99<fast\""),
+        // Refused up front, not blamed on the target after a step.
+        (
+            &["--sla", "accept_rate>=0.95,5xx<0"][..],
+            "--sla \"5xx<0\": can never hold: 5xx is a count, never below 0",
+        ),
+        (
+            &["--sla", "accept_rate>1"][..],
+            "--sla \"accept_rate>1\": can never hold",
+        ),
         (&["--abort-if", "nonsense"][..], "--abort-if \"nonsense\""),
         (&["--rate", "100"][..], "drop --rate"),
         (&["--precision", "0"][..], "--precision"),

@@ -162,3 +162,64 @@ fn abort_on_fail_stops_once_a_check_cannot_pass() {
     assert_eq!(json["interrupted"], false);
     assert_eq!(json["outcome"]["exit_code"], 1);
 }
+
+/// Stage checks and ratios are decided as soon as they cannot pass: a
+/// stage's count once it goes past its limit, any stage check once the
+/// stage is over, a ratio once the rest of a fixed schedule cannot repair
+/// it. Each run would last 21 s or more; each stops within a few seconds.
+#[test]
+fn abort_on_fail_decides_stage_and_ratio_checks_early() {
+    let plan = tmp("reject-all.yaml");
+    std::fs::write(
+        &plan,
+        "seed: 1\nrules:\n  - name: reject\n    stage: data_end\n    action:\n      reply:\n        \
+         code: 554\n        enhanced: 5.7.1\n        text: \"no\"\n",
+    )
+    .unwrap();
+    for (stages, check) in [
+        // A stage count: refused as a stage metric before.
+        ("1s:50,1s:50,20s:50", "stage2:5xx==0"),
+        // A stage ratio: decided once stage 1 is over.
+        ("1s:50,20s:50", "stage1:accept_rate>=0.99"),
+        // A whole-run ratio over a known total (1,051 sends).
+        ("1s:50,20s:50", "accept_rate>=0.99"),
+    ] {
+        let (code, out, err, took) = blast(&[
+            "--sink-plan",
+            plan.to_str().unwrap(),
+            "--stages",
+            stages,
+            "--stages-mode",
+            "rate",
+            "--interval",
+            "250ms",
+            "--no-pin",
+            "-q",
+            "--threshold",
+            check,
+            "--abort-on-fail",
+        ]);
+        assert_eq!(code, Some(1), "{check}: {out}\n{err}");
+        assert!(
+            err.contains(&format!("--abort-on-fail: {check} can no longer pass")),
+            "{check}: {err}"
+        );
+        assert!(
+            took < Duration::from_secs(8),
+            "{check}: stopped early, not after 21 s: {took:?}"
+        );
+    }
+}
+
+#[test]
+fn a_threshold_that_can_never_hold_is_refused_up_front() {
+    for check in ["5xx<0", "accept_rate>1", "stage1:p99<0ms"] {
+        let (code, _, err, took) = blast(&["--stages", "30s:10", "--threshold", check]);
+        assert_eq!(code, Some(2), "{check}: {err}");
+        assert!(
+            err.contains(&format!("{check:?}: can never hold")),
+            "{check}: {err}"
+        );
+        assert!(took < Duration::from_secs(5), "{check}: refused, not run");
+    }
+}

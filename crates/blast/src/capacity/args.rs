@@ -96,7 +96,8 @@ pub struct CapacityArgs {
     /// A Prometheus endpoint (http://, loopback unless --allow-remote) with
     /// the target's process_cpu_seconds_total and
     /// process_resident_memory_bytes (or node_exporter's CPU and memory),
-    /// scraped at each step's start and end. Checked before the search.
+    /// scraped every --interval (on a thread of its own) for each step and
+    /// timeline row. Checked before the search.
     #[arg(long, value_name = "URL")]
     pub target_metrics: Option<String>,
     /// The run flags (target, -c, --threads, message shape, TLS, …).

@@ -62,6 +62,11 @@ impl Ctx {
             let t = st.load_stage(stage);
             t.attempted += 1;
             t.late += u64::from(late);
+            let mut fl = self.stage_in_flight.borrow_mut();
+            if fl.len() <= stage {
+                fl.resize(stage + 1, 0);
+            }
+            fl[stage] += 1;
         }
         drop(st);
         #[cfg(test)]
@@ -94,6 +99,9 @@ impl Ctx {
         let end = Instant::now();
         let mut st = self.env.stats.borrow_mut();
         if self.env.cfg.stages.is_some() {
+            if let Some(n) = self.stage_in_flight.borrow_mut().get_mut(job.stage) {
+                *n = n.saturating_sub(1);
+            }
             let t = st.load_stage(job.stage);
             match o {
                 Disposition::Accepted => t.accepted += 1,
@@ -123,6 +131,36 @@ impl Ctx {
             st.load_time(job.stage, latency);
         }
     }
+}
+
+/// Marks the load stages this shard is done with as closed in its next
+/// delta, in order: a stage closes once the clock and the next send to
+/// start (open loop) are past it and none of its messages is in flight, so
+/// its counts in this shard are final. `all`: the shard's last delta, where
+/// every stage is final.
+pub(super) fn close_stages(ctx: &Ctx, all: bool) {
+    let Some(stages) = &ctx.env.cfg.stages else {
+        return;
+    };
+    let n = stages.stages().len();
+    let now = ctx.stage_of(Instant::now());
+    // Open loop: the stage of the next send to start (backlog included).
+    let next = ctx
+        .schedule
+        .as_ref()
+        .map(|s| s.next_to_take().map(|t| ctx.stage_of(t)));
+    let mut i = ctx.stages_closed.get();
+    while i < n {
+        let over = now > i && next.is_none_or(|s| s.is_none_or(|s| s > i));
+        let idle = ctx.stage_in_flight.borrow().get(i).is_none_or(|f| *f == 0);
+        let done = all || (over && idle);
+        if !done {
+            break;
+        }
+        ctx.env.stats.borrow_mut().load_stage(i).closed += 1;
+        i += 1;
+    }
+    ctx.stages_closed.set(i);
 }
 
 /// After the workers ended: counts what the cut-off aborted and the sends
@@ -157,6 +195,7 @@ pub(super) fn ship_final(ctx: &Ctx) {
             );
         }
     }
+    close_stages(ctx, true);
     #[cfg(test)]
     tests::inject_panic(&ctx.env.cfg, "shard");
     let mut st = ctx.env.stats.borrow_mut();

@@ -156,6 +156,10 @@ struct Ctx {
     remaining: Cell<u64>,
     next_local: Cell<u64>,
     in_flight: Cell<u64>,
+    /// With `--stages`: messages in flight per load stage, and how many
+    /// stages (a prefix) this shard has closed ([`accounting::close_stages`]).
+    stage_in_flight: RefCell<Vec<u64>>,
+    stages_closed: Cell<usize>,
     /// With a policy: messages waiting for a retry, and final states.
     retries: RefCell<RetryQueue>,
     tally: RefCell<Tally>,
@@ -244,6 +248,8 @@ async fn shard_main(
         stopped: Notify::new(),
         next_local: Cell::new(0),
         in_flight: Cell::new(0),
+        stage_in_flight: RefCell::new(Vec::new()),
+        stages_closed: Cell::new(0),
         retries: RefCell::new(RetryQueue::default()),
         tally: RefCell::new(Tally::default()),
         hold: Cell::new(None),
@@ -322,6 +328,7 @@ async fn ticker(ctx: Rc<Ctx>) {
     let mut k: u32 = 1;
     loop {
         tokio::time::sleep_until((ctx.run.start + interval * k).into()).await;
+        accounting::close_stages(&ctx, false);
         let stats = ctx.env.stats.borrow_mut().take();
         let _ = ctx.run.tx.send(ShardDelta {
             interval: u64::from(k - 1),

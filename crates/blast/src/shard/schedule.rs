@@ -133,6 +133,12 @@ impl Schedule {
         Some(t)
     }
 
+    /// The intended start of the next send a worker will take (due or
+    /// not); `None` when no send is left.
+    pub fn next_to_take(&self) -> Option<Instant> {
+        self.at(self.taken.get())
+    }
+
     /// Whether a send came due and was not started.
     pub fn has_due(&self) -> bool {
         self.taken.get() < self.due.get()

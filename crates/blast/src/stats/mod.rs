@@ -277,6 +277,12 @@ pub struct StageTally {
     pub not_started: u64,
     /// Open loop: started later than `late_after` after the intended time.
     pub late: u64,
+    /// Shards that closed the stage: none of its messages will start or
+    /// end there any more, so once every shard has, its figures are final
+    /// (what `--abort-on-fail` waits for to decide a stage check). Run
+    /// state, not a measurement: not written to reports.
+    #[serde(skip)]
+    pub closed: u64,
 }
 
 impl StageTally {
@@ -290,6 +296,7 @@ impl StageTally {
         self.rejected += o.rejected;
         self.failed += o.failed;
         self.not_started += o.not_started;
+        self.closed += o.closed;
     }
 }
 

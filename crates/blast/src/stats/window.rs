@@ -67,6 +67,8 @@ impl Stats {
                 failed: t.failed.saturating_sub(e.failed),
                 not_started: t.not_started.saturating_sub(e.not_started),
                 late: t.late.saturating_sub(e.late),
+                // A state, not a count: closed stays closed.
+                closed: t.closed,
             };
         }
         for (i, now) in self.load_latency.iter().enumerate() {

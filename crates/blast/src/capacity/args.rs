@@ -123,6 +123,18 @@ const NOT_FOR_CAPACITY: &[&str] = &[
     "linger_metrics",
 ];
 
+/// Run flags a search does not use although they are no load setting:
+/// refused (never silently ignored), but shown in `--help`.
+const UNUSED_BY_CAPACITY: &[&str] = &[
+    "junit",
+    "ledger",
+    "drain",
+    "shard",
+    "shards",
+    "start_at",
+    "print_config",
+];
+
 /// Parses `mailstorm-blast capacity` arguments (`argv` without the word
 /// `capacity`), with the run flags the search sets itself hidden from
 /// `--help`; exits with clap's usage error or help like `Parser::parse`.
@@ -163,6 +175,13 @@ impl CapacityArgs {
             (r.shard.is_some() || r.shards.is_some(), "--shard/--shards"),
             (r.start_at.is_some(), "--start-at"),
             (r.print_config, "--print-config"),
+            (
+                r.junit.is_some(),
+                "--junit (a search is one case: read its exit code)",
+            ),
+            // Steps are short and back to back: no ledger drain between them.
+            (r.ledger.is_some(), "--ledger"),
+            (r.drain.is_some(), "--drain"),
         ] {
             if given {
                 return Err(BlastError::Config(format!(
@@ -202,5 +221,98 @@ impl CapacityArgs {
         };
         opts.validate(&cfg)?;
         Ok((cfg, opts))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// The run flags a search applies (through the step configuration, the
+    /// embedded sink or its outputs).
+    const APPLIED: &[&str] = &[
+        "target",
+        "resolver",
+        "smtp_port",
+        "dns_timeout",
+        "relay_cooldown",
+        "allow_remote",
+        "profile",
+        "sink_plan",
+        "time_scale",
+        "threads",
+        "cpus",
+        "no_pin",
+        "concurrency",
+        "per_conn",
+        "rset",
+        "rcpts",
+        "size",
+        "eml",
+        "from",
+        "to",
+        "users",
+        "helo",
+        "seed",
+        "pipelining",
+        "pipeline_depth",
+        "chunking",
+        "starttls",
+        "tls",
+        "insecure",
+        "ca",
+        "sni",
+        "tls_resume",
+        "auth",
+        "auth_mech",
+        "lmtp",
+        "no_nodelay",
+        "sndbuf",
+        "rcvbuf",
+        "linger0",
+        "keepalive",
+        "source",
+        "timeout",
+        "grace",
+        "late_after",
+        "interval",
+        "report",
+        "html",
+        "quiet",
+        "run_id",
+        "no_trace",
+    ];
+
+    /// A flag added to the run command line must be classified here, so
+    /// `capacity` never silently ignores it.
+    #[test]
+    fn every_run_flag_is_applied_or_refused() {
+        for a in Args::command().get_arguments() {
+            let id = a.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            let lists = [APPLIED, NOT_FOR_CAPACITY, UNUSED_BY_CAPACITY];
+            let n = lists.iter().filter(|l| l.contains(&id)).count();
+            assert_eq!(
+                n, 1,
+                "run flag `{id}`: list it once, as applied by capacity or refused"
+            );
+        }
+    }
+
+    #[test]
+    fn flags_a_search_does_not_use_are_refused() {
+        for (flag, value) in [
+            ("--junit", "j.xml"),
+            ("--ledger", "http://127.0.0.1:1"),
+            ("--drain", "5s"),
+            ("--start-at", "0"),
+        ] {
+            let args = parse_from(["mailstorm-blast", flag, value]);
+            let err = args.to_parts().unwrap_err().to_string();
+            assert!(err.contains(flag), "{flag}: {err}");
+        }
     }
 }

@@ -197,9 +197,196 @@ fn find_word(s: &str, phrase: &str) -> Option<usize> {
         .find(|&i| i == 0 || !s.as_bytes()[i - 1].is_ascii_alphanumeric())
 }
 
+/// One step of a key path for [`locate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg<'a> {
+    /// The value under this key of a mapping (compared exactly, as written).
+    Key(&'a str),
+    /// The key itself, as the last step: where a name is wrong rather
+    /// than its value.
+    KeyName(&'a str),
+    /// The element of a list at this index (from 0).
+    Index(usize),
+}
+
+/// Message of the error [`locate`] raises at the node it looks for; the
+/// parser gives it that node's position like any error of a value.
+const HERE: &str = "\u{0}mailstorm-config: located";
+
+/// Line and column (1-based) of the node at `path` in `text`, for errors
+/// found after parsing (a check across several values): the same
+/// positions the loader reports for a value that does not parse.
+/// `None` when the path is not in the document.
+pub fn locate(text: &str, path: &[Seg<'_>]) -> Option<(usize, usize)> {
+    let de = serde_yaml::Deserializer::from_str(text);
+    match serde::de::DeserializeSeed::deserialize(Walk(path), de) {
+        Err(e) if e.to_string().contains(HERE) => e.location().map(|l| (l.line(), l.column())),
+        _ => None,
+    }
+}
+
+/// Walks `path`, skipping every other node, and fails at its end.
+struct Walk<'p, 'a>(&'p [Seg<'a>]);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Walk<'_, '_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        match self.0.first() {
+            None => d.deserialize_any(Here),
+            Some(Seg::Index(_)) => d.deserialize_seq(self),
+            Some(_) => d.deserialize_map(self),
+        }
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Walk<'_, '_> {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a mapping or list")
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let (name, key_itself) = match self.0[0] {
+            Seg::Key(k) => (k, false),
+            Seg::KeyName(k) => (k, true),
+            Seg::Index(_) => return Ok(()),
+        };
+        while let Some(found) = map.next_key_seed(KeySeed { name, key_itself })? {
+            if found {
+                return map.next_value_seed(Walk(&self.0[1..]));
+            }
+            map.next_value::<serde::de::IgnoredAny>()?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let Seg::Index(i) = self.0[0] else {
+            return Ok(());
+        };
+        for _ in 0..i {
+            if seq.next_element::<serde::de::IgnoredAny>()?.is_none() {
+                return Ok(());
+            }
+        }
+        seq.next_element_seed(Walk(&self.0[1..])).map(|_| ())
+    }
+}
+
+/// Reads a key: `true` when it is `name`; fails on it when the key
+/// itself is looked for.
+struct KeySeed<'a> {
+    name: &'a str,
+    key_itself: bool,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = bool;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for KeySeed<'_> {
+    type Value = bool;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a key")
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+        match v == self.name {
+            true if self.key_itself => Err(E::custom(HERE)),
+            same => Ok(same),
+        }
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<bool, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<bool, E> {
+        self.visit_str(&v.to_string())
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<bool, E> {
+        Ok(false)
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<bool, E> {
+        Ok(false)
+    }
+}
+
+/// Fails at whatever node it is given.
+struct Here;
+
+impl<'de> serde::de::Visitor<'de> for Here {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        Err(E::custom(HERE))
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        Err(E::custom(HERE))
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        Err(E::custom(HERE))
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        Err(E::custom(HERE))
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        Err(E::custom(HERE))
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        Err(E::custom(HERE))
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom(HERE))
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<(), A::Error> {
+        Err(serde::de::Error::custom(HERE))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locate_finds_values_keys_and_elements() {
+        let y = "ttl: 30d\nnames:\n  a.test:\n    mx:\n      - {preference: 1, host: x}\n      - {preference: 2, host: mx.b}\n  b.test: {addresses: [127.0.0.1]}\n";
+        assert_eq!(locate(y, &[Seg::Key("ttl")]), Some((1, 6)));
+        assert_eq!(locate(y, &[Seg::KeyName("names")]), Some((2, 1)));
+        assert_eq!(
+            locate(y, &[Seg::Key("names"), Seg::KeyName("b.test")]),
+            Some((7, 3))
+        );
+        assert_eq!(
+            locate(
+                y,
+                &[
+                    Seg::Key("names"),
+                    Seg::Key("a.test"),
+                    Seg::Key("mx"),
+                    Seg::Index(1),
+                    Seg::Key("host")
+                ]
+            ),
+            Some((6, 31))
+        );
+        assert_eq!(locate(y, &[Seg::Key("names"), Seg::Key("c.test")]), None);
+        assert_eq!(
+            locate(
+                y,
+                &[
+                    Seg::Key("names"),
+                    Seg::Key("a.test"),
+                    Seg::Key("mx"),
+                    Seg::Index(5)
+                ]
+            ),
+            None
+        );
+    }
 
     #[test]
     fn type_names_become_shapes() {

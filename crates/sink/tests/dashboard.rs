@@ -269,7 +269,10 @@ fn dashboard_live_in_chromium() {
     );
     // The verdict: both retried a 451 at once, which the default policy
     // (retry_4xx_min_interval>=1s) fails.
-    let retry = texts(&mut b, "#clients tr[data-client] td:nth-child(7)");
+    // No DNS queries: they would count under the IP's entry.
+    let dns = texts(&mut b, "#clients tr[data-client] td:nth-child(7)");
+    assert_eq!(dns, ["0", "0"]);
+    let retry = texts(&mut b, "#clients tr[data-client] td:nth-child(8)");
     assert!(retry.iter().all(|t| t.starts_with('✗')), "{retry:?}");
     let verdicts = texts(&mut b, "#clients tr[data-client] td:last-child");
     assert!(

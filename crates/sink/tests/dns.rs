@@ -280,3 +280,122 @@ fn control_api_serves_dns_counts_per_client() {
     assert_eq!(v["queries"], 3, "{v}");
     assert_eq!(v["clients"]["127.0.0.1"], 3, "{v}");
 }
+
+/// `GET` on the control API; the body.
+fn http_get(control: SocketAddr, path: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(control).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    serde_json::from_str(&out[out.find("\r\n\r\n").unwrap() + 4..]).unwrap()
+}
+
+const SEQ_PLAN: &str = "\
+seed: 11
+rules:
+  - {stage: dns, match: {qname: seq.test}, sequence: [servfail, nxdomain, servfail, answer]}
+";
+
+#[test]
+fn sequence_at_stage_dns_gives_outcomes_in_order() {
+    let zone = "names:\n  seq.test: {addresses: [127.0.0.2]}\n";
+    let run = || {
+        let sink = start(Some(zone), Some(SEQ_PLAN));
+        let dns = sink.dns_addr().unwrap();
+        let got: Vec<String> = (0..6)
+            .map(|_| status(&dig(dns, "A", "seq.test", &[], 2)).to_string())
+            .collect();
+        let report = sink.clients(&mailstorm_sink::ClientFilter::all()).unwrap();
+        sink.shutdown();
+        (got, report.clients["127.0.0.1"].dns)
+    };
+    let (first, dns) = run();
+    // The n-th query gets the n-th step; then the last repeats.
+    assert_eq!(
+        first,
+        ["SERVFAIL", "NXDOMAIN", "SERVFAIL", "NOERROR", "NOERROR", "NOERROR"]
+    );
+    assert_eq!(
+        (dns.queries, dns.servfail, dns.nxdomain, dns.answered),
+        (6, 2, 1, 3),
+        "{dns:?}"
+    );
+    // Deterministic: a fresh sink with the same plan gives the same.
+    assert_eq!(run().0, first);
+}
+
+#[test]
+fn sequence_steps_are_checked_against_the_stage() {
+    let err = |plan: &str| {
+        Engine::new()
+            .load_bytes(plan.as_bytes(), None, "p.yaml")
+            .unwrap_err()
+            .to_string()
+    };
+    // A misspelt step: at the step's own line and column.
+    let e = err("rules:\n  - stage: dns\n    sequence: [servfail, servfial]\n");
+    assert!(
+        e.starts_with("p.yaml:3:26:") && e.contains("servfial") && e.contains("answer, servfail"),
+        "{e}"
+    );
+    // A reply code at stage dns, a DNS outcome at an SMTP stage.
+    let e = err("rules:\n  - {stage: dns, sequence: [servfail, 451]}\n");
+    assert!(
+        e.starts_with("p.yaml:2:") && e.contains("451 is a reply code") && e.contains("stage dns"),
+        "{e}"
+    );
+    let e = err("rules:\n  - {stage: rcpt, sequence: [451, servfail]}\n");
+    assert!(
+        e.starts_with("p.yaml:2:") && e.contains("`servfail` is a DNS outcome"),
+        "{e}"
+    );
+    // The sequence decides the outcome: no `dns` action beside it.
+    let e = err("rules:\n  - {stage: dns, sequence: [answer], action: {dns: servfail}}\n");
+    assert!(e.contains("cannot be combined") && e.contains("dns"), "{e}");
+    // A delay may accompany it.
+    Engine::new()
+        .load_bytes(
+            b"rules:\n  - {stage: dns, sequence: [servfail, answer], action: {delay: 10ms}}\n",
+            None,
+            "p.yaml",
+        )
+        .unwrap();
+}
+
+#[test]
+fn referee_reports_dns_queries_per_client() {
+    let mut b = Sink::builder().listen("127.0.0.2:0".parse().unwrap());
+    b.config_mut().dns = Some("127.0.0.1:0".parse().unwrap());
+    let sink = b
+        .control("127.0.0.1:0".parse().unwrap())
+        .fault_engine(Arc::new(Engine::new()))
+        .start()
+        .unwrap();
+    let dns = sink.dns_addr().unwrap();
+    for _ in 0..4 {
+        dig(dns, "MX", "example.test", &[], 2);
+    }
+    dig(dns, "A", "nowhere.test", &[], 2);
+    let v = http_get(sink.control_addr().unwrap(), "/clients");
+    let c = &v["clients"]["127.0.0.1"]["dns"];
+    assert_eq!(c["queries"], 5, "{v}");
+    assert_eq!(
+        (&c["answered"], &c["nxdomain"]),
+        (&4.into(), &1.into()),
+        "{v}"
+    );
+    // The same through the Rust handle, and a filter on the IP's entry.
+    let r = sink
+        .clients(&mailstorm_sink::ClientFilter::helo("127.0.0.1"))
+        .unwrap();
+    assert_eq!(r.clients.len(), 1);
+    assert_eq!(r.clients["127.0.0.1"].dns.queries, 5);
+    sink.shutdown();
+}

@@ -176,12 +176,12 @@ var MailstormSink = (function () {
   function clients(d) {
     var list = d.clients || [];
     var t = document.getElementById("clients");
-    fill(t, ["client (EHLO name)", "addresses", "connections", "open", "messages", "faults"]
+    fill(t, ["client (EHLO name)", "addresses", "connections", "open", "messages", "faults", "DNS queries"]
       .concat(BEHAVIOUR.map(function (b) { return b[1]; })).concat(["verdict"]), list.map(function (c) {
       var failing = (c.rules || []).filter(function (r) { return r.result === "fail"; }).map(function (r) { return r.expression; });
       var v = el("span", { "class": "v-" + c.verdict, title: failing.join("\n") },
         c.verdict + (failing.length ? ": " + failing.join(", ") : ""));
-      return [c.id, (c.ips || []).join(", "), num(c.connections), num(c.open), num(c.messages), num(c.faults)]
+      return [c.id, (c.ips || []).join(", "), num(c.connections), num(c.open), num(c.messages), num(c.faults), num((c.dns || {}).queries || 0)]
         .concat(BEHAVIOUR.map(function (b) { return ruleCell(c.rules, b[0]); })).concat([v]);
     }), function (k) { return { "data-client": list[k].id, "class": "verdict-" + list[k].verdict }; });
     var more = document.getElementById("clients-more");
@@ -300,7 +300,7 @@ var MailstormSink = (function () {
     section("faults-section", "Injected faults by rule").appendChild(el("table", { id: "faults" }));
     var cs = section("clients-section", "Clients (referee)");
     cs.appendChild(el("p", { "class": "muted" }, "One row per client id: the EHLO name its sessions sent, or its address " +
-      "when it never greeted. A well-behaved client retries a 4xx after a sane interval, never re-sends after a 5xx " +
+      "when it never greeted (DNS queries carry no EHLO name: they count under the address). A well-behaved client retries a 4xx after a sane interval, never re-sends after a 5xx " +
       "and stops after a 421; hover a cell for the rule and evidence."));
     cs.appendChild(el("table", { id: "clients" }));
     cs.appendChild(el("p", { "class": "muted", id: "clients-more" }));

@@ -29,6 +29,20 @@ pub(crate) enum Outcome {
     Malformed,
 }
 
+impl Outcome {
+    /// Counts the outcome in a client's record.
+    pub(crate) fn tally(self, r: &mut crate::plan::referee::DnsClientRecord) {
+        *match self {
+            Outcome::Answered => &mut r.answered,
+            Outcome::Nxdomain => &mut r.nxdomain,
+            Outcome::Servfail => &mut r.servfail,
+            Outcome::NoAnswer => &mut r.no_answer,
+            Outcome::Truncated => &mut r.truncated,
+            Outcome::Malformed => &mut r.malformed,
+        } += 1;
+    }
+}
+
 /// Counters shared by the responder's tasks.
 #[derive(Debug, Default)]
 pub(crate) struct DnsCounts {

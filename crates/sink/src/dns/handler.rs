@@ -99,6 +99,17 @@ fn records(zone: &Zone, qname: &str, qtype: RecordType, owner: &Name) -> Option<
     Some(out)
 }
 
+impl Handler {
+    /// Counts how a query from `peer` was handled: in the responder's
+    /// totals and in the referee's entry for the client's IP.
+    fn outcome(&self, peer: IpAddr, o: Outcome) {
+        self.counts.outcome(o);
+        if let Some(e) = &self.engine {
+            e.dns_query(peer, |r| o.tally(r));
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler>(
@@ -107,12 +118,13 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         let tcp = request.protocol() == Protocol::Tcp;
-        self.counts.query(request.src().ip(), tcp);
+        let peer = request.src().ip();
+        self.counts.query(peer, tcp);
         let mut header = Header::response_from_request(request.header());
         header.set_authoritative(true);
         let builder = MessageResponseBuilder::from_message_request(request);
         let Ok(info) = request.request_info() else {
-            self.counts.outcome(Outcome::Malformed);
+            self.outcome(peer, Outcome::Malformed);
             header.set_response_code(ResponseCode::FormErr);
             let resp = builder.error_msg(request.header(), ResponseCode::FormErr);
             return response_handle
@@ -133,32 +145,32 @@ impl RequestHandler for Handler {
         }
         let answers = match fault {
             Some(DnsFault::NoAnswer) => {
-                self.counts.outcome(Outcome::NoAnswer);
+                self.outcome(peer, Outcome::NoAnswer);
                 return header.into();
             }
             Some(DnsFault::Servfail) => {
-                self.counts.outcome(Outcome::Servfail);
+                self.outcome(peer, Outcome::Servfail);
                 header.set_response_code(ResponseCode::ServFail);
                 Vec::new()
             }
             Some(DnsFault::Nxdomain) => {
-                self.counts.outcome(Outcome::Nxdomain);
+                self.outcome(peer, Outcome::Nxdomain);
                 header.set_response_code(ResponseCode::NXDomain);
                 Vec::new()
             }
             // Over TCP the client already did what truncation asks for.
             Some(DnsFault::Truncate) if !tcp => {
-                self.counts.outcome(Outcome::Truncated);
+                self.outcome(peer, Outcome::Truncated);
                 header.set_truncated(true);
                 Vec::new()
             }
             _ => match records(&self.zone, &qname, qtype, &owner) {
                 Some(r) => {
-                    self.counts.outcome(Outcome::Answered);
+                    self.outcome(peer, Outcome::Answered);
                     r
                 }
                 None => {
-                    self.counts.outcome(Outcome::Nxdomain);
+                    self.outcome(peer, Outcome::Nxdomain);
                     header.set_response_code(ResponseCode::NXDomain);
                     Vec::new()
                 }

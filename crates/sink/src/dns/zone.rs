@@ -106,9 +106,88 @@ fn valid_name(name: &str) -> bool {
         })
 }
 
+/// A content error in a zone: the key path of the offending value (or
+/// name) and what is wrong with it.
+#[derive(Debug)]
+struct Bad {
+    path: Vec<Part>,
+    /// The error is about the last key itself (a name), not its value.
+    on_key: bool,
+    message: String,
+}
+
+#[derive(Debug)]
+enum Part {
+    Key(String),
+    Index(usize),
+}
+
+impl Bad {
+    fn at(path: Vec<Part>, message: String) -> Bad {
+        Bad {
+            path,
+            on_key: false,
+            message,
+        }
+    }
+
+    /// About name `raw` itself.
+    fn name(raw: &str, message: String) -> Bad {
+        Bad {
+            path: vec![Part::Key("names".into()), Part::Key(raw.into())],
+            on_key: true,
+            message,
+        }
+    }
+
+    /// `names.example.test.mx[0].host`.
+    fn path_text(&self) -> String {
+        let mut out = String::new();
+        for p in &self.path {
+            match p {
+                Part::Key(k) if out.is_empty() => out.push_str(k),
+                Part::Key(k) => {
+                    out.push('.');
+                    out.push_str(k);
+                }
+                Part::Index(i) => out.push_str(&format!("[{i}]")),
+            }
+        }
+        out
+    }
+
+    /// The line and column of the offending value (or name) in `text`.
+    fn locate(&self, text: &str) -> Option<(usize, usize)> {
+        use mailstorm_config::yaml::Seg;
+        let last = self.path.len().saturating_sub(1);
+        let segs: Vec<Seg<'_>> = self
+            .path
+            .iter()
+            .enumerate()
+            .map(|(i, p)| match p {
+                Part::Key(k) if self.on_key && i == last => Seg::KeyName(k),
+                Part::Key(k) => Seg::Key(k),
+                Part::Index(n) => Seg::Index(*n),
+            })
+            .collect();
+        mailstorm_config::yaml::locate(text, &segs)
+    }
+}
+
+/// `names.RAW.mx[I].host`.
+fn mx_host(raw: &str, i: usize) -> Vec<Part> {
+    vec![
+        Part::Key("names".into()),
+        Part::Key(raw.into()),
+        Part::Key("mx".into()),
+        Part::Index(i),
+        Part::Key("host".into()),
+    ]
+}
+
 impl Zone {
-    /// Parses a zone file's text; errors name `origin:line:col` and the key
-    /// path (`names.example.test.mx[0].host`).
+    /// Parses a zone file's text; errors, in its shape or content, name
+    /// `origin:line:col` and the key path (`names.example.test.mx[0].host`).
     pub fn from_yaml_str(text: &str, origin: &Path) -> Result<Zone, ConfigError> {
         let spec: ZoneSpec = mailstorm_config::from_yaml_str(text, &origin.display().to_string())
             .map_err(|e| ConfigError::Parse {
@@ -120,7 +199,14 @@ impl Zone {
                 format!("{}: {}", e.path, e.message)
             },
         })?;
-        Zone::check(spec).map_err(|m| ConfigError::Invalid(format!("{}: {m}", origin.display())))
+        // Content checks run on the parsed zone (an MX host may be given
+        // after the domain); the offending value is then found in the
+        // text to name its line and column.
+        Zone::check_spec(spec).map_err(|bad| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            location: bad.locate(text),
+            message: format!("{}: {}", bad.path_text(), bad.message),
+        })
     }
 
     /// Reads and parses a zone file.
@@ -134,35 +220,52 @@ impl Zone {
 
     /// Checks names, TTLs and that every MX host has an address in the
     /// zone (a dangling MX would only show up as a confusing
-    /// resolution failure in the blaster).
+    /// resolution failure in the blaster). The error is `path: message`.
     pub fn check(spec: ZoneSpec) -> Result<Zone, String> {
-        let ttl_of = |t: Duration, at: &str| -> Result<u32, String> {
+        Zone::check_spec(spec).map_err(|b| format!("{}: {}", b.path_text(), b.message))
+    }
+
+    fn check_spec(spec: ZoneSpec) -> Result<Zone, Bad> {
+        let ttl_of = |t: Duration, at: Vec<Part>| -> Result<u32, Bad> {
             if t > MAX_TTL {
-                return Err(format!("{at}: TTL {t:?} is longer than the 7-day maximum"));
+                return Err(Bad::at(
+                    at,
+                    format!("TTL {t:?} is longer than the 7-day maximum"),
+                ));
             }
             Ok(t.as_secs() as u32)
         };
-        let default_ttl = ttl_of(spec.ttl, "ttl")?;
+        let default_ttl = ttl_of(spec.ttl, vec![Part::Key("ttl".into())])?;
         let mut names = BTreeMap::new();
         for (raw, n) in &spec.names {
             let name = normalise(raw);
             if !valid_name(&name) {
-                return Err(format!("names.{raw}: {raw:?} is not a valid domain name"));
+                return Err(Bad::name(
+                    raw,
+                    format!("{raw:?} is not a valid domain name"),
+                ));
             }
             if n.mx.is_empty() && n.addresses.is_empty() {
-                return Err(format!("names.{raw}: no `mx` and no `addresses`"));
+                return Err(Bad::name(raw, "no `mx` and no `addresses`".into()));
             }
             let ttl = match n.ttl {
-                Some(t) => ttl_of(t, &format!("names.{raw}.ttl"))?,
+                Some(t) => {
+                    let at = vec![
+                        Part::Key("names".into()),
+                        Part::Key(raw.clone()),
+                        Part::Key("ttl".into()),
+                    ];
+                    ttl_of(t, at)?
+                }
                 None => default_ttl,
             };
             let mut mx = Vec::new();
             for (i, m) in n.mx.iter().enumerate() {
                 let host = normalise(&m.host);
                 if m.host != "." && !valid_name(&host) {
-                    return Err(format!(
-                        "names.{raw}.mx[{i}].host: {:?} is not a valid host name",
-                        m.host
+                    return Err(Bad::at(
+                        mx_host(raw, i),
+                        format!("{:?} is not a valid host name", m.host),
                     ));
                 }
                 mx.push((m.preference, host));
@@ -178,8 +281,9 @@ impl Zone {
                 )
                 .is_some()
             {
-                return Err(format!(
-                    "names.{raw}: {name} is given twice (names are case-insensitive)"
+                return Err(Bad::name(
+                    raw,
+                    format!("{name} is given twice (names are case-insensitive)"),
                 ));
             }
         }
@@ -187,9 +291,9 @@ impl Zone {
             for (i, m) in n.mx.iter().enumerate() {
                 let host = normalise(&m.host);
                 if m.host != "." && names.get(&host).is_none_or(|h| h.addresses.is_empty()) {
-                    return Err(format!(
-                        "names.{raw}.mx[{i}].host: {} has no `addresses` in the zone",
-                        m.host
+                    return Err(Bad::at(
+                        mx_host(raw, i),
+                        format!("{} has no `addresses` in the zone", m.host),
                     ));
                 }
             }
@@ -265,6 +369,45 @@ mod tests {
         );
         let e = parse("ttl: 30d\nnames: {a.test: {addresses: [127.0.0.1]}}\n").unwrap_err();
         assert!(e.contains("ttl") && e.contains("7-day"), "{e}");
+    }
+
+    /// Content errors (found once the zone is parsed) name the line and
+    /// column of the offending value, or of the name when the name is wrong.
+    #[test]
+    fn content_errors_name_line_and_column() {
+        let cases: [(&str, &str); 7] = [
+            (
+                "names:\n  example.test:\n    mx:\n      - {preference: 10, host: mx1.example.test}\n      - {preference: 20, host: mx9.example.test}\n  mx1.example.test: {addresses: [127.0.0.2]}\n",
+                "zone.yaml:5:32: names.example.test.mx[1].host: mx9.example.test has no `addresses` in the zone",
+            ),
+            (
+                "ttl: 30d\nnames: {a.test: {addresses: [127.0.0.1]}}\n",
+                "zone.yaml:1:6: ttl: TTL 2592000s is longer than the 7-day maximum",
+            ),
+            (
+                "names:\n  a.test:\n    addresses: [127.0.0.1]\n    ttl: 8d\n",
+                "zone.yaml:4:10: names.a.test.ttl: TTL 691200s is longer than the 7-day maximum",
+            ),
+            (
+                "names:\n  ok.test: {addresses: [127.0.0.1]}\n  a.test: {}\n",
+                "zone.yaml:3:3: names.a.test: no `mx` and no `addresses`",
+            ),
+            (
+                "names:\n  ok.test: {addresses: [127.0.0.1]}\n  \"bad name\": {addresses: [127.0.0.1]}\n",
+                "zone.yaml:3:3: names.bad name: \"bad name\" is not a valid domain name",
+            ),
+            (
+                "names:\n  a.test:\n    mx:\n      - preference: 1\n        host: \"no host!\"\n",
+                "zone.yaml:5:15: names.a.test.mx[0].host: \"no host!\" is not a valid host name",
+            ),
+            (
+                "names:\n  a.test: {addresses: [127.0.0.1]}\n  A.test: {addresses: [127.0.0.2]}\n",
+                "zone.yaml:2:3: names.a.test: a.test is given twice (names are case-insensitive)",
+            ),
+        ];
+        for (yaml, want) in cases {
+            assert_eq!(parse(yaml).unwrap_err(), want, "{yaml}");
+        }
     }
 
     #[test]

@@ -16,7 +16,7 @@ use super::referee::verdicts::{self, ClientVerdict};
 use super::referee::RefereeReport;
 use super::select::hash_bytes;
 use super::view::View;
-use crate::filter::ClientFilter;
+use crate::filter::{client_id, ClientFilter};
 use crate::hook::{SessionEnd, SessionScope};
 
 /// Most scoped rules [`Engine::faults_by_rule`] lists (those that injected
@@ -84,6 +84,19 @@ fn lock<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
 }
 
 impl Engine {
+    /// A DNS query from `ip` was handled: counted in the referee's entry
+    /// for the IP (a query names no client; see [`client_id`]).
+    pub(crate) fn dns_query(
+        &self,
+        ip: std::net::IpAddr,
+        f: impl FnOnce(&mut super::referee::DnsClientRecord),
+    ) {
+        self.referee.client(&client_id(None, ip), |c| {
+            c.dns.queries += 1;
+            f(&mut c.dns);
+        });
+    }
+
     /// Loads `plan` for the sessions that greet with `helo` (compared
     /// case-insensitively), with its own seed, counters and state; it
     /// applies from their EHLO on. Replacing a client's plan starts its

@@ -538,11 +538,11 @@ impl Active {
                 })
             }
             p => {
-                let seq_code = rule.sequence.as_ref().map(|s| {
+                let step = rule.sequence.as_ref().map(|s| {
                     let n = (attempt.max(1) as usize).min(s.len());
                     s[n - 1]
                 });
-                Some(action_of(p, seq_code))
+                Some(action_of(p, step))
             }
         }
     }

@@ -16,11 +16,13 @@ use serde::{Deserialize, Deserializer, Serialize};
 mod dns_fault;
 mod expect;
 mod queue;
+mod sequence;
 mod stage_sel;
 mod values;
 pub use dns_fault::DnsFault;
 pub use expect::{ExpectSpec, Policy, DEFAULT_POLICY, METRICS};
 pub use queue::{OverflowSpec, QueueSpec};
+pub use sequence::{DnsStep, SeqStep, DNS_STEPS};
 pub use stage_sel::StageSel;
 use values::{opt_millis, opt_secs, secs, whole_millis};
 pub use values::{Code, NonNeg, OneOrMany, Positive, Probability};
@@ -547,9 +549,9 @@ pub struct RuleSpec {
     /// Select attempts after the N-th.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
-    /// The n-th attempt gets the n-th code (then the last repeats).
+    /// The n-th attempt gets the n-th step (then the last repeats).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sequence: Option<Vec<Code>>,
+    pub sequence: Option<Vec<SeqStep>>,
     /// Active only in this time window (timing-dependent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowSpec>,

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::model::{DnsStep, SeqStep};
 use super::verdict::FaultAction;
 use crate::hook::ReplyClass;
 
@@ -77,9 +78,10 @@ pub(crate) enum Primary {
     },
 }
 
-/// The action a selected rule takes; `seq_code` is the code a `sequence`
-/// step chose for this attempt, if the rule has one.
-pub(super) fn action_of(p: &Primary, seq_code: Option<u16>) -> FaultAction {
+/// The action a selected rule takes; `step` is what a `sequence` chose
+/// for this attempt (a reply code, or at stage dns a DNS outcome), if the
+/// rule has one.
+pub(super) fn action_of(p: &Primary, step: Option<SeqStep>) -> FaultAction {
     let reply = |code: u16, enhanced: &Option<String>, text: &Option<String>| {
         let (de, dt) = default_reply(code);
         FaultAction::Reply {
@@ -91,6 +93,12 @@ pub(super) fn action_of(p: &Primary, seq_code: Option<u16>) -> FaultAction {
                 .unwrap_or_else(|| de.to_string()),
             text: text.clone().unwrap_or_else(|| dt.to_string()),
         }
+    };
+    let seq_code = match step {
+        Some(SeqStep::Dns(DnsStep::Answer)) => return FaultAction::Accept,
+        Some(SeqStep::Dns(DnsStep::Fault(f))) => return FaultAction::Dns(f),
+        Some(SeqStep::Code(c)) => Some(c.0),
+        None => None,
     };
     if let Some(code) = seq_code {
         if ReplyClass::of(code) == ReplyClass::Positive {

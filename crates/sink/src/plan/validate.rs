@@ -384,7 +384,7 @@ impl Check for RuleSpec {
         }
         if let Some(seq) = &self.sequence {
             if seq.is_empty() {
-                return Err("sequence must list at least one reply code".into());
+                return Err("sequence must list at least one step (reply codes)".into());
             }
             if !primaries.iter().all(|p| *p == "reply") {
                 return Err(format!(
@@ -456,7 +456,7 @@ pub(crate) struct Rule {
     pub(crate) every: Option<u64>,
     pub(crate) first: Option<u64>,
     pub(crate) after: Option<u64>,
-    pub(crate) sequence: Option<Vec<u16>>,
+    pub(crate) sequence: Option<Vec<SeqStep>>,
     pub(crate) window: Option<Window>,
     pub(crate) rate_limit: Option<RateLimitSpec>,
     pub(crate) max_connections: Option<MaxConnSpec>,
@@ -587,7 +587,7 @@ pub(crate) fn compile_rule(index: usize, r: &RuleSpec) -> Result<Rule, String> {
         every: r.every.map(|e| e.0),
         first: r.first,
         after: r.after,
-        sequence: r.sequence.as_ref().map(|s| s.iter().map(|c| c.0).collect()),
+        sequence: r.sequence.clone(),
         window: r.window.as_ref().map(window).transpose()?,
         rate_limit: r.rate_limit,
         max_connections: r.max_connections,

@@ -45,7 +45,7 @@ pub mod verdicts;
 
 pub(crate) use client::Client;
 use pending::Pending;
-pub use report::{ClientRecord, HistogramSummary, RefereeReport, RetryRecord};
+pub use report::{ClientRecord, DnsClientRecord, HistogramSummary, RefereeReport, RetryRecord};
 
 struct Failure {
     key: String,

@@ -95,6 +95,32 @@ pub struct ClientRecord {
     /// Sessions the client closed without QUIT.
     #[serde(default)]
     pub unclean_quits: u64,
+    /// DNS queries to the sink's responder (`--dns`). A query carries no
+    /// EHLO name, so they are counted under the entry of the client's IP
+    /// address (`"127.0.0.1"`); a client id that is an EHLO name has none
+    /// (match it to the IP entry through its `ips`).
+    #[serde(default)]
+    pub dns: DnsClientRecord,
+}
+
+/// A client's DNS queries, by how they were answered: the outcomes of
+/// `GET /dns`, per client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsClientRecord {
+    /// Queries handled (counted once answered or dropped).
+    pub queries: u64,
+    /// Answered from the zone (records, or NOERROR with none).
+    pub answered: u64,
+    /// Answered NXDOMAIN: a name not in the zone, or a fault.
+    pub nxdomain: u64,
+    /// Answered SERVFAIL (a fault).
+    pub servfail: u64,
+    /// Dropped without an answer (a fault).
+    pub no_answer: u64,
+    /// Answered with the TC bit over UDP (a fault).
+    pub truncated: u64,
+    /// Could not be parsed.
+    pub malformed: u64,
 }
 
 impl ClientRecord {
@@ -126,6 +152,7 @@ impl ClientRecord {
             pipelined_unannounced: c.pipelined_unannounced,
             sessions_closed: c.sessions_closed,
             unclean_quits: c.unclean_quits,
+            dns: c.dns,
         }
     }
 }
@@ -193,7 +220,7 @@ impl Referee {
     pub(crate) fn to_prometheus(&self, out: &mut String) {
         use std::fmt::Write as _;
         let map = lock(&self.clients).clone();
-        let metrics: [Metric; 9] = [
+        let metrics: [Metric; 10] = [
             ("connections_total", "Connections per client", |c| {
                 c.connections
             }),
@@ -212,6 +239,11 @@ impl Referee {
                 c.sessions_bdat
             }),
             ("faults_total", "Faults injected per client", |c| c.faults),
+            (
+                "dns_queries_total",
+                "DNS queries per client (under its IP address)",
+                |c| c.dns.queries,
+            ),
             (
                 "commands_after_421_total",
                 "Commands sent after a 421 (violations)",

@@ -309,8 +309,9 @@ pub struct StageContext<'a> {
     /// Message octets so far (at [`Stage::DataEnd`] and [`Stage::Bdat`]:
     /// the whole message / the chunks so far including this one).
     pub message_size: u64,
-    /// The message body at [`Stage::DataEnd`] when the sink keeps bodies
-    /// (`capture` or `keep`); `None` in discard mode.
+    /// The message at [`Stage::DataEnd`] when the sink keeps bodies
+    /// (`capture` or `keep`); in discard mode its header section only (at
+    /// most 16 KiB, when the hook wants headers), else `None`.
     pub message: Option<&'a [u8]>,
     /// The command line as sent (without CRLF), for command stages.
     pub command: &'a [u8],

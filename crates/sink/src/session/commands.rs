@@ -108,6 +108,7 @@ impl Session {
                     Err(o) => return o,
                 };
                 self.msg.clear();
+                self.headers_complete = false;
                 self.phase = Phase::Data(DataReceiver::new(DataConfig {
                     max_size: self.s.config.max_message_size,
                     // Only CRLF.CRLF ends the message (smuggling-safe), even
@@ -257,6 +258,7 @@ impl Session {
         if reject.is_none() {
             if !self.tx.bdat {
                 self.msg.clear();
+                self.headers_complete = false;
             }
             self.tx.bdat = true;
         }

@@ -145,6 +145,7 @@ impl Session {
         }
         self.tx.reset();
         self.msg.clear();
+        self.headers_complete = false;
         if self.msg.capacity() > 1 << 20 {
             // Do not hold a large body buffer across idle time.
             self.msg = Vec::new();

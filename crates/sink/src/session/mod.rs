@@ -19,9 +19,11 @@ use crate::hook::{Decision, DisconnectAfter, Recipients, SplitReply, Stage};
 use crate::settings::{Settings, AUTH_LINE_MAX};
 use crate::stats::{CloseReason, Counter, ShardStats};
 use crate::store::Store;
+use header_grab::grab_headers;
 
 mod commands;
 mod gate;
+mod header_grab;
 mod message;
 mod report;
 
@@ -97,9 +99,6 @@ pub(crate) struct IdleCloseReply {
     /// The reply, CRLF-terminated.
     pub(crate) reply: Vec<u8>,
 }
-
-/// Header bytes kept per message for header rules in discard mode.
-const HEADER_GRAB: usize = 16 * 1024;
 
 enum Phase {
     Command,
@@ -195,8 +194,12 @@ pub(crate) struct Session {
     pub(crate) tls: Option<&'static str>,
     auth_user: Option<String>,
     pub(crate) tx: Tx,
-    /// The body being received when bodies are kept.
+    /// The body being received when bodies are kept; in discard mode, its
+    /// header section (see [`Session::grab_headers`]).
     msg: Vec<u8>,
+    /// Discard mode: the header section's end was found, so nothing more
+    /// of this message is copied.
+    headers_complete: bool,
     body_bytes: u64,
     body_bare: bool,
     body_over: bool,
@@ -245,6 +248,7 @@ impl Session {
             auth_user: None,
             tx: Tx::default(),
             msg: Vec::new(),
+            headers_complete: false,
             body_bytes: 0,
             body_bare: false,
             body_over: false,
@@ -468,14 +472,13 @@ impl Session {
                         // Discard mode: find the end in place, copy nothing.
                         rx.discard(input)
                     };
-                    if !self.s.keep_bodies && self.msg.len() < HEADER_GRAB {
+                    if !self.s.keep_bodies {
                         let n = match status {
                             Status::Partial => input.len(),
                             Status::Complete(n) => n,
                         };
                         if self.s.wants_headers() {
-                            let take = n.min(HEADER_GRAB - self.msg.len());
-                            self.msg.extend_from_slice(&input[..take]);
+                            grab_headers(&mut self.msg, &mut self.headers_complete, &input[..n]);
                         }
                     }
                     match status {
@@ -502,12 +505,8 @@ impl Session {
                     self.report.bdat = true;
                     if reject.is_none() && self.s.keep_bodies {
                         self.msg.extend_from_slice(chunk);
-                    } else if reject.is_none()
-                        && self.msg.len() < HEADER_GRAB
-                        && self.s.wants_headers()
-                    {
-                        let take = chunk.len().min(HEADER_GRAB - self.msg.len());
-                        self.msg.extend_from_slice(&chunk[..take]);
+                    } else if reject.is_none() && self.s.wants_headers() {
+                        grab_headers(&mut self.msg, &mut self.headers_complete, chunk);
                     }
                     pos += chunk.len();
                     if !done {

@@ -15,6 +15,7 @@
 pub mod auth;
 pub mod capacity;
 pub mod cli;
+mod collect;
 mod compare;
 pub mod config;
 #[doc(hidden)]
@@ -127,8 +128,10 @@ pub struct Row {
     pub aborted: u64,
     /// End-to-end (coordinated-omission corrected) latency, µs.
     pub latency: Histogram<u64>,
-    /// Connections open at the interval's end (as the collector saw it
-    /// when it closed the interval; `None` for rows closed after the run).
+    /// Connections open at the interval's end: opened minus ended through
+    /// this interval, as known when the row closed (0 after every
+    /// connection closed). `None` only in rows read from a report that
+    /// did not record it.
     pub open_connections: Option<u64>,
     /// Replies by code at any stage (at most the few distinct codes a
     /// server sends).
@@ -164,16 +167,21 @@ impl Row {
     }
 }
 
-/// A live-progress snapshot, once per interval.
+/// A live-progress snapshot, once per interval: every interval of the run,
+/// in order, the last one included, each once every shard has reported it
+/// (or a bounded wait for a silent shard has passed).
 #[derive(Debug)]
 pub struct Progress<'a> {
-    /// Time since the start.
+    /// Time since the start at the interval's end.
     pub elapsed: Duration,
     /// The interval length.
     pub interval: Duration,
     /// The interval just completed.
     pub row: &'a Row,
-    /// Everything so far.
+    /// Its full measurements (every stage, reply and fault).
+    pub stats: &'a Stats,
+    /// Everything through the end of this interval (nothing of a later
+    /// one).
     pub totals: &'a Stats,
     /// With a policy: its run-wide state and the tally of finished
     /// messages so far (retries, breaker), for live outputs.
@@ -379,6 +387,7 @@ pub fn run(
             cfg.messages,
         );
         let plan = shard::ShardLoad {
+            slot: i,
             index: slice.index as usize,
             shards: slice.stride as usize,
             cpu: (cfg.pin && !cpus.is_empty()).then(|| cpus[i % cpus.len()]),
@@ -391,52 +400,48 @@ pub fn run(
     }
     drop(shared);
 
-    let mut totals = Stats::default();
     let mut tally = policy::runtime::Tally::default();
-    let mut rows: BTreeMap<u64, Row> = BTreeMap::new();
-    let mut live = threads;
-    let mut printed = 0u64;
-    // Shards ship at exact interval boundaries; allow them a moment.
-    let slack = Duration::from_millis(100);
-    while live > 0 {
-        match rx.recv_timeout(Duration::from_millis(20)) {
-            Ok(d) => {
-                totals.merge(&d.stats);
-                rows.entry(d.interval).or_default().add(&d.stats);
-                if let Some(t) = &d.tally {
-                    tally.merge(t);
-                }
-                if d.last {
-                    live -= 1;
-                }
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+    let mut rows = collect::Collector::new(cfg.interval, threads);
+    let mut report = |c: collect::Closed<'_>, tally: &policy::runtime::Tally| {
+        on_progress(&Progress {
+            elapsed: cfg.interval * (c.index as u32 + 1),
+            interval: cfg.interval,
+            row: c.row,
+            stats: c.stats,
+            totals: c.totals,
+            resilience: res.as_deref().map(|r| (r, tally)),
+        })
+    };
+    while rows.live() > 0 {
+        let first = match rx.recv_timeout(Duration::from_millis(20)) {
+            Ok(d) => Some(d),
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
+        };
+        for d in first.into_iter().chain(rx.try_iter()) {
+            rows.receive(&d);
+            if let Some(t) = &d.tally {
+                tally.merge(t);
+            }
         }
-        let now = Instant::now();
-        while live > 0 && now >= start + cfg.interval * (printed as u32 + 1) + slack {
-            let row = rows.entry(printed).or_default();
-            row.open_connections = Some(totals.open_connections());
-            let row = &*row;
-            on_progress(&Progress {
-                elapsed: cfg.interval * (printed as u32 + 1),
-                interval: cfg.interval,
-                row,
-                totals: &totals,
-                resilience: res.as_deref().map(|r| (r, &tally)),
-            });
-            printed += 1;
+        if rows.live() == 0 {
+            break;
         }
+        let now = start.elapsed();
+        while let Some(c) = rows.close_next(Some(now)) {
+            report(c, &tally);
+        }
+    }
+    // The shards ended: the rows left, the run's last interval included.
+    while let Some(c) = rows.close_next(None) {
+        report(c, &tally);
     }
     let elapsed = start.elapsed();
     let (internal_error, other_error) = shard_failures(handles.into_iter().map(|h| h.join()));
     if let Some(e) = other_error {
         return Err(e);
     }
-    let last = rows.keys().next_back().copied().unwrap_or(0);
-    let rows = (0..=last)
-        .map(|k| rows.remove(&k).unwrap_or_default())
-        .collect();
+    let (totals, rows) = rows.finish();
     Ok(RunResult {
         totals,
         rows,

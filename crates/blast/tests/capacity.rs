@@ -579,3 +579,44 @@ fn help_documents_flags_and_exit_codes() {
         assert!(d.stdout.contains(want), "help lacks {want}:\n{}", d.stdout);
     }
 }
+
+#[test]
+fn a_full_step_measures_the_whole_step_duration() {
+    let _one = serial();
+    // One step at a rate a plain sink takes easily: nothing aborts it, so
+    // its window is the whole --step-duration and its timeline holds every
+    // interval of warm-up and window, the last one included.
+    let sink = common::sink();
+    let addr = sink.local_addr().to_string();
+    let (done, json) = search(
+        &addr,
+        &[
+            "--start-rate",
+            "200",
+            "--max-rate",
+            "200",
+            "--step-duration",
+            "1s",
+        ],
+        "fullstep",
+    );
+    assert_eq!(done.code, Some(0), "{}\n{}", done.stdout, done.stderr);
+    let steps = json["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{steps:?}");
+    let s = &steps[0];
+    assert!(s["aborted"].is_null(), "{s}");
+    let interval = json["search"]["interval_s"].as_f64().unwrap();
+    let want = json["search"]["step_duration_s"].as_f64().unwrap();
+    let window = s["window_s"].as_f64().unwrap();
+    // Both edges on interval boundaries: exact, not an interval short.
+    assert!(
+        (window - want).abs() < interval / 2.0,
+        "window_s {window} of a {want} s step (interval {interval} s)"
+    );
+    // 500 ms of warm-up and 1 s of window at 250 ms: six intervals.
+    let ticks = json["timeline"].as_array().unwrap();
+    assert!(ticks.len() >= 6, "{} ticks: {ticks:?}", ticks.len());
+    // The window's offered sends are the window's share of the schedule.
+    let offered = s["offered"].as_u64().unwrap();
+    assert!((195..=205).contains(&offered), "offered {offered}: {s}");
+}

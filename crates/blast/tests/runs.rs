@@ -250,3 +250,35 @@ fn a_tls_failure_is_counted_at_its_stage_with_the_reason() {
     assert_eq!(f.count, 6);
     assert!(f.first_text.contains("certificate"), "{}", f.first_text);
 }
+
+#[test]
+fn a_run_ending_on_an_interval_boundary_files_its_sends_where_they_came_due() {
+    let _serial = serial();
+    let sink = sink();
+    // 50 msgs/s and 51 messages: sends 0..49 come due in [0 s, 1 s), the
+    // last one at exactly 1.000 s, the start of the second interval. The
+    // run ends a moment later, before or after the shard's own tick.
+    for threads in [1, 2] {
+        let cfg = Config {
+            threads,
+            rate: Some(50.0),
+            messages: Some(51),
+            concurrency: 2,
+            interval: Duration::from_secs(1),
+            duration: Some(Duration::from_secs(10)),
+            ..config()
+        };
+        let t0 = Instant::now();
+        let r = run(cfg, sink.local_addr());
+        assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+        let offered: Vec<u64> = r.rows.iter().map(|row| row.counters.offered).collect();
+        assert_eq!(offered, [50, 1], "{threads} thread(s)");
+        let attempted: u64 = r.rows.iter().map(|row| row.counters.attempted).sum();
+        assert_eq!(attempted, 51);
+        // Rows closed at the end of the run still know how many
+        // connections were open: none, once every session ended.
+        let open: Vec<Option<u64>> = r.rows.iter().map(|row| row.open_connections).collect();
+        assert!(open.iter().all(Option::is_some), "{open:?}");
+        assert_eq!(open.last(), Some(&Some(0)), "{open:?}");
+    }
+}

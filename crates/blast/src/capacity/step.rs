@@ -234,13 +234,13 @@ pub(super) fn run_step(
     let meter = CpuMeter::start(opts.target.as_ref());
     let mut watch = TargetWatch::start(opts.target.as_ref(), base.interval);
     let nominal = opts.warmup + opts.step_duration;
-    // The window runs from the tick that ends the warm-up to the last tick
-    // within the step's schedule: both edges on interval boundaries, so
-    // messages still in flight at the end (drained afterwards) are not
-    // counted against a window that does not include the drain.
-    let mut warm: Option<(Stats, Duration)> = None;
-    let mut end: Option<(Stats, Duration)> = None;
-    let mut prev = Stats::default();
+    // The window is the intervals that start at or after the warm-up and
+    // end within the step's schedule: both edges on interval boundaries,
+    // so messages still in flight at the end (drained afterwards) are not
+    // counted against a window that does not include the drain. Its
+    // figures are the sum of those intervals' own measurements, each
+    // handed over once every shard reported it.
+    let mut window = Window::default();
     let mut held = vec![Duration::ZERO; opts.abort.len()];
     let mut aborted: Option<String> = None;
     let mut ticks = Vec::new();
@@ -258,7 +258,7 @@ pub(super) fn run_step(
                 h.value_at_quantile(q)
             }
         };
-        let open = p.totals.open_connections();
+        let open = p.row.open_connections.unwrap_or(0);
         peak = peak.max(open);
         let target = watch.tick();
         ticks.push(Tick {
@@ -278,19 +278,19 @@ pub(super) fn run_step(
             target_cpu_pct: target.cpu_pct.map(|v| (v * 10.0).round() / 10.0),
             target_rss_bytes: target.rss_bytes,
         });
-        if warm.is_none() && p.elapsed >= opts.warmup {
-            warm = Some((p.totals.clone(), p.elapsed));
-        } else if warm.is_some() && p.elapsed <= nominal {
-            end = Some((p.totals.clone(), p.elapsed));
-        }
-        let delta = p.totals.since(&prev);
-        prev = p.totals.clone();
+        window.add(
+            p.elapsed - p.interval,
+            p.elapsed,
+            p.stats,
+            opts.warmup,
+            nominal,
+        );
         // After the schedule ends nothing is offered: an interval of
         // draining is no evidence of harm.
-        if aborted.is_some() || delta.counters.offered == 0 {
+        if aborted.is_some() || p.stats.counters.offered == 0 {
             return;
         }
-        let outs = threshold::evaluate_stats(&opts.abort, &delta, p.interval.as_secs_f64());
+        let outs = threshold::evaluate_stats(&opts.abort, p.stats, p.interval.as_secs_f64());
         for ((o, check), h) in outs.iter().zip(&opts.abort).zip(held.iter_mut()) {
             // For an abort check, "holds" means harm.
             *h = if o.passed {
@@ -309,13 +309,13 @@ pub(super) fn run_step(
     if let Some(e) = result.internal_error {
         return Err(BlastError::Internal(e));
     }
-    let (warm_stats, warm_at) = warm.unwrap_or_default();
-    // No tick after the warm-up (a step stopped at once, or shards that
-    // finished before the last tick): the run's totals to its end.
-    let (end_stats, end_at) =
-        end.unwrap_or_else(|| (result.totals.clone(), result.elapsed.min(nominal)));
-    let measured = end_stats.since(&warm_stats);
-    let window_s = end_at.saturating_sub(warm_at).as_secs_f64().max(1e-3);
+    // No interval in the window (a step stopped during its warm-up): the
+    // whole step as measured.
+    let (measured, window_s) = window.take().unwrap_or_else(|| {
+        let ran = (result.config.interval * result.rows.len() as u32).min(nominal);
+        (result.totals.clone(), ran.as_secs_f64())
+    });
+    let window_s = window_s.max(1e-3);
     let achieved = measured.counters.accepted as f64 / window_s;
     let sla = threshold::evaluate_stats(&opts.sla, &measured, window_s);
     let achieved_enough = kept_up(
@@ -347,6 +347,44 @@ pub(super) fn run_step(
     })
 }
 
+/// A step's measurement window, built from its intervals as they close.
+#[derive(Default)]
+struct Window {
+    /// The window's measurements and its first interval's start.
+    sum: Option<(Stats, Duration)>,
+    /// The end of its last interval.
+    end: Duration,
+}
+
+impl Window {
+    /// Takes in the interval `from..to` (since the step's start) if it lies
+    /// within `warmup..nominal`.
+    fn add(
+        &mut self,
+        from: Duration,
+        to: Duration,
+        s: &Stats,
+        warmup: Duration,
+        nominal: Duration,
+    ) {
+        if from < warmup || to > nominal {
+            return;
+        }
+        self.sum
+            .get_or_insert_with(|| (Stats::default(), from))
+            .0
+            .merge(s);
+        self.end = to;
+    }
+
+    /// The measurements and the length in seconds; `None` when no interval
+    /// fell in the window.
+    fn take(self) -> Option<(Stats, f64)> {
+        let (s, from) = self.sum?;
+        Some((s, self.end.saturating_sub(from).as_secs_f64()))
+    }
+}
+
 /// Whether `accepted` completions in a window of `window_s` seconds keep up
 /// with `rate`. Completions in a window at a steady rate are rate·window ± 1
 /// by phase alone (at 20 msgs/s a 0.75 s window holds 14 or 15), so one
@@ -358,7 +396,32 @@ fn kept_up(accepted: u64, rate: f64, window_s: f64, min_achieved: f64) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::kept_up;
+    use super::{kept_up, Window};
+    use crate::stats::Stats;
+    use std::time::Duration;
+
+    #[test]
+    fn the_window_is_every_interval_after_the_warmup_within_the_step() {
+        // 1 s of warm-up and 2 s of window at 1 s: rows 1 and 2, the last
+        // one included; the row after the schedule (draining) is not.
+        let s = |n| {
+            let mut st = Stats::default();
+            st.counters.offered = n;
+            st
+        };
+        let sec = Duration::from_secs;
+        let mut w = Window::default();
+        for (k, n) in [(0, 200), (1, 201), (2, 199), (3, 0)] {
+            w.add(sec(k), sec(k + 1), &s(n), sec(1), sec(3));
+        }
+        let (m, len) = w.take().expect("a window");
+        assert_eq!(len, 2.0);
+        assert_eq!(m.counters.offered, 400);
+        // Stopped during the warm-up: no window.
+        let mut w = Window::default();
+        w.add(sec(0), sec(1), &s(5), sec(2), sec(4));
+        assert!(w.take().is_none());
+    }
 
     #[test]
     fn one_message_of_phase_is_not_a_shortfall() {

@@ -11,22 +11,50 @@ use crate::policy::runtime::{settle, Final, Settled};
 use crate::session::{Disposition, Job};
 use crate::stats::{Fault, Stage, Stats, Transport};
 
-/// Open loop: sends `fresh` of the schedule just came due.
+/// Open loop: sends `fresh` of the schedule just came due. Each is
+/// counted in the interval it was due in: normally the open one (or the
+/// next, which this opens); a pacer woken late files the sends due before
+/// the boundary under the interval already shipped, as a separate delta.
 pub(super) fn offered(ctx: &Ctx, fresh: Range<u64>) {
-    let n = fresh.end - fresh.start;
-    let mut st = ctx.env.stats.borrow_mut();
+    let Some(s) = &ctx.schedule else { return };
+    let run = &ctx.run;
+    s.buckets(
+        fresh.clone(),
+        |t| interval_index(run, t) as usize,
+        |interval, n| {
+            let interval = interval as u64;
+            let mut late = Stats::default();
+            if interval < ctx.open.get() {
+                count_offered(&mut late, n);
+                ctx.ship(interval, late, ctx.open.get());
+            } else {
+                ctx.roll(interval_start(run, interval));
+                count_offered(&mut ctx.env.stats.borrow_mut(), n);
+            }
+        },
+    );
+    if ctx.env.cfg.stages.is_some() {
+        let mut st = ctx.env.stats.borrow_mut();
+        s.buckets(
+            fresh,
+            |t| ctx.stage_of(t),
+            |stage, k| {
+                st.load_stage(stage).scheduled += k;
+            },
+        );
+    }
+}
+
+fn count_offered(st: &mut Stats, n: u64) {
     st.counters.offered += n;
     st.counters.scheduled += n;
-    if ctx.env.cfg.stages.is_some() {
-        if let Some(s) = &ctx.schedule {
-            s.buckets(
-                fresh,
-                |t| ctx.stage_of(t),
-                |stage, k| {
-                    st.load_stage(stage).scheduled += k;
-                },
-            );
-        }
+}
+
+/// When interval `k` starts.
+fn interval_start(run: &super::RunContext, k: u64) -> Instant {
+    match k.checked_sub(1) {
+        Some(p) => super::interval_end(run, p),
+        None => run.start,
     }
 }
 
@@ -41,6 +69,7 @@ impl Ctx {
             first,
         } = pick;
         let started = Instant::now();
+        self.roll(started);
         let stage = self.stage_of(intended);
         self.in_flight.set(self.in_flight.get() + 1);
         let mut st = self.env.stats.borrow_mut();
@@ -97,6 +126,7 @@ impl Ctx {
             self.wake.notify_waiters();
         }
         let end = Instant::now();
+        self.roll(end);
         let mut st = self.env.stats.borrow_mut();
         if self.env.cfg.stages.is_some() {
             if let Some(n) = self.stage_in_flight.borrow_mut().get_mut(job.stage) {
@@ -176,12 +206,7 @@ pub(super) fn ship_final(ctx: &Ctx) {
             |interval, n| {
                 let mut stats = Stats::default();
                 stats.counters.not_started = n;
-                let _ = run.tx.send(ShardDelta {
-                    interval: interval as u64,
-                    stats,
-                    last: false,
-                    tally: None,
-                });
+                ctx.ship(interval as u64, stats, ctx.open.get());
             },
         );
         if ctx.env.cfg.stages.is_some() {
@@ -198,6 +223,9 @@ pub(super) fn ship_final(ctx: &Ctx) {
     close_stages(ctx, true);
     #[cfg(test)]
     tests::inject_panic(&ctx.env.cfg, "shard");
+    // What was counted before the interval now open goes under its own.
+    let now = Instant::now();
+    ctx.roll(now);
     let mut st = ctx.env.stats.borrow_mut();
     let aborted = ctx.in_flight.get();
     if aborted > 0 {
@@ -218,7 +246,9 @@ pub(super) fn ship_final(ctx: &Ctx) {
         t
     });
     let _ = run.tx.send(ShardDelta {
-        interval: interval_index(run, Instant::now()),
+        shard: ctx.load.slot,
+        interval: ctx.open.get(),
+        through: ctx.open.get() + 1,
         stats: st.take(),
         last: true,
         tally,

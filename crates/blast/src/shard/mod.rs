@@ -1,6 +1,16 @@
 //! A shard: one pinned thread with a current-thread tokio runtime, its own
-//! connections, its own measurements, and a ticker that ships deltas to the
-//! main thread once per interval.
+//! connections, its own measurements, shipped to the main thread interval
+//! by interval.
+//!
+//! Counts go to the interval they happened in: the shard holds the
+//! measurements of one open interval, and the first message count past its
+//! end (a send coming due, starting or ending), or the ticker at the
+//! boundary, whichever comes first, ships them and opens the next
+//! ([`Ctx::roll`]); a send is counted as offered in the interval it was
+//! due in. Stage timings and replies recorded between two message counts
+//! go with the interval open then (at most the ticker's lag late). Each delta says up to which interval
+//! the shard has shipped everything, so the collector closes a timeline
+//! row only once every shard has reported it.
 //!
 //! - `admission`: which message a worker sends next (retries, the budget or
 //!   the open-loop schedule, the breaker).
@@ -65,6 +75,8 @@ pub(crate) struct RunContext {
 /// This shard's share of the load.
 #[derive(Debug, Clone)]
 pub(crate) struct ShardLoad {
+    /// Position among this process's shard threads (`0..threads`).
+    pub slot: usize,
     pub index: usize,
     pub shards: usize,
     pub cpu: Option<usize>,
@@ -77,8 +89,13 @@ pub(crate) struct ShardLoad {
 /// What a shard sends to the main thread.
 #[derive(Debug)]
 pub(crate) struct ShardDelta {
+    /// Which shard of this process ([`ShardLoad::slot`]).
+    pub shard: usize,
     /// Interval index since the run's start (0 = first interval).
     pub interval: u64,
+    /// Every interval below this one has been shipped in full (counts
+    /// known only at the end, never-started sends, excepted).
+    pub through: u64,
     /// Measurements of that interval.
     pub stats: Stats,
     /// The shard is done; nothing more will come from it.
@@ -119,8 +136,11 @@ pub(crate) fn spawn(
                     // The shard's own code panicked: ship what it measured,
                     // then end in the same panic.
                     let stats = stats.try_borrow_mut().map(|mut s| s.take());
+                    let now = interval_index(&run, Instant::now());
                     let _ = run.tx.send(ShardDelta {
-                        interval: interval_index(&run, Instant::now()),
+                        shard: load.slot,
+                        interval: now,
+                        through: now,
                         stats: stats.unwrap_or_default(),
                         last: true,
                         tally: None,
@@ -130,7 +150,9 @@ pub(crate) fn spawn(
                 Ok(Ok(Err(e))) | Err(e) => {
                     // The main thread waits for a last delta from every shard.
                     let _ = run.tx.send(ShardDelta {
+                        shard: load.slot,
                         interval: 0,
+                        through: 0,
                         stats: Stats::default(),
                         last: true,
                         tally: None,
@@ -167,6 +189,9 @@ struct Ctx {
     hold: Cell<Option<Duration>>,
     /// The first panic of one of the shard's tasks (its payload).
     panic: RefCell<Option<Box<dyn std::any::Any + Send>>>,
+    /// The interval `env.stats` holds the measurements of, and its end.
+    open: Cell<u64>,
+    open_until: Cell<Instant>,
 }
 
 impl Ctx {
@@ -174,6 +199,34 @@ impl Ctx {
         self.stop.set(true);
         self.wake.notify_waiters();
         self.stopped.notify_waiters();
+    }
+
+    /// Once `at` is past the open interval, ships the open interval's
+    /// measurements and opens `at`'s: what is counted next belongs to it.
+    /// Called before counting (with the time of the count) and by the
+    /// ticker at each boundary, so an interval's delta never carries a
+    /// later interval's counts and an idle shard still reports each one.
+    fn roll(&self, at: Instant) {
+        if at < self.open_until.get() {
+            return;
+        }
+        let next = interval_index(&self.run, at);
+        let stats = self.env.stats.borrow_mut().take();
+        self.ship(self.open.get(), stats, next);
+        self.open.set(next);
+        self.open_until.set(interval_end(&self.run, next));
+    }
+
+    /// Ships measurements of `interval` (not the shard's last delta).
+    fn ship(&self, interval: u64, stats: Stats, through: u64) {
+        let _ = self.run.tx.send(ShardDelta {
+            shard: self.load.slot,
+            interval,
+            through,
+            stats,
+            last: false,
+            tally: None,
+        });
     }
 
     fn past_deadline(&self) -> bool {
@@ -254,6 +307,8 @@ async fn shard_main(
         tally: RefCell::new(Tally::default()),
         hold: Cell::new(None),
         panic: RefCell::new(None),
+        open: Cell::new(0),
+        open_until: Cell::new(interval_end(&run, 0)),
     });
 
     let mut helpers = JoinSet::new();
@@ -322,20 +377,23 @@ fn interval_index(run: &RunContext, at: Instant) -> u64 {
     (at.saturating_duration_since(run.start).as_nanos() / nanos) as u64
 }
 
-/// Ships this shard's measurements once per interval.
+/// When interval `k` ends (the next one's start).
+fn interval_end(run: &RunContext, k: u64) -> Instant {
+    let nanos = run.cfg.interval.as_nanos().max(1);
+    let off = nanos
+        .saturating_mul(u128::from(k) + 1)
+        .min(u128::from(u64::MAX));
+    run.start + Duration::from_nanos(off as u64)
+}
+
+/// Ships the open interval at each boundary, whether or not anything was
+/// counted since (the collector waits for every shard's report).
 async fn ticker(ctx: Rc<Ctx>) {
-    let interval = ctx.run.cfg.interval;
-    let mut k: u32 = 1;
     loop {
-        tokio::time::sleep_until((ctx.run.start + interval * k).into()).await;
+        tokio::time::sleep_until(ctx.open_until.get().into()).await;
+        // Stages this shard is done with are marked in the interval shipped
+        // now (for --abort-on-fail's stage checks).
         accounting::close_stages(&ctx, false);
-        let stats = ctx.env.stats.borrow_mut().take();
-        let _ = ctx.run.tx.send(ShardDelta {
-            interval: u64::from(k - 1),
-            stats,
-            last: false,
-            tally: None,
-        });
-        k += 1;
+        ctx.roll(Instant::now());
     }
 }

@@ -90,7 +90,8 @@ pub struct CapacityArgs {
     /// Write one CSV row per step here.
     #[arg(long)]
     pub csv: Option<PathBuf>,
-    /// A local target's pid: its CPU and RSS per step from /proc.
+    /// A local target's pid: its CPU and RSS from /proc, sampled every
+    /// --interval, per step and in the timeline.
     #[arg(long, conflicts_with = "target_metrics")]
     pub target_pid: Option<u32>,
     /// A Prometheus endpoint (http://, loopback unless --allow-remote) with

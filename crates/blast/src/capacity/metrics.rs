@@ -1,7 +1,6 @@
 //! `--target-metrics URL`: the target's CPU and memory from a Prometheus
-//! endpoint, scraped at each step's start and end and every interval
-//! between (mailstorm-sink's
-//! `/metrics`, a relay's exporter, or node_exporter for a whole host).
+//! endpoint, scraped every interval (mailstorm-sink's `/metrics`, a
+//! relay's exporter, or node_exporter for a whole host).
 //!
 //! Read: `process_cpu_seconds_total` and `process_resident_memory_bytes`
 //! (the standard process metrics); failing those, node_exporter's

@@ -58,7 +58,7 @@ pub(super) fn run(args: CapacityArgs) -> anyhow::Result<u8> {
         check_writable(p).map_err(|e| BlastError::Config(format!("--csv {}: {e}", p.display())))?;
     }
     net::raise_nofile(fds_needed(&base, base.target.is_none()))?;
-    let (sink, ep) = connect_target(&base, args.run.sink_plan.as_deref())?;
+    let (sink, ep, _) = connect_target(&base, args.run.sink_plan.as_deref())?;
     let stop = StopSignal::new();
     install_signal_handlers(stop.clone(), base.grace);
     if !base.quiet {

@@ -91,11 +91,13 @@ pub struct Args {
     /// Target `host:port` (port 25 when omitted). Default: an embedded sink.
     /// `mx:DOMAIN`: resolve the domain's MX hosts (see --resolver,
     /// --smtp-port), lower preference first, and fall back to the next
-    /// host on a connect failure, a timeout or a 4xx greeting (RFC 5321
-    /// §5.1). Several relays: give --target several times or a list with
-    /// weights, `relay1:25=8,relay2:25=2` (weighted round robin; a relay
-    /// failing 3 times in a row is ejected for --relay-cooldown, then
-    /// probed).
+    /// host on a connect failure or timeout, no greeting within the banner
+    /// timeout, a 4xx greeting or a 421 during the setup (EHLO, STARTTLS,
+    /// AUTH) (RFC 5321 §5.1). Several relays: give --target several times
+    /// or a list with weights, `relay1:25=8,relay2:25=2` (weighted round
+    /// robin; a relay failing 3 times in a row (connect errors, 4xx
+    /// greetings, 421 at any stage; a delivered message ends the streak)
+    /// is ejected for --relay-cooldown, then probed).
     #[arg(long, short = 'T', action = clap::ArgAction::Append)]
     pub target: Vec<String>,
     /// DNS server (`ip:port`, port 53 when omitted) for `--target
@@ -106,7 +108,8 @@ pub struct Args {
     #[arg(long, value_name = "PORT")]
     pub smtp_port: Option<u16>,
     /// Longest wait for one DNS answer (one try); a server that does not
-    /// answer counts a DNS timeout. Default 2s.
+    /// answer counts a DNS timeout. The lookup at start is tried up to 3
+    /// times; a resolver that never answers is exit 3. Default 2s.
     #[arg(long, value_parser = parse_duration_arg)]
     pub dns_timeout: Option<std::time::Duration>,
     /// How long an ejected relay stays out before one probe connection.

@@ -252,6 +252,9 @@ pub struct RunParams {
     pub trusted_pem: Option<Vec<u8>>,
     /// Stop request.
     pub stop: Arc<StopSignal>,
+    /// An `mx:DOMAIN` target's [`target::preflight`]: the run goes on with
+    /// its DNS cache and counters (`None`: a fresh resolver cache).
+    pub preflight: Option<target::Preflight>,
 }
 
 /// Fills in `threads` (CPU count, but no more shards than connections or
@@ -362,7 +365,7 @@ pub fn run(
         }
         None => None,
     };
-    let targets = target::Targets::from_config(&cfg)?;
+    let targets = target::Targets::from_config(&cfg, params.preflight.as_ref())?;
     let shared = shard::RunContext {
         targets: targets.clone(),
         res: res.clone(),

@@ -238,7 +238,7 @@ fn real_main(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
     net::raise_nofile(fds_needed(&cfg, embedded))?;
 
     // The embedded sink lives until the end of this function.
-    let (sink, ep) = connect_target(&cfg, args.sink_plan.as_deref())?;
+    let (sink, ep, preflight) = connect_target(&cfg, args.sink_plan.as_deref())?;
 
     let stop = StopSignal::new();
     install_signal_handlers(stop.clone(), cfg.grace);
@@ -255,6 +255,7 @@ fn real_main(args: Args, matches: &clap::ArgMatches) -> anyhow::Result<u8> {
         host: ep.host,
         trusted_pem: ep.trusted_pem,
         stop,
+        preflight,
     };
     let bar = progress_bar(&cfg);
     let started = Instant::now();
@@ -414,10 +415,17 @@ fn fill_seed(cfg: &mut Config) {
 /// Starts the embedded sink (without --target) or resolves the target;
 /// refuses a target outside loopback without --allow-remote and checks
 /// that it answers a TCP connect. The sink must live as long as the load.
+/// An `mx:DOMAIN` target's lookup at start comes back too: the run goes on
+/// with its cache and counters.
 fn connect_target(
     cfg: &Config,
     sink_plan: Option<&Path>,
-) -> anyhow::Result<(Option<mailstorm_sink::SinkHandle>, Endpoint)> {
+) -> anyhow::Result<(
+    Option<mailstorm_sink::SinkHandle>,
+    Endpoint,
+    Option<mailstorm_blast::target::Preflight>,
+)> {
+    let mut pre = None;
     let sink = match cfg.target {
         None => Some(start_sink(cfg, sink_plan)?),
         Some(_) => None,
@@ -444,7 +452,10 @@ fn connect_target(
                 // Domain and relay targets pick an address per connection
                 // (checked for loopback there); `addr` is unused.
                 mailstorm_blast::target::TargetSpec::Mx(d) => {
-                    mailstorm_blast::target::preflight(cfg)?;
+                    pre = mailstorm_blast::target::preflight(cfg)?;
+                    if let Some(w) = pre.as_ref().and_then(|p| p.warning.as_ref()) {
+                        eprintln!("mailstorm-blast: warning: {w}");
+                    }
                     (SocketAddr::from(([127, 0, 0, 1], cfg.smtp_port)), d)
                 }
                 mailstorm_blast::target::TargetSpec::Relays(r) => net::resolve(&r[0].0)?,
@@ -463,7 +474,7 @@ fn connect_target(
     );
     if routed {
         // Per-connection routing: no single address to check up front.
-        return Ok((sink, ep));
+        return Ok((sink, ep, pre));
     }
     if !ep.addr.ip().is_loopback() && !cfg.allow_remote {
         return Err(BlastError::Config(format!(
@@ -474,7 +485,7 @@ fn connect_target(
         .into());
     }
     preflight(ep.addr, cfg.timeouts.connect)?;
-    Ok((sink, ep))
+    Ok((sink, ep, pre))
 }
 
 fn start_sink(

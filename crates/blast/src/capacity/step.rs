@@ -229,6 +229,7 @@ pub(super) fn run_step(
         host: ep.host.clone(),
         trusted_pem: ep.trusted_pem.clone(),
         stop: step_stop.clone(),
+        preflight: None,
     };
     let started_s = t0.elapsed().as_secs_f64();
     let meter = CpuMeter::start(opts.target.as_ref());

@@ -140,6 +140,7 @@ fn run_embedded(scn: &Scenario, cfg: Config) -> Result<ScenarioOutcome, BlastErr
         host: addr.ip().to_string(),
         trusted_pem: sink.self_signed_cert_pem().map(String::into_bytes),
         stop: StopSignal::new(),
+        preflight: None,
     };
     let run = crate::run(&params, |_| {})?;
     // The embedded sink already holds every arrival: the join is at once,
@@ -230,6 +231,7 @@ fn run_relay(
         host,
         trusted_pem: None,
         stop: StopSignal::new(),
+        preflight: None,
     };
     let outcome = (|| {
         let run = crate::run(&params, |_| {})?;

@@ -133,6 +133,9 @@ pub(crate) struct Conn {
     pending: VecDeque<Txn>,
     /// The replies of the transaction being read (its recipients' fate).
     rec: Cell<TxnRecord>,
+    /// The host or relay of a routed target (relay health hears of its
+    /// 421s and deliveries).
+    route: Option<crate::target::Candidate>,
 }
 
 /// A message a worker took on.

@@ -29,17 +29,38 @@ impl Caps {
 }
 
 /// Why a session could not be set up.
-pub(crate) type SetupResult = Result<Conn, Disposition>;
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SetupFailed {
+    /// How the message that waited for the session ends.
+    pub disposition: Disposition,
+    /// No connection was tried (a DNS failure, no host to try): the slot
+    /// must pause before the next try, or a cached failure makes it spin.
+    pub no_route: bool,
+}
+
+impl From<Disposition> for SetupFailed {
+    fn from(disposition: Disposition) -> SetupFailed {
+        SetupFailed {
+            disposition,
+            no_route: false,
+        }
+    }
+}
+
+pub(crate) type SetupResult = Result<Conn, SetupFailed>;
 
 impl Conn {
     /// Connects and runs the session setup. Failures are recorded in the
     /// stats (transport errors with their stage, replies, `conn_failed`).
     pub async fn open(env: &Env) -> SetupResult {
         let Some(targets) = &env.targets else {
-            return Conn::open_at(env, env.addr).await.map_err(|(d, _)| d);
+            return Conn::open_at(env, env.addr)
+                .await
+                .map_err(|(d, _)| d.into());
         };
-        // RFC 5321 §5.1: try the hosts in order; a connect failure, a
-        // timeout or a 4xx greeting moves on to the next.
+        // RFC 5321 §5.1: try the hosts in order; a connect failure or
+        // timeout, no greeting in time, a 4xx greeting or a 421 anywhere
+        // in the setup moves on to the next.
         let mut dns_time = |d: std::time::Duration| {
             if !d.is_zero() {
                 env.stats().time(Stage::Dns, d.as_micros() as u64);
@@ -58,30 +79,36 @@ impl Conn {
                 // A sender keeps the message queued when DNS fails (RFC
                 // 5321 §4.5.4.1 treats it as a temporary failure): the
                 // message is deferred, and a retry policy retries it.
-                return Err(Disposition::Deferred);
+                return Err(SetupFailed {
+                    disposition: Disposition::Deferred,
+                    no_route: true,
+                });
             }
         };
         let mut last = Disposition::Failed(Transport::Dns);
         for c in &candidates {
             match Conn::open_at(env, c.addr).await {
-                Ok(conn) => {
+                Ok(mut conn) => {
                     targets.outcome(c, true);
+                    conn.route = Some(*c);
                     return Ok(conn);
                 }
                 Err((d, next)) => {
                     targets.outcome(c, !next);
                     if !next {
-                        return Err(d);
+                        return Err(d.into());
                     }
                     last = d;
                 }
             }
         }
-        Err(last)
+        Err(last.into())
     }
 
     /// Connects to `addr` and sets the session up. The flag says whether
-    /// another host should be tried (connect failure or 4xx greeting).
+    /// another host should be tried: a connect failure or timeout, a
+    /// transport error while waiting for the greeting (no greeting in
+    /// time, closed), a 4xx greeting, or a 421 at any step of the setup.
     async fn open_at(env: &Env, addr: std::net::SocketAddr) -> Result<Conn, (Disposition, bool)> {
         let cfg = &env.cfg;
         let t0 = Instant::now();
@@ -125,9 +152,10 @@ impl Conn {
             quit_sent: false,
             pending: VecDeque::new(),
             rec: Cell::new(TxnRecord::default()),
+            route: None,
         };
-        let mut greeting_4xx = false;
-        match c.setup(env, now, &mut greeting_4xx).await {
+        let mut next_host = false;
+        match c.setup(env, now, &mut next_host).await {
             Ok(()) => Ok(c),
             Err(o) => {
                 // The connection ends here (dropped, never quit): its
@@ -136,7 +164,10 @@ impl Conn {
                 let mut st = env.stats();
                 st.counters.conn_failed += 1;
                 st.time(Stage::Session, us(t0, Instant::now()));
-                Err((o, greeting_4xx))
+                // A 421 (EHLO, STARTTLS, AUTH) is the one 4xx that marks
+                // the connection broken: the server closes (RFC 5321 §3.8).
+                let closed_421 = o == Disposition::Deferred && c.broken;
+                Err((o, next_host || closed_421))
             }
         }
     }
@@ -146,7 +177,7 @@ impl Conn {
         &mut self,
         env: &Env,
         connected: Instant,
-        greeting_4xx: &mut bool,
+        next_host: &mut bool,
     ) -> Result<(), Disposition> {
         let cfg = &env.cfg;
         let t = &cfg.timeouts;
@@ -159,13 +190,14 @@ impl Conn {
             env.stats().time(Stage::Tls, us(connected, now));
             banner_from = now;
         }
-        let r = self
-            .reply(Stage::Banner, t.banner)
-            .await
-            .map_err(|f| self.count_fault(env, f))?;
+        let r = self.reply(Stage::Banner, t.banner).await.map_err(|f| {
+            // No greeting (in time): as good as no connection.
+            *next_host = true;
+            self.count_fault(env, f)
+        })?;
         self.record(env, Stage::Banner, r, banner_from);
         if !r.ok() {
-            *greeting_4xx = r.code / 100 == 4;
+            *next_host = r.code / 100 == 4;
             return Err(Disposition::of_code(r.code));
         }
         self.ehlo(env).await?;
@@ -200,7 +232,8 @@ impl Conn {
         .map_err(|f| self.count_fault(env, f))?;
         env.stats().reply(Stage::Tls, r.code, r.enhanced);
         if r.code != 220 {
-            if cfg.starttls == StartTls::Required {
+            // A 421 closes the connection, whether TLS was required or not.
+            if cfg.starttls == StartTls::Required || r.code == 421 {
                 return Err(Disposition::of_code(r.code));
             }
             return Ok(());

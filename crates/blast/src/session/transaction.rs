@@ -170,6 +170,9 @@ impl Conn {
         o: Disposition,
     ) -> Disposition {
         env.stats().time(Stage::Message, us(t_mail, self.last_read));
+        if let (Some(c), Some(t), Disposition::Accepted) = (&self.route, &env.targets, o) {
+            t.delivered(c);
+        }
         o
     }
 
@@ -179,6 +182,9 @@ impl Conn {
         let mut rec = self.rec.get();
         rec.on_reply(stage, r.code, env.cfg.lmtp);
         self.rec.set(rec);
+        if let (Some(c), Some(t)) = (&self.route, &env.targets) {
+            t.replied(c, r.code);
+        }
         let mut st = env.stats();
         st.reply(stage, r.code, r.enhanced);
         st.time(stage, us(since, self.last_read));

@@ -293,6 +293,7 @@ pub(super) mod tests {
             host: "127.0.0.1".into(),
             trusted_pem: None,
             stop: StopSignal::new(),
+            preflight: None,
         };
         crate::run(&params, |_| {}).expect("a panic does not lose the run")
     }

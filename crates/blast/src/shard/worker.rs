@@ -73,11 +73,16 @@ pub(super) async fn worker(ctx: Rc<Ctx>, slot: u32) {
                     backoff = Duration::ZERO;
                     conn_failures = 0;
                 }
-                Err(o) => {
+                Err(e) => {
+                    let o = e.disposition;
                     ctx.end(&job, o, &Fate::connection_failure(job.mask));
                     // With a policy every setup failure (421 greeting
-                    // included) is connection-level: back off.
-                    setup_failed = matches!(o, Disposition::Failed(_)) || ctx.run.res.is_some();
+                    // included) is connection-level: back off. A failed
+                    // lookup always does: it comes from the negative cache
+                    // at no cost, so without a pause the slot would spin
+                    // (and starve the shard's other tasks).
+                    setup_failed =
+                        e.no_route || matches!(o, Disposition::Failed(_)) || ctx.run.res.is_some();
                 }
             }
         }

@@ -177,12 +177,16 @@ impl Dns {
             tokio::pin!(notified);
             notified.as_mut().enable();
             waited = true;
-            // The leader may have finished before the wait was enabled.
+            // The leader may have finished before the wait was enabled (and
+            // another lookup may have taken its place: waiting on this
+            // leader's signal then would wait for nothing, the full timeout,
+            // and count it as DNS time).
             if self
                 .inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .contains_key(&key)
+                .get(&key)
+                .is_some_and(|m| Arc::ptr_eq(m, &n))
             {
                 let _ =
                     tokio::time::timeout(self.timeout + Duration::from_millis(500), notified).await;
@@ -256,6 +260,15 @@ impl Dns {
             c.insert(key, (Instant::now() + ttl, res.clone()));
         }
         (res, spent)
+    }
+
+    /// Drops cached failures, so the next lookup of those names asks
+    /// again (preflight's retries).
+    pub(crate) fn forget_failures(&self) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, (_, a)| a.is_ok());
     }
 
     pub(crate) fn counts(&self) -> DnsCounts {

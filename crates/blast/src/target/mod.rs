@@ -134,20 +134,44 @@ pub(crate) enum NoCandidate {
     Other(String),
 }
 
+/// What [`preflight`] learned: its resolver cache and counters, which
+/// the run goes on with (so the report counts every query the process
+/// sent, and the run starts with the answers in the cache), and a
+/// warning to print when the run starts despite a failing lookup.
+#[derive(Clone)]
+pub struct Preflight {
+    dns: Arc<dns::Dns>,
+    /// Say this on stderr before the run (the lookup failed, transiently).
+    pub warning: Option<String>,
+}
+
+impl std::fmt::Debug for Preflight {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Preflight")
+            .field("dns", &self.dns.counts())
+            .field("warning", &self.warning)
+            .finish()
+    }
+}
+
 /// Domain or relay targets, shared by every shard of a run.
 pub(crate) enum Targets {
     Mx {
         domain: String,
         port: u16,
-        dns: dns::Dns,
+        dns: Arc<dns::Dns>,
         allow_remote: bool,
     },
     Relays(relays::Pool),
 }
 
 impl Targets {
-    /// `None` for a plain `host:port` target (or the embedded sink).
-    pub(crate) fn from_config(cfg: &Config) -> Result<Option<Arc<Targets>>, BlastError> {
+    /// `None` for a plain `host:port` target (or the embedded sink). A
+    /// domain target goes on with `pre`'s cache and counters when given.
+    pub(crate) fn from_config(
+        cfg: &Config,
+        pre: Option<&Preflight>,
+    ) -> Result<Option<Arc<Targets>>, BlastError> {
         let Some(t) = &cfg.target else {
             return Ok(None);
         };
@@ -156,7 +180,10 @@ impl Targets {
             TargetSpec::Mx(domain) => Some(Arc::new(Targets::Mx {
                 domain,
                 port: cfg.smtp_port,
-                dns: dns::Dns::new(cfg.resolver, cfg.dns_timeout),
+                dns: match pre {
+                    Some(p) => p.dns.clone(),
+                    None => Arc::new(dns::Dns::new(cfg.resolver, cfg.dns_timeout)),
+                },
                 allow_remote: cfg.allow_remote,
             })),
             TargetSpec::Relays(list) => Some(Arc::new(Targets::Relays(relays::Pool::new(
@@ -209,10 +236,26 @@ impl Targets {
         }
     }
 
-    /// How an attempt on `c` went: `ok` is a session set up (greeting 2xx).
+    /// How a setup on `c` went: `ok` is a session set up, or a refusal
+    /// that is no reason to try another host (a 5xx greeting).
     pub(crate) fn outcome(&self, c: &Candidate, ok: bool) {
         if let (Targets::Relays(pool), Some(i)) = (self, c.relay) {
             pool.outcome(i, ok, Instant::now());
+        }
+    }
+
+    /// A reply on an established session with `c`: a 421 counts against
+    /// its relay's health.
+    pub(crate) fn replied(&self, c: &Candidate, code: u16) {
+        if let (Targets::Relays(pool), Some(i), 421) = (self, c.relay, code) {
+            pool.failed(i, Instant::now());
+        }
+    }
+
+    /// A message delivered through `c`: its relay's failure streak ends.
+    pub(crate) fn delivered(&self, c: &Candidate) {
+        if let (Targets::Relays(pool), Some(i)) = (self, c.relay) {
+            pool.delivered(i);
         }
     }
 
@@ -250,29 +293,66 @@ fn relay_specs(list: &[(String, u32)], allow_remote: bool) -> Result<Vec<RelaySp
         .collect()
 }
 
+/// Lookups preflight makes at most when they fail transiently (SERVFAIL,
+/// timeout, other), 100 ms and 200 ms apart.
+pub const PREFLIGHT_TRIES: u32 = 3;
+
 /// Checks at start that an `mx:DOMAIN` target resolves, with the run's
 /// resolver and timeout: an unanswering resolver is a clear error in
 /// `--dns-timeout`, not a run of failed connections.
-pub fn preflight(cfg: &Config) -> Result<(), BlastError> {
+///
+/// A transient failure is asked again, up to [`PREFLIGHT_TRIES`] lookups.
+/// What is still failing then decides: NXDOMAIN, a null MX or hosts
+/// without addresses are permanent (an error); a resolver that never
+/// answered is misconfigured (an error, naming it), and so is any other
+/// failure (refused, malformed); a SERVFAIL lets the run start with a
+/// warning (the server is there and may recover): its
+/// lookups are counted and their messages deferred, and a retry policy
+/// retries them. The returned [`Preflight`] carries the cache and counters
+/// into the run (`RunParams::preflight`).
+pub fn preflight(cfg: &Config) -> Result<Option<Preflight>, BlastError> {
     let Some(Ok(TargetSpec::Mx(domain))) = cfg.target.as_deref().map(parse) else {
-        return Ok(());
+        return Ok(None);
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| BlastError::Runtime(e.to_string()))?;
-    let d = dns::Dns::new(cfg.resolver, cfg.dns_timeout);
+    let d = Arc::new(dns::Dns::new(cfg.resolver, cfg.dns_timeout));
     let server = cfg
         .resolver
         .map_or("the system's resolver".to_string(), |s| {
             format!("DNS server {s}")
         });
-    let res = rt.block_on(mx::candidates(&d, &domain, cfg.smtp_port, &mut |_| {}));
+    let mut res = Ok(Vec::new());
+    for attempt in 1..=PREFLIGHT_TRIES {
+        if attempt > 1 {
+            std::thread::sleep(Duration::from_millis(100) * (attempt - 1));
+            d.forget_failures();
+        }
+        res = rt.block_on(mx::candidates(&d, &domain, cfg.smtp_port, &mut |_| {}));
+        match &res {
+            Err(mx::MxError::Dns(
+                DnsFailure::Servfail | DnsFailure::Timeout | DnsFailure::Other,
+            )) => {}
+            _ => break,
+        }
+    }
+    let started = |warning| {
+        Ok(Some(Preflight {
+            dns: d.clone(),
+            warning,
+        }))
+    };
     match res {
-        Ok(_) => Ok(()),
+        Ok(_) => started(None),
         Err(mx::MxError::Dns(DnsFailure::Timeout)) => Err(BlastError::Unreachable(format!(
-            "{server} did not answer for {domain} within {:?} (--dns-timeout)",
+            "{server} did not answer for {domain} within {:?} (--dns-timeout), {PREFLIGHT_TRIES} tries",
             cfg.dns_timeout
+        ))),
+        Err(mx::MxError::Dns(DnsFailure::Servfail)) => started(Some(format!(
+            "{server}: looking up the mail hosts of {domain} failed {PREFLIGHT_TRIES} times (SERVFAIL); \
+             starting anyway: messages are deferred while lookups fail"
         ))),
         Err(mx::MxError::Dns(f)) => Err(BlastError::Unreachable(format!(
             "{server}: looking up the mail hosts of {domain} failed: {f:?}"

@@ -1,6 +1,13 @@
 //! Several relays with weights: smooth weighted round robin (each pick
 //! goes to the relay furthest behind its share), health from connection
-//! outcomes, ejection after a failure streak and a probe after a cooldown.
+//! outcomes and replies, ejection after a failure streak and a probe after
+//! a cooldown.
+//!
+//! A failure is a connect error, a 4xx greeting, or a 421 at any stage
+//! (greeting, EHLO, STARTTLS, AUTH, MAIL, RCPT, DATA, end of data); a
+//! delivered message ends the streak. A session that is set up is no
+//! success by itself: a relay that greets and then answers 421 to every
+//! MAIL must still be ejected.
 
 use std::net::SocketAddr;
 use std::sync::Mutex;
@@ -8,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-/// Consecutive failures (connect errors, 4xx greetings) that eject a relay.
+/// Consecutive failures (connect errors, 4xx greetings, 421 at any stage)
+/// that eject a relay.
 pub const EJECT_AFTER: u32 = 3;
 
 /// One relay as given: `host:port=weight`.
@@ -33,7 +41,8 @@ pub struct RelayFigures {
     pub picked: u64,
     /// Sessions set up.
     pub connected: u64,
-    /// Connect failures and 4xx greetings.
+    /// Failures: connect errors, 4xx greetings and 421 replies at any
+    /// stage.
     pub failed: u64,
     /// Times it was taken out.
     pub ejections: u64,
@@ -133,7 +142,9 @@ impl Pool {
         out
     }
 
-    /// Records how a connection to relay `i` went.
+    /// Records how a connection setup on relay `i` went. The probe's
+    /// session set up brings an ejected relay back into rotation, but no
+    /// setup ends a failure streak: only a delivered message does.
     pub(crate) fn outcome(&self, i: usize, ok: bool, now: Instant) {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let Some(s) = st.get_mut(i) else { return };
@@ -141,10 +152,35 @@ impl Pool {
         s.probing = false;
         if ok {
             s.fig.connected += 1;
-            s.streak = 0;
-            s.ejected_until = None;
+            if was_probe {
+                s.ejected_until = None;
+            }
             return;
         }
+        self.fail(s, was_probe, now);
+    }
+
+    /// A 421 on an established session with relay `i` (MAIL, RCPT, DATA,
+    /// end of data): a failure for the streak.
+    pub(crate) fn failed(&self, i: usize, now: Instant) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = st.get_mut(i) {
+            self.fail(s, false, now);
+        }
+    }
+
+    /// A message delivered through relay `i`: the failure streak ends, and
+    /// a relay ejected meanwhile (by the connections beside this one) is
+    /// healthy after all.
+    pub(crate) fn delivered(&self, i: usize) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = st.get_mut(i) {
+            s.streak = 0;
+            s.ejected_until = None;
+        }
+    }
+
+    fn fail(&self, s: &mut State, was_probe: bool, now: Instant) {
         s.fig.failed += 1;
         s.streak += 1;
         if was_probe || (s.ejected_until.is_none() && s.streak >= EJECT_AFTER) {
@@ -206,5 +242,26 @@ mod tests {
         let f = p.figures();
         assert!(!f[1].ejected);
         assert_eq!((f[1].ejections, f[1].probes), (1, 2));
+    }
+
+    #[test]
+    fn a_421_streak_ejects_though_sessions_set_up_and_delivery_resets_it() {
+        let p = pool();
+        let now = Instant::now();
+        // Greets fine, then 421 to MAIL, each time: ejected.
+        for _ in 0..EJECT_AFTER {
+            p.outcome(1, true, now);
+            assert!(!p.figures()[1].ejected);
+            p.failed(1, now);
+        }
+        let f = p.figures();
+        assert!(f[1].ejected, "{f:?}");
+        assert_eq!((f[1].failed, f[1].ejections), (3, 1));
+        // A delivered message between failures ends the streak.
+        for _ in 0..10 {
+            p.failed(0, now);
+            p.delivered(0);
+        }
+        assert!(!p.figures()[0].ejected);
     }
 }

@@ -57,6 +57,7 @@ pub fn try_run(
         host: addr.ip().to_string(),
         trusted_pem,
         stop: StopSignal::new(),
+        preflight: None,
     };
     mailstorm_blast::run(&params, |_| {})
 }

@@ -56,6 +56,7 @@ fn blast(cfg: Config, addr: SocketAddr) -> RunResult {
         host: addr.ip().to_string(),
         trusted_pem: None,
         stop: StopSignal::new(),
+        preflight: None,
     };
     mailstorm_blast::run(&params, |_| {}).expect("blast run")
 }

@@ -60,7 +60,7 @@ pub(crate) struct Client {
     pub(crate) sessions_closed: u64,
     pub(crate) unclean_quits: u64,
     pub(crate) evidence: [VecDeque<String>; 8],
-    pub(crate) dns: super::DnsClientRecord,
+    pub(crate) dns: super::dns_record::DnsClientRecord,
 }
 
 impl Client {

@@ -39,13 +39,15 @@ use crate::filter::{client_id, ClientFilter};
 use crate::hook::{ReplyClass, SessionEnd, Stage};
 
 mod client;
+mod dns_record;
 mod pending;
 mod report;
 pub mod verdicts;
 
 pub(crate) use client::Client;
+pub use dns_record::DnsClientRecord;
 use pending::Pending;
-pub use report::{ClientRecord, DnsClientRecord, HistogramSummary, RefereeReport, RetryRecord};
+pub use report::{ClientRecord, HistogramSummary, RefereeReport, RetryRecord};
 
 struct Failure {
     key: String,

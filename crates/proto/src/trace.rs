@@ -315,7 +315,14 @@ fn parse_tags(h: &[u8]) -> Option<[u16; MAX_TAGGED]> {
     let mut tags = [0u16; MAX_TAGGED];
     for (tag, hex) in tags.iter_mut().zip(h.chunks_exact(TAG_WIDTH)) {
         for &b in hex {
-            *tag = *tag << 4 | char::from(b).to_digit(16)? as u16;
+            // Per accepted message in the sink: no `char` round trip.
+            let d = match b {
+                b'0'..=b'9' => b - b'0',
+                b'a'..=b'f' => b - b'a' + 10,
+                b'A'..=b'F' => b - b'A' + 10,
+                _ => return None,
+            };
+            *tag = *tag << 4 | u16::from(d);
         }
     }
     Some(tags)

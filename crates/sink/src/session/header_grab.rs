@@ -20,10 +20,16 @@ pub(super) fn grab_headers(msg: &mut Vec<u8>, complete: &mut bool, bytes: &[u8])
     msg.extend_from_slice(&bytes[..take]);
     {
         let tail = &msg[from..];
-        // `\n\r\n` or `\n\n` (bare LF), or a message with no header at all.
-        let end = memchr::memmem::find(tail, b"\n\r\n")
-            .map(|i| from + i + 3)
-            .or_else(|| memchr::memmem::find(tail, b"\n\n").map(|i| from + i + 2))
+        // The first line end followed by an empty line (CRLF or bare LF), or
+        // a message with no header at all. One memchr per line: a header
+        // section is a dozen short lines (a memmem searcher built per call
+        // cost more).
+        let end = memchr::memchr_iter(b'\n', tail)
+            .find_map(|i| match &tail[i + 1..] {
+                [b'\n', ..] => Some(from + i + 2),
+                [b'\r', b'\n', ..] => Some(from + i + 3),
+                _ => None,
+            })
             .or_else(|| (from == 0 && msg.starts_with(b"\r\n")).then_some(2));
         if let Some(end) = end {
             msg.truncate(end);
@@ -61,7 +67,9 @@ mod tests {
                 "cut {cut}"
             );
         }
-        // Bare LF lines, and a message with no header at all.
+        // Bare LF lines, mixed ends (the first empty line counts), and a
+        // message with no header at all.
+        assert_eq!(grab(&[b"A: 1\n\nb\r\n\r\n"]).0, b"A: 1\n\n");
         assert_eq!(grab(&[b"A: 1\nB: 2\n\nbody"]).0, b"A: 1\nB: 2\n\n");
         assert_eq!(grab(&[b"\r\nbody", &body]), (b"\r\n".to_vec(), true));
     }

@@ -10,6 +10,7 @@
 //! MAIL must still be ejected.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,10 @@ pub(crate) struct Pool {
     relays: Vec<RelaySpec>,
     cooldown: Duration,
     state: Mutex<Vec<State>>,
+    /// Per relay: a failure was recorded since the last delivery. Read
+    /// without the lock on every delivered message, so a healthy relay's
+    /// deliveries never take the pool's lock (shared by every shard).
+    failing: Box<[AtomicBool]>,
 }
 
 impl Pool {
@@ -86,6 +91,7 @@ impl Pool {
             })
             .collect();
         Pool {
+            failing: relays.iter().map(|_| AtomicBool::new(false)).collect(),
             relays,
             cooldown,
             state: Mutex::new(state),
@@ -158,6 +164,7 @@ impl Pool {
             return;
         }
         self.fail(s, was_probe, now);
+        self.failing[i].store(true, Ordering::Relaxed);
     }
 
     /// A 421 on an established session with relay `i` (MAIL, RCPT, DATA,
@@ -166,6 +173,7 @@ impl Pool {
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = st.get_mut(i) {
             self.fail(s, false, now);
+            self.failing[i].store(true, Ordering::Relaxed);
         }
     }
 
@@ -173,6 +181,15 @@ impl Pool {
     /// a relay ejected meanwhile (by the connections beside this one) is
     /// healthy after all.
     pub(crate) fn delivered(&self, i: usize) {
+        // A failure racing this load is seen by the next delivery.
+        if !self
+            .failing
+            .get(i)
+            // A load first: no write to the shared line while healthy.
+            .is_some_and(|f| f.load(Ordering::Relaxed) && f.swap(false, Ordering::Relaxed))
+        {
+            return;
+        }
         let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = st.get_mut(i) {
             s.streak = 0;

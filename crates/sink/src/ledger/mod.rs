@@ -248,7 +248,8 @@ impl Ledger {
     }
 
     /// A filtered `POST /reset`: forgets the runs `filter` selects that
-    /// no other client delivered to; returns how many.
+    /// no other client delivered to (with a domain alone: every run the
+    /// domain appears in); returns how many.
     pub fn remove_for(&self, filter: &ClientFilter) -> usize {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let inner = &mut *g;

@@ -91,7 +91,11 @@ impl Engine {
         ip: std::net::IpAddr,
         f: impl FnOnce(&mut super::referee::DnsClientRecord),
     ) {
-        self.referee.client(&client_id(None, ip), |c| {
+        // The id's text on the stack: this runs per query.
+        let text = crate::ip_text::IpText::new(ip);
+        let id = std::str::from_utf8(text.as_bytes()).unwrap_or_default();
+        debug_assert_eq!(id, client_id(None, ip));
+        self.referee.client(id, |c| {
             c.dns.queries += 1;
             f(&mut c.dns);
         });

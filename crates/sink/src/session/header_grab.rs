@@ -7,37 +7,63 @@ pub(super) const HEADER_GRAB: usize = 16 * 1024;
 
 /// Discard mode: copies the next `bytes` of the message into `msg` while
 /// its header section lasts (at most [`HEADER_GRAB`] bytes), for header
-/// rules and the ledger's trace scan. Copying stops at the empty line that
-/// ends the section (`complete`), so a body is never copied and a message
-/// without a trace header costs its header section only.
+/// rules and the ledger's trace scan. The end is found before copying, so
+/// the body is never copied, even when it arrives in the same read, and a
+/// message without a trace header costs its header section only.
 pub(super) fn grab_headers(msg: &mut Vec<u8>, complete: &mut bool, bytes: &[u8]) {
     if *complete {
         return;
     }
-    // Look from a little before the new bytes: the end may straddle.
-    let from = msg.len().saturating_sub(2);
-    let take = bytes.len().min(HEADER_GRAB - msg.len());
-    msg.extend_from_slice(&bytes[..take]);
-    {
-        let tail = &msg[from..];
-        // The first line end followed by an empty line (CRLF or bare LF), or
-        // a message with no header at all. One memchr per line: a header
-        // section is a dozen short lines (a memmem searcher built per call
-        // cost more).
-        let end = memchr::memchr_iter(b'\n', tail)
-            .find_map(|i| match &tail[i + 1..] {
-                [b'\n', ..] => Some(from + i + 2),
-                [b'\r', b'\n', ..] => Some(from + i + 3),
-                _ => None,
-            })
-            .or_else(|| (from == 0 && msg.starts_with(b"\r\n")).then_some(2));
-        if let Some(end) = end {
-            msg.truncate(end);
-            *complete = true;
-        } else if msg.len() >= HEADER_GRAB {
+    let bytes = &bytes[..bytes.len().min(HEADER_GRAB - msg.len())];
+    match header_end(msg, bytes) {
+        Some(end) => {
+            msg.extend_from_slice(&bytes[..end]);
             *complete = true;
         }
+        None => {
+            msg.extend_from_slice(bytes);
+            *complete = msg.len() >= HEADER_GRAB;
+        }
     }
+}
+
+/// How many of `bytes` (the message's next bytes after `before`) belong to
+/// the header section when it ends in them: up to the first empty line
+/// (CRLF or bare LF), which may start in `before`'s last two bytes.
+fn header_end(before: &[u8], bytes: &[u8]) -> Option<usize> {
+    if before.is_empty() {
+        // No header at all: the message starts with the empty line.
+        if bytes.starts_with(b"\r\n") {
+            return Some(2);
+        }
+        if bytes.starts_with(b"\n") {
+            return Some(1);
+        }
+    }
+    // An end straddling the reads: `before`'s last 2 bytes and the first 3
+    // new ones (an end wholly in `before` was found on an earlier call).
+    let tail = &before[before.len().saturating_sub(2)..];
+    let head = bytes.len().min(3);
+    let mut joint = [0u8; 5];
+    joint[..tail.len()].copy_from_slice(tail);
+    joint[tail.len()..tail.len() + head].copy_from_slice(&bytes[..head]);
+    if let Some(end) = first_end(&joint[..tail.len() + head]) {
+        if end > tail.len() {
+            return Some(end - tail.len());
+        }
+    }
+    first_end(bytes)
+}
+
+/// The end of the first line end followed by an empty line. One memchr
+/// per line: a header section is a dozen short lines (a memmem searcher
+/// built per call cost more).
+fn first_end(s: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', s).find_map(|i| match &s[i + 1..] {
+        [b'\n', ..] => Some(i + 2),
+        [b'\r', b'\n', ..] => Some(i + 3),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
@@ -72,6 +98,11 @@ mod tests {
         assert_eq!(grab(&[b"A: 1\n\nb\r\n\r\n"]).0, b"A: 1\n\n");
         assert_eq!(grab(&[b"A: 1\nB: 2\n\nbody"]).0, b"A: 1\nB: 2\n\n");
         assert_eq!(grab(&[b"\r\nbody", &body]), (b"\r\n".to_vec(), true));
+        assert_eq!(grab(&[b"\nbody", &body]), (b"\n".to_vec(), true));
+        // Nothing of a body in the same read as the headers is copied, and
+        // an end split as `\n` | `\n` or `\r` | `\n` is found.
+        assert_eq!(grab(&[b"A: 1\n", b"\nbody"]).0, b"A: 1\n\n");
+        assert_eq!(grab(&[b"A: 1\r\n\r", b"\nbody"]).0, b"A: 1\r\n\r\n");
     }
 
     #[test]

@@ -29,7 +29,7 @@ use crate::filter::ClientFilter;
 use names::Names;
 
 pub use names::{MAX_NAMES, MAX_NAME_LEN};
-pub use report::{Latency, LedgerList, RunFigures, RunSummary, SourceFigures};
+pub use report::{Latency, LedgerList, RunFigures, RunSenders, RunSummary, SourceFigures};
 pub use space::Counts;
 use space::{Delivered, Slot, Space};
 
@@ -197,9 +197,7 @@ impl Ledger {
                 clock_skewed: r.skewed,
                 first_arrival_us: r.first_us,
                 last_arrival_us: r.last_us,
-                clients: names_of(&r.names.clients),
-                domains: names_of(&r.names.domains),
-                names_incomplete: r.names.overflow,
+                senders: r.names.senders(),
             })
             .collect();
         runs.sort_by_key(|r| r.first_arrival_us);
@@ -241,9 +239,7 @@ impl Ledger {
             last_arrival_us: r.last_us,
             e2e: report::Latency::of(&r.e2e),
             sources,
-            clients: names_of(&r.names.clients),
-            domains: names_of(&r.names.domains),
-            names_incomplete: r.names.overflow,
+            senders: r.names.senders(),
         })
     }
 
@@ -338,10 +334,6 @@ fn delivered(tags: &[u16], recipients: crate::hook::Recipients<'_>) -> Delivered
         }
     }
     d
-}
-
-fn names_of(list: &[Box<str>]) -> Vec<String> {
-    list.iter().map(|n| n.to_string()).collect()
 }
 
 /// Microseconds since the Unix epoch (the trace header's clock).

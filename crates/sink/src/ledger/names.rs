@@ -48,6 +48,16 @@ impl Names {
 }
 
 impl Names {
+    /// The lists as reported.
+    pub(super) fn senders(&self) -> super::RunSenders {
+        let strings = |l: &[Box<str>]| l.iter().map(|n| n.to_string()).collect();
+        super::RunSenders {
+            clients: strings(&self.clients),
+            domains: strings(&self.domains),
+            names_incomplete: self.overflow,
+        }
+    }
+
     /// Whether a filtered reset may drop the run: the filter selects it
     /// and, when it names a client, no other client delivered to it. A
     /// domain alone cannot tell tests apart behind one relay (every

@@ -46,13 +46,19 @@ pub struct RunSummary {
     pub first_arrival_us: u64,
     /// Last arrival.
     pub last_arrival_us: u64,
+    /// Who delivered to the run.
+    #[serde(flatten)]
+    pub senders: RunSenders,
+}
+
+/// Who delivered to a run: what `?helo=` and `?domain=` select on.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSenders {
     /// Clients that delivered to the run (EHLO names lower-cased, or IP
-    /// addresses for sessions that never greeted): `?helo=` selects on
-    /// these.
+    /// addresses for sessions that never greeted).
     #[serde(default)]
     pub clients: Vec<String>,
-    /// Sender and recipient domains of its arrivals: `?domain=` selects on
-    /// these.
+    /// Sender and recipient domains of its arrivals.
     #[serde(default)]
     pub domains: Vec<String>,
     /// More clients or domains than the ledger keeps per run
@@ -80,15 +86,9 @@ pub struct RunFigures {
     pub e2e: Latency,
     /// Per sequence space.
     pub sources: Vec<SourceFigures>,
-    /// Clients that delivered to the run (see [`RunSummary::clients`]).
-    #[serde(default)]
-    pub clients: Vec<String>,
-    /// Sender and recipient domains of its arrivals.
-    #[serde(default)]
-    pub domains: Vec<String>,
-    /// The client or domain list is incomplete (a cap).
-    #[serde(default)]
-    pub names_incomplete: bool,
+    /// Who delivered to the run.
+    #[serde(flatten)]
+    pub senders: RunSenders,
 }
 
 impl RunFigures {

@@ -302,6 +302,9 @@ pub struct StageContext<'a> {
     pub recipients: Recipients<'a>,
     /// The recipient being decided at [`Stage::Rcpt`].
     pub rcpt: Option<&'a str>,
+    /// The reverse-path being decided at [`Stage::Mail`], as the parser
+    /// read it (`""` for `<>`); `None` at other stages.
+    pub reverse_path: Option<&'a str>,
     /// Whether TLS is active.
     pub tls: bool,
     /// The authenticated user, if any.
@@ -482,6 +485,7 @@ mod tests {
             sender: None,
             recipients: r,
             rcpt: None,
+            reverse_path: None,
             tls: false,
             auth_user: None,
             message_size: 0,

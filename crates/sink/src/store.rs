@@ -73,6 +73,7 @@ impl StoredMessage {
             sender: None,
             recipients: Recipients { buf: "", ends: &[] },
             rcpt: None,
+            reverse_path: None,
             tls: false,
             auth_user: None,
             message_size: 0,

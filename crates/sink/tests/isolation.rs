@@ -329,3 +329,57 @@ fn the_ledger_lists_one_tests_runs_and_a_filtered_reset_drops_only_them() {
         "test-a's own run dropped, the shared one kept"
     );
 }
+
+/// The referee's per-client domains: every domain a session used is
+/// reported once, in first-use order, whether the same domain comes back
+/// in a row (the session skips it without hashing), alternates with
+/// others, or differs only in case or by a longer name ending in it.
+#[test]
+fn client_domains_are_each_reported_once() {
+    let (sink, ctl) = sink_with_engine();
+    let plan = "seed: 1\nrules:\n  - {stage: rcpt, match: {recipient: 'never@*'}, action: {reply: {code: 550}}}\n";
+    assert_eq!(http(ctl, "PUT", "/plan", plan.as_bytes()).status, 204);
+    let mut c = greet(sink.local_addr(), "domains.test");
+    for (from, to) in [
+        ("a@one.test", ["x@two.test", "y@two.test", "z@three.test"]),
+        ("b@one.test", ["x@TWO.test", "q@sub.two.test", "r@two.test"]),
+        (
+            "\"c@x\"@four.test",
+            [
+                "\"@\"@two.test",
+                "s@a-very-long-domain-name-past-32-bytes.test",
+                "t@a-very-long-domain-name-past-32-bytes.test",
+            ],
+        ),
+    ] {
+        c.cmd(&format!("MAIL FROM:<{from}>")).expect(250, "2.1.0");
+        for r in to {
+            c.cmd(&format!("RCPT TO:<{r}>")).expect(250, "2.1.5");
+        }
+        c.cmd("RSET");
+    }
+    c.cmd("QUIT");
+    wait_for("the session closed", || {
+        json(ctl, "GET", "/clients")["clients"]["domains.test"]["sessions_closed"] == 1
+    });
+    let j = json(ctl, "GET", "/clients");
+    let mut domains: Vec<String> = j["clients"]["domains.test"]["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_str().unwrap().to_owned())
+        .collect();
+    domains.sort();
+    assert_eq!(
+        domains,
+        [
+            "a-very-long-domain-name-past-32-bytes.test",
+            "four.test",
+            "one.test",
+            "sub.two.test",
+            "three.test",
+            "two.test",
+        ],
+        "{j}"
+    );
+}

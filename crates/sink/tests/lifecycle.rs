@@ -147,8 +147,15 @@ fn reload_applies_to_new_sessions_only() {
 fn hook_replies_delays_and_closes() {
     let calls = Arc::new(AtomicUsize::new(0));
     let seen = calls.clone();
+    // The reverse-path each MAIL decision was handed (`None` elsewhere).
+    let paths = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let paths_seen = paths.clone();
     let hook = move |ctx: &StageContext<'_>| {
         seen.fetch_add(1, Ordering::Relaxed);
+        if ctx.stage == Stage::Mail || ctx.reverse_path.is_some() {
+            let path = ctx.reverse_path.map(str::to_owned);
+            paths_seen.lock().unwrap().push((ctx.stage, path));
+        }
         match ctx.stage {
             Stage::Rcpt if ctx.rcpt.is_some_and(|r| r.starts_with("bad")) => Decision::Reply {
                 code: 550,
@@ -191,6 +198,13 @@ fn hook_replies_delays_and_closes() {
     wait_for("close", || sink.stats().closed_for(CloseReason::Hook) == 1);
     assert!(calls.load(Ordering::Relaxed) >= 8);
     assert_eq!(sink.messages().len(), 1);
+    assert_eq!(
+        *paths.lock().unwrap(),
+        [
+            (Stage::Mail, Some("slow@a.test".to_owned())),
+            (Stage::Mail, Some("a@a.test".to_owned()))
+        ]
+    );
 }
 
 #[test]

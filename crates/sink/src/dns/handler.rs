@@ -41,6 +41,7 @@ fn decide(
         sender: None,
         recipients: Recipients { buf: "", ends: &[] },
         rcpt: Some(qname),
+        reverse_path: None,
         tls: false,
         auth_user: None,
         message_size: 0,

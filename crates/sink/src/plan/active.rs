@@ -110,6 +110,59 @@ pub(crate) struct Scope {
     /// 0 = free): checking a known domain takes no lock and allocates
     /// nothing.
     pub(crate) domains: [std::sync::atomic::AtomicU64; 16],
+    /// The domain noted last at MAIL (0) and at RCPT (1): a client that
+    /// sends from and to the same domains again skips the search for `@`
+    /// and the hash.
+    pub(crate) last_domain: [LastDomain; 2],
+}
+
+/// A short domain (at most [`LastDomain::MAX`] bytes) as the session last
+/// noted it. Atomics only because the scope is shared: the session is its
+/// one writer.
+#[derive(Default)]
+pub(crate) struct LastDomain {
+    len: std::sync::atomic::AtomicU8,
+    words: [AtomicU64; 4],
+}
+
+impl LastDomain {
+    const MAX: usize = 32;
+
+    fn padded(d: &[u8]) -> [u64; 4] {
+        let mut buf = [0u8; LastDomain::MAX];
+        buf[..d.len()].copy_from_slice(d);
+        std::array::from_fn(|i| u64::from_le_bytes(buf[i * 8..i * 8 + 8].try_into().expect("8")))
+    }
+
+    /// Whether `addr`'s domain (after its last `@`) is the one noted last,
+    /// byte for byte: then `addr` ends in `@` and that domain, which holds
+    /// no `@`.
+    pub(crate) fn holds_domain_of(&self, addr: &str) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let n = usize::from(self.len.load(Relaxed));
+        let a = addr.as_bytes();
+        if n == 0 || a.len() <= n || a[a.len() - n - 1] != b'@' {
+            return false;
+        }
+        let want = LastDomain::padded(&a[a.len() - n..]);
+        self.words
+            .iter()
+            .zip(want)
+            .all(|(w, x)| w.load(Relaxed) == x)
+    }
+
+    /// Remembers domain `d` (too long a domain is not remembered).
+    pub(crate) fn set(&self, d: &str) {
+        use std::sync::atomic::Ordering::Relaxed;
+        if d.len() > LastDomain::MAX {
+            self.len.store(0, Relaxed);
+            return;
+        }
+        for (w, x) in self.words.iter().zip(LastDomain::padded(d.as_bytes())) {
+            w.store(x, Relaxed);
+        }
+        self.len.store(d.len() as u8, Relaxed);
+    }
 }
 
 /// Who a decision is for: the client id of a greeted session, or the
@@ -142,5 +195,41 @@ impl Who<'_> {
             Who::Scoped(s) => s.hash,
             Who::Ip(t) => hash_bytes(0, t.as_bytes()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LastDomain;
+
+    #[test]
+    fn last_domain_matches_only_the_same_domain() {
+        let last = LastDomain::default();
+        assert!(!last.holds_domain_of("a@two.test"), "nothing noted yet");
+        last.set("two.test");
+        assert!(last.holds_domain_of("a@two.test"));
+        assert!(last.holds_domain_of("@two.test"));
+        assert!(last.holds_domain_of("x@y@two.test"));
+        for other in [
+            "two.test",
+            "a@sub.two.test",
+            "a@TWO.test",
+            "a@two.tes",
+            "a@wo.test",
+            "",
+        ] {
+            assert!(!last.holds_domain_of(other), "{other}");
+        }
+        // A domain past 32 bytes is not remembered: the next check fails.
+        let long = "a-very-long-domain-name-past-32-bytes.test";
+        last.set(long);
+        assert!(!last.holds_domain_of(&format!("a@{long}")));
+        assert!(!last.holds_domain_of("a@two.test"));
+        // Exactly 32 bytes is remembered.
+        let d32 = "abcdefghijklmnopqrstuvwxyz01.xyz";
+        assert_eq!(d32.len(), 32);
+        last.set(d32);
+        assert!(last.holds_domain_of(&format!("u@{d32}")));
+        assert!(!last.holds_domain_of(&format!("u@{}", &d32[1..])));
     }
 }

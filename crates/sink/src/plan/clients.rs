@@ -190,6 +190,7 @@ impl Engine {
             id: id.into(),
             plan,
             domains: Default::default(),
+            last_domain: Default::default(),
         }))
     }
 
@@ -219,14 +220,19 @@ impl Engine {
     /// Records the sender's or recipient's domain for the session's client
     /// (the referee's lock is taken only for a domain new to the session).
     pub(super) fn note_domains(&self, s: &Scope, v: &View<'_>) {
-        let addr = match v.ctx.stage {
-            crate::hook::Stage::Mail => v.sender,
-            _ => v.ctx.rcpt,
+        let (addr, last) = match v.ctx.stage {
+            crate::hook::Stage::Mail => (v.sender, &s.last_domain[0]),
+            _ => (v.ctx.rcpt, &s.last_domain[1]),
         };
-        let d = crate::filter::domain_of(addr.unwrap_or_default());
+        let addr = addr.unwrap_or_default();
+        if last.holds_domain_of(addr) {
+            return;
+        }
+        let d = crate::filter::domain_of(addr);
         if d.is_empty() {
             return;
         }
+        last.set(d);
         let h = keys::lower_hash(4, d.as_bytes()).max(1);
         // The session is the only writer of its scope: load, then store.
         let Some(free) = s.domains.iter().find_map(|slot| {

@@ -151,6 +151,7 @@ impl Probe {
                 ends: &ends,
             },
             rcpt: self.rcpt.as_deref(),
+            reverse_path: None,
             tls: self.tls,
             auth_user: self.auth_user.as_deref(),
             message_size: self.message_size,

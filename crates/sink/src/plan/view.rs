@@ -100,8 +100,12 @@ impl<'a> View<'a> {
             } else {
                 ctx.helo
             },
+            // The session hands over the parsed reverse-path at MAIL; a
+            // context built without it is read from the line.
             sender: if ctx.stage == Stage::Mail {
-                arg_of(ctx.command).or(Some(""))
+                ctx.reverse_path
+                    .or_else(|| arg_of(ctx.command))
+                    .or(Some(""))
             } else {
                 ctx.sender
             },

@@ -45,7 +45,7 @@ impl Session {
                     );
                     return Handled::Next;
                 }
-                let custom = match self.pass(Stage::Mail, None, line, out) {
+                let custom = match self.pass(Stage::Mail, Some(from.as_str()), line, out) {
                     Ok(c) => c,
                     Err(o) => return o,
                 };

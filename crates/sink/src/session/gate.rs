@@ -24,8 +24,10 @@ impl Session {
         }
     }
 
-    /// Consults the hook (if any) for `stage`.
-    pub(super) fn gate(&mut self, stage: Stage, rcpt: Option<&str>, command: &[u8]) -> Gate {
+    /// Consults the hook (if any) for `stage`. `arg`: the address being
+    /// decided, the recipient at RCPT and the reverse-path at MAIL (as
+    /// parsed, so the hook need not read it from the line again).
+    pub(super) fn gate(&mut self, stage: Stage, arg: Option<&str>, command: &[u8]) -> Gate {
         let Some(hook) = &self.s.hook else {
             return Gate::Go(None);
         };
@@ -47,7 +49,8 @@ impl Session {
             helo: (self.greeted != Greeted::No).then_some(self.helo.as_str()),
             sender: self.tx.active.then_some(self.tx.sender.as_str()),
             recipients: self.tx.recipients(),
-            rcpt,
+            rcpt: if stage == Stage::Rcpt { arg } else { None },
+            reverse_path: if stage == Stage::Mail { arg } else { None },
             tls: self.tls.is_some(),
             auth_user: self.auth_user.as_deref(),
             message_size: if stage == Stage::Bdat {
@@ -61,10 +64,17 @@ impl Session {
             scope: self.scope.as_deref(),
         };
         let d = hook.decide(&ctx);
+        if matches!(d, Decision::Accept) {
+            // The common answer, without a call to `apply`. `Accept` owns
+            // nothing: forgetting it skips a call to its drop glue.
+            std::mem::forget(d);
+            return Gate::Go(None);
+        }
         self.apply(d)
     }
 
     /// Turns a decision into a gate, recording connection-level effects.
+    #[inline(never)]
     fn apply(&mut self, d: Decision) -> Gate {
         match d {
             Decision::Fault(f) => {
@@ -131,11 +141,11 @@ impl Session {
     pub(super) fn pass(
         &mut self,
         stage: Stage,
-        rcpt: Option<&str>,
+        arg: Option<&str>,
         command: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<Option<Pending>, Handled> {
-        match self.gate(stage, rcpt, command) {
+        match self.gate(stage, arg, command) {
             Gate::Go(c) => Ok(c),
             Gate::Refuse(p) => {
                 self.reply_pending(out, stage, &p);

@@ -195,6 +195,53 @@ struct Ctx {
 }
 
 impl Ctx {
+    /// A shard's state at the start of the run, measuring into `stats`.
+    fn new(load: ShardLoad, run: RunContext, stats: Rc<RefCell<Stats>>) -> Result<Ctx, BlastError> {
+        let cfg = run.cfg.clone();
+        let schedule = if cfg.open_loop() {
+            Some(Schedule::new(&cfg, &load, run.start, run.deadline)?)
+        } else {
+            None
+        };
+        let from = Pattern::new(&cfg.from);
+        let to = Pattern::new(&cfg.to);
+        let env = Env {
+            utf8: from.is_utf8() || to.is_utf8(),
+            from,
+            to,
+            factory: MessageFactory::new(&cfg)?,
+            addr: run.addr,
+            targets: run.targets.clone(),
+            opts: SockOpts::from_config(&cfg),
+            tls: run.tls.clone(),
+            server_name: run.server_name.clone(),
+            creds: run.creds.clone(),
+            next_source: Cell::new(load.index),
+            stats,
+            cfg,
+        };
+        Ok(Ctx {
+            env,
+            schedule,
+            remaining: Cell::new(load.messages.unwrap_or(u64::MAX)),
+            stop: Cell::new(false),
+            wake: Notify::new(),
+            stopped: Notify::new(),
+            next_local: Cell::new(0),
+            in_flight: Cell::new(0),
+            stage_in_flight: RefCell::new(Vec::new()),
+            stages_closed: Cell::new(0),
+            retries: RefCell::new(RetryQueue::default()),
+            tally: RefCell::new(Tally::default()),
+            hold: Cell::new(None),
+            panic: RefCell::new(None),
+            open: Cell::new(0),
+            open_until: Cell::new(interval_end(&run, 0)),
+            load,
+            run,
+        })
+    }
+
     fn set_stop(&self) {
         self.stop.set(true);
         self.wake.notify_waiters();
@@ -267,49 +314,7 @@ async fn shard_main(
     stats: Rc<RefCell<Stats>>,
 ) -> Result<Option<Box<dyn std::any::Any + Send>>, BlastError> {
     crate::fault::maybe_panic_shard(load.index);
-    let cfg = run.cfg.clone();
-    let schedule = if cfg.open_loop() {
-        Some(Schedule::new(&cfg, &load, run.start, run.deadline)?)
-    } else {
-        None
-    };
-    let from = Pattern::new(&cfg.from);
-    let to = Pattern::new(&cfg.to);
-    let env = Env {
-        utf8: from.is_utf8() || to.is_utf8(),
-        from,
-        to,
-        factory: MessageFactory::new(&cfg)?,
-        addr: run.addr,
-        targets: run.targets.clone(),
-        opts: SockOpts::from_config(&cfg),
-        tls: run.tls.clone(),
-        server_name: run.server_name.clone(),
-        creds: run.creds.clone(),
-        next_source: Cell::new(load.index),
-        stats,
-        cfg: cfg.clone(),
-    };
-    let ctx = Rc::new(Ctx {
-        env,
-        schedule,
-        remaining: Cell::new(load.messages.unwrap_or(u64::MAX)),
-        load: load.clone(),
-        run: run.clone(),
-        stop: Cell::new(false),
-        wake: Notify::new(),
-        stopped: Notify::new(),
-        next_local: Cell::new(0),
-        in_flight: Cell::new(0),
-        stage_in_flight: RefCell::new(Vec::new()),
-        stages_closed: Cell::new(0),
-        retries: RefCell::new(RetryQueue::default()),
-        tally: RefCell::new(Tally::default()),
-        hold: Cell::new(None),
-        panic: RefCell::new(None),
-        open: Cell::new(0),
-        open_until: Cell::new(interval_end(&run, 0)),
-    });
+    let ctx = Rc::new(Ctx::new(load.clone(), run, stats)?);
 
     let mut helpers = JoinSet::new();
     {
@@ -391,9 +396,130 @@ fn interval_end(run: &RunContext, k: u64) -> Instant {
 async fn ticker(ctx: Rc<Ctx>) {
     loop {
         tokio::time::sleep_until(ctx.open_until.get().into()).await;
-        // Stages this shard is done with are marked in the interval shipped
-        // now (for --abort-on-fail's stage checks).
-        accounting::close_stages(&ctx, false);
-        ctx.roll(Instant::now());
+        at_boundary(&ctx, Instant::now());
+    }
+}
+
+/// The ticker's work at a boundary it reached at `now`.
+fn at_boundary(ctx: &Ctx, now: Instant) {
+    // Stages this shard is done with are marked in the interval shipped
+    // now (for --abort-on-fail's stage checks).
+    accounting::close_stages(ctx, false);
+    // A pacer not woken yet would count the sends due before the boundary
+    // only after the interval shipped, as a late delta that can miss the
+    // collector's row.
+    if let Some(s) = &ctx.schedule {
+        schedule::come_due(ctx, s, now);
+    }
+    ctx.roll(now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collect::Collector;
+
+    const INTERVAL: Duration = Duration::from_millis(100);
+
+    /// One shard at 1,000 sends/s (send `k` due at `k` ms), 100 ms rows:
+    /// its context, the main thread's end of its channel, and a clock in
+    /// milliseconds since the start. Nothing runs by itself: the test calls
+    /// the pacer's step and the ticker's with the instants it chooses.
+    fn open_loop() -> (
+        Ctx,
+        crossbeam_channel::Receiver<ShardDelta>,
+        impl Fn(f64) -> Instant,
+    ) {
+        let cfg = Config {
+            threads: 1,
+            rate: Some(1000.0),
+            interval: INTERVAL,
+            ..Config::default()
+        };
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let start = Instant::now();
+        let run = RunContext {
+            cfg: Arc::new(cfg),
+            addr: "127.0.0.1:9".parse().unwrap(),
+            tls: None,
+            server_name: None,
+            creds: None,
+            start,
+            deadline: None,
+            stop: StopSignal::new(),
+            tx,
+            targets: None,
+            res: None,
+        };
+        let load = ShardLoad {
+            slot: 0,
+            index: 0,
+            shards: 1,
+            cpu: None,
+            workers: 4,
+            messages: None,
+        };
+        let ctx = Ctx::new(load, run, Rc::default()).unwrap();
+        let ms = move |ms: f64| start + Duration::from_secs_f64(ms / 1000.0);
+        (ctx, rx, ms)
+    }
+
+    /// Each delta's interval and offered count (the whole delta prints
+    /// its histograms).
+    fn offered(deltas: &[ShardDelta]) -> Vec<(u64, u64)> {
+        deltas
+            .iter()
+            .map(|d| (d.interval, d.stats.counters.offered))
+            .collect()
+    }
+
+    #[test]
+    fn sends_due_before_a_boundary_are_in_the_row_it_closes() {
+        let (ctx, rx, ms) = open_loop();
+        let sched = ctx.schedule.as_ref().unwrap();
+        let mut rows = Collector::new(INTERVAL, 1);
+        // The pacer counted the sends due by 98.5 ms (0..=98), then woke
+        // late: send 99, due at 99 ms, is not counted when the ticker
+        // reaches the boundary (at 100.2 ms).
+        assert!(schedule::come_due(&ctx, sched, ms(98.5)));
+        at_boundary(&ctx, ms(100.2));
+        for d in rx.try_iter() {
+            rows.receive(&d);
+        }
+        // The shard has shipped interval 0: its row closes now, and its
+        // snapshot has every send due in it.
+        let row = rows.close_next(Some(INTERVAL)).expect("row 0 is final");
+        assert_eq!(row.index, 0);
+        let c = row.stats.counters;
+        assert_eq!((c.scheduled, c.offered), (100, 100), "1000/s × 100 ms");
+        // The pacer, woken at last, has nothing left for row 0.
+        assert!(schedule::come_due(&ctx, sched, ms(100.5)));
+        at_boundary(&ctx, ms(200.0));
+        let late: Vec<_> = rx.try_iter().collect();
+        assert!(late.iter().all(|d| d.interval != 0), "{:?}", offered(&late));
+        for d in &late {
+            rows.receive(d);
+        }
+        let row = rows.close_next(Some(INTERVAL * 2)).expect("row 1 is final");
+        assert_eq!((row.index, row.stats.counters.scheduled), (1, 100));
+    }
+
+    #[test]
+    fn after_a_stop_the_ticker_offers_no_more_sends() {
+        let (ctx, rx, ms) = open_loop();
+        let sched = ctx.schedule.as_ref().unwrap();
+        assert!(schedule::come_due(&ctx, sched, ms(50.5)));
+        ctx.set_stop();
+        // The first look after the stop is the last: sends 0..=100.
+        at_boundary(&ctx, ms(100.5));
+        // Boundaries in the grace period, and the pacer's last wake-up.
+        at_boundary(&ctx, ms(200.5));
+        at_boundary(&ctx, ms(300.5));
+        assert!(!schedule::come_due(&ctx, sched, ms(300.6)));
+        let deltas: Vec<_> = rx.try_iter().collect();
+        let per_interval = offered(&deltas);
+        let total: u64 = per_interval.iter().map(|(_, n)| n).sum();
+        assert_eq!(total, 101, "{per_interval:?}");
+        assert_eq!(sched.backlog(), 0..101);
     }
 }

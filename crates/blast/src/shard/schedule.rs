@@ -33,6 +33,8 @@ pub(super) struct Schedule {
     due: Cell<u64>,
     /// Sends `k < taken` were started by a worker.
     taken: Cell<u64>,
+    /// The run stopped and the sends due then were counted: `due` stays.
+    ended: Cell<bool>,
 }
 
 impl Schedule {
@@ -67,6 +69,7 @@ impl Schedule {
             budget: load.messages.unwrap_or(u64::MAX),
             due: Cell::new(0),
             taken: Cell::new(0),
+            ended: Cell::new(false),
         })
     }
 
@@ -121,7 +124,7 @@ impl Schedule {
     }
 
     /// Takes the oldest send that came due and was not started yet;
-    /// returns its intended start. Only [`pace`] moves sends to due, so
+    /// returns its intended start. Only [`come_due`] moves sends to due, so
     /// every send taken was counted as offered first.
     pub fn take(&self) -> Option<Instant> {
         let k = self.taken.get();
@@ -196,26 +199,35 @@ pub(super) async fn pace(ctx: Rc<Ctx>) {
         return;
     };
     let timer = super::clock::PreciseTimer::new();
-    loop {
-        // After a stop too: the sends due by now were offered (the deadline
-        // itself is a stop, and sends at or past it are never due).
-        let stopped = ctx.stop.get();
-        let now = Instant::now();
-        let fresh = sched.advance(now);
-        let n = fresh.end - fresh.start;
-        if n > 0 {
-            super::accounting::offered(&ctx, fresh);
-            for _ in 0..n.min(u64::from(ctx.load.workers)) {
-                ctx.wake.notify_one();
-            }
-        }
-        if stopped {
-            break;
-        }
+    while come_due(&ctx, sched, Instant::now()) {
         match sched.next_due() {
             Some(t) => timer.sleep_until(t).await,
             None => break,
         }
     }
     ctx.wake.notify_waiters();
+}
+
+/// Moves the sends due by `now` to due, counts them as offered and wakes
+/// workers for them: the pacer's step, also taken by the ticker at each
+/// boundary. `false` once no send comes due any more.
+pub(super) fn come_due(ctx: &Ctx, sched: &Schedule, now: Instant) -> bool {
+    if sched.ended.get() {
+        return false;
+    }
+    // After a stop too: the sends due by now were offered (the deadline
+    // itself is a stop, and sends at or past it are never due). That look
+    // is the last, whoever takes it: sends due later were never offered.
+    if ctx.stop.get() {
+        sched.ended.set(true);
+    }
+    let fresh = sched.advance(now);
+    let n = fresh.end - fresh.start;
+    if n > 0 {
+        super::accounting::offered(ctx, fresh);
+        for _ in 0..n.min(u64::from(ctx.load.workers)) {
+            ctx.wake.notify_one();
+        }
+    }
+    !sched.ended.get()
 }

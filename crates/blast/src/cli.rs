@@ -1,87 +1,23 @@
-//! Command-line interface: flags, `--profile FILE` (YAML with the same
-//! names as the report's `config`), and their merge into a [`Config`].
+//! Command-line interface: the run's flags ([`Args`]), `--profile FILE`
+//! (YAML with the same names as the report's `config`), and their merge
+//! into a [`crate::config::Config`].
+//!
+//! - this file: the flags, as clap parses them, and their value parsers;
+//! - `cli/help.rs`: the long `--help` text after the flag list;
+//! - `cli/to_config.rs`: [`Args::to_config`], the profile with the flags
+//!   laid over it, checked.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::Parser;
 
-use crate::config::{
-    parse_bytes, parse_duration, AuthMech, Config, Mode, RcptRange, SizeDist, StartTls,
-};
-use crate::stages::{LoadStages, StagesMode};
-use crate::BlastError;
+use crate::config::parse_duration;
 
-const AFTER_HELP: &str = "\
-Capacity search: `mailstorm-blast capacity [FLAGS]` finds the highest rate
-the target sustains within an SLA (see `mailstorm-blast capacity --help`).
+mod help;
+mod to_config;
 
-Without --target, an in-process mailstorm sink is started on 127.0.0.1 and
-blasted for a short default run (5 s or 20,000 messages), then a report is
-printed. Targets outside loopback need --allow-remote.
-
-Load stages (--stages): each stage is DURATION:VALUE (a step) or
-DURATION:FROM..TO (a linear ramp); the run lasts their sum (--messages may
-still end it earlier). With --stages-mode rate the values are messages/s on
-an open-loop schedule (--concurrency caps the connections); with
---stages-mode concurrency they are connections sending back to back
-(--concurrency is then taken from the stages). Without --stages-mode, giving
---concurrency selects concurrency, otherwise rate. The report and summary
-count messages per stage (by intended start).
-
-Sharded runs: `--shard I/N --run-id RUN` (or JOB_COMPLETION_INDEX with
---shards N) makes this process shard I of N forming one run: it takes
-sends, connections and messages ≡ I (mod N) of the whole run's schedule,
-its own trace sequence space, the run's seed; `--start-at TIME` starts
-every shard together. `mailstorm-blast merge PARTS… --report run.json`
-merges their reports exactly (see `mailstorm-blast merge --help`).
-
-Resilience policies (profile `policy:` section, see configs/scenarios/):
-retries with max_attempts, backoff (fixed, exponential, Postfix's age-based)
-and seeded jitter, a retry budget, a circuit breaker, Postfix-style
-concurrency feedback, per-stage timeouts; `preset: postfix` for Postfix's
-defaults. --time-scale 0.01 replays a 300 s backoff in 3 s. Failure scope:
-421 or a failed greeting/EHLO closes the connection (reconnect after
-backoff); MAIL/DATA 4xx defer the message; RCPT 4xx defers that recipient;
-5xx is permanent and never retried.
-
-Scenarios (--scenario FILE...): the scenario's profile against the
-embedded sink with its fault plan, or against the relay it names
-(`target:`; `downstream:` is the sink behind it, which gets the plan and
-whose ledger is joined), then every expectation (`delivered == 1000`,
-`attempts.p99 <= 3`, `breaker.opened >= 1`, `lost == 0`, `e2e_p99 < 30s`)
-printed with its measured value. Only --threads, --no-pin, --seed,
---time-scale, --report, --html, --junit and --quiet apply; any other run
-flag is refused (exit 2): put it in the scenario file.
-
-Exit codes:
-  0  run completed and passed
-  1  run failed, each reason printed: a --threshold check or scenario
-     expectation failed; or, without --threshold, no message was accepted
-     or the target stopped answering (the last 2+ intervals, 1 s or more,
-     had only transport errors and no reply); or, always, more than 1% of
-     the open-loop sends never started (connections busy: raise -c); or
-     --abort-on-fail stopped the run
-  2  usage or configuration error (including a --report/--timeline/--html
-     path that cannot be written, checked before the run, and a --start-at
-     too far ahead or past); `merge` refusing a part (another run or
-     schema version, a duplicated or missing shard), naming the file
-  3  target unreachable (resolution or first connection failed, or no
-     connection could be opened during the run)
-  4  internal error (a bug): the report and timeline hold what was
-     measured, the error is printed
-  5  interrupted by SIGINT or SIGTERM: in-flight messages got the grace
-     period, outputs written, the report says interrupted: true
-  130  a second SIGINT/SIGTERM: exited at once, nothing written
-
-Examples:
-  mailstorm-blast
-  mailstorm-blast --target 127.0.0.1:2525 -c 50 -d 10s --report out.json
-  mailstorm-blast --target 127.0.0.1:2525 --rate 200 -d 30s --threshold 'p99<50ms,5xx==0'
-  mailstorm-blast --target 127.0.0.1:2525 --stages 10s:100,30s:100..500,10s:0
-  mailstorm-blast --target 127.0.0.1:2525 -c 10 --stages 5s:10,10s:10..200 --pipeline-depth 8
-  mailstorm-blast --target mx.test:587 --allow-remote --starttls required --ca ca.pem \\
-      --auth user:secret --auth-mech cram-md5 -n 100";
+use help::AFTER_HELP;
 
 /// A sharded per-core SMTP load generator with per-stage latency and reply
 /// accounting.
@@ -361,208 +297,10 @@ pub struct Args {
     pub print_config: bool,
 }
 
+/// A duration flag (`30s`, `1m`), written as the profile writes it; the
+/// error as text for clap.
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     parse_duration(s).map_err(|e| e.to_string())
-}
-
-fn mode(s: &str) -> Mode {
-    match s {
-        "on" => Mode::On,
-        "off" => Mode::Off,
-        _ => Mode::Auto,
-    }
-}
-
-impl Args {
-    /// The configuration: profile (if any), then flags on top.
-    pub fn to_config(&self) -> Result<Config, BlastError> {
-        let mut c = match &self.profile {
-            Some(p) => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| BlastError::Config(format!("--profile {}: {e}", p.display())))?;
-                Config::from_yaml_str(&text, &p.display().to_string())?
-            }
-            None => Config::default(),
-        };
-        macro_rules! set {
-            ($($f:ident),*) => {$(
-                if let Some(v) = &self.$f {
-                    c.$f = v.clone().into();
-                }
-            )*};
-        }
-        if !self.target.is_empty() {
-            c.target = Some(self.target.join(","));
-        }
-        if self.resolver.is_some() {
-            c.resolver = self.resolver;
-        }
-        if let Some(p) = self.smtp_port {
-            c.smtp_port = p;
-        }
-        if let Some(v) = self.dns_timeout {
-            c.dns_timeout = v;
-        }
-        if let Some(v) = self.relay_cooldown {
-            c.relay_cooldown = v;
-        }
-        set!(
-            threads,
-            concurrency,
-            messages,
-            per_conn,
-            from,
-            to,
-            users,
-            helo,
-            seed,
-            pipeline_depth
-        );
-        set!(cpus, source);
-        if let Some(v) = self.rate {
-            c.rate = Some(v);
-        }
-        if let Some(v) = self.duration {
-            c.duration = Some(v);
-        }
-        if let Some(v) = self.keepalive {
-            c.keepalive = Some(v);
-        }
-        if let Some(v) = self.grace {
-            c.grace = v;
-        }
-        if let Some(v) = self.late_after {
-            c.late_after = v;
-        }
-        if let Some(v) = self.interval {
-            c.interval = v;
-        }
-        for (src, dst) in [
-            (&self.eml, &mut c.eml),
-            (&self.ca, &mut c.ca),
-            (&self.report, &mut c.report),
-            (&self.timeline, &mut c.timeline),
-        ] {
-            if src.is_some() {
-                dst.clone_from(src);
-            }
-        }
-        for (src, dst) in [
-            (&self.sni, &mut c.sni),
-            (&self.auth, &mut c.auth),
-            (&self.threshold, &mut c.threshold),
-        ] {
-            if src.is_some() {
-                dst.clone_from(src);
-            }
-        }
-        c.allow_remote |= self.allow_remote;
-        c.rset |= self.rset;
-        c.tls |= self.tls;
-        c.insecure |= self.insecure;
-        c.tls_resume |= self.tls_resume;
-        c.lmtp |= self.lmtp;
-        c.linger0 |= self.linger0;
-        c.quiet |= self.quiet;
-        if self.no_trace {
-            c.trace = false;
-        }
-        if let Some(v) = &self.run_id {
-            c.run_id = Some(v.clone());
-        }
-        if let Some(v) = &self.ledger {
-            c.ledger = Some(v.clone());
-        }
-        if let Some(v) = self.drain {
-            c.drain = v;
-        }
-        let job_index = std::env::var("JOB_COMPLETION_INDEX").ok();
-        if let Some(s) = crate::shard_split::Shard::resolve(
-            self.shard.as_deref(),
-            self.shards,
-            job_index.as_deref(),
-        )? {
-            c.shard = Some(s);
-        }
-        if self.time_scale.is_some() {
-            c.time_scale = self.time_scale;
-        }
-        if self.no_pin {
-            c.pin = false;
-        }
-        if self.no_nodelay {
-            c.nodelay = false;
-        }
-        if let Some(s) = &self.stages {
-            c.stages = Some(LoadStages::parse(s)?);
-        }
-        let lower = |s: &Option<String>| s.as_deref().map(str::to_ascii_lowercase);
-        match lower(&self.stages_mode).as_deref() {
-            Some("concurrency") => c.stages_mode = StagesMode::Concurrency,
-            Some(_) => c.stages_mode = StagesMode::Rate,
-            // Inferred: --concurrency without --rate means connections.
-            None if self.stages.is_some() && self.concurrency.is_some() && self.rate.is_none() => {
-                c.stages_mode = StagesMode::Concurrency
-            }
-            None => {}
-        }
-        if let Some(s) = &self.rcpts {
-            c.rcpts = RcptRange::parse(s)?;
-        }
-        if let Some(s) = &self.size {
-            c.size = SizeDist::parse(s)?;
-        }
-        if let Some(s) = lower(&self.pipelining) {
-            c.pipelining = mode(&s);
-        }
-        if let Some(s) = lower(&self.chunking) {
-            c.chunking = mode(&s);
-        }
-        if let Some(s) = lower(&self.starttls) {
-            c.starttls = match s.as_str() {
-                "opportunistic" => StartTls::Opportunistic,
-                "required" => StartTls::Required,
-                _ => StartTls::Off,
-            };
-        }
-        if let Some(s) = &self.auth_mech {
-            // clap has checked the name against the same list.
-            c.auth_mech = AuthMech::parse(s).unwrap_or_default();
-        }
-        let bytes = |s: &Option<String>| -> Result<Option<u32>, BlastError> {
-            s.as_deref()
-                .map(|v| parse_bytes(v).map(|n| n.min(u64::from(u32::MAX)) as u32))
-                .transpose()
-        };
-        if self.sndbuf.is_some() {
-            c.sndbuf = bytes(&self.sndbuf)?;
-        }
-        if self.rcvbuf.is_some() {
-            c.rcvbuf = bytes(&self.rcvbuf)?;
-        }
-        if let Some(t) = &self.timeout {
-            c.timeouts.apply(t)?;
-        }
-        if let Some(t) = &c.threshold {
-            let stages = c.stages.as_ref().map_or(0, |s| s.stages().len());
-            for check in crate::threshold::parse(t)? {
-                if let Some(i) = check.load_stage().filter(|i| *i >= stages) {
-                    return Err(BlastError::Config(format!(
-                        "--threshold {:?}: the run has {stages} load stage(s), not {}",
-                        check.text(),
-                        i + 1
-                    )));
-                }
-            }
-        }
-        if self.abort_on_fail && c.threshold.is_none() {
-            return Err(BlastError::Config(
-                "--abort-on-fail watches the --threshold checks: give some".into(),
-            ));
-        }
-        c.validate()?;
-        Ok(c)
-    }
 }
 
 /// `127.0.0.1:5353`, or an IP alone for port 53.
@@ -577,80 +315,4 @@ fn parse_resolver(s: &str) -> Result<std::net::SocketAddr, String> {
                 "--resolver {s:?}: expected an IP address with an optional port (127.0.0.1:5353)"
             )
         })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn flags_override_defaults() {
-        let a = Args::try_parse_from([
-            "mailstorm-blast",
-            "--target",
-            "127.0.0.1:2525",
-            "-c",
-            "7",
-            "--rate",
-            "100",
-            "-d",
-            "2s",
-            "--size",
-            "1k..2k",
-            "--rcpts",
-            "2..3",
-            "--pipelining",
-            "off",
-            "--source",
-            "127.0.0.2,127.0.0.3",
-            "--timeout",
-            "connect=1s",
-            "--auth",
-            "u:p",
-            "--auth-mech",
-            "cram-md5",
-        ])
-        .unwrap();
-        let c = a.to_config().unwrap();
-        assert_eq!(c.target.as_deref(), Some("127.0.0.1:2525"));
-        assert_eq!(c.concurrency, 7);
-        assert_eq!(c.rate, Some(100.0));
-        assert_eq!(c.rcpts, RcptRange { min: 2, max: 3 });
-        assert_eq!(c.pipelining, Mode::Off);
-        assert_eq!(c.source.len(), 2);
-        assert_eq!(c.timeouts.connect, std::time::Duration::from_secs(1));
-        assert_eq!(c.auth_mech, AuthMech::CramMd5);
-        let bad = Args::try_parse_from(["x", "--threshold", "p99<3"]).unwrap();
-        assert!(bad.to_config().is_err());
-        let bad = Args::try_parse_from(["x", "--threshold", ",,,"]).unwrap();
-        assert!(bad.to_config().is_err());
-    }
-
-    #[test]
-    fn enum_flags_ignore_case() {
-        let a = Args::try_parse_from([
-            "mailstorm-blast",
-            "--auth-mech",
-            "PLAIN",
-            "--starttls",
-            "Required",
-            "--pipelining",
-            "ON",
-            "--chunking",
-            "Off",
-            "--stages",
-            "1s:5",
-            "--stages-mode",
-            "CONCURRENCY",
-        ])
-        .unwrap();
-        let c = a.to_config().unwrap();
-        assert_eq!(c.auth_mech, AuthMech::Plain);
-        assert_eq!(c.starttls, StartTls::Required);
-        assert_eq!(c.pipelining, Mode::On);
-        assert_eq!(c.chunking, Mode::Off);
-        assert_eq!(c.stages_mode, StagesMode::Concurrency);
-        let a = Args::try_parse_from(["x", "--auth-mech", "CRAM-MD5"]).unwrap();
-        assert_eq!(a.to_config().unwrap().auth_mech, AuthMech::CramMd5);
-    }
 }

@@ -350,7 +350,7 @@ fn servfail_defers_and_a_retry_policy_delivers_every_message() {
     assert_eq!(sum.tally.messages.delivered, 4, "{:?}", sum.tally);
     assert!(sum.tally.retries >= 4, "{:?}", sum.tally);
     assert_eq!(s.stats().messages_accepted, 4);
-    assert_eq!(s.dns_stats().unwrap().servfail, 2);
+    assert_eq!(s.dns_stats().unwrap().outcomes.servfail, 2);
     s.shutdown();
 }
 
@@ -541,7 +541,7 @@ fn binary_starts_despite_a_transient_servfail_and_nxdomain_stays_exit_3() {
     assert_eq!(s.stats().messages_accepted, 10);
     let d = &report["routing"]["dns"];
     assert_eq!(d["servfail"].as_u64(), Some(2), "{d}");
-    assert_eq!(s.dns_stats().unwrap().servfail, 2);
+    assert_eq!(s.dns_stats().unwrap().outcomes.servfail, 2);
     assert_eq!(d["queries"].as_u64(), Some(s.dns_stats().unwrap().queries));
 
     // NXDOMAIN is permanent: the target is unreachable.

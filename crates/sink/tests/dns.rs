@@ -111,7 +111,7 @@ fn default_zone_points_at_the_listeners() {
     let out = dig(dns, "AAAA", "mx1.example.test", &[], 2);
     assert_eq!((status(&out), answers(&out).len()), ("NOERROR", 0), "{out}");
     let s = sink.dns_stats().unwrap();
-    assert_eq!((s.queries, s.tcp, s.nxdomain), (5, 1, 1), "{s:?}");
+    assert_eq!((s.queries, s.tcp, s.outcomes.nxdomain), (5, 1, 1), "{s:?}");
     assert_eq!(s.clients.values().sum::<u64>(), 5, "{s:?}");
     sink.shutdown();
 }
@@ -205,11 +205,16 @@ fn zone_file_and_injected_faults() {
 
     let s = sink.dns_stats().unwrap();
     assert_eq!(
-        (s.servfail, s.no_answer, s.truncated, s.delayed),
+        (
+            s.outcomes.servfail,
+            s.outcomes.no_answer,
+            s.outcomes.truncated,
+            s.delayed
+        ),
         (3, 1, 2, 1),
         "{s:?}"
     );
-    assert_eq!(s.nxdomain, 1, "{s:?}");
+    assert_eq!(s.outcomes.nxdomain, 1, "{s:?}");
     assert_eq!(s.tcp, 1, "{s:?}");
     sink.shutdown();
 }
@@ -323,7 +328,12 @@ fn sequence_at_stage_dns_gives_outcomes_in_order() {
         ["SERVFAIL", "NXDOMAIN", "SERVFAIL", "NOERROR", "NOERROR", "NOERROR"]
     );
     assert_eq!(
-        (dns.queries, dns.servfail, dns.nxdomain, dns.answered),
+        (
+            dns.queries,
+            dns.outcomes.servfail,
+            dns.outcomes.nxdomain,
+            dns.outcomes.answered
+        ),
         (6, 2, 1, 3),
         "{dns:?}"
     );

@@ -8,6 +8,8 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::plan::referee::{DnsClientRecord, DnsOutcomes};
+
 /// Clients tracked one by one; queries from further clients are added to
 /// `other_clients`, so a scan from many addresses cannot grow the map.
 pub const MAX_DNS_CLIENTS: usize = 1024;
@@ -31,7 +33,8 @@ pub(crate) enum Outcome {
 
 impl Outcome {
     /// Counts the outcome in a client's record.
-    pub(crate) fn tally(self, r: &mut crate::plan::referee::DnsClientRecord) {
+    pub(crate) fn tally(self, r: &mut DnsClientRecord) {
+        let r = &mut r.outcomes;
         *match self {
             Outcome::Answered => &mut r.answered,
             Outcome::Nxdomain => &mut r.nxdomain,
@@ -64,18 +67,9 @@ pub struct DnsStats {
     pub udp: u64,
     /// Of which over TCP.
     pub tcp: u64,
-    /// Answered normally (records or NODATA).
-    pub answered: u64,
-    /// Answered NXDOMAIN.
-    pub nxdomain: u64,
-    /// Answered SERVFAIL.
-    pub servfail: u64,
-    /// Dropped without an answer.
-    pub no_answer: u64,
-    /// Answered with the TC bit (UDP).
-    pub truncated: u64,
-    /// Could not be parsed.
-    pub malformed: u64,
+    /// The queries by outcome (all clients').
+    #[serde(flatten)]
+    pub outcomes: DnsOutcomes,
     /// Delayed by a plan rule.
     pub delayed: u64,
     /// Queries per client IP (at most [`MAX_DNS_CLIENTS`] clients).
@@ -114,12 +108,14 @@ impl DnsCounts {
             queries: self.queries.load(Ordering::Relaxed),
             udp: self.udp.load(Ordering::Relaxed),
             tcp: self.tcp.load(Ordering::Relaxed),
-            answered: o(Outcome::Answered),
-            nxdomain: o(Outcome::Nxdomain),
-            servfail: o(Outcome::Servfail),
-            no_answer: o(Outcome::NoAnswer),
-            truncated: o(Outcome::Truncated),
-            malformed: o(Outcome::Malformed),
+            outcomes: DnsOutcomes {
+                answered: o(Outcome::Answered),
+                nxdomain: o(Outcome::Nxdomain),
+                servfail: o(Outcome::Servfail),
+                no_answer: o(Outcome::NoAnswer),
+                truncated: o(Outcome::Truncated),
+                malformed: o(Outcome::Malformed),
+            },
             delayed: self.delayed.load(Ordering::Relaxed),
             clients: g.0.clone(),
             other_clients: g.1,
@@ -145,6 +141,34 @@ mod tests {
         assert_eq!(
             (s.queries, s.udp, s.tcp),
             (MAX_DNS_CLIENTS as u64 + 11, MAX_DNS_CLIENTS as u64 + 10, 1)
+        );
+    }
+
+    #[test]
+    fn json_pins_field_names_and_order() {
+        let s = DnsStats {
+            queries: 1,
+            udp: 2,
+            tcp: 3,
+            outcomes: DnsOutcomes {
+                answered: 4,
+                nxdomain: 5,
+                servfail: 6,
+                no_answer: 7,
+                truncated: 8,
+                malformed: 9,
+            },
+            delayed: 10,
+            clients: BTreeMap::from([(IpAddr::from([127, 0, 0, 1]), 11)]),
+            other_clients: 12,
+        };
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            concat!(
+                r#"{"queries":1,"udp":2,"tcp":3,"answered":4,"nxdomain":5,"servfail":6,"#,
+                r#""no_answer":7,"truncated":8,"malformed":9,"delayed":10,"#,
+                r#""clients":{"127.0.0.1":11},"other_clients":12}"#
+            )
         );
     }
 }

@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use crate::plan::referee::DnsOutcomes;
 pub use counts::{DnsStats, MAX_DNS_CLIENTS};
 pub use zone::{MxSpec, NameSpec, Zone, ZoneSpec};
 

@@ -4,7 +4,7 @@
 use super::model::{RuleSpec, SeqStep, StageSel, DNS_STEPS};
 use crate::hook::Stage;
 
-/// The same wording as the other stage checks (`validate::only_at`),
+/// The same wording as the other stage checks (`validate::rule_checks::only_at`),
 /// without depending on that module (it calls this one).
 fn only_at(what: &str, stage: StageSel, allowed: &[StageSel]) -> Result<(), String> {
     if allowed.contains(&stage) {

@@ -17,7 +17,7 @@ pub struct QueueSpec {
     /// Messages served at once.
     pub workers: Positive,
     /// Service time per message: `5ms`, or a distribution as in `delay`.
-    #[serde(deserialize_with = "super::delay_spec_required")]
+    #[serde(deserialize_with = "super::delay::delay_spec_required")]
     pub service: DelaySpec,
     /// Messages that may wait for a worker (0: none wait).
     #[serde(default)]

@@ -45,7 +45,7 @@ mod report;
 pub mod verdicts;
 
 pub(crate) use client::Client;
-pub use dns_record::DnsClientRecord;
+pub use dns_record::{DnsClientRecord, DnsOutcomes};
 use pending::Pending;
 pub use report::{ClientRecord, HistogramSummary, RefereeReport, RetryRecord};
 

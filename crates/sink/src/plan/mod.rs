@@ -53,6 +53,7 @@ mod active;
 mod clients;
 mod dns_rules;
 mod engine;
+mod evaluate;
 mod glob;
 mod keys;
 mod load;

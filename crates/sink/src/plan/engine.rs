@@ -325,7 +325,9 @@ impl Engine {
         if !(active_stage || referee_stage && self.referee.watching(ctx.stage)) {
             return None;
         }
-        let before = if referee_stage {
+        // `watching` tested here too: until a first failure at the stage,
+        // no call at all.
+        let before = if referee_stage && self.referee.watching(ctx.stage) {
             self.referee.attempt(view, who, now)
         } else {
             0

@@ -182,19 +182,60 @@ pub struct MessageFactory {
     eml: Option<Eml>,
     /// The trace header line (`None` with `--no-trace`).
     trace: Option<Template>,
-    /// To state each message's recipient count (and name the
-    /// recipients) in its trace.
-    seed: u64,
-    rcpts: crate::config::RcptRange,
-    users: u64,
-    to: Pattern,
+    /// The trace names recipients (`h=`).
+    tagged: bool,
+}
+
+/// A message's recipients as its trace header states them: how many, and
+/// the tags of the first [`MAX_TAGGED`] in RCPT order. Noted while the
+/// envelope draws them, so the trace need not draw them a second time.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RcptTags {
+    count: u32,
+    tags: [u16; MAX_TAGGED],
+}
+
+impl RcptTags {
+    /// A message of `count` recipients, none tagged yet (with more than
+    /// [`MAX_TAGGED`], none ever is: the header states only the count).
+    pub fn new(count: u32) -> RcptTags {
+        RcptTags {
+            count,
+            tags: [0; MAX_TAGGED],
+        }
+    }
+
+    /// Notes recipient `i`'s tag (`rcpt_tag` of its address, or
+    /// [`Pattern::tag`]); ignored past the first [`MAX_TAGGED`].
+    pub fn note(&mut self, i: usize, tag: u16) {
+        if let Some(t) = self.tags.get_mut(i) {
+            *t = tag;
+        }
+    }
+
+    /// The recipient count.
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The tags, in RCPT order (empty with more than [`MAX_TAGGED`]
+    /// recipients).
+    pub fn tags(&self) -> &[u16] {
+        let n = self.count as usize;
+        if n <= MAX_TAGGED {
+            &self.tags[..n]
+        } else {
+            &[]
+        }
+    }
 }
 
 /// Draws the `n` recipients (user numbers for `--to`) of a message from
 /// `rng`, calling `each(i, user)`: the one place the session's RCPTs and
-/// the trace's recipient tags come from. Up to [`MAX_TAGGED`] recipients
-/// are distinct when `users` allows it: a relay delivers a repeated
-/// recipient once, which the ledger would report as a lost one.
+/// the trace's recipient tags ([`RcptTags`]) come from, both in one pass.
+/// Up to [`MAX_TAGGED`] recipients are distinct when `users` allows it: a
+/// relay delivers a repeated recipient once, which the ledger would report
+/// as a lost one.
 pub fn draw_users(rng: &mut Rng, n: usize, users: u64, mut each: impl FnMut(usize, u64)) {
     let distinct = n <= MAX_TAGGED && users >= n as u64;
     let mut drawn = [0u64; MAX_TAGGED];
@@ -255,6 +296,7 @@ impl MessageFactory {
             }
             filler.extend_from_slice(b"\r\n");
         }
+        let tagged = cfg.rcpts.max as usize <= MAX_TAGGED;
         Ok(MessageFactory {
             id_at: id_prefix.len(),
             seq_at: seq_prefix.len(),
@@ -267,17 +309,20 @@ impl MessageFactory {
             // (one header length per run).
             trace: cfg.trace.then(|| {
                 let source = crate::ledger::source_id(cfg);
-                if cfg.rcpts.max as usize <= MAX_TAGGED {
+                if tagged {
                     Template::tagged(&run, source)
                 } else {
                     Template::new(&run, source)
                 }
             }),
-            seed: cfg.seed,
-            rcpts: cfg.rcpts,
-            users: cfg.users.max(1),
-            to: Pattern::new(&cfg.to),
+            tagged: cfg.trace && tagged,
         })
+    }
+
+    /// Whether the trace names each message's recipients: only then need
+    /// the envelope note their tags ([`RcptTags::note`]).
+    pub fn tags_rcpts(&self) -> bool {
+        self.tagged
     }
 
     /// The smallest generated message (headers and an empty line).
@@ -290,25 +335,9 @@ impl MessageFactory {
     }
 
     /// Writes the trace line for message `seq`, if tracing.
-    fn write_trace(&self, out: &mut Vec<u8>, seq: u64) {
+    fn write_trace(&self, out: &mut Vec<u8>, seq: u64, rcpts: &RcptTags) {
         if let Some(t) = &self.trace {
-            // The message's recipients, drawn as the session draws them
-            // (the first draws of the item's generator).
-            let mut rng = Rng::for_item(self.seed, seq);
-            let n = rng.range(u64::from(self.rcpts.min), u64::from(self.rcpts.max)) as usize;
-            let mut tags = [0u16; MAX_TAGGED];
-            if n <= MAX_TAGGED {
-                draw_users(&mut rng, n, self.users, |i, user| {
-                    tags[i] = self.to.tag(user)
-                });
-            }
-            t.write_tagged(
-                out,
-                seq,
-                n as u32,
-                unix_micros(),
-                &tags[..n.min(MAX_TAGGED)],
-            );
+            t.write_tagged(out, seq, rcpts.count(), unix_micros(), rcpts.tags());
         }
     }
 
@@ -322,13 +351,23 @@ impl MessageFactory {
     }
 
     /// Appends message `seq` of `size` bytes (from [`MessageFactory::size`]).
-    /// With `dot`, the body is dot-stuffed and ends with `.\r\n` (DATA);
-    /// otherwise it is raw (BDAT).
-    pub fn write(&self, out: &mut Vec<u8>, seq: u64, size: u64, rcpt: &str, dot: bool) {
+    /// `rcpt` is its first recipient's address (`{{rcpt}}` in `--eml`),
+    /// `rcpts` all of its recipients as drawn with the envelope (the
+    /// trace's `n=` and `h=`). With `dot`, the body is dot-stuffed and ends
+    /// with `.\r\n` (DATA); otherwise it is raw (BDAT).
+    pub fn write(
+        &self,
+        out: &mut Vec<u8>,
+        seq: u64,
+        size: u64,
+        rcpt: &str,
+        rcpts: &RcptTags,
+        dot: bool,
+    ) {
         if let Some(eml) = &self.eml {
-            return self.write_eml(eml, out, seq, rcpt, dot);
+            return self.write_eml(eml, out, seq, rcpt, rcpts, dot);
         }
-        self.write_trace(out, seq);
+        self.write_trace(out, seq, rcpts);
         let base = out.len();
         out.extend_from_slice(&self.header);
         let h = &mut out[base..];
@@ -354,12 +393,20 @@ impl MessageFactory {
         }
     }
 
-    fn write_eml(&self, eml: &Eml, out: &mut Vec<u8>, seq: u64, rcpt: &str, dot: bool) {
+    fn write_eml(
+        &self,
+        eml: &Eml,
+        out: &mut Vec<u8>,
+        seq: u64,
+        rcpt: &str,
+        rcpts: &RcptTags,
+        dot: bool,
+    ) {
         let mut num = [0u8; 20];
         let digits = decimal_len(seq);
         put_fixed(&mut num[..digits], seq);
         // The trace line never starts with a dot: no stuffing needed.
-        self.write_trace(out, seq);
+        self.write_trace(out, seq, rcpts);
         let mut stuffer = DotStuffer::new();
         for seg in &eml.segs {
             let bytes: &[u8] = match seg {
@@ -405,6 +452,23 @@ fn rfc5322_date(secs: u64) -> String {
     )
 }
 
+/// Message `seq`'s recipient tags derived as `write_trace` derived them
+/// before the envelope carried them: a second draw from the item's
+/// generator. Tests compare the carried tags with it.
+#[cfg(test)]
+pub(crate) fn redrawn_tags(cfg: &Config, seq: u64) -> RcptTags {
+    let to = Pattern::new(&cfg.to);
+    let mut rng = Rng::for_item(cfg.seed, seq);
+    let n = rng.range(u64::from(cfg.rcpts.min), u64::from(cfg.rcpts.max)) as usize;
+    let mut tags = RcptTags::new(n as u32);
+    if n <= MAX_TAGGED {
+        draw_users(&mut rng, n, cfg.users.max(1), |i, user| {
+            tags.note(i, to.tag(user))
+        });
+    }
+    tags
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -431,7 +495,7 @@ mod tests {
         let min = f.min_size();
         for size in min..min + 400 {
             let mut out = Vec::new();
-            f.write(&mut out, 77, size, "r", false);
+            f.write(&mut out, 77, size, "r", &RcptTags::default(), false);
             assert_eq!(out.len() as u64, size);
             assert!(out.ends_with(b"\r\n"));
             // Every CR is followed by LF and every LF preceded by CR.
@@ -444,7 +508,7 @@ mod tests {
                 }
             }
             let mut dotted = Vec::new();
-            f.write(&mut dotted, 77, size, "r", true);
+            f.write(&mut dotted, 77, size, "r", &RcptTags::default(), true);
             // Same bytes apart from the send-time header.
             let body = f.header.len();
             assert_eq!(dotted.len(), out.len() + 3);
@@ -453,67 +517,13 @@ mod tests {
             assert!(dotted.ends_with(b"\r\n.\r\n"));
         }
         let mut out = Vec::new();
-        f.write(&mut out, 123, 2000, "r", false);
+        f.write(&mut out, 123, 2000, "r", &RcptTags::default(), false);
         let text = String::from_utf8(out).unwrap();
         assert!(text.contains("X-Mailstorm-Seq: 00000000000000000123\r\n"));
         let source = crate::ledger::source_id(&cfg);
         assert!(text.contains(&format!(
             "Message-ID: <00000000000000000123.{source:08x}.s1@mailstorm.test>"
         )));
-    }
-
-    #[test]
-    fn trace_names_the_recipients_the_session_draws() {
-        use mailstorm_proto::trace::{find, rcpt_tag, Found};
-        let cfg = Config {
-            seed: 11,
-            run_id: Some("tags".into()),
-            trace_source: 1,
-            rcpts: crate::config::RcptRange { min: 1, max: 8 },
-            users: 9,
-            to: "U{n}@Example.test".into(),
-            ..Config::default()
-        };
-        let f = MessageFactory::new(&cfg).unwrap();
-        let to = Pattern::new(&cfg.to);
-        for seq in 0..200 {
-            let mut out = Vec::new();
-            f.write(&mut out, seq, f.min_size() + 10, "r", false);
-            let Found::Trace(t) = find(&out) else {
-                panic!("no trace")
-            };
-            // The session's draws: the count, then the users.
-            let mut rng = Rng::for_item(cfg.seed, seq);
-            let n = rng.range(1, 8) as usize;
-            let mut addrs = Vec::new();
-            draw_users(&mut rng, n, cfg.users, |_, u| {
-                let mut a = String::new();
-                to.write(&mut a, u);
-                addrs.push(a);
-            });
-            let tags = t.tags.expect("at most 8 recipients: tagged");
-            assert_eq!(t.rcpts as usize, n);
-            for (i, a) in addrs.iter().enumerate() {
-                assert_eq!(tags[i], rcpt_tag(a), "seq {seq} recipient {i}");
-            }
-            assert!(tags[n..].iter().all(|&t| t == 0));
-            let mut distinct = addrs.clone();
-            distinct.sort();
-            distinct.dedup();
-            assert_eq!(distinct.len(), n, "seq {seq}: {addrs:?}");
-        }
-        // More than 8 recipients per message: no tags, counted.
-        let many = Config {
-            rcpts: crate::config::RcptRange { min: 9, max: 9 },
-            ..cfg
-        };
-        let mut out = Vec::new();
-        let f = MessageFactory::new(&many).unwrap();
-        f.write(&mut out, 1, f.min_size(), "r", false);
-        let Found::Trace(t) = find(&out) else {
-            panic!("no trace")
-        };
-        assert_eq!((t.rcpts, t.tags), (9, None));
     }
 
     #[test]
@@ -530,7 +540,8 @@ mod tests {
         let mut rng = Rng::new(1);
         let size = f.size(&mut rng, 9, "r");
         let mut out = Vec::new();
-        f.write(&mut out, 9, size, "r", false);
+        let rcpts = redrawn_tags(&cfg, 9);
+        f.write(&mut out, 9, size, "r", &rcpts, false);
         assert_eq!(out.len() as u64, size);
         let text = String::from_utf8_lossy(&out);
         assert!(text.contains("Message-ID: <00000000000000000009.00000abc.run-x@mailstorm.test>"));
@@ -539,6 +550,9 @@ mod tests {
         };
         let n = Rng::for_item(7, 9).range(2, 5) as u32;
         assert_eq!((t.run, t.source, t.seq, t.rcpts), ("run-x", 0xabc, 9, n));
+        let mut tags = [0; MAX_TAGGED];
+        tags[..n as usize].copy_from_slice(rcpts.tags());
+        assert_eq!(t.tags, Some(tags));
         assert!(t.sent_us > 1_700_000_000_000_000);
     }
 
@@ -557,11 +571,11 @@ mod tests {
         let mut rng = Rng::new(1);
         let n = f.size(&mut rng, 42, "a@b");
         let mut raw = Vec::new();
-        f.write(&mut raw, 42, n, "a@b", false);
+        f.write(&mut raw, 42, n, "a@b", &RcptTags::default(), false);
         assert_eq!(raw, b"Subject: n42\r\nTo: a@b\r\n\r\n.dot {{x}}\r\n");
         assert_eq!(n, raw.len() as u64);
         let mut dotted = Vec::new();
-        f.write(&mut dotted, 42, n, "a@b", true);
+        f.write(&mut dotted, 42, n, "a@b", &RcptTags::default(), true);
         assert_eq!(
             dotted,
             b"Subject: n42\r\nTo: a@b\r\n\r\n..dot {{x}}\r\n.\r\n"

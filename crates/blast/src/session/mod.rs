@@ -26,7 +26,7 @@ use rustls::ClientConfig;
 
 use crate::auth::Credentials;
 use crate::config::Config;
-use crate::message::{MessageFactory, Pattern};
+use crate::message::{MessageFactory, Pattern, RcptTags};
 use crate::net::SockOpts;
 use crate::policy::fate::{Fate, Mask, TxnRecord};
 use crate::policy::runtime::Msg;
@@ -89,10 +89,14 @@ struct Caps {
     size: bool,
 }
 
-/// Reused per-connection scratch for addresses.
+/// Reused per-connection scratch for the envelope of the message written
+/// last: its addresses and its recipients' trace tags.
 pub(crate) struct Scratch {
     from: String,
     rcpts: Vec<String>,
+    /// All of the message's recipients (a retry offers a subset), for
+    /// its trace header.
+    tags: RcptTags,
 }
 
 impl Scratch {
@@ -100,6 +104,7 @@ impl Scratch {
         Scratch {
             from: String::with_capacity(64),
             rcpts: (0..max_rcpts).map(|_| String::with_capacity(64)).collect(),
+            tags: RcptTags::default(),
         }
     }
 }

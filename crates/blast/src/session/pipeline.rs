@@ -94,7 +94,7 @@ impl Conn {
         if chunking {
             write_bdat(&mut self.wbuf, size, true);
             env.factory
-                .write(&mut self.wbuf, job.seq, size, &sc.rcpts[0], false);
+                .write(&mut self.wbuf, job.seq, size, &sc.rcpts[0], &sc.tags, false);
             env.stats().counters.bytes += size;
         } else {
             write_data(&mut self.wbuf);
@@ -186,9 +186,15 @@ impl Conn {
             return Ok(self.message_done(env, t0, o));
         }
         // The group was written last, so the scratch still holds this
-        // message's recipients.
-        env.factory
-            .write(&mut self.wbuf, txn.job.seq, txn.size, &sc.rcpts[0], true);
+        // message's recipients and their tags.
+        env.factory.write(
+            &mut self.wbuf,
+            txn.job.seq,
+            txn.size,
+            &sc.rcpts[0],
+            &sc.tags,
+            true,
+        );
         env.stats().counters.bytes += txn.size;
         let mut quit = false;
         if depth > 1 {

@@ -254,8 +254,18 @@ impl Ctx {
     /// ticker at each boundary, so an interval's delta never carries a
     /// later interval's counts and an idle shard still reports each one.
     fn roll(&self, at: Instant) {
-        if at < self.open_until.get() {
+        let until = self.open_until.get();
+        if at < until {
             return;
+        }
+        // The sends due before the boundary belong to the interval shipped
+        // now, whoever crosses it first (a worker's reply may, ahead of a
+        // late pacer and of the ticker). Not after a stop: the last look at
+        // the schedule counts the sends due by then, not by the boundary.
+        if let Some(s) = &self.schedule {
+            if !self.stop.get() {
+                schedule::come_due(self, s, until - Duration::from_nanos(1));
+            }
         }
         let next = interval_index(&self.run, at);
         let stats = self.env.stats.borrow_mut().take();
@@ -502,6 +512,31 @@ mod tests {
         }
         let row = rows.close_next(Some(INTERVAL * 2)).expect("row 1 is final");
         assert_eq!((row.index, row.stats.counters.scheduled), (1, 100));
+    }
+
+    /// As above when a worker crosses the boundary first: its reply rolls
+    /// the interval (`begin`/`end`) before the ticker and the late pacer.
+    #[test]
+    fn a_worker_crossing_the_boundary_counts_the_sends_due_before_it() {
+        let (ctx, rx, ms) = open_loop();
+        let sched = ctx.schedule.as_ref().unwrap();
+        let mut rows = Collector::new(INTERVAL, 1);
+        assert!(schedule::come_due(&ctx, sched, ms(98.5)));
+        ctx.roll(ms(100.2));
+        for d in rx.try_iter() {
+            rows.receive(&d);
+        }
+        let row = rows.close_next(Some(INTERVAL)).expect("row 0 is final");
+        let c = row.stats.counters;
+        assert_eq!((row.index, c.scheduled, c.offered), (0, 100, 100));
+        // Send 100, due at the boundary itself, is the next row's.
+        at_boundary(&ctx, ms(200.0));
+        for d in rx.try_iter() {
+            assert_ne!(d.interval, 0, "nothing late for row 0");
+            rows.receive(&d);
+        }
+        let row = rows.close_next(Some(INTERVAL * 2)).expect("row 1 is final");
+        assert_eq!((row.index, row.stats.counters.offered), (1, 100));
     }
 
     #[test]

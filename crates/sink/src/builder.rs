@@ -109,7 +109,7 @@ impl SinkBuilder {
         max_line_length: u64);
     setter!(/// Recipients per message.
         max_recipients: usize);
-    setter!(/// Error replies per session before 421.
+    setter!(/// Error replies before 421, counted since the last delivery.
         max_errors: u32);
     setter!(/// Idle timeout.
         idle_timeout: Duration);

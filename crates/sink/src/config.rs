@@ -66,7 +66,9 @@ pub struct SinkConfig {
     pub max_message_size: u64,
     /// Recipients per message; more are answered `452 4.5.3`.
     pub max_recipients: usize,
-    /// Error replies per session before `421 4.7.0` and close.
+    /// Error replies before `421 4.7.0` and close, counted since the
+    /// session's last delivered message (as Postfix's
+    /// `smtpd_hard_error_limit`).
     pub max_errors: u32,
     /// Close (`421 4.4.2`) after this long without input.
     #[serde(with = "duration_serde")]

@@ -80,7 +80,8 @@ struct Args {
     /// Recipients per message; more get 452 4.5.3 [default: 1000].
     #[arg(long, value_name = "N")]
     max_recipients: Option<usize>,
-    /// Error replies per session before 421 4.7.0 and close [default: 20].
+    /// Error replies before 421 4.7.0 and close, counted since the session's
+    /// last delivered message, as Postfix's smtpd_hard_error_limit [default: 20].
     #[arg(long, value_name = "N")]
     max_errors: Option<u32>,
     /// Close with 421 4.4.2 after this long without input [default: 300s].

@@ -178,6 +178,30 @@ fn errors_per_session_limit() {
 }
 
 #[test]
+fn a_delivery_forgives_earlier_errors() {
+    let sink = start(Sink::builder().max_errors(3));
+    let mut c = Client::ehlo(sink.local_addr());
+    for _ in 0..3 {
+        c.cmd("BOGUS").expect(500, "5.5.2");
+    }
+    c.send_message(
+        "s@example.test",
+        &["r@example.test"],
+        "Subject: x\r\n\r\nhi",
+    )
+    .expect(250, "2.0.0");
+    // Counted afresh since the delivery: three more are allowed.
+    for _ in 0..3 {
+        c.cmd("BOGUS").expect(500, "5.5.2");
+    }
+    c.cmd("BOGUS").expect(421, "4.7.0");
+    assert!(c.drain_to_eof().is_empty());
+    wait_for("close", || {
+        sink.stats().closed_for(CloseReason::TooManyErrors) == 1
+    });
+}
+
+#[test]
 fn idle_timeout() {
     let sink = start(Sink::builder().idle_timeout(Duration::from_millis(300)));
     let mut c = Client::ehlo(sink.local_addr());

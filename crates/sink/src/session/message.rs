@@ -97,6 +97,11 @@ impl Session {
             None
         };
         self.stats.add(Counter::MessagesAccepted, 1);
+        // Like Postfix's smtpd_hard_error_limit, the limit counts errors
+        // "without delivering mail": a delivery forgives the earlier ones,
+        // so a long pipelining session meeting injected faults (a refused
+        // RCPT, then 503 to its DATA) is not closed for their consequences.
+        self.errors = 0;
         self.ledger_record();
         self.report.messages += 1;
         self.stats.add(Counter::MessageBytes, self.body_bytes);

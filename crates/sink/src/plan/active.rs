@@ -16,6 +16,13 @@ use super::state::Striped;
 use crate::hook::Stage;
 use crate::ip_text::IpText;
 
+/// The hash of client id `id` (the owner tag of its per-key state and of
+/// the referee's failure records): one function, so a filtered reset
+/// computes from an id the hash its sessions' [`Who::hash`] gave.
+pub(crate) fn client_hash(id: &[u8]) -> u64 {
+    hash_bytes(0, id)
+}
+
 /// Per-key state and the client (id hash) whose session created it, so a
 /// `POST /reset?helo=X` can drop client X's entries of the global plan.
 pub(crate) struct Owned<V> {
@@ -100,7 +107,7 @@ impl Active {
 pub(crate) struct Scope {
     /// The client id (the greeting's argument, lower-cased).
     pub(crate) id: Box<str>,
-    /// `hash_bytes(0, id)`: the owner tag of state the session creates.
+    /// [`client_hash`] of `id`: the owner tag of state the session creates.
     pub(crate) hash: u64,
     /// The client's IP address text, for keys that name it.
     pub(crate) ip: IpText,
@@ -189,11 +196,12 @@ impl Who<'_> {
         }
     }
 
-    /// The owner tag of per-key state created for this client.
+    /// [`client_hash`] of the client id ([`Who::as_str`]): the owner tag
+    /// of per-key state created for this client.
     pub(crate) fn hash(&self) -> u64 {
         match self {
             Who::Scoped(s) => s.hash,
-            Who::Ip(t) => hash_bytes(0, t.as_bytes()),
+            Who::Ip(t) => client_hash(t.as_bytes()),
         }
     }
 }

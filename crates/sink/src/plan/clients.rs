@@ -7,14 +7,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::active::{Active, Scope};
+use super::active::{client_hash, Active, Scope};
 use super::engine::Engine;
 use super::keys::{self, state_key, TAG_ATTEMPTS};
 use super::load::{Plan, PlanError};
 use super::model::Policy;
 use super::referee::verdicts::{self, ClientVerdict};
 use super::referee::RefereeReport;
-use super::select::hash_bytes;
 use super::view::View;
 use crate::filter::{client_id, ClientFilter};
 use crate::hook::{SessionEnd, SessionScope};
@@ -185,7 +184,7 @@ impl Engine {
         self.referee.greeted(&id, peer.ip(), connected);
         let plan = lock(&self.scoped).get(id.as_str()).cloned();
         Some(Arc::new(Scope {
-            hash: hash_bytes(0, id.as_bytes()),
+            hash: client_hash(id.as_bytes()),
             ip: crate::ip_text::IpText::new(peer.ip()),
             id: id.into(),
             plan,
@@ -319,7 +318,7 @@ impl Engine {
         let scoped = lock(&self.scoped);
         for id in &ids {
             if let Some(a) = &global {
-                a.clear_owner(hash_bytes(0, id.as_bytes()));
+                a.clear_owner(client_hash(id.as_bytes()));
             }
             if let Some(a) = scoped.get(id.as_str()) {
                 a.clear();

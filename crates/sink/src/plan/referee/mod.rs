@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
-use super::active::Who;
+use super::active::{client_hash, Who};
 use super::keys::lower_hash;
 use super::select::mix64;
 use super::state::Striped;
@@ -49,15 +49,21 @@ pub use dns_record::{DnsClientRecord, DnsOutcomes};
 use pending::Pending;
 pub use report::{ClientRecord, HistogramSummary, RefereeReport, RetryRecord};
 
+/// An injected failure awaiting its retry. It holds no text, so recording
+/// one allocates nothing: a retry has the same identity hash, hence the
+/// same client, sender and recipients, and [`Referee::attempt`] builds the
+/// request key and client id from the retrying request instead.
 struct Failure {
-    key: String,
+    /// The client's id hash ([`client_hash`], what [`Who::hash`] gives):
+    /// what a filtered reset matches the clients it resets against.
+    owner: u64,
+    /// When it was injected: the retry interval counts from here.
+    at: Instant,
     /// Its slot in [`Referee::pending`].
     slot: u32,
-    /// The client id the request came from.
-    client: Box<str>,
-    code: u16,
-    at: Instant,
+    /// How many times the request has failed, this failure included.
     attempt: u32,
+    code: u16,
 }
 
 pub(crate) struct Hists {
@@ -164,7 +170,7 @@ impl Referee {
     }
 
     /// The request key of a MAIL / RCPT / end-of-data attempt by client
-    /// `who`, readable (built only for a failure record).
+    /// `who`, readable (built only when a failure is retried).
     fn request_key(v: &View<'_>, who: &str) -> Option<String> {
         let sender = v.sender?.to_ascii_lowercase();
         Some(match v.ctx.stage {
@@ -180,18 +186,19 @@ impl Referee {
         })
     }
 
-    /// The identity of a MAIL / RCPT / end-of-data request by client
-    /// `who`: equal exactly when [`Referee::request_key`] is (same client,
-    /// lower-cased sender, and recipient or multiset of recipients), up to
-    /// 64-bit collisions. What every watched command pays, so each part is
-    /// hashed once, cheaply: the client's hash is kept per session, the
-    /// recipient at RCPT is the rules' recipient key hash (shared with a
-    /// rule keyed by recipient), the rest are [`lower_hash`]es, and the
-    /// recipients of a message combine order-independently (a sum)
-    /// instead of being sorted.
-    fn request_hash(v: &View<'_>, who: &Who<'_>) -> Option<u64> {
+    /// The identity of a MAIL / RCPT / end-of-data request by the client
+    /// whose id hash is `owner` ([`Who::hash`]): equal exactly when
+    /// [`Referee::request_key`] is (same client, lower-cased sender, and
+    /// recipient or multiset of recipients), up to 64-bit collisions; so a
+    /// retry's key can be built from the retry itself. What every watched
+    /// command pays, so each part is hashed once, cheaply: the client's
+    /// hash is kept per session, the recipient at RCPT is the rules'
+    /// recipient key hash (shared with a rule keyed by recipient), the
+    /// rest are [`lower_hash`]es, and the recipients of a message combine
+    /// order-independently (a sum) instead of being sorted.
+    fn request_hash(v: &View<'_>, owner: u64) -> Option<u64> {
         let part = |s: &str| lower_hash(REQUEST_SEED, s.as_bytes());
-        let head = |verb: u64| Some(mix64(mix64(who.hash() ^ verb) ^ part(v.sender?)));
+        let head = |verb: u64| Some(mix64(mix64(owner ^ verb) ^ part(v.sender?)));
         Some(match v.ctx.stage {
             Stage::Mail => head(1)?,
             Stage::Rcpt => mix64(head(2)? ^ v.rcpt_hash()?),
@@ -213,7 +220,7 @@ impl Referee {
         if !self.watching(v.ctx.stage) {
             return 0;
         }
-        let Some(h) = Self::request_hash(v, who) else {
+        let Some(h) = Self::request_hash(v, who.hash()) else {
             return 0;
         };
         if !self.pending.may_hold(Pending::slot(h)) {
@@ -232,16 +239,19 @@ impl Referee {
                 .or_insert_with(hist)
                 .record(ms(interval));
         }
+        // Same identity hash, so the same text the failed request had.
+        let key = Self::request_key(v, who.as_str()).unwrap_or_default();
         self.client(who.as_str(), |c| {
-            c.retried(&f.key, f.code, f.attempt, interval)
+            c.retried(&key, f.code, f.attempt, interval)
         });
+        let client = who.as_str().into();
         let mut recent = lock(&self.recent);
         if recent.len() >= RECENT {
             recent.pop_front();
         }
         recent.push_back(Retry {
-            key: f.key,
-            client: f.client,
+            key,
+            client,
             after_code: f.code,
             attempt: f.attempt + 1,
             interval,
@@ -252,7 +262,8 @@ impl Referee {
     /// An injected 4xx/5xx at MAIL, RCPT or end of data; `before`: how
     /// many times the request failed before (from [`Referee::attempt`]).
     pub(crate) fn failed(&self, v: &View<'_>, who: &Who<'_>, code: u16, now: Instant, before: u32) {
-        let Some(h) = Self::request_hash(v, who) else {
+        let owner = who.hash();
+        let Some(h) = Self::request_hash(v, owner) else {
             return;
         };
         let bit = 1 << v.ctx.stage.index();
@@ -262,18 +273,16 @@ impl Referee {
             self.failed_at.fetch_or(bit, Ordering::Relaxed);
         }
         let slot = Pending::slot(h);
-        let who = who.as_str();
         self.failures.with_evicting(
             h,
             || {
                 self.pending.add(slot);
                 Failure {
-                    key: Self::request_key(v, who).unwrap_or_default(),
-                    slot,
-                    client: who.into(),
-                    code,
+                    owner,
                     at: now,
+                    slot,
                     attempt: before + 1,
+                    code,
                 }
             },
             |f| {
@@ -399,8 +408,10 @@ impl Referee {
             });
         } else {
             lock(&self.recent).retain(|r| !ids.contains(&r.client));
+            // A failure keeps its client's id hash, not the id.
+            let owners: Vec<u64> = ids.iter().map(|id| client_hash(id.as_bytes())).collect();
             self.failures.retain(|f| {
-                let keep = !ids.contains(&f.client);
+                let keep = !owners.contains(&f.owner);
                 if !keep {
                     self.pending.sub(f.slot);
                 }
@@ -424,3 +435,6 @@ impl Referee {
         f(list)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -23,8 +23,10 @@ pub(super) fn offered(ctx: &Ctx, fresh: Range<u64>) {
         |t| interval_index(run, t) as usize,
         |interval, n| {
             let interval = interval as u64;
-            let mut late = Stats::default();
             if interval < ctx.open.get() {
+                // Built only here: a `Stats` holds a histogram per stage
+                // (~16 KiB each), and this runs at every pacer step.
+                let mut late = Stats::default();
                 count_offered(&mut late, n);
                 ctx.ship(interval, late, ctx.open.get());
             } else {

@@ -150,7 +150,10 @@ impl Conn {
             dirty: false,
             broken: false,
             quit_sent: false,
-            pending: VecDeque::new(),
+            // Room for the pipeline depth at once: VecDeque's first growth
+            // is 4 transactions (768 bytes), which at depth 1 with 10,000
+            // connections was 5.5 MiB of the blaster's RSS.
+            pending: VecDeque::with_capacity(cfg.pipeline_depth.clamp(1, 64) as usize),
             rec: Cell::new(TxnRecord::default()),
             route: None,
         };

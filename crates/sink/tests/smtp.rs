@@ -117,6 +117,36 @@ fn pipelined_batch_is_answered_in_one_write() {
 }
 
 #[test]
+fn pipelined_batch_larger_than_the_read_buffer_is_answered_in_one_write() {
+    // 16 BDAT transactions in one write, ~9 KiB: far more than the
+    // session's first read buffer (1 KiB). The sink takes all that is
+    // already in the socket before answering, so the client gets one write
+    // of replies, not one per piece read (each write wakes the client).
+    let sink = sink();
+    let mut c = Client::ehlo(sink.local_addr());
+    let mut batch = Vec::new();
+    for i in 0..16 {
+        batch.extend_from_slice(
+            format!("MAIL FROM:<s{i}@b.test>\r\nRCPT TO:<x@y.test>\r\nBDAT 500 LAST\r\n")
+                .as_bytes(),
+        );
+        batch.extend_from_slice(&[b'x'; 500]);
+    }
+    assert!(batch.len() > 8 * 1024, "{}", batch.len());
+    let before = sink.stats().reply_writes;
+    c.send(&batch);
+    for i in 0..48 {
+        assert_eq!(c.reply().code, 250, "reply {i}");
+    }
+    assert_eq!(
+        sink.stats().reply_writes - before,
+        1,
+        "one write for the whole batch"
+    );
+    assert_eq!(sink.stats().messages_accepted, 16);
+}
+
+#[test]
 fn bdat_chunks_with_and_without_last() {
     let sink = start(Sink::builder().keep(10));
     let mut c = Client::ehlo(sink.local_addr());

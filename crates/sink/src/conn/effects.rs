@@ -100,6 +100,11 @@ impl FaultIo {
         }
     }
 
+    /// No fault counts or paces reads: reading ahead changes nothing.
+    pub(super) fn reads_plainly(&self) -> bool {
+        self.disconnect_after.is_none() && self.throttle.is_none()
+    }
+
     /// After reading `n` octets: cut the connection if its allowance ran
     /// out, else pace reading at the throttled rate.
     pub(super) async fn after_read<S: Transport>(

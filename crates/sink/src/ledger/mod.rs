@@ -18,7 +18,9 @@ mod report;
 mod space;
 
 use std::collections::hash_map::Entry;
-use std::collections::HashMap;
+// Looked up once or more per traced message; keys come from peers, so
+// the hash is seeded per process (foldhash), not SipHash's cost.
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
@@ -61,7 +63,7 @@ struct Run {
 impl Run {
     fn new(now_us: u64) -> Run {
         Run {
-            spaces: HashMap::new(),
+            spaces: HashMap::default(),
             // 3 significant digits up to a day: tens of KiB per run.
             e2e: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3).expect("valid histogram bounds"),
             skewed: 0,

@@ -2,7 +2,7 @@
 //! per sequence number in fixed-size pages, so memory follows the number
 //! of messages seen (one byte each), never the values a peer writes.
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 
 use serde::{Deserialize, Serialize};
 

@@ -229,12 +229,8 @@ impl Conn {
                     return Exit::Closed(CloseReason::Hook);
                 }
             }
-            let stats = &self.stats;
-            let room = match self.rbuf.make_room(read_cap, |cap| {
-                stats.max(Counter::ReadBufferHighWater, cap as u64)
-            }) {
-                Ok(room) => room,
-                Err(_) => return Exit::Closed(CloseReason::IoError),
+            let Ok(room) = self.make_room(read_cap) else {
+                return Exit::Closed(CloseReason::IoError);
             };
             tokio::select! {
                 biased;
@@ -275,11 +271,9 @@ impl Conn {
     /// the client). Not while a fault paces or cuts reading: those count
     /// every read as it comes.
     async fn drain<S: Transport>(&mut self, stream: &mut S, read_cap: usize) {
-        while self.rbuf.more_waiting(read_cap) && self.fx.reads_plainly() {
-            let stats = &self.stats;
-            let Ok(room) = self.rbuf.make_room(read_cap, |cap| {
-                stats.max(Counter::ReadBufferHighWater, cap as u64)
-            }) else {
+        let reads_plainly = self.fx.reads_plainly();
+        while reads_plainly && self.rbuf.more_waiting(read_cap) {
+            let Ok(room) = self.make_room(read_cap) else {
                 break;
             };
             match poll_once(stream.read_buf(&mut self.rbuf.bytes)).await {
@@ -293,6 +287,15 @@ impl Conn {
             }
         }
         self.rbuf.batch_done();
+    }
+
+    /// Room for the next read (see [`ReadBuffer::make_room`]), recording
+    /// the buffer's high-water mark when it grows.
+    fn make_room(&mut self, read_cap: usize) -> Result<usize, read_buffer::Overflow> {
+        let stats = &self.stats;
+        self.rbuf.make_room(read_cap, |cap| {
+            stats.max(Counter::ReadBufferHighWater, cap as u64)
+        })
     }
 
     /// Lets the session handle the buffered input.

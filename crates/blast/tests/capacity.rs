@@ -137,7 +137,9 @@ fn schema_errors(json: &serde_json::Value) -> Vec<String> {
 }
 
 fn knee_within(json: &serde_json::Value, truth: f64, tolerance: f64) -> f64 {
-    let knee = json["capacity"]["knee_rate"].as_f64().expect("a knee");
+    let knee = json["capacity"]["knee_rate"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no knee: {}", json["capacity"]));
     assert!(
         (knee - truth).abs() <= truth * tolerance,
         "knee {knee} not within {}% of {truth}: {}",

@@ -283,6 +283,22 @@ impl fmt::Debug for Recipients<'_> {
     }
 }
 
+/// The facts [`StageHook::accepts_early`] sees: the stage and the
+/// command's own argument, with no context to build.
+#[derive(Debug, Clone, Copy)]
+pub struct EarlyLook<'a> {
+    /// The stage being decided.
+    pub stage: Stage,
+    /// The reverse-path at [`Stage::Mail`], the recipient at
+    /// [`Stage::Rcpt`] (as [`StageContext::reverse_path`] and
+    /// [`StageContext::rcpt`] would hold them); `None` at other stages.
+    pub arg: Option<&'a str>,
+    /// [`StageContext::message_size`] as the context would hold it.
+    pub message_size: u64,
+    /// [`StageContext::scope`] as the context would hold it.
+    pub scope: Option<&'a (dyn Any + Send + Sync)>,
+}
+
 /// Everything a hook may look at. Borrowed from the session; nothing is
 /// copied to build it.
 #[derive(Debug, Clone, Copy)]
@@ -365,6 +381,18 @@ pub trait StageHook: Send + Sync {
     fn consults(&self, stage: Stage) -> bool {
         let _ = stage;
         true
+    }
+
+    /// A first look at a command from what the session has at hand,
+    /// before it builds a [`StageContext`]: `true` promises that
+    /// [`StageHook::decide`] would return [`Decision::Accept`], and the
+    /// session then skips the context and the decision. The hook may do
+    /// here the bookkeeping `decide` would have done. Asked per command
+    /// at the stages [`StageHook::consults`]: keep it cheap. The default
+    /// always decides.
+    fn accepts_early(&self, early: &EarlyLook<'_>) -> bool {
+        let _ = early;
+        false
     }
 
     /// A session starts (before its greeting is decided). Return `true` to

@@ -14,7 +14,6 @@ use super::load::{Plan, PlanError};
 use super::model::Policy;
 use super::referee::verdicts::{self, ClientVerdict};
 use super::referee::RefereeReport;
-use super::view::View;
 use crate::filter::{client_id, ClientFilter};
 use crate::hook::{SessionEnd, SessionScope};
 
@@ -218,10 +217,11 @@ impl Engine {
 
     /// Records the sender's or recipient's domain for the session's client
     /// (the referee's lock is taken only for a domain new to the session).
-    pub(super) fn note_domains(&self, s: &Scope, v: &View<'_>) {
-        let (addr, last) = match v.ctx.stage {
-            crate::hook::Stage::Mail => (v.sender, &s.last_domain[0]),
-            _ => (v.ctx.rcpt, &s.last_domain[1]),
+    /// `addr`: the reverse-path at MAIL, the recipient at RCPT.
+    pub(super) fn note_domains(&self, s: &Scope, stage: crate::hook::Stage, addr: Option<&str>) {
+        let last = match stage {
+            crate::hook::Stage::Mail => &s.last_domain[0],
+            _ => &s.last_domain[1],
         };
         let addr = addr.unwrap_or_default();
         if last.holds_domain_of(addr) {

@@ -15,7 +15,7 @@ use super::load::{Plan, PlanError};
 use super::referee::Referee;
 use super::verdict::{FaultAction, Verdict};
 use super::view::{Now, View};
-use crate::hook::{ReplyClass, SessionEnd, Stage, StageContext};
+use crate::hook::{EarlyLook, ReplyClass, SessionEnd, Stage, StageContext};
 use crate::ip_text::IpText;
 
 /// The fault engine: the active plan, its state, the referee and the event
@@ -253,6 +253,10 @@ impl crate::hook::StageHook for Engine {
         self.consulted.load(Ordering::Relaxed) & (1 << stage.index()) != 0
     }
 
+    fn accepts_early(&self, early: &EarlyLook<'_>) -> bool {
+        self.settled_early(early)
+    }
+
     fn session_opened(&self, peer: std::net::SocketAddr, now: Instant) -> bool {
         Engine::session_opened(self, peer, now)
     }
@@ -297,14 +301,58 @@ impl Engine {
         // here, for the domain record and the rules alike.
         let view = View::new(ctx, who.ip());
         if let Some(s) = scope {
-            if matches!(ctx.stage, Stage::Mail | Stage::Rcpt) {
-                self.note_domains(s, &view);
+            match ctx.stage {
+                Stage::Mail => self.note_domains(s, Stage::Mail, view.sender),
+                Stage::Rcpt => self.note_domains(s, Stage::Rcpt, ctx.rcpt),
+                _ => {}
             }
         }
         match scope.and_then(|s| s.plan.as_deref()) {
             Some(a) => self.decide_in(a, &view, &who, now),
             None => self.with_active(|a| self.decide_in(a?, &view, &who, now)),
         }
+    }
+
+    /// Whether [`Engine::decide_with`] would select nothing for a command
+    /// of a greeted session, known from the command's own argument: every
+    /// rule at the stage fails a condition on it (a sender glob at MAIL, a
+    /// recipient condition at RCPT, a size at end of data or BDAT), and
+    /// the referee is not looking for retries there. Then the domain note
+    /// that `decide_with` makes is made here, and the session builds no
+    /// context: a plan whose rules aim at other traffic costs that traffic
+    /// a glob or a compare per command, not a decision.
+    fn settled_early(&self, early: &EarlyLook<'_>) -> bool {
+        // Only a greeted session's commands under the global plan: the
+        // other cases are rare enough to take the whole decision.
+        let Some(s) = early.scope.and_then(|s| s.downcast_ref::<Scope>()) else {
+            return false;
+        };
+        let stage = early.stage;
+        let addr = match stage {
+            Stage::Mail | Stage::Rcpt => match early.arg {
+                Some(a) => Some(a),
+                None => return false,
+            },
+            Stage::DataEnd | Stage::Bdat => None,
+            _ => return false,
+        };
+        if s.plan.is_some()
+            || matches!(stage, Stage::Mail | Stage::Rcpt | Stage::DataEnd)
+                && self.referee.watching(stage)
+        {
+            return false;
+        }
+        let refuted = self.with_active(|a| {
+            a.is_none_or(|a| {
+                a.by_stage[stage.index()]
+                    .iter()
+                    .all(|&i| a.plan.rules[i as usize].refuted_early(early))
+            })
+        });
+        if refuted && addr.is_some() {
+            self.note_domains(s, stage, addr);
+        }
+        refuted
     }
 
     /// Decides with plan `a` (the global plan or the client's scoped one).

@@ -5,7 +5,7 @@ use super::model::StageSel;
 use super::select::domain_of;
 use super::validate::Rule;
 use super::view::View;
-use crate::hook::Stage;
+use crate::hook::{EarlyLook, Stage};
 
 /// The bit of a stage in a plan's stage mask.
 pub(crate) fn stage_bit(s: StageSel) -> u32 {
@@ -50,20 +50,13 @@ impl Rule {
         if !m.recipient.is_empty() && !v.any_rcpt(|r| any_glob(&m.recipient, r)) {
             return false;
         }
-        if !m.recipient_domain.is_empty()
-            && !v.any_rcpt(|r| {
-                let d = domain_of(r);
-                m.recipient_domain.iter().any(|x| x.eq_ignore_ascii_case(d))
-            })
-        {
+        if !m.recipient_domain.is_empty() && !v.any_rcpt(|r| in_domains(&m.recipient_domain, r)) {
             return false;
         }
-        if let Some((lo, hi)) = m.size {
-            if !matches!(ctx.stage, Stage::DataEnd | Stage::Bdat)
-                || !(lo..=hi).contains(&ctx.message_size)
-            {
-                return false;
-            }
+        if m.size
+            .is_some_and(|range| !size_in(range, ctx.stage, ctx.message_size))
+        {
+            return false;
         }
         if m.tls.is_some_and(|t| t != ctx.tls) {
             return false;
@@ -83,4 +76,40 @@ impl Rule {
         }
         true
     }
+
+    /// Whether one of the rule's conditions fails on the facts of an
+    /// [`EarlyLook`] alone: the reverse-path at MAIL, the recipient at
+    /// RCPT, the message size. `true` means [`Rule::matches`] would be
+    /// `false` whatever the rest of the context holds: each test below is
+    /// the one `matches` makes on the same value (at MAIL the view's
+    /// sender is the reverse-path, at RCPT its recipient the one
+    /// decided).
+    pub(super) fn refuted_early(&self, early: &EarlyLook<'_>) -> bool {
+        let m = &self.m;
+        if m.size
+            .is_some_and(|range| !size_in(range, early.stage, early.message_size))
+        {
+            return true;
+        }
+        match (early.stage, early.arg) {
+            (Stage::Mail, Some(sender)) => !m.sender.is_empty() && !any_glob(&m.sender, sender),
+            (Stage::Rcpt, Some(rcpt)) => {
+                (!m.recipient.is_empty() && !any_glob(&m.recipient, rcpt))
+                    || (!m.recipient_domain.is_empty() && !in_domains(&m.recipient_domain, rcpt))
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The `recipient_domain` condition on one recipient.
+fn in_domains(domains: &[String], rcpt: &str) -> bool {
+    let d = domain_of(rcpt);
+    domains.iter().any(|x| x.eq_ignore_ascii_case(d))
+}
+
+/// The `size` condition: only a whole message (end of data) or the chunks
+/// so far (BDAT) have a size.
+fn size_in((lo, hi): (u64, u64), stage: Stage, size: u64) -> bool {
+    matches!(stage, Stage::DataEnd | Stage::Bdat) && (lo..=hi).contains(&size)
 }

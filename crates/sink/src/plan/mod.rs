@@ -52,6 +52,8 @@
 mod active;
 mod clients;
 mod dns_rules;
+#[cfg(test)]
+mod early_tests;
 mod engine;
 mod evaluate;
 mod glob;

@@ -1,7 +1,7 @@
 //! The hook seam of the session: asks the stage hook (when one is
 //! installed) and turns its decision into what a command handler does.
 
-use crate::hook::{Decision, Fault, ReplyClass, Stage, StageContext};
+use crate::hook::{Decision, EarlyLook, Fault, ReplyClass, Stage, StageContext};
 use crate::stats::CloseReason;
 
 use super::{Flow, Gate, Greeted, Handled, IdleCloseReply, Pending, Session};
@@ -42,6 +42,24 @@ impl Session {
         if !hook.consults(stage) {
             return Gate::Go(None);
         }
+        let message_size = if stage == Stage::Bdat {
+            self.tx.bdat_bytes
+        } else {
+            self.body_bytes
+        };
+        let early = EarlyLook {
+            stage,
+            arg: if matches!(stage, Stage::Mail | Stage::Rcpt) {
+                arg
+            } else {
+                None
+            },
+            message_size,
+            scope: self.scope.as_deref(),
+        };
+        if hook.accepts_early(&early) {
+            return Gate::Go(None);
+        }
         let ctx = StageContext {
             stage,
             session_id: self.id,
@@ -53,11 +71,7 @@ impl Session {
             reverse_path: if stage == Stage::Mail { arg } else { None },
             tls: self.tls.is_some(),
             auth_user: self.auth_user.as_deref(),
-            message_size: if stage == Stage::Bdat {
-                self.tx.bdat_bytes
-            } else {
-                self.body_bytes
-            },
+            message_size,
             message: (stage == Stage::DataEnd && (self.s.keep_bodies || !self.msg.is_empty()))
                 .then_some(&self.msg[..]),
             command,

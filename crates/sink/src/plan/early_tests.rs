@@ -28,7 +28,33 @@ struct Cmd<'a> {
     size: u64,
 }
 
-impl Cmd<'_> {
+impl<'a> Cmd<'a> {
+    fn mail(sender: &'a str) -> Self {
+        Cmd {
+            stage: Stage::Mail,
+            arg: Some(sender),
+            size: 0,
+        }
+    }
+
+    fn rcpt(rcpt: &'a str) -> Self {
+        Cmd {
+            stage: Stage::Rcpt,
+            arg: Some(rcpt),
+            size: 0,
+        }
+    }
+
+    /// A command without an argument (end of data, or a stage the early
+    /// look does not know).
+    fn bare(stage: Stage, size: u64) -> Self {
+        Cmd {
+            stage,
+            arg: None,
+            size,
+        }
+    }
+
     fn early(&self, e: &Engine, scope: &SessionScope) -> bool {
         e.accepts_early(&EarlyLook {
             stage: self.stage,
@@ -169,36 +195,16 @@ fn ordinary_traffic_under_the_benchmark_plan_is_accepted_early() {
     let e = engine(PLANS[0]);
     let scope = e.greeted(peer(), "client.test", Instant::now()).unwrap();
     for cmd in [
-        Cmd {
-            stage: Stage::Mail,
-            arg: Some("a@src.test"),
-            size: 0,
-        },
-        Cmd {
-            stage: Stage::Rcpt,
-            arg: Some("b@x.test"),
-            size: 0,
-        },
-        Cmd {
-            stage: Stage::DataEnd,
-            arg: None,
-            size: 1_000,
-        },
+        Cmd::mail("a@src.test"),
+        Cmd::rcpt("b@x.test"),
+        Cmd::bare(Stage::DataEnd, 1_000),
     ] {
         assert!(cmd.early(&e, &scope), "{:?}", cmd.stage);
     }
     // What the early look cannot settle goes to the decision.
-    let rcpt = Cmd {
-        stage: Stage::Rcpt,
-        arg: None,
-        size: 0,
-    };
+    let rcpt = Cmd::bare(Stage::Rcpt, 0);
     assert!(!rcpt.early(&e, &scope), "an RCPT without its recipient");
-    let ehlo = Cmd {
-        stage: Stage::Ehlo,
-        arg: None,
-        size: 0,
-    };
+    let ehlo = Cmd::bare(Stage::Ehlo, 0);
     assert!(
         !ehlo.early(&e, &scope),
         "a stage the early look does not handle"
@@ -216,18 +222,8 @@ fn ordinary_traffic_under_the_benchmark_plan_is_accepted_early() {
 fn an_early_accept_notes_the_domains_the_decision_would() {
     let e = engine(PLANS[0]);
     let scope = e.greeted(peer(), "client.test", Instant::now()).unwrap();
-    assert!(Cmd {
-        stage: Stage::Mail,
-        arg: Some("a@Src.Test"),
-        size: 0
-    }
-    .early(&e, &scope));
-    assert!(Cmd {
-        stage: Stage::Rcpt,
-        arg: Some("b@x.test"),
-        size: 0
-    }
-    .early(&e, &scope));
+    assert!(Cmd::mail("a@Src.Test").early(&e, &scope));
+    assert!(Cmd::rcpt("b@x.test").early(&e, &scope));
     let report = e.referee_report();
     let mut domains = report.clients["client.test"].domains.clone();
     domains.sort();
@@ -240,17 +236,9 @@ fn once_the_referee_watches_a_stage_its_commands_take_the_whole_decision() {
         "rules:\n  - {stage: rcpt, match: {recipient: 'fail@*'}, action: {reply: {code: 451}}}\n",
     );
     let scope = e.greeted(peer(), "client.test", Instant::now()).unwrap();
-    let other = Cmd {
-        stage: Stage::Rcpt,
-        arg: Some("b@x.test"),
-        size: 0,
-    };
+    let other = Cmd::rcpt("b@x.test");
     assert!(other.early(&e, &scope));
-    let fail = Cmd {
-        stage: Stage::Rcpt,
-        arg: Some("fail@x.test"),
-        size: 0,
-    };
+    let fail = Cmd::rcpt("fail@x.test");
     assert!(!fail.early(&e, &scope));
     assert_eq!(fail.decide(&e, &scope), Some(451));
     // A retry of any RCPT must now be looked up by the referee.
@@ -269,11 +257,7 @@ fn a_client_with_a_scoped_plan_takes_the_whole_decision() {
     )
     .unwrap();
     let scope = e.greeted(peer(), "client.test", Instant::now()).unwrap();
-    let mail = Cmd {
-        stage: Stage::Mail,
-        arg: Some("a@src.test"),
-        size: 0,
-    };
+    let mail = Cmd::mail("a@src.test");
     assert!(!mail.early(&e, &scope));
     assert_eq!(mail.decide(&e, &scope), Some(421));
 }

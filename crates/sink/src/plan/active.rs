@@ -10,7 +10,7 @@ use super::load::Plan;
 use super::matching::stage_bit;
 use super::model::StageSel;
 use super::primary::Primary;
-use super::select::hash_bytes;
+use super::select::{hash_bytes, tail_word};
 use super::slots::Slot;
 use super::state::Striped;
 use crate::hook::Stage;
@@ -151,11 +151,15 @@ impl LastDomain {
         if n == 0 || a.len() <= n || a[a.len() - n - 1] != b'@' {
             return false;
         }
-        let want = LastDomain::padded(&a[a.len() - n..]);
-        self.words
-            .iter()
-            .zip(want)
-            .all(|(w, x)| w.load(Relaxed) == x)
+        // Word by word from the address itself, the last partial word by
+        // one overlapping load: no padded copy per command.
+        let mut whole = a[a.len() - n..].chunks_exact(8);
+        let same =
+            self.words.iter().zip(&mut whole).all(|(w, c)| {
+                w.load(Relaxed) == u64::from_le_bytes(c.try_into().expect("8 bytes"))
+            });
+        let rest = whole.remainder().len();
+        same && (rest == 0 || self.words[n / 8].load(Relaxed) == tail_word(a, rest))
     }
 
     /// Remembers domain `d` (too long a domain is not remembered).
@@ -225,6 +229,18 @@ mod tests {
             "a@two.tes",
             "a@wo.test",
             "",
+        ] {
+            assert!(!last.holds_domain_of(other), "{other}");
+        }
+        // A domain that is not a whole number of words: its last word is
+        // compared too.
+        last.set("mail.co.uk");
+        assert!(last.holds_domain_of("x@mail.co.uk"));
+        for other in [
+            "x@mail.co.ux",
+            "x@mail.co.uK",
+            "x@mail.co.u",
+            "x@nail.co.uk",
         ] {
             assert!(!last.holds_domain_of(other), "{other}");
         }

@@ -47,13 +47,11 @@ impl Session {
         } else {
             self.body_bytes
         };
+        // `arg` is the reverse-path at MAIL, the recipient at RCPT and
+        // `None` elsewhere, as `EarlyLook::arg` wants.
         let early = EarlyLook {
             stage,
-            arg: if matches!(stage, Stage::Mail | Stage::Rcpt) {
-                arg
-            } else {
-                None
-            },
+            arg,
             message_size,
             scope: self.scope.as_deref(),
         };

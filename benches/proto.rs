@@ -8,7 +8,11 @@
 //!   with `memchr::memmem` looking for `CRLF . CRLF` as the limit reference;
 //! - `replies`: `250 2.1.0 Ok` and an 11-line EHLO reply;
 //! - `ehlo_caps`: the same EHLO reply turned into capabilities (both
-//!   parsers' typed EHLO readers; both allocate by design).
+//!   parsers' typed EHLO readers; both allocate by design);
+//! - `trace_find`: the sink's per-message scan of a header section for the
+//!   trace header (ours only: smtp-proto has no counterpart), as the
+//!   blaster writes it, tagged, and behind a relay's three `Received:`
+//!   lines.
 //!
 //! Before criterion starts, every case runs once under a counting global
 //! allocator and the allocation counts are printed, along with where the
@@ -28,6 +32,7 @@ use criterion::{BenchmarkId, Criterion, Throughput};
 use mailstorm_proto::data::{DataConfig, DataReceiver};
 use mailstorm_proto::ehlo::Capabilities;
 use mailstorm_proto::reply::parse_reply;
+use mailstorm_proto::trace::{self, Found, Template};
 use mailstorm_proto::{parse_command, ParserConfig, Status, DEFAULT_MAX_REPLY_LINE};
 use memchr::memmem;
 
@@ -611,6 +616,59 @@ fn bench_replies(c: &mut Criterion) {
     g.finish();
 }
 
+/// A header section as the blaster writes it (trace line first, the
+/// blaster's other fields after), optionally behind a relay's lines.
+fn header_section(tagged: bool, relayed: bool) -> Vec<u8> {
+    let mut h = Vec::new();
+    if relayed {
+        for hop in 1..=3 {
+            h.extend_from_slice(
+                format!(
+                    "Received: from relay{hop}.example.test (relay{hop}.example.test [192.0.2.{hop}])\r\n\
+                     \tby mx{hop}.example.test (Postfix) with ESMTP id 4Xyz{hop}AbCd\r\n\
+                     \tfor <user{hop}@example.test>; Sun, 6 Dec 2026 10:00:0{hop} +0000 (UTC)\r\n"
+                )
+                .as_bytes(),
+            );
+        }
+    }
+    let run = "20261207T021500-1a2b3c";
+    let template = if tagged {
+        Template::tagged(run, 0x00c0_ffee)
+    } else {
+        Template::new(run, 0x00c0_ffee)
+    };
+    template.write_tagged(&mut h, 1_234_567, 1, 1_796_000_000_123_456, &[0xbeef]);
+    h.extend_from_slice(
+        b"Message-ID: <00000000000001234567.00c0ffee.20261207T021500-1a2b3c@mailstorm.test>\r\n\
+          X-Mailstorm-Seq: 00000000000001234567\r\nX-Mailstorm-Sent: 1796000000123456\r\n\
+          Date: Mon, 07 Dec 2026 02:15:00 +0000\r\nFrom: <mailstorm@example.test>\r\n\
+          To: <undisclosed-recipients@example.test>\r\nSubject: mailstorm load test\r\n\
+          MIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
+    );
+    assert!(
+        matches!(trace::find(&h), Found::Trace(t) if t.seq == 1_234_567),
+        "the bench input must carry a well-formed trace"
+    );
+    h
+}
+
+fn bench_trace(c: &mut Criterion) {
+    let mut g = c.benchmark_group("trace_find");
+    g.throughput(Throughput::Elements(1));
+    for (name, tagged, relayed) in [
+        ("blaster", false, false),
+        ("blaster_tagged", true, false),
+        ("relayed", false, true),
+    ] {
+        let h = header_section(tagged, relayed);
+        g.bench_with_input(BenchmarkId::new("mailstorm", name), &h[..], |b, i| {
+            b.iter(|| trace::find(black_box(i)))
+        });
+    }
+    g.finish();
+}
+
 fn main() {
     let commands = command_buffer();
     let mut cases = [
@@ -627,5 +685,6 @@ fn main() {
     bench_commands(&mut c, &commands);
     bench_data(&mut c, &mut cases);
     bench_replies(&mut c);
+    bench_trace(&mut c);
     c.final_summary();
 }

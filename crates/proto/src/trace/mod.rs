@@ -236,7 +236,6 @@ fn put_fixed(dst: &mut [u8], mut n: u64) {
 /// before and was no cheaper.
 pub fn find(msg: &[u8]) -> Found<'_> {
     let msg = &msg[..msg.len().min(SCAN_LIMIT)];
-    let name = HEADER.as_bytes();
     let mut found = Found::Absent;
     let mut start = 0;
     while start < msg.len() {
@@ -247,23 +246,33 @@ pub fn find(msg: &[u8]) -> Found<'_> {
         if line.is_empty() {
             break;
         }
-        // Most lines fail on their first byte.
-        if line.len() > name.len()
-            && line[0] | 0x20 == b'x'
-            && line[name.len()] == b':'
-            && line[..name.len()].eq_ignore_ascii_case(name)
-        {
-            if found != Found::Absent {
-                // Two trace headers: one of them is not ours; trust neither.
-                return Found::Malformed;
-            }
-            found = match parse_value(&line[name.len() + 1..]) {
-                Some(t) => Found::Trace(t),
-                None => Found::Malformed,
-            };
+        match (found, trace_line(line)) {
+            (_, None) => {}
+            // Two trace headers: one of them is not ours; trust neither.
+            (Found::Absent, Some(f)) => found = f,
+            _ => return Found::Malformed,
         }
     }
     found
+}
+
+/// What one header line (without its line end) says: `None` when it is
+/// not the trace header.
+#[inline]
+fn trace_line(line: &[u8]) -> Option<Found<'_>> {
+    let name = HEADER.as_bytes();
+    // Most lines fail on their first byte.
+    if line.len() > name.len()
+        && line[0] | 0x20 == b'x'
+        && line[name.len()] == b':'
+        && line[..name.len()].eq_ignore_ascii_case(name)
+    {
+        return Some(match parse_value(&line[name.len() + 1..]) {
+            Some(t) => Found::Trace(t),
+            None => Found::Malformed,
+        });
+    }
+    None
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -406,11 +415,11 @@ mod tests {
         assert_eq!(find(&m), Found::Absent);
     }
 
-    /// The line-at-a-time scan `find` replaced (one `memchr` per line):
-    /// the reference the word-at-a-time scan must agree with.
+    /// The line-at-a-time scan `find` replaced (one `memchr` per line),
+    /// with the same test of each line: the reference the vector scan's
+    /// line splitting must agree with.
     fn find_reference(msg: &[u8]) -> Found<'_> {
         let msg = &msg[..msg.len().min(SCAN_LIMIT)];
-        let name = HEADER.as_bytes();
         let mut found = Found::Absent;
         let mut rest = msg;
         while !rest.is_empty() {
@@ -425,18 +434,11 @@ mod tests {
             if line.is_empty() {
                 break;
             }
-            if line.len() > name.len()
-                && line[0] | 0x20 == b'x'
-                && line[name.len()] == b':'
-                && line[..name.len()].eq_ignore_ascii_case(name)
-            {
+            if let Some(f) = trace_line(line) {
                 if found != Found::Absent {
                     return Found::Malformed;
                 }
-                found = match parse_value(&line[name.len() + 1..]) {
-                    Some(t) => Found::Trace(t),
-                    None => Found::Malformed,
-                };
+                found = f;
             }
         }
         found

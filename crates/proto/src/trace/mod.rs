@@ -246,33 +246,29 @@ pub fn find(msg: &[u8]) -> Found<'_> {
         if line.is_empty() {
             break;
         }
-        match (found, trace_line(line)) {
-            (_, None) => {}
-            // Two trace headers: one of them is not ours; trust neither.
-            (Found::Absent, Some(f)) => found = f,
-            _ => return Found::Malformed,
+        if is_trace_line(line) {
+            if found != Found::Absent {
+                // Two trace headers: one of them is not ours; trust neither.
+                return Found::Malformed;
+            }
+            found = match parse_value(&line[HEADER.len() + 1..]) {
+                Some(t) => Found::Trace(t),
+                None => Found::Malformed,
+            };
         }
     }
     found
 }
 
-/// What one header line (without its line end) says: `None` when it is
-/// not the trace header.
-#[inline]
-fn trace_line(line: &[u8]) -> Option<Found<'_>> {
+/// Whether a header line (without its line end) is the trace header.
+#[inline(always)]
+fn is_trace_line(line: &[u8]) -> bool {
     let name = HEADER.as_bytes();
     // Most lines fail on their first byte.
-    if line.len() > name.len()
+    line.len() > name.len()
         && line[0] | 0x20 == b'x'
         && line[name.len()] == b':'
         && line[..name.len()].eq_ignore_ascii_case(name)
-    {
-        return Some(match parse_value(&line[name.len() + 1..]) {
-            Some(t) => Found::Trace(t),
-            None => Found::Malformed,
-        });
-    }
-    None
 }
 
 const ONES: u64 = 0x0101_0101_0101_0101;
@@ -434,11 +430,12 @@ mod tests {
             if line.is_empty() {
                 break;
             }
-            if let Some(f) = trace_line(line) {
+            if is_trace_line(line) {
                 if found != Found::Absent {
                     return Found::Malformed;
                 }
-                found = f;
+                found =
+                    parse_value(&line[HEADER.len() + 1..]).map_or(Found::Malformed, Found::Trace);
             }
         }
         found

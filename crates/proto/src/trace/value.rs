@@ -168,18 +168,24 @@ fn digits(s: &[u8], max: usize) -> Option<u64> {
         return None;
     }
     let lead = s.len() % 8;
-    let mut n = match lead {
-        0 => 0,
-        _ => eight_digits(padded_lead(s, lead))?,
+    let (mut word, mut rest) = match lead {
+        0 => (load(&s[..8]), &s[8..]),
+        _ => (padded_lead(s, lead), &s[lead..]),
     };
-    for w in s[lead..].chunks_exact(8) {
+    // One conversion site in the loop (not one for the lead and one for
+    // the words): fewer instruction-cache lines per message.
+    let mut n = 0u64;
+    loop {
         // Each partial value is a prefix's value, at most the whole
         // number's: it overflows exactly when the digit-by-digit sum would.
         n = n
             .checked_mul(100_000_000)?
-            .checked_add(eight_digits(load(w))?)?;
+            .checked_add(eight_digits(word)?)?;
+        let Some((next, tail)) = rest.split_first_chunk::<8>() else {
+            return Some(n);
+        };
+        (word, rest) = (u64::from_le_bytes(*next), tail);
     }
-    Some(n)
 }
 
 /// The first `lead` (1..=7) bytes of `s` as the last bytes of a word of

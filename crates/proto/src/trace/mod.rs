@@ -411,34 +411,23 @@ mod tests {
         assert_eq!(find(&m), Found::Absent);
     }
 
-    /// The line-at-a-time scan `find` replaced (one `memchr` per line),
-    /// with the same test of each line: the reference the vector scan's
-    /// line splitting must agree with.
+    /// `find` said plainly: split at every LF, stop at the first empty
+    /// line, and count the trace lines (the same test of each line). The
+    /// vector scan's line splitting must agree with it.
     fn find_reference(msg: &[u8]) -> Found<'_> {
         let msg = &msg[..msg.len().min(SCAN_LIMIT)];
-        let mut found = Found::Absent;
-        let mut rest = msg;
-        while !rest.is_empty() {
-            let end = rest
-                .iter()
-                .position(|&b| b == b'\n')
-                .map_or(rest.len(), |i| i + 1);
-            let line = &rest[..end];
-            rest = &rest[end..];
-            let line = line.strip_suffix(b"\n").unwrap_or(line);
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            if line.is_empty() {
-                break;
-            }
-            if is_trace_line(line) {
-                if found != Found::Absent {
-                    return Found::Malformed;
-                }
-                found =
-                    parse_value(&line[HEADER.len() + 1..]).map_or(Found::Malformed, Found::Trace);
+        let mut traces = msg
+            .split(|&b| b == b'\n')
+            .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+            .take_while(|l| !l.is_empty())
+            .filter(|l| is_trace_line(l));
+        match (traces.next(), traces.next()) {
+            (None, _) => Found::Absent,
+            (Some(_), Some(_)) => Found::Malformed,
+            (Some(l), None) => {
+                parse_value(&l[HEADER.len() + 1..]).map_or(Found::Malformed, Found::Trace)
             }
         }
-        found
     }
 
     /// Header lines to build sections from: the trace in several forms,

@@ -36,7 +36,7 @@
 #            default steps (3 s warm-up + 10 s), and how close the knee is.
 #
 #   scripts/bench.sh                       # 5 rounds, every section
-#   SECTIONS="clients pairs" scripts/bench.sh
+#   SECTIONS="clients pairs" scripts/bench.sh   # space-separated; an unknown name exits 2
 #   ROUNDS=3 SCENARIOS="a b" SECTIONS=sinks scripts/bench.sh
 #   SCALE=0.2 scripts/bench.sh             # shorter runs (fewer messages)
 #   DEPTH=32 scripts/bench.sh              # pipeline depth of the "dk" rows
@@ -52,7 +52,16 @@ cd "$ROOT"
 
 ROUNDS="${ROUNDS:-5}"
 SCENARIOS="${SCENARIOS:-a b c d}"
-SECTIONS="${SECTIONS:-sinks clients pairs fresh big plans tls conns clock capacity trace dashboard}"
+ALL_SECTIONS="sinks clients pairs fresh big plans tls conns clock capacity trace dashboard"
+SECTIONS="${SECTIONS:-$ALL_SECTIONS}"
+# A misspelt or comma-joined name would otherwise select nothing and run
+# no benchmark at all: refuse it, naming it.
+for s in $SECTIONS; do
+    if [[ " $ALL_SECTIONS " != *" $s "* ]]; then
+        echo "bench.sh: unknown section '$s' in SECTIONS='$SECTIONS' (space-separated, from: $ALL_SECTIONS)" >&2
+        exit 2
+    fi
+done
 SCALE="${SCALE:-1}"
 TLS_KEYS="${TLS_KEYS:-p256 rsa2048}"
 DEPTH="${DEPTH:-16}"

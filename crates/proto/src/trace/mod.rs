@@ -271,28 +271,12 @@ fn is_trace_line(line: &[u8]) -> bool {
         && line[..name.len()].eq_ignore_ascii_case(name)
 }
 
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGH: u64 = 0x8080_8080_8080_8080;
-
 /// The first `\n` in `s` at or after `from`: sixteen bytes per step
 /// (the command parser's vector scan), no call per line.
 #[inline]
 fn newline_at(s: &[u8], from: usize) -> Option<usize> {
     let at = from + crate::line::find_byte(s, from, s.len(), b'\n');
     (at < s.len()).then_some(at)
-}
-
-/// Eight bytes, the first in the low byte.
-#[inline]
-fn load(w: &[u8]) -> u64 {
-    u64::from_le_bytes(w.try_into().expect("8 bytes"))
-}
-
-/// The high bit of each byte of `x` that is zero, exactly (no borrow
-/// between bytes, unlike the shorter `(x - ONES) & !x & HIGH`).
-#[inline]
-fn zero_bytes(x: u64) -> u64 {
-    !(((x & !HIGH).wrapping_add(!HIGH)) | x | !HIGH)
 }
 
 #[cfg(test)]

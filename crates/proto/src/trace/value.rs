@@ -4,8 +4,10 @@
 //! read eight bytes a step: the byte-at-a-time scans this replaced were a
 //! third of the ledger's cost per message.
 
-use super::{load, zero_bytes, HIGH, ONES};
 use super::{Trace, MAX_RUN_ID, MAX_TAGGED, RCPT_WIDTH, SEQ_WIDTH, TAG_WIDTH, TIME_WIDTH};
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
 
 /// Parses the value after the colon.
 ///
@@ -220,6 +222,19 @@ fn eight_digits(w: u64) -> Option<u64> {
     let w = (w & 0x0F0F_0F0F_0F0F_0F0F).wrapping_mul(2561) >> 8;
     let w = (w & 0x00FF_00FF_00FF_00FF).wrapping_mul(6_553_601) >> 16;
     Some((w & 0x0000_FFFF_0000_FFFF).wrapping_mul(42_949_672_960_001) >> 32)
+}
+
+/// Eight bytes, the first in the low byte.
+#[inline]
+fn load(w: &[u8]) -> u64 {
+    u64::from_le_bytes(w.try_into().expect("8 bytes"))
+}
+
+/// The high bit of each byte of `x` that is zero, exactly (no borrow
+/// between bytes, unlike the shorter `(x - ONES) & !x & HIGH`).
+#[inline]
+fn zero_bytes(x: u64) -> u64 {
+    !(((x & !HIGH).wrapping_add(!HIGH)) | x | !HIGH)
 }
 
 #[cfg(test)]

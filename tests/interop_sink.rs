@@ -652,10 +652,13 @@ fn postfix_relay_uses_starttls_when_offered() {
     );
     assert_eq!(msg.rcpt_to, ["tls-rcpt@dest.test"]);
     assert_body_contains(msg, &m);
-    let log = pf
-        .wait_for_log("TLS connection established to 127.0.0.1", TIMEOUT)
-        .unwrap();
-    assert!(log.contains("status=sent"), "{log}");
+    // Postfix's smtp logs the TLS line before the delivery's status line:
+    // wait for the later one (waiting for the first raced the second).
+    let log = pf.wait_for_log("status=sent", TIMEOUT).unwrap();
+    assert!(
+        log.contains("TLS connection established to 127.0.0.1"),
+        "{log}"
+    );
     assert_eq!(sink.stats().tls_handshakes, 1);
 }
 

@@ -16,7 +16,7 @@ const HIGH: u64 = 0x8080_8080_8080_8080;
 /// else is `None`. The value is split once ([`split_fields`]) rather than
 /// searched for a space per field.
 pub fn parse_value(v: &[u8]) -> Option<Trace<'_>> {
-    let (fields, n) = split_fields(trim(v))?;
+    let (fields, n) = split_fields(v.trim_ascii())?;
     if !(6..=7).contains(&n) || fields[0] != b"v1" {
         return None;
     }
@@ -37,7 +37,8 @@ pub fn parse_value(v: &[u8]) -> Option<Trace<'_>> {
     let run = std::str::from_utf8(run).ok()?;
     Some(Trace {
         run,
-        source: hex_word(source)?,
+        // Eight bytes: checked above.
+        source: eight_hex(load(source))?,
         seq: digits(seq, SEQ_WIDTH)?,
         rcpts: u32::try_from(digits(rcpts, RCPT_WIDTH)?).ok()?,
         sent_us: digits(sent, TIME_WIDTH)?,
@@ -101,12 +102,6 @@ static RUN_CHAR: [bool; 256] = {
     t
 };
 
-/// Exactly 8 hex digits (the source) as a number.
-#[inline]
-fn hex_word(h: &[u8]) -> Option<u32> {
-    eight_hex(load(h.get(..8)?)).filter(|_| h.len() == 8)
-}
-
 /// Eight ASCII hex digits (first in the low byte, either case) as their
 /// value, or `None` if any byte is not one.
 #[inline]
@@ -148,18 +143,6 @@ fn parse_tags(h: &[u8]) -> Option<[u16; MAX_TAGGED]> {
         pair[1] = two as u16;
     }
     Some(tags)
-}
-
-fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|b| !b.is_ascii_whitespace())
-        .unwrap_or(v.len());
-    let end = v
-        .iter()
-        .rposition(|b| !b.is_ascii_whitespace())
-        .map_or(start, |i| i + 1);
-    &v[start..end]
 }
 
 /// 1 to `max` decimal digits (no sign, no spaces), without overflow;
@@ -248,7 +231,7 @@ mod tests {
         use super::super::super::{Trace, MAX_RUN_ID, MAX_TAGGED};
 
         pub(super) fn parse_value(v: &[u8]) -> Option<Trace<'_>> {
-            let mut rest = super::super::trim(v);
+            let mut rest = v.trim_ascii();
             if next_field(&mut rest, b"v1")? != b"" {
                 return None;
             }

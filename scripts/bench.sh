@@ -495,7 +495,7 @@ capacity_case() { # round
     local t0 t1 rep="$OUT/.capacity-report.json"
     t0=$(date +%s.%N)
     taskset -c "$CLIENT_CPU" "$MAILSTORM_BLAST" capacity --target "127.0.0.1:$SINK_PORT" \
-        --start-rate 1000 --precision 0.05 -c 200 --threads 1 --quiet --report "$rep" >/dev/null || true
+        --start-rate 1000 --precision 0.05 -c 512 --threads 1 --quiet --report "$rep" >/dev/null || true
     t1=$(date +%s.%N)
     stop_sink
     python3 - "$1" "$t0" "$t1" "$rep" >>"$CAPACITY_TSV" <<'PY'

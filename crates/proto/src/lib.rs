@@ -11,8 +11,9 @@
 //!   [`data::BdatReceiver`], [`encode::write_reply`].
 //! - Client side: [`reply::parse_reply`], [`ehlo::Capabilities`],
 //!   [`encode`] command writers and [`encode::DotStuffer`].
-//! - Both sides: [`sasl`] (AUTH PLAIN, LOGIN and CRAM-MD5) and [`trace`]
-//!   (the end-to-end trace header).
+//! - Both sides: [`sasl`] (AUTH PLAIN, LOGIN and CRAM-MD5), [`trace`]
+//!   (the end-to-end trace header) and [`header`] (where a message's
+//!   header section ends).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -22,6 +23,7 @@ pub mod data;
 pub mod ehlo;
 pub mod encode;
 mod error;
+pub mod header;
 pub mod line;
 mod params;
 pub mod reply;

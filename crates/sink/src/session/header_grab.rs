@@ -55,15 +55,9 @@ fn header_end(before: &[u8], bytes: &[u8]) -> Option<usize> {
     first_end(bytes)
 }
 
-/// The end of the first line end followed by an empty line. One memchr
-/// per line: a header section is a dozen short lines (a memmem searcher
-/// built per call cost more).
+/// The end of the first line end followed by an empty line.
 fn first_end(s: &[u8]) -> Option<usize> {
-    memchr::memchr_iter(b'\n', s).find_map(|i| match &s[i + 1..] {
-        [b'\n', ..] => Some(i + 2),
-        [b'\r', b'\n', ..] => Some(i + 3),
-        _ => None,
-    })
+    mailstorm_proto::header::empty_line_end(s)
 }
 
 #[cfg(test)]

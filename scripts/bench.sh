@@ -13,8 +13,9 @@
 #   plans    mailstorm-blast -> mailstorm-sink with a fault plan loaded vs
 #            none: configs/bench/no-match-5-rules.yaml (target: within 5% of
 #            no plan), configs/flaky-relay.yaml and its faults-only variant
-#            configs/bench/flaky-relay-faults-only.yaml (target: within 15%).
-#            Throughput is completed messages/s (accepted or not).
+#            configs/bench/flaky-relay-faults-only.yaml (target: within 15%),
+#            and each of that plan's two rules alone. Throughput is
+#            completed messages/s (accepted or not).
 #   tls      STARTTLS sessions (one message each) under mailstorm-blast:
 #            server CPU per session, Postfix smtpd (discard transport) vs
 #            mailstorm-sink with full handshakes (target ≤ 0.5×), and the
@@ -440,6 +441,9 @@ big_case() { # round pair
 # plan's 421 (0.5% of messages) closes sessions. It shows what those
 # reconnects alone cost the pair, so the faults-only row's ceiling is in
 # the table next to its target.
+#
+# rcpt451 and dataend421 are the faults-only plan's two rules one at a
+# time: what each costs of that row's shortfall.
 PLAN_ARGS=(--size 1 -c 50)
 plans_case() { # round variant
     local plan="" expect=accepted msgs per_conn=0
@@ -449,6 +453,8 @@ plans_case() { # round variant
         reconnect200) per_conn=200 ;;
         nomatch5) plan="$ROOT/configs/bench/no-match-5-rules.yaml" ;;
         flaky-faults) plan="$ROOT/configs/bench/flaky-relay-faults-only.yaml"; expect=attempted ;;
+        rcpt451) plan="$ROOT/configs/bench/faults-only-rcpt-451.yaml"; expect=attempted ;;
+        dataend421) plan="$ROOT/configs/bench/faults-only-data-end-421.yaml"; expect=attempted ;;
         flaky) plan="$ROOT/configs/flaky-relay.yaml"; expect=attempted; msgs=$(scaled 10000) ;;
     esac
     SINK_PLAN="$plan" BLAST_EXPECT="$expect" run_case "$1" plans "$2" mailstorm "blast-d$DEPTH" \
@@ -614,7 +620,7 @@ for round in $(seq 1 "$ROUNDS"); do
         done
     fi
     if has_section plans; then
-        for v in $(ordered "$round" "noplan flaky-faults" "nomatch5 flaky reconnect200"); do plans_case "$round" "$v"; done
+        for v in $(ordered "$round" "noplan flaky-faults" "nomatch5 flaky reconnect200 rcpt451 dataend421"); do plans_case "$round" "$v"; done
     fi
     if has_section trace; then
         for v in $(ordered "$round" on off); do trace_case "$round" "$v"; done
@@ -712,8 +718,10 @@ if "plans" in sections:
     labels = {"noplan": ("no plan", None), "nomatch5": ("5 rules, none selects (configs/bench/no-match-5-rules.yaml)", 0.95),
               "flaky-faults": ("flaky-relay faults only (configs/bench/flaky-relay-faults-only.yaml)", 0.85),
               "flaky": ("flaky-relay.yaml as shipped (latency-bound: no target, see the comment above plans_case)", None),
-              "reconnect200": ("reference: no plan, a new connection every 200 messages (the 421 rule's rate): the faults-only row's ceiling", None)}
-    for v in ["noplan", "nomatch5", "flaky-faults", "flaky", "reconnect200"]:
+              "reconnect200": ("reference: no plan, a new connection every 200 messages (the 421 rule's rate): the faults-only row's ceiling", None),
+              "rcpt451": ("faults-only's 451 at RCPT alone (configs/bench/faults-only-rcpt-451.yaml)", None),
+              "dataend421": ("faults-only's 421 at end of data alone (configs/bench/faults-only-data-end-421.yaml)", None)}
+    for v in ["noplan", "nomatch5", "flaky-faults", "flaky", "reconnect200", "rcpt451", "dataend421"]:
         k = next((k for k in groups if k[:3] == ("plans", v, "mailstorm")), None)
         if k is None:
             continue

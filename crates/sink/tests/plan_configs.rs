@@ -193,3 +193,40 @@ fn readme_example_plan_loads() {
         Some(550)
     );
 }
+
+/// The benchmark's plans load, and its one-rule plans are the faults-only
+/// plan's rules word for word (same seed, same rule), as their comments
+/// promise: the plans table compares them with that row.
+#[test]
+fn bench_plans_load_and_one_rule_plans_match_faults_only() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/bench");
+    let yaml = |name: &str| -> serde_yaml::Value {
+        let text = std::fs::read_to_string(dir.join(name)).unwrap();
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"))
+    };
+    let mut plans = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let plan = Plan::from_file(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!plan.spec().rules.is_empty(), "{}", path.display());
+            plans += 1;
+        }
+    }
+    assert!(plans >= 6, "{plans} plans in configs/bench");
+    let whole = yaml("flaky-relay-faults-only.yaml");
+    let rules = whole["rules"].as_sequence().unwrap();
+    assert_eq!(rules.len(), 2);
+    for (file, rule) in [
+        ("faults-only-rcpt-451.yaml", &rules[0]),
+        ("faults-only-data-end-421.yaml", &rules[1]),
+    ] {
+        let one = yaml(file);
+        assert_eq!(one["seed"], whole["seed"], "{file}");
+        assert_eq!(
+            one["rules"].as_sequence().unwrap(),
+            std::slice::from_ref(rule),
+            "{file}"
+        );
+    }
+}

@@ -163,14 +163,73 @@ pub(super) async fn count_after_421<S: Transport>(
             _ => break,
         }
     }
-    for line in buf
-        .split(|&b| b == b'\n')
-        .filter(|l| !l.trim_ascii().is_empty())
-    {
-        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"QUIT") {
-            sess.report.quit_after_421 = true;
-        } else {
-            sess.report.commands_after_421 += 1;
+    let (commands, quit) = lines_after_421(&buf);
+    sess.report.commands_after_421 += commands;
+    sess.report.quit_after_421 |= quit;
+}
+
+/// The non-blank lines of `buf` other than QUIT, and whether one was QUIT.
+/// Lines are found with `memchr`: the bytes behind a 421 are often several
+/// pipelined messages, and a split by byte cost ~30,000 instructions per
+/// 421 there (callgrind, the faults-only benchmark plan).
+fn lines_after_421(buf: &[u8]) -> (u32, bool) {
+    let (mut commands, mut quit) = (0, false);
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', buf).chain(std::iter::once(buf.len())) {
+        let line = &buf[start..end];
+        start = end + 1;
+        if line.trim_ascii().is_empty() {
+            continue;
         }
+        if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"QUIT") {
+            quit = true;
+        } else {
+            commands += 1;
+        }
+    }
+    (commands, quit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lines_after_421;
+
+    #[test]
+    fn lines_after_421_are_counted_as_before() {
+        // The previous form: split at every LF, skip blank lines.
+        let by_split = |buf: &[u8]| {
+            let (mut commands, mut quit) = (0, false);
+            for line in buf
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.trim_ascii().is_empty())
+            {
+                if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"QUIT") {
+                    quit = true;
+                } else {
+                    commands += 1;
+                }
+            }
+            (commands, quit)
+        };
+        let cases: [&[u8]; 9] = [
+            b"",
+            b"\n",
+            b"MAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n",
+            b"MAIL FROM:<a@b>\r\n\r\n  \r\nquit\r\n",
+            b"RSET\r\nQUI",
+            b"QUIT",
+            b"\n\nNOOP",
+            b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\nQuit\r\n",
+            b"\r\n\t\r\n",
+        ];
+        for buf in cases {
+            assert_eq!(
+                lines_after_421(buf),
+                by_split(buf),
+                "{}",
+                String::from_utf8_lossy(buf)
+            );
+        }
+        assert_eq!(lines_after_421(b"MAIL\r\nRCPT\r\nQUIT\r\n"), (2, true));
     }
 }

@@ -665,30 +665,35 @@ def has(k):
 names = {"a": "a: 1 msg/conn, 50 sessions", "b": "b: reused conns, 50 sessions",
          "c": "c: 100 KB msgs", "d": "d: 10 rcpts, 50 sessions"}
 sections = {r["section"] for r in rows}
+def at_most(r, t):
+    """A ratio with its target and whether it is met (none: the ratio alone)."""
+    return f"{r:.2f}x" if t is None else f"{r:.2f}x (≤ {t}: {'ok' if r <= t else 'MISSED'})"
 
 if "sinks" in sections:
     print("\n## sinks: smtp-sink vs mailstorm-sink, both under smtp-source")
-    print("| scenario | smtp-sink msgs/s | mailstorm-sink msgs/s | ratio | smtp-sink CPU µs/msg | mailstorm-sink CPU µs/msg | CPU ratio |")
+    print("| scenario | smtp-sink msgs/s | mailstorm-sink msgs/s | ratio | smtp-sink CPU µs/msg | mailstorm-sink CPU µs/msg | CPU ratio (target) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
+    # a: the performance issue's ≤ 0.7; the others the first slice's.
+    target = {"a": 0.7, "b": 0.9, "c": 0.33, "d": 0.9}
     for sc in sorted({k[1] for k in groups if k[0] == "sinks"}):
         p, s = ("sinks", sc, "postfix", "smtp-source"), ("sinks", sc, "mailstorm", "smtp-source")
         if not (has(p) and has(s)):
             continue
         pr, sr = m(p, "msgs_per_s"), m(s, "msgs_per_s")
         pc, scpu = m(p, "server_us_per_msg"), m(s, "server_us_per_msg")
-        print(f"| {names.get(sc, sc)} | {pr:,.0f} | {sr:,.0f} | {sr/pr:.2f}x | {pc:.1f} | {scpu:.1f} | {scpu/pc:.2f}x |")
+        print(f"| {names.get(sc, sc)} | {pr:,.0f} | {sr:,.0f} | {sr/pr:.2f}x | {pc:.1f} | {scpu:.1f} | {at_most(scpu/pc, target.get(sc))} |")
 
 if "clients" in sections:
     print("\n## clients: smtp-source vs mailstorm-blast, both against smtp-sink")
     print("| scenario | smtp-source msgs/s | mailstorm-blast msgs/s | smtp-source CPU µs/msg | mailstorm-blast CPU µs/msg | CPU ratio (target) |")
     print("|---|---:|---:|---:|---:|---:|")
-    target = {"a": "≤ 0.6", "b": "≤ 0.33", "d": "≤ 0.25"}
+    target = {"a": 0.6, "b": 0.33, "d": 0.25}
     for sc in sorted({k[1] for k in groups if k[0] == "clients"}):
         p, b = ("clients", sc, "postfix", "smtp-source"), ("clients", sc, "postfix", "blast")
         if not (has(p) and has(b)):
             continue
         pc, bc = m(p, "client_us_per_msg"), m(b, "client_us_per_msg")
-        print(f"| {names.get(sc, sc)} | {m(p, 'msgs_per_s'):,.0f} | {m(b, 'msgs_per_s'):,.0f} | {pc:.1f} | {bc:.1f} | {bc/pc:.2f} ({target.get(sc, '-')}) |")
+        print(f"| {names.get(sc, sc)} | {m(p, 'msgs_per_s'):,.0f} | {m(b, 'msgs_per_s'):,.0f} | {pc:.1f} | {bc:.1f} | {at_most(bc/pc, target.get(sc))} |")
 
 def pair_table(section, title):
     keys = sorted((k for k in groups if k[0] == section), key=lambda k: (k[2] != "postfix", k[3]))

@@ -812,8 +812,6 @@ if "dashboard" in sections:
 
 if "tls" in sections:
     key_names = {"p256": "ECDSA P-256", "rsa2048": "RSA 2048"}
-    def verdict(r, t):
-        return f"{r:.2f}x (≤ {t}: {'ok' if r <= t else 'MISSED'})"
     for key in os.environ.get("TLS_KEYS", "p256 rsa2048").split():
         pf = ("tls", f"full-{key}", "postfix-smtpd", "blast")
         full = ("tls", f"full-{key}", "mailstorm-tls", "blast")
@@ -826,9 +824,9 @@ if "tls" in sections:
         if has(pf):
             print(f"| Postfix smtpd (discard), full handshakes | {m(pf, 'msgs_per_s'):,.0f} | {m(pf, 'server_us_per_msg'):.0f} | 1 |")
         if has(full):
-            r = verdict(m(full, 'server_us_per_msg') / m(pf, 'server_us_per_msg'), 0.5) + " vs Postfix" if has(pf) else "-"
+            r = at_most(m(full, 'server_us_per_msg') / m(pf, 'server_us_per_msg'), 0.5) + " vs Postfix" if has(pf) else "-"
             print(f"| mailstorm-sink, full handshakes | {m(full, 'msgs_per_s'):,.0f} | {m(full, 'server_us_per_msg'):.0f} | {r} |")
         if has(res):
-            r = verdict(m(res, 'server_us_per_msg') / m(full, 'server_us_per_msg'), 0.3) + " vs full" if has(full) else "-"
+            r = at_most(m(res, 'server_us_per_msg') / m(full, 'server_us_per_msg'), 0.3) + " vs full" if has(full) else "-"
             print(f"| mailstorm-sink, resumed (--tls-resume) | {m(res, 'msgs_per_s'):,.0f} | {m(res, 'server_us_per_msg'):.0f} | {r} |")
 PY

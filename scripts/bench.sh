@@ -19,7 +19,8 @@
 #   tls      STARTTLS sessions (one message each) under mailstorm-blast:
 #            server CPU per session, Postfix smtpd (discard transport) vs
 #            mailstorm-sink with full handshakes (target ≤ 0.5×), and the
-#            sink with resumed sessions (--tls-resume) vs full (≤ 0.3×).
+#            sink with resumed sessions (--tls-resume) vs full (≤ 0.3×),
+#            and the same sessions without STARTTLS (the floor, no target).
 #            Each with an ECDSA P-256 key and with an RSA 2048 key (the
 #            most common on public MX hosts), the same for both servers;
 #            TLS_KEYS="p256" runs one.
@@ -526,6 +527,9 @@ tls_case() { # round variant key
         postfix) run_case "$1" tls "full-$3" postfix-smtpd blast "$msgs" 0 "${TLS_ARGS[@]}" ;;
         full) run_case "$1" tls "full-$3" mailstorm-tls blast "$msgs" 0 "${TLS_ARGS[@]}" ;;
         resumed) run_case "$1" tls "resumed-$3" mailstorm-tls blast "$msgs" 0 "${TLS_ARGS[@]}" --tls-resume ;;
+        # The same sink and sessions without STARTTLS: what no TLS
+        # handshake, resumed or not, can go below (TCP and SMTP alone).
+        plain) run_case "$1" tls plain mailstorm-tls blast "$msgs" 0 --size 1 -c 20 --per-conn 1 ;;
     esac
 }
 
@@ -616,7 +620,9 @@ for round in $(seq 1 "$ROUNDS"); do
     if has_section clock; then clock_case "$round"; fi
     if has_section tls; then
         for key in $TLS_KEYS; do
-            for v in $(ordered "$round" "postfix full" "resumed"); do tls_case "$round" "$v" "$key"; done
+            # The floor does not depend on the key: measured once a round.
+            if [[ $key == "${TLS_KEYS%% *}" ]]; then tls_rest="resumed plain"; else tls_rest="resumed"; fi
+            for v in $(ordered "$round" "postfix full" "$tls_rest"); do tls_case "$round" "$v" "$key"; done
         done
     fi
     if has_section plans; then
@@ -829,4 +835,8 @@ if "tls" in sections:
         if has(res):
             r = at_most(m(res, 'server_us_per_msg') / m(full, 'server_us_per_msg'), 0.3) + " vs full" if has(full) else "-"
             print(f"| mailstorm-sink, resumed (--tls-resume) | {m(res, 'msgs_per_s'):,.0f} | {m(res, 'server_us_per_msg'):.0f} | {r} |")
+        plain = ("tls", "plain", "mailstorm-tls", "blast")
+        if has(plain):
+            r = f"{m(plain, 'server_us_per_msg') / m(full, 'server_us_per_msg'):.2f}x of full: the floor" if has(full) else "-"
+            print(f"| mailstorm-sink, same sessions without STARTTLS | {m(plain, 'msgs_per_s'):,.0f} | {m(plain, 'server_us_per_msg'):.0f} | {r} |")
 PY

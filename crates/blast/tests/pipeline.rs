@@ -213,5 +213,19 @@ fn open_loop_batches_only_what_is_due() {
     assert_eq!(c.scheduled, 200);
     assert_eq!(c.accepted + c.not_started, 200, "{c:?}");
     assert!(c.accepted >= 196, "{c:?}");
-    assert_eq!(sink.stats().replies_at(mailstorm_sink::Stage::Rset, 250), 0);
+    // A batch of two takes two sends due when it is written: at 100/s (one
+    // every 10 ms) only after a stall about that long, as on a loaded CI
+    // machine (seen once: 1 RSET), and then they rightly share the batch.
+    // The generator's lateness shows such stalls, except while the four
+    // connections open; hence a floor of 3. A mutant that took sends up to
+    // 7 ahead of their time wrote 11 RSETs with no send 5 ms late.
+    let rsets = sink.stats().replies_at(mailstorm_sink::Stage::Rset, 250);
+    let stalled = r
+        .totals
+        .histogram(Stage::Lateness)
+        .count_between(5_000, u64::MAX);
+    assert!(
+        rsets <= stalled.max(3),
+        "{rsets} RSETs (sends batched behind another), {stalled} sends ≥ 5 ms late"
+    );
 }

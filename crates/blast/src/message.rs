@@ -72,10 +72,15 @@ impl Pattern {
         out.clear();
         out.push_str(&self.prefix);
         if let Some(s) = &self.suffix {
-            // Formatting into a reused String does not allocate once it is
-            // large enough.
-            use std::fmt::Write;
-            let _ = write!(out, "{n}");
+            // Digits by hand: `write!` through `core::fmt` cost ~230
+            // instructions per address, ~2,500 per message with 10
+            // recipients (callgrind).
+            let mut digits = [0u8; 20];
+            let len = decimal_len(n);
+            put_fixed(&mut digits[..len], n);
+            if let Ok(d) = std::str::from_utf8(&digits[..len]) {
+                out.push_str(d);
+            }
             out.push_str(s);
         }
     }
@@ -485,5 +490,15 @@ mod pattern_tests {
         assert_eq!(out, "user8@example.test");
         Pattern::new("fixed@example.test").write(&mut out, 9);
         assert_eq!(out, "fixed@example.test");
+    }
+
+    #[test]
+    fn numbers_are_written_as_display_writes_them() {
+        let p = Pattern::new("rcpt{n}@example.test");
+        let mut out = String::from("left over");
+        for n in [0, 9, 10, 99, 100, 12_345, u64::from(u32::MAX), u64::MAX] {
+            p.write(&mut out, n);
+            assert_eq!(out, format!("rcpt{n}@example.test"));
+        }
     }
 }

@@ -17,10 +17,6 @@ use crate::net;
 use crate::policy::fate::TxnRecord;
 use crate::stats::{Fault, Stage, Transport};
 
-/// A new connection's write buffer: room for EHLO, a transaction's
-/// commands with a few recipients, or a small message, without growing.
-const WRITE_START: usize = 512;
-
 impl Caps {
     fn from(c: &Capabilities) -> Caps {
         Caps {
@@ -145,10 +141,7 @@ impl Conn {
             rbuf: Vec::with_capacity(READ_CHUNK),
             rpos: 0,
             // Grows to the largest write (a message with its commands).
-            // Starting at 512 bytes (no more than a message's commands and
-            // a small body) spares the doublings from 8 bytes, which were
-            // ~4 reallocations per connection.
-            wbuf: Vec::with_capacity(WRITE_START),
+            wbuf: Vec::new(),
             caps: Caps::default(),
             last_read: now,
             error_text: String::new(),

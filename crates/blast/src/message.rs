@@ -32,6 +32,13 @@ fn decimal_len(mut n: u64) -> usize {
     d
 }
 
+/// `n` in decimal, written at the start of `buf`.
+fn decimal(n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let len = decimal_len(n);
+    put_fixed(&mut buf[..len], n);
+    &buf[..len]
+}
+
 /// Microseconds since the Unix epoch.
 pub(crate) fn unix_micros() -> u64 {
     SystemTime::now()
@@ -75,10 +82,7 @@ impl Pattern {
             // Digits by hand: `write!` through `core::fmt` cost ~230
             // instructions per address, ~2,500 per message with 10
             // recipients (callgrind).
-            let mut digits = [0u8; 20];
-            let len = decimal_len(n);
-            put_fixed(&mut digits[..len], n);
-            if let Ok(d) = std::str::from_utf8(&digits[..len]) {
+            if let Ok(d) = std::str::from_utf8(decimal(n, &mut [0; 20])) {
                 out.push_str(d);
             }
             out.push_str(s);
@@ -91,10 +95,7 @@ impl Pattern {
         let mut h = TagHasher::default();
         h.feed(self.prefix.as_bytes());
         if let Some(s) = &self.suffix {
-            let mut digits = [0u8; 20];
-            let len = decimal_len(n);
-            put_fixed(&mut digits[..len], n);
-            h.feed(&digits[..len]);
+            h.feed(decimal(n, &mut [0; 20]));
             h.feed(s.as_bytes());
         }
         h.finish()

@@ -708,8 +708,9 @@ if "clients" in sections:
         pc, bc = m(p, "client_us_per_msg"), m(b, "client_us_per_msg")
         print(f"| {names.get(sc, sc)} | {m(p, 'msgs_per_s'):,.0f} | {m(b, 'msgs_per_s'):,.0f} | {pc:.1f}{in_kernel(p)} | {bc:.1f}{in_kernel(b)} | {at_most(bc/pc, target.get(sc))} |")
         t = target.get(sc)
-        if t is not None and sys_known(b) and m(b, "client_sys_us_per_msg") / pc > t:
-            kernel_bound.append(f"{sc} (kernel alone {m(b, 'client_sys_us_per_msg') / pc:.2f}x)")
+        kernel_share = m(b, "client_sys_us_per_msg") / pc if sys_known(b) else None
+        if t is not None and kernel_share is not None and kernel_share > t:
+            kernel_bound.append(f"{sc} (kernel alone {kernel_share:.2f}x)")
     if kernel_bound:
         # The kernel's part is connect/accept/close and loopback TCP, the
         # receiver's included: no client code change removes it.

@@ -113,6 +113,41 @@ fn us(from: Instant, to: Instant) -> u64 {
     to.saturating_duration_since(from).as_micros() as u64
 }
 
+/// A closed connection's buffers, kept by its slot for the slot's next
+/// connection: reconnecting (`--per-conn`, a 421) then allocates and
+/// regrows nothing. A slot holds at most what one open connection holds,
+/// and buffers grown past [`Spare::KEEP_MAX`] are not kept.
+#[derive(Default)]
+pub(crate) struct Spare {
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    pending: VecDeque<Txn>,
+}
+
+impl Spare {
+    /// The largest buffer a slot keeps between connections (a 100 KB
+    /// message's write buffer is rebuilt for each connection instead).
+    const KEEP_MAX: usize = 64 * 1024;
+
+    /// The buffers of a connection that is over, emptied.
+    fn from_conn(mut rbuf: Vec<u8>, mut wbuf: Vec<u8>, mut pending: VecDeque<Txn>) -> Spare {
+        let keep = |v: &mut Vec<u8>| {
+            v.clear();
+            if v.capacity() > Spare::KEEP_MAX {
+                *v = Vec::new();
+            }
+        };
+        keep(&mut rbuf);
+        keep(&mut wbuf);
+        pending.clear();
+        Spare {
+            rbuf,
+            wbuf,
+            pending,
+        }
+    }
+}
+
 /// An open session.
 pub(crate) struct Conn {
     stream: Stream,

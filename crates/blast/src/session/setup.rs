@@ -2,7 +2,6 @@
 //! the polite end (QUIT).
 
 use std::cell::Cell;
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use mailstorm_proto::ehlo::Capabilities;
@@ -10,7 +9,7 @@ use mailstorm_proto::encode::{write_command, write_ehlo, write_lhlo, write_quit}
 use mailstorm_proto::Command;
 
 use super::transport::{Stream, READ_CHUNK};
-use super::{us, Caps, Conn, Disposition, Env};
+use super::{us, Caps, Conn, Disposition, Env, Spare};
 use crate::auth::Credentials;
 use crate::config::{AuthMech, StartTls};
 use crate::net;
@@ -50,11 +49,13 @@ impl From<Disposition> for SetupFailed {
 pub(crate) type SetupResult = Result<Conn, SetupFailed>;
 
 impl Conn {
-    /// Connects and runs the session setup. Failures are recorded in the
-    /// stats (transport errors with their stage, replies, `conn_failed`).
-    pub async fn open(env: &Env) -> SetupResult {
+    /// Connects and runs the session setup, with the buffers `spare`
+    /// holds (taken; empty ones when it has none). Failures are recorded
+    /// in the stats (transport errors with their stage, replies,
+    /// `conn_failed`).
+    pub async fn open(env: &Env, spare: &mut Spare) -> SetupResult {
         let Some(targets) = &env.targets else {
-            return Conn::open_at(env, env.addr)
+            return Conn::open_at(env, env.addr, spare)
                 .await
                 .map_err(|(d, _)| d.into());
         };
@@ -87,7 +88,7 @@ impl Conn {
         };
         let mut last = Disposition::Failed(Transport::Dns);
         for c in &candidates {
-            match Conn::open_at(env, c.addr).await {
+            match Conn::open_at(env, c.addr, spare).await {
                 Ok(mut conn) => {
                     targets.outcome(c, true);
                     conn.route = Some(*c);
@@ -109,7 +110,11 @@ impl Conn {
     /// another host should be tried: a connect failure or timeout, a
     /// transport error while waiting for the greeting (no greeting in
     /// time, closed), a 4xx greeting, or a 421 at any step of the setup.
-    async fn open_at(env: &Env, addr: std::net::SocketAddr) -> Result<Conn, (Disposition, bool)> {
+    async fn open_at(
+        env: &Env,
+        addr: std::net::SocketAddr,
+        spare: &mut Spare,
+    ) -> Result<Conn, (Disposition, bool)> {
         let cfg = &env.cfg;
         let t0 = Instant::now();
         let connected = tokio::time::timeout(
@@ -136,12 +141,26 @@ impl Conn {
             st.time(Stage::Connect, us(t0, now));
             st.counters.conn_opened += 1;
         }
+        let Spare {
+            mut rbuf,
+            wbuf,
+            mut pending,
+        } = std::mem::take(spare);
+        if rbuf.capacity() == 0 {
+            rbuf.reserve_exact(READ_CHUNK);
+        }
+        if pending.capacity() == 0 {
+            // Room for the pipeline depth at once: VecDeque's first growth
+            // is 4 transactions (768 bytes), which at depth 1 with 10,000
+            // connections was 5.5 MiB of the blaster's RSS.
+            pending.reserve_exact(cfg.pipeline_depth.clamp(1, 64) as usize);
+        }
         let mut c = Conn {
             stream: Stream::Tcp(tcp),
-            rbuf: Vec::with_capacity(READ_CHUNK),
+            rbuf,
             rpos: 0,
             // Grows to the largest write (a message with its commands).
-            wbuf: Vec::new(),
+            wbuf,
             caps: Caps::default(),
             last_read: now,
             error_text: String::new(),
@@ -150,10 +169,7 @@ impl Conn {
             dirty: false,
             broken: false,
             quit_sent: false,
-            // Room for the pipeline depth at once: VecDeque's first growth
-            // is 4 transactions (768 bytes), which at depth 1 with 10,000
-            // connections was 5.5 MiB of the blaster's RSS.
-            pending: VecDeque::with_capacity(cfg.pipeline_depth.clamp(1, 64) as usize),
+            pending,
             rec: Cell::new(TxnRecord::default()),
             route: None,
         };
@@ -364,7 +380,9 @@ impl Conn {
 
     /// Ends the session politely with QUIT; errors here are recorded but do
     /// not affect message outcomes.
-    pub async fn quit(mut self, env: &Env) {
+    /// Ends the session (QUIT unless it is broken or QUIT went out) and
+    /// gives back its buffers for the slot's next connection.
+    pub async fn quit(mut self, env: &Env) -> Spare {
         if !self.broken && !self.quit_sent {
             write_quit(&mut self.wbuf);
             let limit = env.cfg.timeouts.quit;
@@ -381,6 +399,7 @@ impl Conn {
         }
         env.stats()
             .time(Stage::Session, us(self.opened, Instant::now()));
+        Spare::from_conn(self.rbuf, self.wbuf, self.pending)
     }
 
     /// A server that closes right after 221 is fine; other QUIT errors

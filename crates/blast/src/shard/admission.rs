@@ -235,7 +235,8 @@ impl Ctx {
                 return true;
             }
             if let Some(c) = conn.take() {
-                c.quit(&self.env).await;
+                // An idle slot keeps no buffers.
+                drop(c.quit(&self.env).await);
             }
             let Some(at) = st.slot_next_active(g, now) else {
                 return false;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::Ctx;
 use crate::policy::fate::Fate;
 use crate::policy::feedback::{SharedFeedback, Slot};
-use crate::session::{Conn, Disposition, Job, JobSource, Scratch};
+use crate::session::{Conn, Disposition, Job, JobSource, Scratch, Spare};
 
 /// One worker's view of the shard's jobs, handed to a connection so it can
 /// pipeline several.
@@ -43,6 +43,7 @@ pub(super) async fn worker(ctx: Rc<Ctx>, slot: u32) {
     let mut conn: Option<Conn> = None;
     let mut permit = false;
     let mut scratch = Scratch::new(cfg.rcpts.max);
+    let mut spare = Spare::default();
     let mut backoff = Duration::ZERO;
     let mut conn_failures = 0u32;
     loop {
@@ -70,7 +71,7 @@ pub(super) async fn worker(ctx: Rc<Ctx>, slot: u32) {
             // Boxed: opening (connect, TLS, AUTH) is the largest of the
             // slot's futures (2.2 KB against 1.9 KB for a transaction), and
             // kept inline it would size every idle or sending worker task.
-            match Box::pin(Conn::open(env)).await {
+            match Box::pin(Conn::open(env, &mut spare)).await {
                 Ok(c) => {
                     conn = Some(c);
                     backoff = Duration::ZERO;
@@ -94,7 +95,7 @@ pub(super) async fn worker(ctx: Rc<Ctx>, slot: u32) {
             let shrink = feedback.is_some_and(|f| f.over_limit());
             if c.done() || shrink || (cfg.per_conn > 0 && c.txns >= cfg.per_conn) {
                 if let Some(c) = conn.take() {
-                    c.quit(env).await;
+                    spare = c.quit(env).await;
                 }
             }
         }

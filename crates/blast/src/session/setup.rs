@@ -378,10 +378,10 @@ impl Conn {
         })
     }
 
-    /// Ends the session politely with QUIT; errors here are recorded but do
-    /// not affect message outcomes.
-    /// Ends the session (QUIT unless it is broken or QUIT went out) and
-    /// gives back its buffers for the slot's next connection.
+    /// Ends the session politely with QUIT (unless it is broken or QUIT
+    /// went out already); errors here are recorded but do not affect
+    /// message outcomes. Gives back the buffers for the slot's next
+    /// connection.
     pub async fn quit(mut self, env: &Env) -> Spare {
         if !self.broken && !self.quit_sent {
             write_quit(&mut self.wbuf);

@@ -116,6 +116,13 @@ impl<'a> Iterator for Lines<'a> {
 
 impl ExactSizeIterator for Lines<'_> {}
 
+impl<'a> Lines<'a> {
+    /// The lines not yet returned, as on the wire (each ending in LF).
+    pub(crate) fn rest(&self) -> &'a [u8] {
+        self.rest
+    }
+}
+
 fn malformed(offset: usize, consumed: usize) -> Error {
     Error::at(ErrorKind::MalformedReply, offset, consumed)
 }

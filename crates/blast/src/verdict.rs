@@ -150,6 +150,16 @@ fn silent(row: &Row) -> bool {
         && row.errors > row.aborted
 }
 
+/// Nothing but messages the blaster itself cut off at the end: says
+/// nothing about the target either way.
+fn only_cut_off(row: &Row) -> bool {
+    row.aborted > 0
+        && row.errors == row.aborted
+        && row.counters.accepted == 0
+        && row.replies_4xx == 0
+        && row.replies_5xx == 0
+}
+
 fn stopped_answering(r: &RunResult) -> Option<Problem> {
     if r.totals.counters.accepted == 0 {
         return None;
@@ -158,7 +168,9 @@ fn stopped_answering(r: &RunResult) -> Option<Problem> {
     let mut errors = 0;
     let mut count = 0;
     for (i, row) in r.rows.iter().enumerate().rev() {
-        if !active(row) {
+        // A last interval holding only the grace period's cut-offs must
+        // neither hide a silence before it nor start one.
+        if !active(row) || only_cut_off(row) {
             continue;
         }
         if !silent(row) {
@@ -321,6 +333,24 @@ mod tests {
             Row::default(),
         ]);
         assert!(problems(&cut).is_empty());
+    }
+
+    #[test]
+    fn a_cut_off_after_the_silence_does_not_hide_it() {
+        // The target went away; one message was still in flight when the
+        // grace period ended (seen in CI: the run exited 0).
+        let dead = result(vec![
+            row(500, 0, 0),
+            row(0, 40, 0),
+            row(0, 40, 0),
+            Row::default(),
+            row(0, 1, 1),
+        ]);
+        let p = problems(&dead);
+        assert!(
+            matches!(p[..], [Problem::StoppedAnswering { errors: 80, .. }]),
+            "{p:?}"
+        );
     }
 
     #[test]

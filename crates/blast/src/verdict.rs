@@ -168,8 +168,8 @@ fn stopped_answering(r: &RunResult) -> Option<Problem> {
     let mut errors = 0;
     let mut count = 0;
     for (i, row) in r.rows.iter().enumerate().rev() {
-        // A last interval holding only the grace period's cut-offs must
-        // neither hide a silence before it nor start one.
+        // An interval holding only the grace period's cut-offs (the last
+        // one) must neither hide a silence before it nor start one.
         if !active(row) || only_cut_off(row) {
             continue;
         }

@@ -17,7 +17,8 @@ pub const MAX_NOT_OFFERED: f64 = 0.01;
 
 /// The target counts as having stopped answering when at least this many
 /// trailing intervals, spanning at least [`MIN_SILENT_SECS`], had transport
-/// errors and neither an acceptance nor any reply.
+/// errors and neither an acceptance nor any reply, and the blaster still
+/// started or scheduled messages in them.
 pub const MIN_SILENT_INTERVALS: usize = 2;
 /// See [`MIN_SILENT_INTERVALS`].
 pub const MIN_SILENT_SECS: f64 = 1.0;
@@ -167,6 +168,10 @@ fn stopped_answering(r: &RunResult) -> Option<Problem> {
     let mut first_silent = None;
     let mut errors = 0;
     let mut count = 0;
+    // Errors alone may be the run's last few messages timing out after
+    // everything else finished: the target went silent only if what was
+    // asked of it during the silence went unanswered too.
+    let mut still_asking = false;
     for (i, row) in r.rows.iter().enumerate().rev() {
         // An interval holding only the grace period's cut-offs (the last
         // one) must neither hide a silence before it nor start one.
@@ -179,8 +184,9 @@ fn stopped_answering(r: &RunResult) -> Option<Problem> {
         first_silent = Some(i);
         errors += row.errors - row.aborted;
         count += 1;
+        still_asking |= row.counters.attempted + row.counters.offered > 0;
     }
-    let first = first_silent?;
+    let first = first_silent.filter(|_| still_asking)?;
     let step = r.config.interval.as_secs_f64();
     let since_s = first as f64 * step;
     let span = r.rows.len() as f64 * step - since_s;
@@ -350,6 +356,38 @@ mod tests {
         assert!(
             matches!(p[..], [Problem::StoppedAnswering { errors: 80, .. }]),
             "{p:?}"
+        );
+    }
+
+    #[test]
+    fn stragglers_timing_out_after_the_last_start_are_not_silence() {
+        // Seen against a server that swallowed a few replies: the target
+        // answered to the end, then the last three messages (started
+        // before) timed out in two intervals in which nothing new began.
+        let straggler = |errors| {
+            let mut r = row(0, errors, 0);
+            r.counters.attempted = 0;
+            r
+        };
+        let tail = result(vec![
+            row(500, 0, 0),
+            row(74, 13, 0),
+            straggler(2),
+            straggler(1),
+        ]);
+        assert!(problems(&tail).is_empty(), "{:?}", problems(&tail));
+        // The same tail with a message started in it is a target that
+        // left new work unanswered.
+        let mut asked = straggler(1);
+        asked.counters.attempted = 1;
+        let dead = result(vec![row(500, 0, 0), row(74, 13, 0), straggler(2), asked]);
+        assert!(
+            matches!(
+                problems(&dead)[..],
+                [Problem::StoppedAnswering { errors: 3, .. }]
+            ),
+            "{:?}",
+            problems(&dead)
         );
     }
 

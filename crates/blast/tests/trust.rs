@@ -240,6 +240,56 @@ fn a_target_that_stops_answering_fails_the_run() {
 }
 
 #[test]
+fn a_run_whose_last_messages_time_out_is_not_a_dead_target() {
+    // The target answers 38 of 40 and holds the last two end-of-data
+    // replies past --timeout; the 40th also waits 1.5 s at RCPT, so the two
+    // timeouts land in intervals 1.5 s apart after everything else ended.
+    // Nothing new was asked of the target then: exit 0, two failures.
+    let plan = tmp("tail.yaml");
+    std::fs::write(
+        &plan,
+        "seed: 1\nrules:\n  - stage: rcpt\n    key: global\n    after: 39\n    action: {delay: 1500ms}\n  - stage: data_end\n    key: global\n    after: 38\n    action: {delay: 30s}\n",
+    )
+    .unwrap();
+    let report = tmp("tail.json");
+    let (code, stdout, stderr) = blast(&[
+        "--sink-plan",
+        plan.to_str().unwrap(),
+        "-n",
+        "40",
+        "-c",
+        "2",
+        "-t",
+        "1",
+        "--timeout",
+        "2s",
+        "--interval",
+        "500ms",
+        "--quiet",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(0), "{stdout}\n{stderr}");
+    assert!(!stderr.contains("stopped answering"), "{stderr}");
+    let v = read_report(&report);
+    assert_eq!(v["messages"]["accepted"], 38, "{v}");
+    assert_eq!(v["transport_errors"]["read_timeout"], 2, "{v}");
+    // The timeouts did land in two silent intervals at least 1 s apart,
+    // which is what the old rule took for a dead target.
+    let silent: Vec<f64> = v["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["errors"].as_u64() > Some(0))
+        .map(|r| r["t_s"].as_f64().unwrap())
+        .collect();
+    assert!(
+        silent.len() == 2 && silent[1] - silent[0] >= 1.0,
+        "{silent:?}"
+    );
+}
+
+#[test]
 fn an_open_loop_capped_by_connections_fails_and_says_raise_c() {
     // 20 ms per message over 2 connections: about 100 msg/s of 500 asked.
     let plan = tmp("slow.yaml");

@@ -50,9 +50,10 @@ Exit codes:
   1  run failed, each reason printed: a --threshold check or scenario
      expectation failed; or, without --threshold, no message was accepted
      or the target stopped answering (the last 2+ intervals, 1 s or more,
-     had only transport errors and no reply); or, always, more than 1% of
-     the open-loop sends never started (connections busy: raise -c); or
-     --abort-on-fail stopped the run
+     had only transport errors and no reply while messages were still
+     being started); or, always, more than 1% of the open-loop sends
+     never started (connections busy: raise -c); or --abort-on-fail
+     stopped the run
   2  usage or configuration error (including a --report/--timeline/--html
      path that cannot be written, checked before the run, and a --start-at
      too far ahead or past); `merge` refusing a part (another run or

@@ -247,6 +247,52 @@ fn scoped_plans_are_bounded() {
     e.load_scoped("one-more", plan()).unwrap();
 }
 
+#[test]
+fn scoped_plans_share_a_budget_of_rules_and_text() {
+    use mailstorm_sink::plan::{MAX_RULES, MAX_SCOPED_RULES, MAX_SCOPED_TEXT};
+    // Each PUT of a plan of 10,000 one-line rules held ~75 MiB, so 4096
+    // scoped plans could take hundreds of GiB: the rules are budgeted.
+    let e = Engine::new();
+    let rules = |n: usize| {
+        let mut y = String::from("rules:\n");
+        for _ in 0..n {
+            y.push_str("  - {stage: rcpt, action: {reply: {code: 451}}}\n");
+        }
+        Plan::from_yaml_str(&y, "t").unwrap()
+    };
+    let full = MAX_SCOPED_RULES / MAX_RULES;
+    for i in 0..full {
+        e.load_scoped(&format!("big{i}"), rules(MAX_RULES)).unwrap();
+    }
+    let left = MAX_SCOPED_RULES - full * MAX_RULES;
+    e.load_scoped("last", rules(left)).unwrap();
+    let err = e.load_scoped("one-more", rules(1)).unwrap_err().to_string();
+    assert!(
+        err.contains(&format!("would hold {} rules", MAX_SCOPED_RULES + 1)),
+        "{err}"
+    );
+    // Replacing a plan counts it once, not twice; removing one frees room.
+    e.load_scoped("big0", rules(MAX_RULES)).unwrap();
+    assert!(e.unload_scoped("last"));
+    e.load_scoped("one-more", rules(1)).unwrap();
+
+    // Text: a few rules with long patterns are budgeted by their bytes.
+    let e = Engine::new();
+    let pattern = "x".repeat(1 << 20);
+    let long = Plan::from_yaml_str(
+        &format!("rules:\n  - {{stage: rcpt, match: {{recipient: \"{pattern}\"}}, action: {{reply: {{code: 550}}}}}}\n"),
+        "t",
+    )
+    .unwrap();
+    let fit = MAX_SCOPED_TEXT / long.text_len();
+    for i in 0..fit {
+        let p = Plan::from_yaml_str(&format!("rules:\n  - {{stage: rcpt, match: {{recipient: \"{pattern}\"}}, action: {{reply: {{code: 550}}}}}}\n"), "t").unwrap();
+        e.load_scoped(&format!("t{i}"), p).unwrap();
+    }
+    let err = e.load_scoped("t-more", long).unwrap_err().to_string();
+    assert!(err.contains("bytes of plan text in all"), "{err}");
+}
+
 /// One traced message (run `run`, sequence `seq`) from a client greeting
 /// as `helo`, to a recipient in `domain`.
 fn traced(addr: SocketAddr, helo: &str, domain: &str, run: &str, seq: u64) {

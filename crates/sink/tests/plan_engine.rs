@@ -735,6 +735,50 @@ fn bad_plans_give_clear_errors() {
 }
 
 #[test]
+fn a_plan_holds_at_most_max_rules_and_a_bounded_state_cap() {
+    use mailstorm_sink::plan::{MAX_RULES, MAX_STATE_CAP};
+    let plan = |n: usize| {
+        let mut y = String::from("seed: 1\nrules:\n");
+        for _ in 0..n {
+            y.push_str("  - {stage: rcpt, action: {reply: {code: 451}}}\n");
+        }
+        y
+    };
+    assert_eq!(
+        Plan::from_yaml_str(&plan(MAX_RULES), "t.yaml")
+            .unwrap()
+            .spec()
+            .rules
+            .len(),
+        MAX_RULES
+    );
+    // The error names the first rule too many, at its own line.
+    let err = Plan::from_yaml_str(&plan(MAX_RULES + 1), "t.yaml")
+        .unwrap_err()
+        .to_string();
+    let line = MAX_RULES + 3;
+    assert!(
+        err.starts_with(&format!("t.yaml:{line}:")) && err.contains("at most 10000"),
+        "{err}"
+    );
+    let err = Plan::from_yaml_str(
+        &format!("state_cap: {}\nrules: []\n", MAX_STATE_CAP + 1),
+        "t.yaml",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.starts_with("t.yaml:1:") && err.contains("state_cap 10000001 is more than"),
+        "{err}"
+    );
+    Plan::from_yaml_str(
+        &format!("state_cap: {MAX_STATE_CAP}\nrules: []\n"),
+        "t.yaml",
+    )
+    .unwrap();
+}
+
+#[test]
 fn failed_load_keeps_the_old_plan() {
     let e = engine("rules:\n  - {stage: rcpt, action: {reply: {code: 451}}}\n");
     let before = e.plan_yaml();

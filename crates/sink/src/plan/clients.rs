@@ -57,6 +57,14 @@ fn rule_faults<'a>(scope: Option<&str>, a: &'a Active) -> impl Iterator<Item = R
 /// Most scoped plans loaded at once.
 pub const MAX_SCOPED_PLANS: usize = 4096;
 
+/// Most rules in all scoped plans together (five a plan on average at
+/// [`MAX_SCOPED_PLANS`]): a loaded rule costs 2–3 KiB, so ~60 MiB at most.
+pub const MAX_SCOPED_RULES: usize = 20_480;
+
+/// Most plan text (YAML or JSON bytes) in all scoped plans together: bounds
+/// what their patterns and reply texts hold, which the rule count does not.
+pub const MAX_SCOPED_TEXT: usize = 32 << 20;
+
 /// Why a scoped plan cannot be loaded.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -75,6 +83,19 @@ pub enum ScopedPlanError {
         "too many scoped plans: {MAX_SCOPED_PLANS} are loaded; DELETE /plan?helo=NAME some first"
     )]
     TooMany,
+    /// The scoped plans together would pass [`MAX_SCOPED_RULES`] or
+    /// [`MAX_SCOPED_TEXT`].
+    #[error(
+        "the scoped plans would hold {rules} rules and {text} bytes of plan text in all, more \
+         than the {MAX_SCOPED_RULES} rules and {MAX_SCOPED_TEXT} bytes allowed; DELETE \
+         /plan?helo=NAME some first"
+    )]
+    Full {
+        /// Rules in all scoped plans with this one.
+        rules: usize,
+        /// Plan text bytes in all scoped plans with this one.
+        text: usize,
+    },
 }
 
 fn lock<T>(m: &std::sync::RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
@@ -111,6 +132,16 @@ impl Engine {
         let mut map = self.scoped.write().unwrap_or_else(|e| e.into_inner());
         if map.len() >= MAX_SCOPED_PLANS && !map.contains_key(id.as_str()) {
             return Err(ScopedPlanError::TooMany);
+        }
+        // Summed afresh: a PUT is rare and there are at most 4096 plans.
+        let (rules, text) = map
+            .iter()
+            .filter(|(k, _)| k.as_ref() != id.as_str())
+            .fold((plan.rules.len(), plan.text_len()), |(r, t), (_, a)| {
+                (r + a.plan.rules.len(), t + a.plan.text_len())
+            });
+        if rules > MAX_SCOPED_RULES || text > MAX_SCOPED_TEXT {
+            return Err(ScopedPlanError::Full { rules, text });
         }
         map.insert(id.into(), Arc::new(Active::new(plan, Instant::now())));
         drop(map);

@@ -36,6 +36,9 @@ pub struct Plan {
     spec: PlanSpec,
     pub(crate) rules: Vec<Rule>,
     origin: String,
+    /// Bytes of the text it was parsed from: what scoped plans' budget
+    /// counts of their strings (patterns, reply texts).
+    text_len: usize,
 }
 
 /// Removes serde_yaml's trailing " at line L column C" (the location is
@@ -55,7 +58,7 @@ impl Plan {
             location: e.location,
             message: crate::config::keyed_message(e),
         })?;
-        Plan::compile(spec, origin)
+        Plan::compile(spec, origin, text.len())
     }
 
     /// Parses a JSON plan (same keys as YAML).
@@ -68,7 +71,7 @@ impl Plan {
                 strip_location(m)
             },
         })?;
-        Plan::compile(spec, origin)
+        Plan::compile(spec, origin, text.len())
     }
 
     /// Parses a request body: JSON when the content type says so or the
@@ -101,7 +104,7 @@ impl Plan {
         Plan::from_bytes(text.as_bytes(), None, &path.display().to_string())
     }
 
-    fn compile(spec: PlanSpec, origin: &str) -> Result<Plan, PlanError> {
+    fn compile(spec: PlanSpec, origin: &str, text_len: usize) -> Result<Plan, PlanError> {
         let rules = spec
             .rules
             .iter()
@@ -118,6 +121,7 @@ impl Plan {
             spec,
             rules,
             origin: origin.to_string(),
+            text_len,
         })
     }
 
@@ -129,6 +133,11 @@ impl Plan {
     /// Where it came from.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// Bytes of the YAML or JSON text it was parsed from.
+    pub fn text_len(&self) -> usize {
+        self.text_len
     }
 
     /// The plan as YAML (every key, defaults filled in).

@@ -74,10 +74,13 @@ mod view;
 use std::time::Instant;
 
 pub use crate::hook::SessionEnd;
-pub use clients::{RuleFaults, ScopedPlanError, MAX_SCOPED_PLANS, MAX_SCOPED_RULES_LISTED};
+pub use clients::{
+    RuleFaults, ScopedPlanError, MAX_SCOPED_PLANS, MAX_SCOPED_RULES, MAX_SCOPED_RULES_LISTED,
+    MAX_SCOPED_TEXT,
+};
 pub use engine::Engine;
 pub use load::{Plan, PlanError};
-pub use model::PlanSpec;
+pub use model::{PlanSpec, MAX_RULES, MAX_STATE_CAP};
 pub use referee::verdicts::{ClientVerdict, Outcome, RuleVerdict};
 pub use referee::RefereeReport;
 pub use verdict::{FaultAction, Verdict};

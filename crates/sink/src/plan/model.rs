@@ -67,10 +67,14 @@ pub struct PlanSpec {
     /// longest are evicted, about half the cap at a time (see the engine's
     /// `state` module: an entry used within the last `state_cap / 128`
     /// new keys of its stripe is never evicted).
-    #[serde(default = "default_state_cap")]
+    #[serde(
+        default = "default_state_cap",
+        deserialize_with = "state_cap_at_most_max"
+    )]
     pub state_cap: usize,
-    /// The rules, in order: the first that matches and is selected decides.
-    #[serde(default)]
+    /// The rules, in order: the first that matches and is selected decides
+    /// (at most [`MAX_RULES`]).
+    #[serde(default, deserialize_with = "rules_at_most_max")]
     pub rules: Vec<Checked<RuleSpec>>,
     /// The behaviour expected of clients: checks over the referee's
     /// verdict metrics that replace the default policy metric by metric
@@ -81,6 +85,93 @@ pub struct PlanSpec {
 
 fn default_state_cap() -> usize {
     100_000
+}
+
+/// Most rules in one plan. A rule costs about 2 KiB (as written and as
+/// compiled) whatever its text, so without a cap a 2 MiB request body of
+/// one-line rules would hold ~75 MiB; real plans have a handful of rules.
+pub const MAX_RULES: usize = 10_000;
+
+/// Largest `state_cap`: ~50 bytes an entry, so about 500 MB of per-key
+/// state at most.
+pub const MAX_STATE_CAP: usize = 10_000_000;
+
+fn state_cap_at_most_max<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    let cap = usize::deserialize(d)?;
+    if cap > MAX_STATE_CAP {
+        return Err(serde::de::Error::custom(format!(
+            "state_cap {cap} is more than the most allowed, {MAX_STATE_CAP}"
+        )));
+    }
+    Ok(cap)
+}
+
+/// Reads the rules and stops at the first past [`MAX_RULES`], so the error
+/// points at that rule and an oversized plan is never held whole.
+fn rules_at_most_max<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<Checked<RuleSpec>>, D::Error> {
+    use serde::de::{DeserializeSeed, Error, IgnoredAny, SeqAccess, Visitor};
+    use std::fmt;
+    struct AtMost;
+    /// The rule past the cap: refused from inside its own value, where the
+    /// parser knows its line and column.
+    struct OneTooMany;
+    impl<'de> DeserializeSeed<'de> for OneTooMany {
+        type Value = IgnoredAny;
+        fn deserialize<E: serde::Deserializer<'de>>(self, d: E) -> Result<IgnoredAny, E::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    fn too_many<E: Error>() -> E {
+        E::custom(format!(
+            "more than {MAX_RULES} rules: a plan holds at most {MAX_RULES}"
+        ))
+    }
+    impl<'de> Visitor<'de> for OneTooMany {
+        type Value = IgnoredAny;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "no more than {MAX_RULES} rules")
+        }
+        // A rule is a mapping; anything else past the cap is refused alike.
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<IgnoredAny, A::Error> {
+            Err(too_many())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<IgnoredAny, A::Error> {
+            Err(too_many())
+        }
+        fn visit_str<E: Error>(self, _: &str) -> Result<IgnoredAny, E> {
+            Err(too_many())
+        }
+        fn visit_unit<E: Error>(self) -> Result<IgnoredAny, E> {
+            Err(too_many())
+        }
+    }
+    impl<'de> Visitor<'de> for AtMost {
+        type Value = Vec<Checked<RuleSpec>>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a sequence of at most {MAX_RULES} rules")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut rules = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(MAX_RULES));
+            while rules.len() < MAX_RULES {
+                match seq.next_element()? {
+                    Some(rule) => rules.push(rule),
+                    None => {
+                        // Doubling left up to half the list unused, at
+                        // 1.2 KB a rule, kept as long as the plan is.
+                        rules.shrink_to_fit();
+                        return Ok(rules);
+                    }
+                }
+            }
+            match seq.next_element_seed(OneTooMany)? {
+                Some(_) => Err(A::Error::custom("unreachable: the seed refuses")),
+                None => Ok(rules),
+            }
+        }
+    }
+    d.deserialize_seq(AtMost)
 }
 /// One rule as written.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

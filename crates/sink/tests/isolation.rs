@@ -279,17 +279,17 @@ fn scoped_plans_share_a_budget_of_rules_and_text() {
     // Text: a few rules with long patterns are budgeted by their bytes.
     let e = Engine::new();
     let pattern = "x".repeat(1 << 20);
-    let long = Plan::from_yaml_str(
-        &format!("rules:\n  - {{stage: rcpt, match: {{recipient: \"{pattern}\"}}, action: {{reply: {{code: 550}}}}}}\n"),
-        "t",
-    )
-    .unwrap();
-    let fit = MAX_SCOPED_TEXT / long.text_len();
+    let long = || {
+        let yaml = format!(
+            "rules:\n  - {{stage: rcpt, match: {{recipient: \"{pattern}\"}}, action: {{reply: {{code: 550}}}}}}\n"
+        );
+        Plan::from_yaml_str(&yaml, "t").unwrap()
+    };
+    let fit = MAX_SCOPED_TEXT / long().text_len();
     for i in 0..fit {
-        let p = Plan::from_yaml_str(&format!("rules:\n  - {{stage: rcpt, match: {{recipient: \"{pattern}\"}}, action: {{reply: {{code: 550}}}}}}\n"), "t").unwrap();
-        e.load_scoped(&format!("t{i}"), p).unwrap();
+        e.load_scoped(&format!("t{i}"), long()).unwrap();
     }
-    let err = e.load_scoped("t-more", long).unwrap_err().to_string();
+    let err = e.load_scoped("t-more", long()).unwrap_err().to_string();
     assert!(err.contains("bytes of plan text in all"), "{err}");
 }
 

@@ -103,10 +103,7 @@ pub fn encode_histogram(h: &Histogram<u64>) -> String {
 
 /// Decodes [`encode_histogram`]'s output (to merge reports).
 pub fn decode_histogram(s: &str) -> Option<Histogram<u64>> {
-    let bytes = B64.decode(s).ok()?;
-    hdrhistogram::serialization::Deserializer::new()
-        .deserialize(&mut std::io::Cursor::new(bytes))
-        .ok()
+    mailstorm_sample::decode_v2(&B64.decode(s).ok()?)
 }
 
 fn hdr(h: &Histogram<u64>) -> String {

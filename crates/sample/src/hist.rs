@@ -1,7 +1,66 @@
-//! The summary both reports print for an HDR histogram.
+//! The summary both reports print for an HDR histogram, and the one
+//! decoder of the histograms reports carry.
+
+use std::io::Read;
 
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
+
+/// HdrHistogram's V2 cookies (uncompressed, deflate), as its serializer
+/// writes them.
+const V2_COOKIE: u32 = 0x1c84_9313;
+const V2_DEFLATE_COOKIE: u32 = 0x1c84_9314;
+/// A V2 header: cookie, payload length, normalizing offset, digits, lowest,
+/// highest, integer-to-double ratio.
+const V2_HEADER: usize = 40;
+
+/// Most significant digits accepted: what both tools record with. Counts
+/// then take under 0.5 MB whatever the range; 5 digits could take 48 MB.
+const MAX_DIGITS: u32 = 3;
+
+/// Largest decoded V2 histogram accepted. The tools' own are far smaller
+/// (3 digits up to an hour in µs encodes in under 400 KB).
+pub const MAX_HISTOGRAM_BYTES: usize = 16 << 20;
+
+/// Decodes a histogram in HdrHistogram's V2 format (deflate or plain), as
+/// reports and ledgers carry it; `None` when it is not one.
+///
+/// Why not hdrhistogram's deserializer alone: it allocates the payload
+/// length the header claims (up to 4 GiB) before reading it, so a 7 KB
+/// report could take gigabytes. Here the input is inflated at most
+/// [`MAX_HISTOGRAM_BYTES`], the claim checked against what is there, and
+/// histograms of more than 3 significant digits refused.
+pub fn decode_v2(bytes: &[u8]) -> Option<Histogram<u64>> {
+    let word = |b: &[u8], at: usize| -> Option<u32> {
+        Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let inflated;
+    let plain = match word(bytes, 0)? {
+        V2_COOKIE => bytes,
+        V2_DEFLATE_COOKIE => {
+            let len = word(bytes, 4)? as usize;
+            let deflated = bytes.get(8..8usize.checked_add(len)?)?;
+            let mut out = Vec::new();
+            flate2::read::ZlibDecoder::new(deflated)
+                .take(MAX_HISTOGRAM_BYTES as u64 + 1)
+                .read_to_end(&mut out)
+                .ok()?;
+            inflated = out;
+            &inflated[..]
+        }
+        _ => return None,
+    };
+    if plain.len() > MAX_HISTOGRAM_BYTES
+        || word(plain, 0)? != V2_COOKIE
+        || word(plain, 4)? as usize > plain.len().saturating_sub(V2_HEADER)
+        || word(plain, 12)? > MAX_DIGITS
+    {
+        return None;
+    }
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut &plain[..])
+        .ok()
+}
 
 /// Count, extremes, mean and the usual percentiles of a histogram, in its
 /// own unit (all zero when the histogram is empty).

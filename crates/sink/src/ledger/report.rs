@@ -151,10 +151,7 @@ impl Latency {
 
     /// The histogram back from [`Latency::hdr`].
     pub fn histogram(&self) -> Option<Histogram<u64>> {
-        let bytes = B64.decode(&self.hdr).ok()?;
-        hdrhistogram::serialization::Deserializer::new()
-            .deserialize(&mut std::io::Cursor::new(bytes))
-            .ok()
+        mailstorm_sample::decode_v2(&B64.decode(&self.hdr).ok()?)
     }
 }
 

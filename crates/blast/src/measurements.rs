@@ -15,7 +15,6 @@ use crate::stats::{new_histogram, Counters, Fault, Stage, StageTally, Stats, Tra
 use crate::{Row, RunResult};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 
 /// The section.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -95,10 +94,7 @@ pub struct RowEntry {
 
 /// Base64 of the histogram in HdrHistogram's V2 compressed (deflate) format.
 pub fn encode_histogram(h: &Histogram<u64>) -> String {
-    let mut buf = Vec::new();
-    // Serialising into a Vec cannot fail on I/O; only absurd histograms fail.
-    let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
-    B64.encode(buf)
+    B64.encode(mailstorm_sample::encode_v2(h))
 }
 
 /// Decodes [`encode_histogram`]'s output (to merge reports).

@@ -22,6 +22,16 @@ const MAX_DIGITS: u32 = 3;
 /// (3 digits up to an hour in µs encodes in under 400 KB).
 pub const MAX_HISTOGRAM_BYTES: usize = 16 << 20;
 
+/// `h` in HdrHistogram's V2 deflate format, as reports and ledgers carry
+/// it (and [`decode_v2`] reads it).
+pub fn encode_v2(h: &Histogram<u64>) -> Vec<u8> {
+    use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
+    let mut buf = Vec::new();
+    // Serialising into a Vec cannot fail on I/O; only absurd histograms fail.
+    let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
+    buf
+}
+
 /// Decodes a histogram in HdrHistogram's V2 format (deflate or plain), as
 /// reports and ledgers carry it; `None` when it is not one.
 ///

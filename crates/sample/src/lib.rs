@@ -12,5 +12,5 @@ pub mod hist;
 pub mod rng;
 
 pub use dist::{standard_normal, LogNormal, Z99};
-pub use hist::{decode_v2, HistSummary, MAX_HISTOGRAM_BYTES};
+pub use hist::{decode_v2, encode_v2, HistSummary, MAX_HISTOGRAM_BYTES};
 pub use rng::{mix64, splitmix64, Rng};

@@ -5,7 +5,6 @@ use std::fmt::Write as _;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use hdrhistogram::serialization::{Serializer, V2DeflateSerializer};
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
@@ -130,8 +129,6 @@ pub struct Latency {
 
 impl Latency {
     pub(crate) fn of(h: &Histogram<u64>) -> Latency {
-        let mut buf = Vec::new();
-        let _ = V2DeflateSerializer::new().serialize(h, &mut buf);
         let q = |q: f64| {
             if h.is_empty() {
                 0
@@ -145,7 +142,7 @@ impl Latency {
             p90_us: q(0.9),
             p99_us: q(0.99),
             max_us: if h.is_empty() { 0 } else { h.max() },
-            hdr: B64.encode(buf),
+            hdr: B64.encode(mailstorm_sample::encode_v2(h)),
         }
     }
 

@@ -126,6 +126,21 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
     found[0].value
 }
 
+/// What the server at `url` answers a request whose head is 40 KB.
+fn oversized_head(url: &str) -> String {
+    use std::io::{Read, Write};
+    let host = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let pad = "a".repeat(40_000);
+    // The server may close before the whole head is written.
+    let _ =
+        s.write_all(format!("GET /metrics HTTP/1.1\r\nHost: t\r\nX-Pad: {pad}\r\n\r\n").as_bytes());
+    let mut reply = Vec::new();
+    let _ = s.read_to_end(&mut reply);
+    String::from_utf8_lossy(&reply).into_owned()
+}
+
 /// The first `prefix…` line's URL.
 fn url_after(run: &mut Running, prefix: &str) -> String {
     let line = run.wait_line(prefix, |l| l.starts_with(prefix));
@@ -188,6 +203,10 @@ fn metrics_follow_the_run_and_end_equal_to_the_report() {
     // After the run: the report is written, the endpoints linger.
     run.wait_line("the report", |l| l.starts_with("report written to"));
     run.wait_line("the linger", |l| l.starts_with("live: serving the final"));
+    assert!(
+        oversized_head(&metrics).starts_with("HTTP/1.1 431"),
+        "a 40 KB request head is refused (mailstorm-http's 16 KiB cap)"
+    );
     let end = get(&metrics).1;
     let model: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let fed: Value = serde_json::from_str(&get(&feed).1).unwrap();

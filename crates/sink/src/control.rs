@@ -2,7 +2,9 @@
 //! metrics, captured messages, and (later) the fault plan.
 //!
 //! It runs axum on a current-thread tokio runtime on its own OS thread, so it
-//! never competes with a sink shard. The sink plugs in through
+//! never competes with a sink shard, served within `mailstorm_http`'s
+//! limits (connections, head size and deadline, request and write
+//! deadlines) so no HTTP peer can make the sink hold unbounded memory. The sink plugs in through
 //! [`ControlBackend`]; this module only does HTTP.
 //!
 //! Routes (all but `/healthz` need `Authorization: Bearer <token>`, or the
@@ -283,30 +285,18 @@ async fn serve(
             return;
         }
     };
-    // `stopping` fires when shutdown starts, to bound the graceful phase.
-    let (stopping_tx, stopping_rx) = oneshot::channel::<()>();
-    let signal = async move {
-        // A dropped sender (handle dropped) also means "stop".
+    // A dropped sender (handle dropped) also means "stop".
+    let stop = async move {
         let _ = stop.await;
-        let _ = stopping_tx.send(());
     };
-    let server = axum::serve(listener, app).with_graceful_shutdown(signal);
-    let deadline = async move {
-        if stopping_rx.await.is_ok() {
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } else {
-            // The server ended on its own; let it report.
-            std::future::pending::<()>().await;
-        }
-    };
-    tokio::select! {
-        res = server => {
-            if let Err(e) = res {
-                eprintln!("mailstorm-sink: control API on {local_addr} stopped: {e}");
-            }
-        }
-        () = deadline => {}
-    }
+    mailstorm_http::serve(
+        listener,
+        app,
+        mailstorm_http::Limits::default(),
+        stop,
+        SHUTDOWN_GRACE,
+    )
+    .await;
 }
 
 type Backend = Arc<dyn ControlBackend>;

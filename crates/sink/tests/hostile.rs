@@ -179,6 +179,80 @@ fn ten_thousand_idle_connections_and_a_normal_client() {
     );
 }
 
+/// Hostile HTTP clients on the control API: 1,000 connections each
+/// sending 300 KB of one header line and never ending it. axum's own
+/// server read all of it into per-connection buffers (4,000 of them: 1.3
+/// GB); now a head is capped at 16 KiB (431) and connections at 256, so
+/// the sink's RSS barely moves and a normal call is still answered.
+#[test]
+fn control_api_memory_is_bounded_against_hostile_http_clients() {
+    const HOSTILE: usize = 1_000;
+    const PAD: usize = 300_000;
+    let limit = mailstorm_sink::raise_nofile_limit().unwrap();
+    assert!(limit >= HOSTILE as u64 + 100, "open files limit {limit}");
+    let run = Running::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--control",
+        "127.0.0.1:0",
+        "--stats-interval",
+        "0",
+    ]);
+    let line = run.line_with("control API on");
+    let control: SocketAddr = line
+        .rsplit("http://")
+        .next()
+        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+        .unwrap_or_else(|| panic!("address in {line:?}"));
+    let pid = run.child.id().to_string();
+    let rss_before = rss_kib(&pid);
+    let head = format!(
+        "GET /stats HTTP/1.1\r\nHost: t\r\nX-Pad: {}",
+        "a".repeat(PAD)
+    );
+    let started = Instant::now();
+    let hostile: Vec<TcpStream> = (0..HOSTILE)
+        .map(|_| {
+            let mut s = TcpStream::connect(control).unwrap();
+            s.set_nonblocking(true).unwrap();
+            // As much as the socket takes; the sink may close early.
+            let _ = s.write(head.as_bytes());
+            s
+        })
+        .collect();
+    // Watch the sink take what it will: until its RSS holds still for
+    // 10 samples in a row, bounded by TIMEOUT.
+    let mut rss_max = rss_kib(&pid);
+    let mut still = 0;
+    let watch = Instant::now();
+    while still < 10 && watch.elapsed() < TIMEOUT {
+        std::thread::sleep(Duration::from_millis(50));
+        let rss = rss_kib(&pid);
+        still = if rss == rss_max { still + 1 } else { 0 };
+        rss_max = rss_max.max(rss);
+    }
+    // A normal call is answered while the hostile connections are open.
+    let mut c = TcpStream::connect(control).unwrap();
+    c.set_read_timeout(Some(TIMEOUT)).unwrap();
+    c.write_all(b"GET /healthz HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut reply = String::new();
+    c.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let grown_mib = rss_max.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "sink RSS {rss_before} KiB before, at most {rss_max} KiB with {HOSTILE} hostile \
+         connections ({} MB sent) after {:?}",
+        HOSTILE * PAD / 1_000_000,
+        started.elapsed()
+    );
+    assert!(grown_mib < 48, "the sink's RSS grew {grown_mib} MiB");
+    drop(hostile);
+}
+
 fn kill_term(run: &Running) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;

@@ -1,6 +1,6 @@
 //! The live HTTP endpoints: listeners bound before the run (so a bad
-//! address is a usage error, not a surprise mid-run), served by axum on a
-//! thread of their own. Handlers only clone the latest published
+//! address is a usage error, not a surprise mid-run), served by axum within
+//! `mailstorm_http`'s limits on a thread of their own. Handlers only clone the latest published
 //! [`Snapshot`]: the collector publishes once per interval, the load's hot
 //! path never sees a request.
 
@@ -135,19 +135,22 @@ async fn serve(
         };
         let app = router(roles, feed.clone(), page.clone());
         let mut rx = stop_all.subscribe();
-        tasks.spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-                let _ = rx.recv().await;
-            });
-            if let Err(e) = server.await {
-                eprintln!("mailstorm-blast: live endpoint {addr:?} stopped: {e}");
-            }
-        });
+        let stop = async move {
+            let _ = rx.recv().await;
+        };
+        tasks.spawn(mailstorm_http::serve(
+            listener,
+            app,
+            mailstorm_http::Limits::default(),
+            stop,
+            SHUTDOWN_GRACE,
+        ));
     }
     // A dropped sender means "stop" too.
     let _ = stop.await;
     let _ = stop_all.send(());
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+    // Each server bounds its own grace; this bounds the lot.
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, async {
         while tasks.join_next().await.is_some() {}
     })
     .await;

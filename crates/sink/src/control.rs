@@ -1,11 +1,12 @@
 //! The HTTP control API (`--control ADDR`): health, stats, Prometheus
 //! metrics, captured messages, and (later) the fault plan.
 //!
-//! It runs axum on a current-thread tokio runtime on its own OS thread, so it
-//! never competes with a sink shard, served within `mailstorm_http`'s
-//! limits (connections, head size and deadline, request and write
-//! deadlines) so no HTTP peer can make the sink hold unbounded memory. The sink plugs in through
-//! [`ControlBackend`]; this module only does HTTP.
+//! It runs axum on a current-thread tokio runtime on its own OS thread, so
+//! it never competes with a sink shard, within `mailstorm_http`'s limits
+//! (connections, head size and deadline, bodies in flight, request and
+//! write deadlines): no HTTP peer can make the sink hold unbounded
+//! memory. The sink plugs in through [`ControlBackend`]; this module only
+//! does HTTP.
 //!
 //! Routes (all but `/healthz` need `Authorization: Bearer <token>`, or the
 //! dashboard's cookie, when a token is set):

@@ -28,8 +28,9 @@ selects one test's clients on /clients, /verdicts, /messages, /ledger and /reset
 but /healthz needs `Authorization: Bearer TOKEN`; a browser opens
 /?token=TOKEN once and gets a cookie for the page and its calls. Limits against
 any HTTP peer: 256 connections (more wait), 16 KiB request heads sent within 10s
-(431, or closed), 30s per request (408), 2 MB bodies (413), 30s of an unread
-response (closed).
+(431, or closed; an idle keep-alive connection is closed after 10s), bodies of
+2 MiB (413), 8 at a time, 30s per request (408), 30s of an unread response
+(closed).
 
 Signals: SIGINT/SIGTERM stop accepting, answer 421 4.3.2 to each session at its next
 command, wait up to --shutdown-grace, print final stats and exit 0. SIGHUP reloads the

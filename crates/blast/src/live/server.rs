@@ -1,8 +1,8 @@
 //! The live HTTP endpoints: listeners bound before the run (so a bad
-//! address is a usage error, not a surprise mid-run), served by axum within
-//! `mailstorm_http`'s limits on a thread of their own. Handlers only clone the latest published
-//! [`Snapshot`]: the collector publishes once per interval, the load's hot
-//! path never sees a request.
+//! address is a usage error, not a surprise mid-run), served by axum
+//! within `mailstorm_http`'s limits on a thread of their own. Handlers
+//! only clone the latest published [`Snapshot`]: the collector publishes
+//! once per interval, the load's hot path never sees a request.
 
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::{Arc, Mutex};
@@ -101,7 +101,8 @@ impl Server {
         })
     }
 
-    /// Stops serving (bounded by [`SHUTDOWN_GRACE`]) and joins the thread.
+    /// Stops serving (each listener's open requests get [`SHUTDOWN_GRACE`],
+    /// the lot at most twice that) and joins the thread.
     pub fn shutdown(&mut self) {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {

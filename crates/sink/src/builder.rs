@@ -133,6 +133,9 @@ impl SinkBuilder {
         keep: usize);
     setter!(/// Total size cap of the kept messages (0 = none).
         keep_bytes: u64);
+    setter!(/// Message bytes held in memory at once while messages arrive
+        /// with keep or capture; past it, `452 4.3.1` at end of data.
+        buffer_bytes: u64);
     setter!(/// Shutdown grace period.
         shutdown_grace: Duration);
     setter!(/// Listen backlog.

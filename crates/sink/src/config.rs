@@ -110,6 +110,12 @@ pub struct SinkConfig {
     /// Total size cap of the kept messages; the oldest go first.
     #[serde(with = "size_serde")]
     pub keep_bytes: u64,
+    /// Message bytes held in memory at once, across sessions, while
+    /// messages arrive with `keep` or `capture`; a message that would pass
+    /// it is answered `452 4.3.1` at its end (the client keeps it and
+    /// retries), so no set of clients makes the sink grow past it.
+    #[serde(with = "size_serde")]
+    pub buffer_bytes: u64,
     /// Control API address; `None` (YAML `off`) disables it.
     #[serde(with = "control_serde")]
     pub control: Option<SocketAddr>,
@@ -166,6 +172,7 @@ impl Default for SinkConfig {
             capture: None,
             keep: 0,
             keep_bytes: 64 << 20,
+            buffer_bytes: 256 << 20,
             control: Some(SocketAddr::from(([127, 0, 0, 1], 8025))),
             control_token: None,
             stats_interval: Duration::from_secs(1),
@@ -285,6 +292,18 @@ impl SinkConfig {
         }
         if self.max_recipients == 0 {
             return bad("max_recipients must be at least 1".into());
+        }
+        if self.buffer_bytes == 0 {
+            return bad("buffer_bytes must be at least 1 byte".into());
+        }
+        let buffers = self.capture.is_some() || self.keep > 0;
+        if buffers && self.max_message_size > self.buffer_bytes {
+            return bad(format!(
+                "buffer_bytes ({} bytes) is smaller than max_message_size ({} bytes): with \
+                 keep or capture, a message that large could never be held; raise \
+                 buffer_bytes or lower max_message_size",
+                self.buffer_bytes, self.max_message_size
+            ));
         }
         if self.idle_timeout.is_zero() {
             return bad("idle_timeout must be positive".into());

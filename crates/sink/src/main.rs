@@ -135,6 +135,11 @@ struct Args {
     /// Total size of the kept messages; the oldest go first; 0 = no cap [default: 64MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     keep_bytes: Option<u64>,
+    /// Message bytes held in memory at once, across sessions, while messages arrive with --keep
+    /// or --capture; a message that would pass it gets 452 4.3.1 at its end (the client
+    /// retries). At least --max-message-size [default: 256MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    buffer_bytes: Option<u64>,
     /// Control API address, or `off` [default: 127.0.0.1:8025]; port 0
     /// picks a free port (see --ready-file).
     #[arg(long, value_name = "ADDR|off", value_parser = parse_control_flag)]
@@ -221,6 +226,7 @@ impl Args {
             bare_lf,
             keep,
             keep_bytes,
+            buffer_bytes,
             stats_interval,
             shutdown_grace
         );

@@ -88,6 +88,51 @@ impl StoredMessage {
 pub(crate) struct Store {
     next_id: AtomicU64,
     ring: Mutex<Ring>,
+    /// Bytes of arriving messages that sessions hold (see [`BodyHold`]).
+    held: Arc<AtomicU64>,
+}
+
+/// One session's share of the bytes of arriving messages held in memory,
+/// counted across sessions against `buffer_bytes`: without it, 50
+/// connections each sending 20 MB with `--keep` held 1 GB. Given back when
+/// the message ends and when the session is dropped mid-message.
+pub(crate) struct BodyHold {
+    held_by_all: Arc<AtomicU64>,
+    held: u64,
+}
+
+impl BodyHold {
+    /// Grows this session's hold to `len` bytes. `false` when that would
+    /// take all sessions past `limit`; the hold is then given back whole.
+    pub(crate) fn grow_to(&mut self, len: usize, limit: u64) -> bool {
+        let len = len as u64;
+        if len <= self.held {
+            return true;
+        }
+        let more = len - self.held;
+        let before = self.held_by_all.fetch_add(more, Ordering::Relaxed);
+        if before.saturating_add(more) > limit {
+            self.held_by_all.fetch_sub(more, Ordering::Relaxed);
+            self.release();
+            return false;
+        }
+        self.held = len;
+        true
+    }
+
+    /// Gives the whole hold back.
+    pub(crate) fn release(&mut self) {
+        if self.held > 0 {
+            self.held_by_all.fetch_sub(self.held, Ordering::Relaxed);
+            self.held = 0;
+        }
+    }
+}
+
+impl Drop for BodyHold {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// The kept messages and their total size (`raw` lengths), so the byte cap
@@ -114,7 +159,22 @@ impl Store {
         Store {
             next_id: AtomicU64::new(first),
             ring: Mutex::new(Ring::default()),
+            held: Arc::new(AtomicU64::new(0)),
         }
+    }
+
+    /// An empty hold on arriving messages' bytes, for one session.
+    pub(crate) fn body_hold(&self) -> BodyHold {
+        BodyHold {
+            held_by_all: self.held.clone(),
+            held: 0,
+        }
+    }
+
+    /// Bytes of arriving messages held by all sessions now.
+    #[cfg(test)]
+    pub(crate) fn held_bytes(&self) -> u64 {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// Stores an accepted message; returns its id.
@@ -290,3 +350,26 @@ fn release_free_memory() {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn release_free_memory() {}
+
+#[cfg(test)]
+mod tests {
+    use super::Store;
+
+    #[test]
+    fn holds_share_one_budget_and_come_back() {
+        let store = Store::new(None);
+        let (mut a, mut b) = (store.body_hold(), store.body_hold());
+        assert!(a.grow_to(600, 1000));
+        assert!(a.grow_to(500, 1000), "shrinking asks for nothing");
+        assert_eq!(store.held_bytes(), 600);
+        // B would take the two past 1000: refused, B holds nothing.
+        assert!(b.grow_to(300, 1000));
+        assert!(!b.grow_to(500, 1000));
+        assert_eq!(store.held_bytes(), 600);
+        a.release();
+        assert!(b.grow_to(1000, 1000));
+        assert_eq!(store.held_bytes(), 1000);
+        drop(b);
+        assert_eq!(store.held_bytes(), 0, "a dropped session gives back");
+    }
+}

@@ -155,3 +155,81 @@ fn a_reload_to_an_unwritable_capture_directory_keeps_the_old_one() {
     assert!(dir.join("1.eml").is_file());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `buffer_bytes` bounds what arriving messages hold in memory across
+/// sessions (`--keep`/`--capture` buffer each message whole): a message
+/// that would pass it is answered `452 4.3.1` at its end, and what a
+/// message held comes back when it ends or its session is dropped.
+#[test]
+fn arriving_messages_share_the_buffer_budget() {
+    const BODY: usize = 600 * 1024;
+    let sink = start(
+        Sink::builder()
+            .keep(10)
+            .max_message_size(1 << 20)
+            .buffer_bytes(1 << 20),
+    );
+    let addr = sink.local_addr();
+    let body = format!("Subject: big\r\n\r\n{}", "z".repeat(BODY));
+    let received = |sink: &mailstorm_sink::SinkHandle| sink.stats().bytes_received;
+
+    // A holds 600 KB of a message it has not ended.
+    let mut a = Client::ehlo(addr);
+    a.cmd("MAIL FROM:<a@b.test>").expect(250, "2.1.0");
+    a.cmd("RCPT TO:<x@y.test>").expect(250, "2.1.5");
+    assert_eq!(a.cmd("DATA").code, 354);
+    let before = received(&sink);
+    a.send(body.as_bytes());
+    wait_for("A's body read", || received(&sink) >= before + BODY as u64);
+
+    // B's 600 KB would take the sessions past 1 MiB: 452, nothing kept.
+    let mut b = Client::ehlo(addr);
+    b.send_message("b@b.test", &["x@y.test"], &body)
+        .expect(452, "4.3.1");
+    // A's message is whole and kept.
+    a.send(b"\r\n.\r\n");
+    a.reply().expect(250, "2.0.0");
+    // A's hold came back: B's retry fits, over BDAT too.
+    b.send_message("b@b.test", &["x@y.test"], &body)
+        .expect(250, "2.0.0");
+    b.cmd("MAIL FROM:<b@b.test>").expect(250, "2.1.0");
+    b.cmd("RCPT TO:<x@y.test>").expect(250, "2.1.5");
+    b.send(format!("BDAT {} LAST\r\n", body.len()).as_bytes());
+    b.send(body.as_bytes());
+    b.reply().expect(250, "2.0.0");
+
+    // C holds 600 KB and leaves mid-message: its hold comes back too.
+    let mut c = Client::ehlo(addr);
+    c.cmd("MAIL FROM:<c@b.test>").expect(250, "2.1.0");
+    c.cmd("RCPT TO:<x@y.test>").expect(250, "2.1.5");
+    assert_eq!(c.cmd("DATA").code, 354);
+    let before = received(&sink);
+    c.send(body.as_bytes());
+    wait_for("C's body read", || received(&sink) >= before + BODY as u64);
+    // While C holds it, a BDAT message in two chunks passes the budget at
+    // its second chunk and is refused at its end.
+    let half = body.len() / 2;
+    b.cmd("MAIL FROM:<b@b.test>").expect(250, "2.1.0");
+    b.cmd("RCPT TO:<x@y.test>").expect(250, "2.1.5");
+    b.send(format!("BDAT {half}\r\n").as_bytes());
+    b.send(&body.as_bytes()[..half]);
+    b.reply().expect(250, "2.0.0");
+    b.send(format!("BDAT {} LAST\r\n", body.len() - half).as_bytes());
+    b.send(&body.as_bytes()[half..]);
+    b.reply().expect(452, "4.3.1");
+    let open = sink.stats().connections_open;
+    drop(c);
+    wait_for("C's session closed", || {
+        sink.stats().connections_open < open
+    });
+    b.send_message("b@b.test", &["x@y.test"], &body)
+        .expect(250, "2.0.0");
+
+    let kept = sink.messages();
+    assert_eq!(kept.len(), 4, "A's, and B's three accepted");
+    // DATA adds the CRLF before the final dot; BDAT carries the body as is.
+    let sizes: Vec<usize> = kept.iter().map(|m| m.size).collect();
+    let whole = [body.len() + 2, body.len() + 2, body.len(), body.len() + 2];
+    assert_eq!(sizes, whole, "whole bodies kept");
+    assert_eq!(sink.stats().messages_accepted, 4);
+}

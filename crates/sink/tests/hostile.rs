@@ -249,34 +249,7 @@ fn hostile_control_clients(conns: usize, request: &[u8]) -> u64 {
             (s, sent)
         })
         .collect();
-    let watch = Instant::now();
-    // Send what the sockets take and watch the sink take what it will:
-    // until everything is sent (or refused) and its RSS holds still for
-    // 10 samples in a row, bounded by TIMEOUT.
-    let mut rss_max = rss_kib(&pid);
-    let mut last = rss_max;
-    let mut still = 0;
-    while still < 10 && watch.elapsed() < TIMEOUT {
-        let mut sending = false;
-        for (s, sent) in hostile.iter_mut().filter(|(_, sent)| *sent < request.len()) {
-            match s.write(&request[*sent..]) {
-                Ok(n) => *sent += n,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                // Closed by the sink (431): nothing more to send.
-                Err(_) => *sent = request.len(),
-            }
-            sending |= *sent < request.len();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        let rss = rss_kib(&pid);
-        still = if rss == last && !sending {
-            still + 1
-        } else {
-            0
-        };
-        last = rss;
-        rss_max = rss_max.max(rss);
-    }
+    let rss_max = watch_rss(&pid, &mut hostile, request);
     // A normal call is answered while the hostile connections are open.
     let mut c = TcpStream::connect(control).unwrap();
     c.set_read_timeout(Some(TIMEOUT)).unwrap();
@@ -294,6 +267,118 @@ fn hostile_control_clients(conns: usize, request: &[u8]) -> u64 {
     );
     drop(hostile);
     rss_max.saturating_sub(rss_before) / 1024
+}
+
+/// Keeps sending `payload` on each connection (from where it stopped) and
+/// samples the sink's RSS until everything is sent or refused and the RSS
+/// holds still for 10 samples in a row, bounded by TIMEOUT; returns the
+/// highest sample.
+fn watch_rss(pid: &str, conns: &mut [(TcpStream, usize)], payload: &[u8]) -> u64 {
+    let watch = Instant::now();
+    let mut rss_max = rss_kib(pid);
+    let mut last = rss_max;
+    let mut still = 0;
+    while still < 10 && watch.elapsed() < TIMEOUT {
+        let mut sending = false;
+        for (s, sent) in conns.iter_mut().filter(|(_, sent)| *sent < payload.len()) {
+            match s.write(&payload[*sent..]) {
+                Ok(n) => *sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                // Closed by the sink: nothing more to send.
+                Err(_) => *sent = payload.len(),
+            }
+            sending |= *sent < payload.len();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        let rss = rss_kib(pid);
+        still = if rss == last && !sending {
+            still + 1
+        } else {
+            0
+        };
+        last = rss;
+        rss_max = rss_max.max(rss);
+    }
+    rss_max
+}
+
+/// 20 SMTP clients each sending 15 MB of a message and never ending it,
+/// to a sink that keeps messages (`--keep`, which buffers each arriving
+/// message whole). Without a shared budget they held 300 MB (50 × 20 MB
+/// held 1 GB); `--buffer-bytes 32MiB` holds the sink to that, and a
+/// message that would pass it is answered 452 at its end.
+#[test]
+fn kept_messages_in_flight_are_bounded_by_the_buffer_budget() {
+    const CLIENTS: usize = 20;
+    let run = Running::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--control",
+        "off",
+        "--stats-interval",
+        "0",
+        "--keep",
+        "10",
+        "--max-message-size",
+        "16MiB",
+        "--buffer-bytes",
+        "32MiB",
+    ]);
+    let line = run.line_with("listening on");
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .expect("address in the listening line");
+    let pid = run.child.id().to_string();
+    let rss_before = rss_kib(&pid);
+    let body = {
+        let mut b = b"Subject: big\r\n\r\n".to_vec();
+        while b.len() < 15_000_000 {
+            b.extend_from_slice(&[b'x'; 998]);
+            b.extend_from_slice(b"\r\n");
+        }
+        b
+    };
+    let mut clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| {
+            let mut c = Client::ehlo(addr);
+            c.cmd("MAIL FROM:<a@b.test>").expect(250, "2.1.0");
+            c.cmd("RCPT TO:<x@y.test>").expect(250, "2.1.5");
+            assert_eq!(c.cmd("DATA").code, 354);
+            c
+        })
+        .collect();
+    // Non-blocking clones of the sockets (the flag is shared with them).
+    let mut sending: Vec<(TcpStream, usize)> = clients
+        .iter()
+        .map(|c| {
+            let s = c.stream.try_clone().unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, 0)
+        })
+        .collect();
+    let rss_max = watch_rss(&pid, &mut sending, &body);
+    let grown_mib = rss_max.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "sink RSS {rss_before} KiB before, at most {rss_max} KiB with {CLIENTS} clients \
+         each holding 15 MB of a message"
+    );
+    // The budget, the read buffers and one message's copy into the store.
+    assert!(grown_mib < 64, "the sink's RSS grew {grown_mib} MiB");
+    // Each message ends: those the budget refused get 452, at least one
+    // (the first to hold its bytes) is accepted.
+    let mut codes = Vec::new();
+    for (c, (s, sent)) in clients.iter_mut().zip(&sending) {
+        assert_eq!(*sent, body.len(), "the whole body was sent");
+        s.set_nonblocking(false).unwrap();
+        c.send(b"\r\n.\r\n");
+        codes.push(c.reply().code);
+    }
+    assert!(codes.iter().all(|&c| c == 250 || c == 452), "{codes:?}");
+    assert!(codes.contains(&250) && codes.contains(&452), "{codes:?}");
 }
 
 fn kill_term(run: &Running) {

@@ -107,8 +107,7 @@ impl Session {
                     Ok(c) => c,
                     Err(o) => return o,
                 };
-                self.msg.clear();
-                self.headers_complete = false;
+                self.clear_body();
                 self.phase = Phase::Data(DataReceiver::new(DataConfig {
                     max_size: self.s.config.max_message_size,
                     // Only CRLF.CRLF ends the message (smuggling-safe), even
@@ -257,8 +256,7 @@ impl Session {
         }
         if reject.is_none() {
             if !self.tx.bdat {
-                self.msg.clear();
-                self.headers_complete = false;
+                self.clear_body();
             }
             self.tx.bdat = true;
         }

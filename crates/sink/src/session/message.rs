@@ -40,6 +40,10 @@ impl Session {
                 "5.7.0",
                 "Bare LF or CR in message; lines must end with CRLF",
             ))
+        } else if self.body_unheld {
+            // As Postfix's smtpd when its queue has no room: the client
+            // keeps the message and tries again later.
+            Some((452, "4.3.1", "Insufficient system storage"))
         } else {
             None
         };
@@ -149,8 +153,7 @@ impl Session {
             self.stats.add(Counter::MessagesRejected, 1);
         }
         self.tx.reset();
-        self.msg.clear();
-        self.headers_complete = false;
+        self.clear_body();
         if self.msg.capacity() > 1 << 20 {
             // Do not hold a large body buffer across idle time.
             self.msg = Vec::new();

@@ -18,7 +18,7 @@ use crate::auth::AuthExchange;
 use crate::hook::{Decision, DisconnectAfter, Recipients, SplitReply, Stage};
 use crate::settings::{Settings, AUTH_LINE_MAX};
 use crate::stats::{CloseReason, Counter, ShardStats};
-use crate::store::Store;
+use crate::store::{BodyHold, Store};
 use header_grab::grab_headers;
 
 mod commands;
@@ -197,6 +197,11 @@ pub(crate) struct Session {
     /// The body being received when bodies are kept; in discard mode, its
     /// header section (see [`Session::grab_headers`]).
     msg: Vec<u8>,
+    /// `msg`'s bytes counted against `buffer_bytes` (when bodies are kept).
+    hold: BodyHold,
+    /// This message would have passed `buffer_bytes`: its bytes are
+    /// dropped as they arrive and it is answered 452 at its end.
+    body_unheld: bool,
     /// Discard mode: the header section's end was found, so nothing more
     /// of this message is copied.
     headers_complete: bool,
@@ -235,6 +240,7 @@ impl Session {
         id: u64,
         peer: SocketAddr,
     ) -> Session {
+        let hold = store.body_hold();
         Session {
             s,
             stats,
@@ -248,6 +254,8 @@ impl Session {
             auth_user: None,
             tx: Tx::default(),
             msg: Vec::new(),
+            hold,
+            body_unheld: false,
             headers_complete: false,
             body_bytes: 0,
             body_bare: false,
@@ -261,6 +269,16 @@ impl Session {
             report: Report::default(),
             scope: None,
         }
+    }
+
+    // ---- the message's bytes -----------------------------------------
+
+    /// Empties the message buffer for the next message.
+    fn clear_body(&mut self) {
+        self.msg.clear();
+        self.hold.release();
+        self.body_unheld = false;
+        self.headers_complete = false;
     }
 
     // ---- replies -------------------------------------------------------
@@ -466,10 +484,14 @@ impl Session {
                     None => return (buf.len(), Flow::Read),
                 },
                 Phase::Data(rx) => {
-                    let status = if self.s.keep_bodies {
-                        rx.unstuff(input, &mut self.msg)
+                    let status = if self.s.keep_bodies && !self.body_unheld {
+                        let status = rx.unstuff(input, &mut self.msg);
+                        let limit = self.s.config.buffer_bytes;
+                        hold_or_drop(&mut self.msg, &mut self.hold, &mut self.body_unheld, limit);
+                        status
                     } else {
-                        // Discard mode: find the end in place, copy nothing.
+                        // Discard mode (or a message over buffer_bytes):
+                        // find the end in place, copy nothing.
                         rx.discard(input)
                     };
                     if !self.s.keep_bodies {
@@ -504,7 +526,16 @@ impl Session {
                     let (chunk, done) = rx.take(input);
                     self.report.bdat = true;
                     if reject.is_none() && self.s.keep_bodies {
-                        self.msg.extend_from_slice(chunk);
+                        if !self.body_unheld {
+                            self.msg.extend_from_slice(chunk);
+                            let limit = self.s.config.buffer_bytes;
+                            hold_or_drop(
+                                &mut self.msg,
+                                &mut self.hold,
+                                &mut self.body_unheld,
+                                limit,
+                            );
+                        }
                     } else if reject.is_none() && self.s.wants_headers() {
                         grab_headers(&mut self.msg, &mut self.headers_complete, chunk);
                     }
@@ -552,4 +583,15 @@ impl Session {
 fn trim_crlf(line: &[u8]) -> &[u8] {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// Counts `msg`'s growth against `limit`. When all sessions would pass it,
+/// the message is dropped: its memory freed, the rest of it discarded as it
+/// arrives (`unheld`), and 452 answered at its end. Fields, not `&mut
+/// Session`: the caller holds the phase's receiver.
+fn hold_or_drop(msg: &mut Vec<u8>, hold: &mut BodyHold, unheld: &mut bool, limit: u64) {
+    if !hold.grow_to(msg.len(), limit) {
+        *msg = Vec::new();
+        *unheld = true;
+    }
 }

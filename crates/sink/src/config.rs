@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use mailstorm_config::serde_units::{duration as duration_serde, size as size_serde};
+use mailstorm_config::units::format_size;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// What to do with a DATA body that has a bare LF or bare CR (the raw
@@ -113,7 +114,10 @@ pub struct SinkConfig {
     /// Message bytes held in memory at once, across sessions, while
     /// messages arrive with `keep` or `capture`; a message that would pass
     /// it is answered `452 4.3.1` at its end (the client keeps it and
-    /// retries), so no set of clients makes the sink grow past it.
+    /// retries). What arriving messages hold stays within it (plus each
+    /// session's read buffer and at most 64 KiB of spare body buffer).
+    /// Must be at least 1 byte, and at least `max_message_size` (which may
+    /// then not be 0) when keep or capture is on.
     #[serde(with = "size_serde")]
     pub buffer_bytes: u64,
     /// Control API address; `None` (YAML `off`) disables it.
@@ -294,15 +298,20 @@ impl SinkConfig {
             return bad("max_recipients must be at least 1".into());
         }
         if self.buffer_bytes == 0 {
-            return bad("buffer_bytes must be at least 1 byte".into());
+            return bad("buffer_bytes (--buffer-bytes) must be at least 1 byte".into());
         }
         let buffers = self.capture.is_some() || self.keep > 0;
-        if buffers && self.max_message_size > self.buffer_bytes {
+        if buffers && (self.max_message_size == 0 || self.max_message_size > self.buffer_bytes) {
+            let max = match self.max_message_size {
+                0 => "0 (no limit)".to_owned(),
+                n => format_size(n),
+            };
             return bad(format!(
-                "buffer_bytes ({} bytes) is smaller than max_message_size ({} bytes): with \
-                 keep or capture, a message that large could never be held; raise \
-                 buffer_bytes or lower max_message_size",
-                self.buffer_bytes, self.max_message_size
+                "max_message_size (--max-message-size) {max} is more than buffer_bytes \
+                 (--buffer-bytes) {}: with keep or capture every arriving message is held in \
+                 memory, so the largest must fit; raise buffer_bytes or lower \
+                 max_message_size",
+                format_size(self.buffer_bytes)
             ));
         }
         if self.idle_timeout.is_zero() {

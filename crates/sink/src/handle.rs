@@ -132,6 +132,12 @@ impl SinkHandle {
         self.shared.stats.reset();
     }
 
+    /// Bytes of arriving messages that sessions hold in memory now (with
+    /// `keep` or `capture`), counted against `buffer_bytes`.
+    pub fn buffered_bytes(&self) -> u64 {
+        self.shared.store.held_bytes()
+    }
+
     /// The kept messages (`keep`), oldest first.
     pub fn messages(&self) -> Vec<Arc<StoredMessage>> {
         self.shared.store.messages()

@@ -172,7 +172,6 @@ impl Store {
     }
 
     /// Bytes of arriving messages held by all sessions now.
-    #[cfg(test)]
     pub(crate) fn held_bytes(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }

@@ -49,7 +49,7 @@ impl Session {
                     Ok(c) => c,
                     Err(o) => return o,
                 };
-                self.tx.reset();
+                self.abort_tx();
                 self.tx.active = true;
                 self.tx.sender.push_str(from.as_str());
                 self.tx.binarymime = params.body == Some(Body::BinaryMime);
@@ -126,7 +126,7 @@ impl Session {
                     Ok(c) => c,
                     Err(o) => return o,
                 };
-                self.tx.reset();
+                self.abort_tx();
                 match custom {
                     Some(p) => self.reply_pending(out, Stage::Rset, &p),
                     None => self.fixed(out, Stage::Rset, 250, OK_GENERIC),
@@ -199,7 +199,7 @@ impl Session {
             Err(o) => return o,
         };
         // A new EHLO/HELO aborts any transaction (RFC 5321 §4.1.4).
-        self.tx.reset();
+        self.abort_tx();
         self.helo.clear();
         self.helo.push_str(domain);
         let helo = matches!(cmd, Command::Helo { .. });
@@ -286,7 +286,7 @@ impl Session {
                 if p.reset {
                     // An over-size message: refused like one over size in DATA.
                     self.stats.add(Counter::MessagesRejected, 1);
-                    self.tx.reset();
+                    self.abort_tx();
                 }
                 if p.error && self.count_error() {
                     return self.too_many_errors(out);

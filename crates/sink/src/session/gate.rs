@@ -162,7 +162,7 @@ impl Session {
             Gate::Refuse(p) => {
                 self.reply_pending(out, stage, &p);
                 if p.close {
-                    self.tx.reset();
+                    self.abort_tx();
                     return Err(Handled::Stop(Flow::Close(CloseReason::Hook)));
                 }
                 Err(Handled::Next)

@@ -41,8 +41,8 @@ impl Session {
                 "Bare LF or CR in message; lines must end with CRLF",
             ))
         } else if self.body_unheld {
-            // As Postfix's smtpd when its queue has no room: the client
-            // keeps the message and tries again later.
+            // Over buffer_bytes: the reply Postfix gives when its queue is
+            // short of space; the client keeps the message and retries.
             Some((452, "4.3.1", "Insufficient system storage"))
         } else {
             None
@@ -152,12 +152,7 @@ impl Session {
         if !accepted {
             self.stats.add(Counter::MessagesRejected, 1);
         }
-        self.tx.reset();
-        self.clear_body();
-        if self.msg.capacity() > 1 << 20 {
-            // Do not hold a large body buffer across idle time.
-            self.msg = Vec::new();
-        }
+        self.abort_tx();
         self.phase = Phase::Command;
         Handled::Next
     }

@@ -273,12 +273,24 @@ impl Session {
 
     // ---- the message's bytes -----------------------------------------
 
-    /// Empties the message buffer for the next message.
+    /// Empties the message buffer for the next message. A large one is
+    /// freed: an idle session should not keep a big body's memory, which
+    /// `buffer_bytes` no longer counts.
     fn clear_body(&mut self) {
         self.msg.clear();
+        if self.msg.capacity() > 64 << 10 {
+            self.msg = Vec::new();
+        }
         self.hold.release();
         self.body_unheld = false;
         self.headers_complete = false;
+    }
+
+    /// Ends the transaction without a message (RSET, a new greeting or
+    /// MAIL, STARTTLS, a refusal): its envelope and any body bytes go.
+    fn abort_tx(&mut self) {
+        self.tx.reset();
+        self.clear_body();
     }
 
     // ---- replies -------------------------------------------------------
@@ -415,7 +427,7 @@ impl Session {
         self.greeted = Greeted::No;
         self.helo.clear();
         self.auth_user = None;
-        self.tx.reset();
+        self.abort_tx();
         self.phase = Phase::Command;
     }
 

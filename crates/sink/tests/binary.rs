@@ -105,11 +105,7 @@ fn sighup_reloads_and_sigterm_exits_cleanly() {
         "--stats-interval",
         "0",
     ]);
-    let line = run.line_with("listening on");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .expect("address in the listening line");
+    let addr = run.smtp_addr();
     let mut old = Client::connect_raw(addr);
     assert!(old.reply().text().starts_with("first.test"));
     std::fs::write(
@@ -345,11 +341,7 @@ fn capture_log_lines_name_the_path() {
     ]);
     let line = run.line_with("capturing messages to");
     assert!(line.contains(dir.to_str().unwrap()), "{line}");
-    let line = run.line_with("listening on");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .expect("address in the listening line");
+    let addr = run.smtp_addr();
     let mut c = Client::ehlo(addr);
     c.send_message("a@b.test", &["x@y.test"], "hi")
         .expect(451, "4.3.0");
@@ -376,11 +368,7 @@ fn delete_messages_returns_the_memory() {
         "--keep",
         "20000",
     ]);
-    let line = run.line_with("listening on");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .expect("address in the listening line");
+    let addr = run.smtp_addr();
     let line = run.line_with("control API on");
     let api: SocketAddr = line
         .rsplit("http://")
@@ -427,11 +415,7 @@ fn keep_bytes_caps_the_kept_messages_from_the_command_line() {
         "--keep-bytes",
         "64k",
     ]);
-    let line = run.line_with("listening on");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .expect("address in the listening line");
+    let addr = run.smtp_addr();
     let line = run.line_with("control API on");
     let api: SocketAddr = line
         .rsplit("http://")

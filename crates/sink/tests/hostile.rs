@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::child::{rss_kib, Running};
@@ -134,11 +134,7 @@ fn ten_thousand_idle_connections_and_a_normal_client() {
         "--stats-interval",
         "0",
     ]);
-    let line = run.line_with("listening on");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .expect("address in the listening line");
+    let addr = run.smtp_addr();
     let pid = run.child.id().to_string();
     let started = Instant::now();
     let rss_before = rss_kib(&pid);
@@ -225,12 +221,7 @@ fn hostile_control_clients(conns: usize, request: &[u8]) -> u64 {
         "--stats-interval",
         "0",
     ]);
-    let line = run.line_with("control API on");
-    let control: SocketAddr = line
-        .rsplit("http://")
-        .next()
-        .and_then(|rest| rest.trim_end_matches('/').parse().ok())
-        .unwrap_or_else(|| panic!("address in {line:?}"));
+    let control = run.control_addr();
     let pid = run.child.id().to_string();
     let rss_before = rss_kib(&pid);
     let started = Instant::now();
@@ -333,11 +324,7 @@ fn kept_messages_in_flight_are_bounded_by_the_buffer_budget() {
         "--buffer-bytes",
         "16MiB",
     ]);
-    let line = run.line_with("listening on");
-    let addr: SocketAddr = line
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .expect("address in the listening line");
+    let addr = run.smtp_addr();
     let pid = run.child.id().to_string();
     let rss_before = rss_kib(&pid);
     let body = {

@@ -37,6 +37,24 @@ impl Running {
         Running { child, lines }
     }
 
+    /// The SMTP address from the `listening on ADDR` line (bounded wait).
+    pub fn smtp_addr(&self) -> std::net::SocketAddr {
+        let line = self.line_with("listening on");
+        line.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("address in {line:?}"))
+    }
+
+    /// The control API address from the `control API on http://ADDR/`
+    /// line (bounded wait).
+    pub fn control_addr(&self) -> std::net::SocketAddr {
+        let line = self.line_with("control API on");
+        line.rsplit("http://")
+            .next()
+            .and_then(|rest| rest.trim_end_matches('/').parse().ok())
+            .unwrap_or_else(|| panic!("address in {line:?}"))
+    }
+
     /// The next stderr line containing `needle` (bounded wait).
     pub fn line_with(&self, needle: &str) -> String {
         loop {

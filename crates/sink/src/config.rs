@@ -111,10 +111,11 @@ pub struct SinkConfig {
     /// Total size cap of the kept messages; the oldest go first.
     #[serde(with = "size_serde")]
     pub keep_bytes: u64,
-    /// Message bytes held in memory at once, across sessions, while
-    /// messages arrive with `keep` or `capture`; a message that would pass
-    /// it is answered `452 4.3.1` at its end (the client keeps it and
-    /// retries). What arriving messages hold stays within it (plus each
+    /// Message bytes held in memory at once, across sessions: bodies while
+    /// they arrive with `keep` or `capture` (a message that would pass it
+    /// is answered `452 4.3.1` at its end; the client keeps it and
+    /// retries), and each session's recipients past 32 KiB (`452 4.3.1`
+    /// to the RCPT). What arriving messages hold stays within it (plus each
     /// session's read buffer and at most 64 KiB of spare body buffer).
     /// Must be at least 1 byte, and at least `max_message_size` (which may
     /// then not be 0) when keep or capture is on.

@@ -135,10 +135,10 @@ struct Args {
     /// Total size of the kept messages; the oldest go first; 0 = no cap [default: 64MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     keep_bytes: Option<u64>,
-    /// Message bytes held in memory at once, across sessions, while messages arrive with --keep
-    /// or --capture; a message that would pass it gets 452 4.3.1 at its end (the client
-    /// retries). With --keep or --capture it must be at least --max-message-size (then not 0)
-    /// [default: 256MiB].
+    /// Message bytes held in memory at once, across sessions: bodies while they arrive with
+    /// --keep or --capture (a message that would pass it gets 452 4.3.1 at its end; the client
+    /// retries), and each session's recipients past 32 KiB (452 4.3.1 to the RCPT). With --keep
+    /// or --capture it must be at least --max-message-size (then not 0) [default: 256MiB].
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     buffer_bytes: Option<u64>,
     /// Control API address, or `off` [default: 127.0.0.1:8025]; port 0

@@ -88,50 +88,94 @@ impl StoredMessage {
 pub(crate) struct Store {
     next_id: AtomicU64,
     ring: Mutex<Ring>,
-    /// Bytes of arriving messages that sessions hold (see [`BodyHold`]).
+    /// Bytes of arriving messages that sessions hold (see [`MessageHold`]).
     held: Arc<AtomicU64>,
 }
 
 /// One session's share of the bytes of arriving messages held in memory,
-/// counted across sessions against `buffer_bytes`: without it, 50
-/// connections each sending 20 MB with `--keep` held 1 GB. Given back when
-/// the message ends and when the session is dropped mid-message.
-pub(crate) struct BodyHold {
+/// counted across sessions against `buffer_bytes`: the body while it
+/// arrives with `keep` or `capture` (without it, 50 connections each
+/// sending 20 MB with `--keep` held 1 GB), and the envelope's recipients
+/// past [`ENVELOPE_ALLOWANCE`] (500 connections with 1,000 long recipients
+/// each held 230 MB). Given back when the message ends or is abandoned and
+/// when the session is dropped mid-message.
+pub(crate) struct MessageHold {
     held_by_all: Arc<AtomicU64>,
-    held: u64,
+    body: u64,
+    envelope: u64,
 }
 
-impl BodyHold {
-    /// Grows this session's hold to `len` bytes. `false` when that would
-    /// take all sessions past `limit`; the hold is then given back whole.
-    pub(crate) fn grow_to(&mut self, len: usize, limit: u64) -> bool {
-        let len = len as u64;
-        if len <= self.held {
-            return true;
-        }
-        let more = len - self.held;
+/// Recipient bytes a session holds without counting them: ordinary
+/// envelopes never touch the shared count (no contention per RCPT), and
+/// this much per connection is below its read buffer's 64 KiB.
+pub(crate) const ENVELOPE_ALLOWANCE: usize = 32 << 10;
+
+impl MessageHold {
+    /// Counts `more` bytes against `limit` across sessions, if they fit.
+    fn take(&self, more: u64, limit: u64) -> bool {
         let before = self.held_by_all.fetch_add(more, Ordering::Relaxed);
         if before.saturating_add(more) > limit {
             self.held_by_all.fetch_sub(more, Ordering::Relaxed);
-            self.release();
             return false;
         }
-        self.held = len;
         true
     }
 
-    /// Gives the whole hold back.
+    /// Grows the body's hold to `len` bytes. `false` when that would take
+    /// all sessions past `limit`; the body's hold is then given back whole.
+    pub(crate) fn grow_to(&mut self, len: usize, limit: u64) -> bool {
+        let len = len as u64;
+        if len <= self.body {
+            return true;
+        }
+        if !self.take(len - self.body, limit) {
+            self.release();
+            return false;
+        }
+        self.body = len;
+        true
+    }
+
+    /// Gives the body's hold back.
     pub(crate) fn release(&mut self) {
-        if self.held > 0 {
-            self.held_by_all.fetch_sub(self.held, Ordering::Relaxed);
-            self.held = 0;
+        if self.body > 0 {
+            self.held_by_all.fetch_sub(self.body, Ordering::Relaxed);
+            self.body = 0;
+        }
+    }
+
+    /// Grows the envelope's hold to `len` bytes (0 up to
+    /// [`ENVELOPE_ALLOWANCE`]). `false` when that would take all sessions
+    /// past `limit`; what it held stays (its recipients were accepted).
+    pub(crate) fn grow_envelope_to(&mut self, len: usize, limit: u64) -> bool {
+        let len = if len > ENVELOPE_ALLOWANCE {
+            len as u64
+        } else {
+            0
+        };
+        if len <= self.envelope {
+            return true;
+        }
+        if !self.take(len - self.envelope, limit) {
+            return false;
+        }
+        self.envelope = len;
+        true
+    }
+
+    /// Gives the envelope's hold back.
+    pub(crate) fn release_envelope(&mut self) {
+        if self.envelope > 0 {
+            self.held_by_all.fetch_sub(self.envelope, Ordering::Relaxed);
+            self.envelope = 0;
         }
     }
 }
 
-impl Drop for BodyHold {
+impl Drop for MessageHold {
     fn drop(&mut self) {
         self.release();
+        self.release_envelope();
     }
 }
 
@@ -163,11 +207,12 @@ impl Store {
         }
     }
 
-    /// An empty hold on arriving messages' bytes, for one session.
-    pub(crate) fn body_hold(&self) -> BodyHold {
-        BodyHold {
+    /// An empty hold on an arriving message's bytes, for one session.
+    pub(crate) fn message_hold(&self) -> MessageHold {
+        MessageHold {
             held_by_all: self.held.clone(),
-            held: 0,
+            body: 0,
+            envelope: 0,
         }
     }
 
@@ -357,7 +402,7 @@ mod tests {
     #[test]
     fn holds_share_one_budget_and_come_back() {
         let store = Store::new(None);
-        let (mut a, mut b) = (store.body_hold(), store.body_hold());
+        let (mut a, mut b) = (store.message_hold(), store.message_hold());
         assert!(a.grow_to(600, 1000));
         assert!(a.grow_to(500, 1000), "shrinking asks for nothing");
         assert_eq!(store.held_bytes(), 600);
@@ -370,5 +415,33 @@ mod tests {
         assert_eq!(store.held_bytes(), 1000);
         drop(b);
         assert_eq!(store.held_bytes(), 0, "a dropped session gives back");
+    }
+
+    #[test]
+    fn an_envelope_counts_past_its_allowance_and_keeps_what_it_has() {
+        use super::ENVELOPE_ALLOWANCE as FREE;
+        let store = Store::new(None);
+        let mut a = store.message_hold();
+        assert!(a.grow_envelope_to(FREE, 1));
+        assert_eq!(store.held_bytes(), 0, "within the allowance: uncounted");
+        let limit = 2 * FREE as u64;
+        assert!(a.grow_envelope_to(FREE + 1, limit));
+        assert!(
+            a.grow_to(FREE - 1, limit),
+            "body and envelope share the count"
+        );
+        assert_eq!(store.held_bytes(), limit);
+        assert!(!a.grow_envelope_to(FREE + 2, limit));
+        assert_eq!(
+            store.held_bytes(),
+            limit,
+            "a refused recipient keeps the rest"
+        );
+        a.release();
+        a.release_envelope();
+        assert_eq!(store.held_bytes(), 0);
+        assert!(a.grow_envelope_to(FREE + 1, limit));
+        drop(a);
+        assert_eq!(store.held_bytes(), 0, "a dropped session gives back both");
     }
 }

@@ -374,6 +374,68 @@ fn kept_messages_in_flight_are_bounded_by_the_buffer_budget() {
     assert!(codes.contains(&250) && codes.contains(&452), "{codes:?}");
 }
 
+/// 200 SMTP clients each sending MAIL and 1,000 recipients of ~400 bytes
+/// (`--max-recipients` and the line length allow both) and then waiting.
+/// Each envelope held ~470 KB: 500 such clients took a sink to 230 MB.
+/// Past 32 KiB a session's recipients count against `--buffer-bytes`;
+/// those that would pass it get `452 4.3.1`.
+#[test]
+fn envelopes_past_their_allowance_are_bounded_by_the_buffer_budget() {
+    const CLIENTS: usize = 200;
+    let run = Running::spawn(&[
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--control",
+        "off",
+        "--stats-interval",
+        "0",
+        "--buffer-bytes",
+        "8MiB",
+    ]);
+    let addr = run.smtp_addr();
+    let pid = run.child.id().to_string();
+    let rss_before = rss_kib(&pid);
+    let mut envelope = b"MAIL FROM:<a@b.test>\r\n".to_vec();
+    let (local, label) = ("u".repeat(200), "d".repeat(60));
+    for i in 0..1000 {
+        envelope.extend_from_slice(
+            format!("RCPT TO:<{local}{i}@{label}.{label}.{label}.test>\r\n").as_bytes(),
+        );
+    }
+    let clients: Vec<Client> = (0..CLIENTS).map(|_| Client::ehlo(addr)).collect();
+    let mut sending: Vec<(TcpStream, usize)> = clients
+        .iter()
+        .map(|c| {
+            let s = c.stream.try_clone().unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, 0)
+        })
+        .collect();
+    let rss_max = watch_rss(&pid, &mut sending, &envelope);
+    let grown_mib = rss_max.saturating_sub(rss_before) / 1024;
+    eprintln!(
+        "sink RSS {rss_before} KiB before, at most {rss_max} KiB with {CLIENTS} clients \
+         each holding 1,000 recipients"
+    );
+    assert!(sending.iter().all(|(_, sent)| *sent == envelope.len()));
+    // The budget, 32 KiB per session and the read buffers (+29 MiB; +90
+    // MiB without the budget).
+    assert!(grown_mib < 48, "the sink's RSS grew {grown_mib} MiB");
+    drop(sending);
+    drop(clients);
+    kill_term(&run);
+    let fin = run.line_with("final stats");
+    let json: serde_json::Value =
+        serde_json::from_str(fin.split_once("final stats: ").unwrap().1).unwrap();
+    let refused = json["replies"]["rcpt"]["452"].as_u64().unwrap_or(0);
+    let accepted = json["replies"]["rcpt"]["250"].as_u64().unwrap_or(0);
+    assert!(refused > 0 && accepted > 0, "{fin}");
+    assert_eq!(refused + accepted, (CLIENTS * 1000) as u64, "{fin}");
+}
+
 fn kill_term(run: &Running) {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;

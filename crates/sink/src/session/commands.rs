@@ -71,6 +71,24 @@ impl Session {
                     self.reply(out, Stage::Rcpt, 452, "4.5.3", "Too many recipients");
                     return Handled::Next;
                 }
+                // The envelope as it would be: its text and its ends.
+                let envelope =
+                    self.tx.rcpt_buf.len() + to.as_str().len() + 4 * (self.tx.rcpt_ends.len() + 1);
+                if !self
+                    .hold
+                    .grow_envelope_to(envelope, self.s.config.buffer_bytes)
+                {
+                    // Like 452 4.5.3: the client sends this recipient again
+                    // in a later transaction.
+                    self.reply(
+                        out,
+                        Stage::Rcpt,
+                        452,
+                        "4.3.1",
+                        "Insufficient system storage",
+                    );
+                    return Handled::Next;
+                }
                 let custom = match self.pass(Stage::Rcpt, Some(to.as_str()), line, out) {
                     Ok(c) => c,
                     Err(o) => return o,

@@ -18,7 +18,7 @@ use crate::auth::AuthExchange;
 use crate::hook::{Decision, DisconnectAfter, Recipients, SplitReply, Stage};
 use crate::settings::{Settings, AUTH_LINE_MAX};
 use crate::stats::{CloseReason, Counter, ShardStats};
-use crate::store::{BodyHold, Store};
+use crate::store::{MessageHold, Store, ENVELOPE_ALLOWANCE};
 use header_grab::grab_headers;
 
 mod commands;
@@ -197,8 +197,9 @@ pub(crate) struct Session {
     /// The body being received when bodies are kept; in discard mode, its
     /// header section (see [`Session::grab_headers`]).
     msg: Vec<u8>,
-    /// `msg`'s bytes counted against `buffer_bytes` (when bodies are kept).
-    hold: BodyHold,
+    /// `msg`'s bytes (when bodies are kept) and the recipients' past an
+    /// allowance, counted against `buffer_bytes`.
+    hold: MessageHold,
     /// This message would have passed `buffer_bytes`: its bytes are
     /// dropped as they arrive and it is answered 452 at its end.
     body_unheld: bool,
@@ -240,7 +241,7 @@ impl Session {
         id: u64,
         peer: SocketAddr,
     ) -> Session {
-        let hold = store.body_hold();
+        let hold = store.message_hold();
         Session {
             s,
             stats,
@@ -286,10 +287,16 @@ impl Session {
         self.headers_complete = false;
     }
 
-    /// Ends the transaction without a message (RSET, a new greeting or
-    /// MAIL, STARTTLS, a refusal): its envelope and any body bytes go.
+    /// Ends the transaction (delivered, or RSET, a new greeting or MAIL,
+    /// STARTTLS, a refusal): its envelope and any body bytes go, and a
+    /// large recipient buffer is freed, as [`Session::clear_body`] does.
     fn abort_tx(&mut self) {
         self.tx.reset();
+        if self.tx.rcpt_buf.capacity() > ENVELOPE_ALLOWANCE {
+            self.tx.rcpt_buf = String::new();
+            self.tx.rcpt_ends = Vec::new();
+        }
+        self.hold.release_envelope();
         self.clear_body();
     }
 
@@ -601,7 +608,7 @@ fn trim_crlf(line: &[u8]) -> &[u8] {
 /// the message is dropped: its memory freed, the rest of it discarded as it
 /// arrives (`unheld`), and 452 answered at its end. Fields, not `&mut
 /// Session`: the caller holds the phase's receiver.
-fn hold_or_drop(msg: &mut Vec<u8>, hold: &mut BodyHold, unheld: &mut bool, limit: u64) {
+fn hold_or_drop(msg: &mut Vec<u8>, hold: &mut MessageHold, unheld: &mut bool, limit: u64) {
     if !hold.grow_to(msg.len(), limit) {
         *msg = Vec::new();
         *unheld = true;

@@ -111,29 +111,31 @@ pub(crate) struct MessageHold {
 pub(crate) const ENVELOPE_ALLOWANCE: usize = 32 << 10;
 
 impl MessageHold {
-    /// Counts `more` bytes against `limit` across sessions, if they fit.
-    fn take(&self, more: u64, limit: u64) -> bool {
-        let before = self.held_by_all.fetch_add(more, Ordering::Relaxed);
+    /// Grows `part` (the body's or the envelope's count) to `len`, if the
+    /// growth fits under `limit` across sessions. The shared count is
+    /// touched only on growth: a message that holds nothing costs nothing.
+    fn grow(held_by_all: &AtomicU64, part: &mut u64, len: u64, limit: u64) -> bool {
+        if len <= *part {
+            return true;
+        }
+        let more = len - *part;
+        let before = held_by_all.fetch_add(more, Ordering::Relaxed);
         if before.saturating_add(more) > limit {
-            self.held_by_all.fetch_sub(more, Ordering::Relaxed);
+            held_by_all.fetch_sub(more, Ordering::Relaxed);
             return false;
         }
+        *part = len;
         true
     }
 
     /// Grows the body's hold to `len` bytes. `false` when that would take
     /// all sessions past `limit`; the body's hold is then given back whole.
     pub(crate) fn grow_to(&mut self, len: usize, limit: u64) -> bool {
-        let len = len as u64;
-        if len <= self.body {
+        if Self::grow(&self.held_by_all, &mut self.body, len as u64, limit) {
             return true;
         }
-        if !self.take(len - self.body, limit) {
-            self.release();
-            return false;
-        }
-        self.body = len;
-        true
+        self.release();
+        false
     }
 
     /// Gives the body's hold back.
@@ -153,14 +155,7 @@ impl MessageHold {
         } else {
             0
         };
-        if len <= self.envelope {
-            return true;
-        }
-        if !self.take(len - self.envelope, limit) {
-            return false;
-        }
-        self.envelope = len;
-        true
+        Self::grow(&self.held_by_all, &mut self.envelope, len, limit)
     }
 
     /// Gives the envelope's hold back.

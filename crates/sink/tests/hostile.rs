@@ -210,17 +210,7 @@ fn control_api_memory_is_bounded_against_stalled_bodies() {
 fn hostile_control_clients(conns: usize, request: &[u8]) -> u64 {
     let limit = mailstorm_sink::raise_nofile_limit().unwrap();
     assert!(limit >= conns as u64 + 100, "open files limit {limit}");
-    let run = Running::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--no-pin",
-        "--control",
-        "127.0.0.1:0",
-        "--stats-interval",
-        "0",
-    ]);
+    let run = one_shard_sink(&["--control", "127.0.0.1:0"]);
     let control = run.control_addr();
     let pid = run.child.id().to_string();
     let rss_before = rss_kib(&pid);
@@ -307,16 +297,9 @@ fn watch_rss(pid: &str, conns: &mut [(TcpStream, usize)], payload: &[u8]) -> u64
 #[test]
 fn kept_messages_in_flight_are_bounded_by_the_buffer_budget() {
     const CLIENTS: usize = 10;
-    let run = Running::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--no-pin",
+    let run = one_shard_sink(&[
         "--control",
         "off",
-        "--stats-interval",
-        "0",
         "--keep",
         "10",
         "--max-message-size",
@@ -344,15 +327,7 @@ fn kept_messages_in_flight_are_bounded_by_the_buffer_budget() {
             c
         })
         .collect();
-    // Non-blocking clones of the sockets (the flag is shared with them).
-    let mut sending: Vec<(TcpStream, usize)> = clients
-        .iter()
-        .map(|c| {
-            let s = c.stream.try_clone().unwrap();
-            s.set_nonblocking(true).unwrap();
-            (s, 0)
-        })
-        .collect();
+    let mut sending = nonblocking_senders(&clients);
     let rss_max = watch_rss(&pid, &mut sending, &body);
     let grown_mib = rss_max.saturating_sub(rss_before) / 1024;
     eprintln!(
@@ -382,19 +357,7 @@ fn kept_messages_in_flight_are_bounded_by_the_buffer_budget() {
 #[test]
 fn envelopes_past_their_allowance_are_bounded_by_the_buffer_budget() {
     const CLIENTS: usize = 200;
-    let run = Running::spawn(&[
-        "--listen",
-        "127.0.0.1:0",
-        "--threads",
-        "1",
-        "--no-pin",
-        "--control",
-        "off",
-        "--stats-interval",
-        "0",
-        "--buffer-bytes",
-        "8MiB",
-    ]);
+    let run = one_shard_sink(&["--control", "off", "--buffer-bytes", "8MiB"]);
     let addr = run.smtp_addr();
     let pid = run.child.id().to_string();
     let rss_before = rss_kib(&pid);
@@ -406,14 +369,7 @@ fn envelopes_past_their_allowance_are_bounded_by_the_buffer_budget() {
         );
     }
     let clients: Vec<Client> = (0..CLIENTS).map(|_| Client::ehlo(addr)).collect();
-    let mut sending: Vec<(TcpStream, usize)> = clients
-        .iter()
-        .map(|c| {
-            let s = c.stream.try_clone().unwrap();
-            s.set_nonblocking(true).unwrap();
-            (s, 0)
-        })
-        .collect();
+    let mut sending = nonblocking_senders(&clients);
     let rss_max = watch_rss(&pid, &mut sending, &envelope);
     let grown_mib = rss_max.saturating_sub(rss_before) / 1024;
     eprintln!(
@@ -434,6 +390,35 @@ fn envelopes_past_their_allowance_are_bounded_by_the_buffer_budget() {
     let accepted = json["replies"]["rcpt"]["250"].as_u64().unwrap_or(0);
     assert!(refused > 0 && accepted > 0, "{fin}");
     assert_eq!(refused + accepted, (CLIENTS * 1000) as u64, "{fin}");
+}
+
+/// A one-shard sink child on a free port, without stats lines, with
+/// `extra` flags.
+fn one_shard_sink(extra: &[&str]) -> Running {
+    let mut args = vec![
+        "--listen",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+        "--no-pin",
+        "--stats-interval",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    Running::spawn(&args)
+}
+
+/// Non-blocking clones of the clients' sockets (the flag is shared with
+/// the originals), each with nothing sent yet, for [`watch_rss`].
+fn nonblocking_senders(clients: &[Client]) -> Vec<(TcpStream, usize)> {
+    clients
+        .iter()
+        .map(|c| {
+            let s = c.stream.try_clone().unwrap();
+            s.set_nonblocking(true).unwrap();
+            (s, 0)
+        })
+        .collect()
 }
 
 fn kill_term(run: &Running) {

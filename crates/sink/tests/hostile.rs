@@ -162,9 +162,7 @@ fn ten_thousand_idle_connections_and_a_normal_client() {
     drop(idle);
     drop(c);
     kill_term(&run);
-    let fin = run.line_with("final stats");
-    let json: serde_json::Value =
-        serde_json::from_str(fin.split_once("final stats: ").unwrap().1).unwrap();
+    let (fin, json) = run.final_stats();
     assert_eq!(json["messages_accepted"], 1, "{fin}");
     assert_eq!(json["connections_total"], IDLE as u64 + 1, "{fin}");
     assert_eq!(json["closed"]["quit"], 1, "{fin}");
@@ -383,9 +381,7 @@ fn envelopes_past_their_allowance_are_bounded_by_the_buffer_budget() {
     drop(sending);
     drop(clients);
     kill_term(&run);
-    let fin = run.line_with("final stats");
-    let json: serde_json::Value =
-        serde_json::from_str(fin.split_once("final stats: ").unwrap().1).unwrap();
+    let (fin, json) = run.final_stats();
     let refused = json["replies"]["rcpt"]["452"].as_u64().unwrap_or(0);
     let accepted = json["replies"]["rcpt"]["250"].as_u64().unwrap_or(0);
     assert!(refused > 0 && accepted > 0, "{fin}");

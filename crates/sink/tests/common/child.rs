@@ -55,6 +55,17 @@ impl Running {
             .unwrap_or_else(|| panic!("address in {line:?}"))
     }
 
+    /// The `final stats: {...}` line printed at shutdown (bounded wait):
+    /// the line, for messages, and its JSON.
+    pub fn final_stats(&self) -> (String, serde_json::Value) {
+        let line = self.line_with("final stats");
+        let json = line
+            .split_once("final stats: ")
+            .and_then(|(_, j)| serde_json::from_str(j).ok())
+            .unwrap_or_else(|| panic!("JSON in {line:?}"));
+        (line, json)
+    }
+
     /// The next stderr line containing `needle` (bounded wait).
     pub fn line_with(&self, needle: &str) -> String {
         loop {

@@ -169,7 +169,9 @@ struct Args {
     /// comes from --dns-zone, or else is --dns-domain with one MX host per
     /// listener IP (mx1.DOMAIN preference 10 → the first --listen IP, mx2
     /// → the second, ...). Plan rules at `stage: dns` delay queries or
-    /// answer SERVFAIL, NXDOMAIN, nothing, or truncated [default: off].
+    /// answer SERVFAIL, NXDOMAIN, nothing, or truncated. At most 4,096
+    /// queries are held by delays at once (more are dropped and counted as
+    /// `shed` on /dns) and 256 TCP clients served (more wait) [default: off].
     #[arg(long, value_name = "ADDR")]
     dns: Option<SocketAddr>,
     /// The DNS zone as YAML: `ttl`, and `names` each with `mx`
@@ -410,6 +412,9 @@ fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
         }
         for a in sink.tls_addrs() {
             eprintln!("mailstorm-sink: listening on {a} (implicit TLS)");
+        }
+        if let Some(a) = sink.dns_addr() {
+            eprintln!("mailstorm-sink: DNS on {a} (UDP and TCP)");
         }
         if let Some(a) = sink.control_addr() {
             eprintln!("mailstorm-sink: control API on http://{a}/");

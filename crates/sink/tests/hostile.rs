@@ -422,3 +422,132 @@ fn kill_term(run: &Running) {
     use nix::unistd::Pid;
     kill(Pid::from_raw(run.child.id() as i32), Signal::SIGTERM).unwrap();
 }
+
+/// A plan that delays every DNS query by a minute, and a flood of 40,000
+/// UDP queries. Each held query costs the sink ~2 KiB: 700,000 of them in
+/// 5 s took it to 1.4 GB. Now at most `MAX_HELD_DNS_QUERIES` are held; the
+/// rest are dropped unanswered and counted as `shed`.
+#[test]
+fn dns_queries_held_by_a_delay_are_capped() {
+    use mailstorm_sink::dns::MAX_HELD_DNS_QUERIES;
+    let dir = temp_dir("dns-held");
+    let plan = dir.join("plan.yaml");
+    std::fs::write(&plan, "rules:\n  - {stage: dns, action: {delay: 60s}}\n").unwrap();
+    let run = one_shard_sink(&[
+        "--dns",
+        "127.0.0.1:0",
+        "--control",
+        "127.0.0.1:0",
+        "--plan",
+        plan.to_str().unwrap(),
+    ]);
+    let (dns, control) = (run.dns_addr(), run.control_addr());
+    let pid = run.child.id().to_string();
+    let rss_before = rss_kib(&pid);
+    let query = dns_query("example.test", hickory_proto::rr::RecordType::MX);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dns_stats = || http(control, "GET", "/dns", b"").text();
+    let counted = |stats: &str| -> serde_json::Value { serde_json::from_str(stats).unwrap() };
+    // Bursts until the sink has counted 40,000 (the kernel drops some).
+    let started = Instant::now();
+    while counted(&dns_stats())["queries"].as_u64().unwrap() < 40_000 {
+        assert!(
+            started.elapsed() < TIMEOUT,
+            "the sink did not count 40,000 queries"
+        );
+        for _ in 0..2_000 {
+            udp.send_to(&query, dns).unwrap();
+        }
+    }
+    // Every query counted has been held or shed.
+    let mut stats = serde_json::Value::Null;
+    wait_for("each query held or shed", || {
+        stats = counted(&dns_stats());
+        let n = |k: &str| stats[k].as_u64().unwrap();
+        n("delayed") + n("shed") == n("queries")
+    });
+    let rss_after = rss_kib(&pid);
+    eprintln!("sink RSS {rss_before} KiB before, {rss_after} KiB after; /dns: {stats}");
+    assert_eq!(stats["delayed"], MAX_HELD_DNS_QUERIES as u64, "{stats}");
+    assert_eq!(stats["shed"], stats["no_answer"], "{stats}");
+    assert!(stats["shed"].as_u64().unwrap() >= 40_000 - MAX_HELD_DNS_QUERIES as u64);
+    let grown_mib = rss_after.saturating_sub(rss_before) / 1024;
+    assert!(grown_mib < 48, "the sink's RSS grew {grown_mib} MiB");
+}
+
+/// 384 TCP clients, each sending the start of a 64 KiB DNS query and
+/// stalling. hickory-server's listener accepted every connection (4,000
+/// of them held 168 MB); now the responder takes at most
+/// `MAX_DNS_TCP_CONNECTIONS` and the rest wait in the backlog. UDP is
+/// answered meanwhile, and TCP again once the stalled clients leave.
+#[test]
+fn dns_tcp_connections_are_capped() {
+    use mailstorm_sink::dns::MAX_DNS_TCP_CONNECTIONS;
+    const CLIENTS: usize = 384;
+    mailstorm_sink::raise_nofile_limit().unwrap();
+    let run = one_shard_sink(&["--dns", "127.0.0.1:0", "--control", "off"]);
+    let dns = run.dns_addr();
+    let pid = run.child.id().to_string();
+    let open_fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let fds_before = open_fds();
+    // A length prefix of 65,535 and 30,000 bytes of the query.
+    let mut partial = vec![0xff, 0xff];
+    partial.resize(30_002, 0);
+    let mut stalled: Vec<(TcpStream, usize)> = (0..CLIENTS)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            // In progress (EINPROGRESS) or done; the writes below wait.
+            let _ = s.connect(&dns.into());
+            (s.into(), 0)
+        })
+        .collect();
+    wait_for("the responder to take its connections", || {
+        open_fds() >= fds_before + MAX_DNS_TCP_CONNECTIONS
+    });
+    watch_rss(&pid, &mut stalled, &partial);
+    let held = open_fds() - fds_before;
+    assert_eq!(
+        held, MAX_DNS_TCP_CONNECTIONS,
+        "connections taken with {CLIENTS} stalled"
+    );
+    let answer = |tcp: bool| {
+        let mut args = vec!["+short", "+tries=1", "+time=5", "-p"];
+        let port = dns.port().to_string();
+        args.push(&port);
+        if tcp {
+            args.push("+tcp");
+        }
+        let out = std::process::Command::new("dig")
+            .arg(format!("@{}", dns.ip()))
+            .args(["example.test", "MX"])
+            .args(&args)
+            .output()
+            .expect("dig (Debian bind9-dnsutils) must be installed; scripts/test.sh installs it");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        answer(false).contains("mx1.example.test."),
+        "UDP during the flood"
+    );
+    drop(stalled);
+    assert!(
+        answer(true).contains("mx1.example.test."),
+        "TCP after the flood"
+    );
+}
+
+/// A DNS query in wire format (hickory's encoder).
+fn dns_query(name: &str, qtype: hickory_proto::rr::RecordType) -> Vec<u8> {
+    use hickory_proto::op::{Message, Query};
+    use hickory_proto::rr::Name;
+    let mut m = Message::new();
+    m.set_id(7)
+        .add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+    m.to_vec().unwrap()
+}

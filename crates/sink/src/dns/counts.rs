@@ -23,7 +23,7 @@ pub(crate) enum Outcome {
     Nxdomain,
     /// A fault said SERVFAIL.
     Servfail,
-    /// A fault dropped the query.
+    /// A fault dropped the query, or it was shed (too many held).
     NoAnswer,
     /// A fault sent an empty truncated answer over UDP.
     Truncated,
@@ -54,6 +54,7 @@ pub(crate) struct DnsCounts {
     tcp: AtomicU64,
     outcomes: [AtomicU64; 6],
     delayed: AtomicU64,
+    shed: AtomicU64,
     clients: Mutex<(BTreeMap<IpAddr, u64>, u64)>,
 }
 
@@ -72,6 +73,9 @@ pub struct DnsStats {
     pub outcomes: DnsOutcomes,
     /// Delayed by a plan rule.
     pub delayed: u64,
+    /// Of `no_answer`: queries a plan rule would have delayed while
+    /// [`super::MAX_HELD_DNS_QUERIES`] were already held, dropped unanswered.
+    pub shed: u64,
     /// Queries per client IP (at most [`MAX_DNS_CLIENTS`] clients).
     pub clients: BTreeMap<IpAddr, u64>,
     /// Queries from clients past the cap.
@@ -101,6 +105,10 @@ impl DnsCounts {
         self.delayed.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn shed(&self) {
+        self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn snapshot(&self) -> DnsStats {
         let o = |x: Outcome| self.outcomes[x as usize].load(Ordering::Relaxed);
         let g = self.clients.lock().unwrap_or_else(|e| e.into_inner());
@@ -117,6 +125,7 @@ impl DnsCounts {
                 malformed: o(Outcome::Malformed),
             },
             delayed: self.delayed.load(Ordering::Relaxed),
+            shed: self.shed.load(Ordering::Relaxed),
             clients: g.0.clone(),
             other_clients: g.1,
         }
@@ -159,6 +168,7 @@ mod tests {
                 malformed: 9,
             },
             delayed: 10,
+            shed: 13,
             clients: BTreeMap::from([(IpAddr::from([127, 0, 0, 1]), 11)]),
             other_clients: 12,
         };
@@ -166,7 +176,7 @@ mod tests {
             serde_json::to_string(&s).unwrap(),
             concat!(
                 r#"{"queries":1,"udp":2,"tcp":3,"answered":4,"nxdomain":5,"servfail":6,"#,
-                r#""no_answer":7,"truncated":8,"malformed":9,"delayed":10,"#,
+                r#""no_answer":7,"truncated":8,"malformed":9,"delayed":10,"shed":13,"#,
                 r#""clients":{"127.0.0.1":11},"other_clients":12}"#
             )
         );

@@ -18,10 +18,19 @@ use crate::hook::{Recipients, Stage, StageContext};
 use crate::plan::model::DnsFault;
 use crate::plan::{Engine, FaultAction};
 
+/// Queries held by a plan's `delay` at once, UDP and TCP together. Each
+/// costs ~2 KiB while held; without a cap a flood at a 60 s delay grew the
+/// sink by 1.4 GB in 5 s. A delayed query past the cap is dropped
+/// unanswered, as an overloaded server drops it, and counted as `shed`.
+pub const MAX_HELD_DNS_QUERIES: usize = 4_096;
+
+/// Clones share the zone, the plan, the counters and the held-query slots.
+#[derive(Clone)]
 pub(crate) struct Handler {
     pub(crate) zone: Arc<Zone>,
     pub(crate) engine: Option<Arc<Engine>>,
     pub(crate) counts: Arc<DnsCounts>,
+    pub(crate) held: Arc<tokio::sync::Semaphore>,
 }
 
 /// The plan's decision for a query: an optional delay and fault.
@@ -141,6 +150,11 @@ impl RequestHandler for Handler {
             None => (None, None),
         };
         if let Some(d) = delay {
+            let Ok(_slot) = self.held.try_acquire() else {
+                self.counts.shed();
+                self.outcome(peer, Outcome::NoAnswer);
+                return header.into();
+            };
             self.counts.delayed();
             tokio::time::sleep(d).await;
         }

@@ -1,10 +1,11 @@
 //! The DNS responder (`--dns ADDR`): a small authoritative zone on UDP and
-//! TCP, served by hickory-server, whose answers the fault plan can delay or
-//! replace (stage dns). It runs on a thread of its own beside the SMTP
-//! shards and stops with them.
+//! TCP, served by hickory-server (TCP through our own capped accept loop),
+//! whose answers the fault plan can delay or replace (stage dns). It runs on
+//! a thread of its own beside the SMTP shards and stops with them.
 
 mod counts;
 mod handler;
+mod tcp;
 pub mod zone;
 
 use std::io;
@@ -14,12 +15,17 @@ use std::time::Duration;
 
 pub use crate::plan::referee::DnsOutcomes;
 pub use counts::{DnsStats, MAX_DNS_CLIENTS};
+pub use handler::MAX_HELD_DNS_QUERIES;
+pub use tcp::MAX_DNS_TCP_CONNECTIONS;
 pub use zone::{MxSpec, NameSpec, Zone, ZoneSpec};
 
 use counts::DnsCounts;
 
 /// A TCP client that sends nothing for this long is dropped.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// Queries held by a delay rule are not waited for long at shutdown.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// The bound sockets of a responder not yet running.
 pub(crate) struct Bound {
@@ -77,6 +83,7 @@ pub(crate) fn spawn(
         zone: Arc::new(zone),
         engine,
         counts: counts.clone(),
+        held: Arc::new(tokio::sync::Semaphore::new(MAX_HELD_DNS_QUERIES)),
     };
     let dns = Arc::new(Dns {
         addr: bound.addr,
@@ -89,29 +96,32 @@ pub(crate) fn spawn(
         .name("sink-dns".into())
         .spawn(move || {
             rt.block_on(async move {
-                let mut server = hickory_server::ServerFuture::new(handler);
-                match (
+                let (udp, tcp) = match (
                     tokio::net::UdpSocket::from_std(bound.udp),
                     tokio::net::TcpListener::from_std(bound.tcp),
                 ) {
-                    (Ok(u), Ok(t)) => {
-                        server.register_socket(u);
-                        server.register_listener(t, TCP_IDLE);
-                    }
+                    (Ok(u), Ok(t)) => (u, t),
                     (Err(e), _) | (_, Err(e)) => {
                         eprintln!("mailstorm-sink: DNS responder: {e}");
                         return;
                     }
-                }
+                };
+                let tcp = tokio::spawn(tcp::serve(
+                    tcp,
+                    Arc::new(handler.clone()),
+                    TCP_IDLE,
+                    shutdown.clone(),
+                    SHUTDOWN_GRACE,
+                ));
+                let mut server = hickory_server::ServerFuture::new(handler);
+                server.register_socket(udp);
                 while !*shutdown.borrow_and_update() {
                     if shutdown.changed().await.is_err() {
                         break;
                     }
                 }
-                // Queries held by a delay rule are not waited for long.
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), server.shutdown_gracefully())
-                        .await;
+                let _ = tokio::time::timeout(SHUTDOWN_GRACE, server.shutdown_gracefully()).await;
+                let _ = tcp.await;
             });
             rt.shutdown_timeout(Duration::from_millis(100));
         })?;

@@ -55,6 +55,15 @@ impl Running {
             .unwrap_or_else(|| panic!("address in {line:?}"))
     }
 
+    /// The DNS responder's address from the `DNS on ADDR` line (bounded
+    /// wait).
+    pub fn dns_addr(&self) -> std::net::SocketAddr {
+        let line = self.line_with("DNS on");
+        line.split_whitespace()
+            .find_map(|w| w.parse().ok())
+            .unwrap_or_else(|| panic!("address in {line:?}"))
+    }
+
     /// The `final stats: {...}` line printed at shutdown (bounded wait):
     /// the line, for messages, and its JSON.
     pub fn final_stats(&self) -> (String, serde_json::Value) {

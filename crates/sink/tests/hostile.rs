@@ -423,13 +423,14 @@ fn kill_term(run: &Running) {
     kill(Pid::from_raw(run.child.id() as i32), Signal::SIGTERM).unwrap();
 }
 
-/// A plan that delays every DNS query by a minute, and a flood of 40,000
-/// UDP queries. Each held query costs the sink ~2 KiB: 700,000 of them in
-/// 5 s took it to 1.4 GB. Now at most `MAX_HELD_DNS_QUERIES` are held; the
-/// rest are dropped unanswered and counted as `shed`.
+/// A plan that delays every DNS query by a minute, and a flood of 30,000
+/// UDP queries. Each held query costs the sink ~3 KiB: a 5 s flood (481,000
+/// queries) took it to 1.5 GB. Now at most `MAX_HELD_DNS_QUERIES` are
+/// held; the rest are dropped unanswered and counted as `shed`.
 #[test]
 fn dns_queries_held_by_a_delay_are_capped() {
     use mailstorm_sink::dns::MAX_HELD_DNS_QUERIES;
+    const QUERIES: u64 = 30_000;
     let dir = temp_dir("dns-held");
     let plan = dir.join("plan.yaml");
     std::fs::write(&plan, "rules:\n  - {stage: dns, action: {delay: 60s}}\n").unwrap();
@@ -446,44 +447,48 @@ fn dns_queries_held_by_a_delay_are_capped() {
     let rss_before = rss_kib(&pid);
     let query = dns_query("example.test", hickory_proto::rr::RecordType::MX);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let dns_stats = || http(control, "GET", "/dns", b"").text();
-    let counted = |stats: &str| -> serde_json::Value { serde_json::from_str(stats).unwrap() };
-    // Bursts until the sink has counted 40,000 (the kernel drops some).
+    let dns_stats = || -> serde_json::Value {
+        serde_json::from_str(&http(control, "GET", "/dns", b"").text()).unwrap()
+    };
+    // Bursts until the sink has counted QUERIES (the kernel drops some);
+    // well inside the delay, so no held query is answered meanwhile.
     let started = Instant::now();
-    while counted(&dns_stats())["queries"].as_u64().unwrap() < 40_000 {
+    while dns_stats()["queries"].as_u64().unwrap() < QUERIES {
         assert!(
-            started.elapsed() < TIMEOUT,
-            "the sink did not count 40,000 queries"
+            started.elapsed() < Duration::from_secs(40),
+            "the sink did not count {QUERIES} queries"
         );
         for _ in 0..2_000 {
             udp.send_to(&query, dns).unwrap();
         }
     }
-    // Every query counted has been held or shed.
-    let mut stats = serde_json::Value::Null;
+    // Every query counted has been held or shed, in two readings alike
+    // (the counters of one query are not bumped at one instant).
+    let mut stats = dns_stats();
     wait_for("each query held or shed", || {
-        stats = counted(&dns_stats());
+        let previous = std::mem::replace(&mut stats, dns_stats());
         let n = |k: &str| stats[k].as_u64().unwrap();
-        n("delayed") + n("shed") == n("queries")
+        stats == previous && n("delayed") + n("shed") == n("queries")
     });
     let rss_after = rss_kib(&pid);
     eprintln!("sink RSS {rss_before} KiB before, {rss_after} KiB after; /dns: {stats}");
     assert_eq!(stats["delayed"], MAX_HELD_DNS_QUERIES as u64, "{stats}");
     assert_eq!(stats["shed"], stats["no_answer"], "{stats}");
-    assert!(stats["shed"].as_u64().unwrap() >= 40_000 - MAX_HELD_DNS_QUERIES as u64);
+    assert!(stats["shed"].as_u64().unwrap() >= QUERIES - MAX_HELD_DNS_QUERIES as u64);
     let grown_mib = rss_after.saturating_sub(rss_before) / 1024;
     assert!(grown_mib < 48, "the sink's RSS grew {grown_mib} MiB");
 }
 
-/// 384 TCP clients, each sending the start of a 64 KiB DNS query and
+/// 320 TCP clients, each sending the start of a 64 KiB DNS query and
 /// stalling. hickory-server's listener accepted every connection (4,000
-/// of them held 168 MB); now the responder takes at most
-/// `MAX_DNS_TCP_CONNECTIONS` and the rest wait in the backlog. UDP is
-/// answered meanwhile, and TCP again once the stalled clients leave.
+/// of them held 104 MB); now the responder takes at most
+/// `MAX_DNS_TCP_CONNECTIONS` and the rest wait in the backlog (128: all of
+/// them fit). UDP is answered meanwhile, and TCP again once the stalled
+/// clients leave.
 #[test]
 fn dns_tcp_connections_are_capped() {
     use mailstorm_sink::dns::MAX_DNS_TCP_CONNECTIONS;
-    const CLIENTS: usize = 384;
+    const CLIENTS: usize = 320;
     mailstorm_sink::raise_nofile_limit().unwrap();
     let run = one_shard_sink(&["--dns", "127.0.0.1:0", "--control", "off"]);
     let dns = run.dns_addr();
@@ -510,11 +515,14 @@ fn dns_tcp_connections_are_capped() {
     wait_for("the responder to take its connections", || {
         open_fds() >= fds_before + MAX_DNS_TCP_CONNECTIONS
     });
+    assert_eq!(open_fds() - fds_before, MAX_DNS_TCP_CONNECTIONS);
     watch_rss(&pid, &mut stalled, &partial);
+    // At most: one that completes no query for 10 s is closed (and a
+    // waiting one taken instead), which a slow run may reach by now.
     let held = open_fds() - fds_before;
-    assert_eq!(
-        held, MAX_DNS_TCP_CONNECTIONS,
-        "connections taken with {CLIENTS} stalled"
+    assert!(
+        held <= MAX_DNS_TCP_CONNECTIONS,
+        "{held} connections taken with {CLIENTS} stalled"
     );
     let answer = |tcp: bool| {
         let mut args = vec!["+short", "+tries=1", "+time=5", "-p"];

@@ -21,7 +21,7 @@ pub use zone::{MxSpec, NameSpec, Zone, ZoneSpec};
 
 use counts::DnsCounts;
 
-/// A TCP client that sends nothing for this long is dropped.
+/// A TCP client that completes no query for this long is dropped.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
 /// Queries held by a delay rule are not waited for long at shutdown.
@@ -111,7 +111,6 @@ pub(crate) fn spawn(
                     Arc::new(handler.clone()),
                     TCP_IDLE,
                     shutdown.clone(),
-                    SHUTDOWN_GRACE,
                 ));
                 let mut server = hickory_server::ServerFuture::new(handler);
                 server.register_socket(udp);

@@ -2,30 +2,14 @@
 //! zone built from the listeners, a zone file, TCP, and every DNS fault a
 //! plan can inject at stage dns.
 
+mod common;
+
 use std::net::SocketAddr;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::dig;
 use mailstorm_sink::{plan::Engine, Sink, SinkHandle};
-
-/// `dig` with a bounded wait (one try, `time` seconds); `extra` adds flags.
-fn dig(server: SocketAddr, qtype: &str, name: &str, extra: &[&str], time: u32) -> String {
-    let out = Command::new("dig")
-        .arg(format!("@{}", server.ip()))
-        .args(["-p", &server.port().to_string()])
-        .args([
-            qtype,
-            name,
-            "+tries=1",
-            &format!("+time={time}"),
-            "+norecurse",
-        ])
-        .args(extra)
-        .output()
-        .expect("dig (Debian bind9-dnsutils) must be installed; scripts/test.sh installs it");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
-}
 
 /// The answer section's records as `(type, data)`.
 fn answers(out: &str) -> Vec<(String, String)> {

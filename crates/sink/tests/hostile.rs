@@ -524,29 +524,17 @@ fn dns_tcp_connections_are_capped() {
         held <= MAX_DNS_TCP_CONNECTIONS,
         "{held} connections taken with {CLIENTS} stalled"
     );
-    let answer = |tcp: bool| {
-        let mut args = vec!["+short", "+tries=1", "+time=5", "-p"];
-        let port = dns.port().to_string();
-        args.push(&port);
-        if tcp {
-            args.push("+tcp");
-        }
-        let out = std::process::Command::new("dig")
-            .arg(format!("@{}", dns.ip()))
-            .args(["example.test", "MX"])
-            .args(&args)
-            .output()
-            .expect("dig (Debian bind9-dnsutils) must be installed; scripts/test.sh installs it");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let answer = |extra: &[&str]| dig(dns, "MX", "example.test", extra, 5);
+    let out = answer(&["+short"]);
     assert!(
-        answer(false).contains("mx1.example.test."),
-        "UDP during the flood"
+        out.contains("mx1.example.test."),
+        "UDP during the flood: {out}"
     );
     drop(stalled);
+    let out = answer(&["+short", "+tcp"]);
     assert!(
-        answer(true).contains("mx1.example.test."),
-        "TCP after the flood"
+        out.contains("mx1.example.test."),
+        "TCP after the flood: {out}"
     );
 }
 

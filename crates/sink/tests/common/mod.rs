@@ -266,6 +266,24 @@ pub fn http(addr: SocketAddr, method: &str, path: &str, body: &[u8]) -> HttpRepl
     }
 }
 
+/// `dig` with a bounded wait (one try, `time` seconds); `extra` adds flags.
+pub fn dig(server: SocketAddr, qtype: &str, name: &str, extra: &[&str], time: u32) -> String {
+    let out = std::process::Command::new("dig")
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string()])
+        .args([
+            qtype,
+            name,
+            "+tries=1",
+            &format!("+time={time}"),
+            "+norecurse",
+        ])
+        .args(extra)
+        .output()
+        .expect("dig (Debian bind9-dnsutils) must be installed; scripts/test.sh installs it");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
 /// A fresh, empty directory under the system temp dir for one test.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("mailstorm-{name}-{}", std::process::id()));

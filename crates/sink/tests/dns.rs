@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::dig;
+use common::{dig, http};
 use mailstorm_sink::{plan::Engine, Sink, SinkHandle};
 
 /// The answer section's records as `(type, data)`.
@@ -271,21 +270,6 @@ fn control_api_serves_dns_counts_per_client() {
 }
 
 /// `GET` on the control API; the body.
-fn http_get(control: SocketAddr, path: &str) -> serde_json::Value {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(control).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    serde_json::from_str(&out[out.find("\r\n\r\n").unwrap() + 4..]).unwrap()
-}
-
 const SEQ_PLAN: &str = "\
 seed: 11
 rules:
@@ -377,7 +361,9 @@ fn referee_reports_dns_queries_per_client() {
         dig(dns, "MX", "example.test", &[], 2);
     }
     dig(dns, "A", "nowhere.test", &[], 2);
-    let v = http_get(sink.control_addr().unwrap(), "/clients");
+    let reply = http(sink.control_addr().unwrap(), "GET", "/clients", b"");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    let v: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     let c = &v["clients"]["127.0.0.1"]["dns"];
     assert_eq!(c["queries"], 5, "{v}");
     assert_eq!(

@@ -424,7 +424,7 @@ fn nonblocking_senders(clients: &[Client]) -> Vec<(TcpStream, usize)> {
 /// The table is read in chunks while other tests' sockets come and go, so
 /// a line may repeat (hence a set: never more than are open) or be missed
 /// (so callers wait for a count rather than assert one reading).
-fn dns_connections_of(pid: &str, port: u16) -> usize {
+fn accepted_connections_on(pid: &str, port: u16) -> usize {
     let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -527,7 +527,7 @@ fn dns_tcp_connections_are_capped() {
     // The sink's connections on the DNS port, not all its open fds: the
     // shard thread opens its runtime's after the sink prints its addresses
     // (CI saw 258 "connections" that way).
-    let held = || dns_connections_of(&pid, dns.port());
+    let held = || accepted_connections_on(&pid, dns.port());
     assert_eq!(held(), 0);
     // A length prefix of 65,535 and 30,000 bytes of the query.
     let mut partial = vec![0xff, 0xff];

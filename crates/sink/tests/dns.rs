@@ -269,7 +269,6 @@ fn control_api_serves_dns_counts_per_client() {
     assert_eq!(v["clients"]["127.0.0.1"], 3, "{v}");
 }
 
-/// `GET` on the control API; the body.
 const SEQ_PLAN: &str = "\
 seed: 11
 rules:

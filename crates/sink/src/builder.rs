@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use crate::admission::Limits;
+use crate::admission::{connection_ceiling, Limits};
 use crate::backend::Backend;
 use crate::handle::SinkHandle;
 use crate::server::{self, SinkState};
@@ -28,6 +28,7 @@ impl Sink {
             listen_set: false,
             hook: None,
             engine: None,
+            open_files: None,
         }
     }
 
@@ -38,6 +39,7 @@ impl Sink {
             listen_set: true,
             hook: None,
             engine: None,
+            open_files: None,
         }
     }
 }
@@ -49,6 +51,7 @@ pub struct SinkBuilder {
     listen_set: bool,
     hook: Option<Arc<dyn StageHook>>,
     engine: Option<Arc<plan::Engine>>,
+    open_files: Option<u64>,
 }
 
 impl std::fmt::Debug for SinkBuilder {
@@ -193,6 +196,17 @@ impl SinkBuilder {
         self
     }
 
+    /// The process's open-files limit (see [`crate::raise_nofile_limit`]):
+    /// open connections then stay within what it leaves room for
+    /// ([`crate::connection_ceiling`]), whatever `max_connections` says, so
+    /// a client past it gets `421 4.7.0` rather than waiting unanswered in
+    /// the listen backlog while `accept` fails. Unset, only
+    /// `max_connections` limits them.
+    pub fn open_files_limit(mut self, limit: u64) -> Self {
+        self.open_files = Some(limit);
+        self
+    }
+
     /// The configuration so far, to change anything without a setter.
     pub fn config_mut(&mut self) -> &mut SinkConfig {
         &mut self.config
@@ -254,7 +268,10 @@ impl SinkBuilder {
             store: Arc::new(Store::new(config.capture.as_deref())),
             settings: RwLock::new(Arc::new(settings)),
             stats: stats::Stats::new(shards),
-            limits: Arc::new(Limits::default()),
+            limits: Arc::new(Limits::with_ceiling(
+                self.open_files
+                    .map_or(0, |n| connection_ceiling(n, &config)),
+            )),
             ordinal: AtomicU64::new(0),
             shutdown,
             stopping: Arc::new(std::sync::atomic::AtomicBool::new(false)),

@@ -15,6 +15,11 @@ use mailstorm_config::serde_units::{duration as duration_serde, size as size_ser
 use mailstorm_config::units::format_size;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// The default `max_connections`: twice the 10,000 idle connections the
+/// sink is built to hold beside normal traffic, and a bound on what a
+/// flood of connections can make it hold (tens of KB each mid-message).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+
 /// What to do with a DATA body that has a bare LF or bare CR (the raw
 /// material of SMTP smuggling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -81,7 +86,10 @@ pub struct SinkConfig {
     /// Close (`421 4.4.2`) sessions older than this; 0 = no limit.
     #[serde(with = "duration_serde")]
     pub max_session_duration: Duration,
-    /// Open connections in total; more get `421 4.7.0`. 0 = no limit.
+    /// Open connections in total; more get `421 4.7.0`. 0 = no limit of
+    /// its own. Finite by default ([`DEFAULT_MAX_CONNECTIONS`]): each
+    /// connection can hold tens of KB (its read buffer and session), and
+    /// a container's open-files limit can be a million.
     pub max_connections: usize,
     /// Open connections per client IP; more get `421 4.7.0`. 0 = no limit.
     pub max_connections_per_ip: usize,
@@ -164,7 +172,7 @@ impl Default for SinkConfig {
             idle_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(300),
             max_session_duration: Duration::from_secs(3600),
-            max_connections: 0,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_ip: 0,
             bare_lf: BareLfPolicy::Accept,
             lenient: false,

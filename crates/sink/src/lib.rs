@@ -49,8 +49,9 @@ pub mod tls;
 
 use std::path::PathBuf;
 
+pub use admission::connection_ceiling;
 pub use builder::{Sink, SinkBuilder};
-pub use config::{BareLfPolicy, ConfigError, SinkConfig};
+pub use config::{BareLfPolicy, ConfigError, SinkConfig, DEFAULT_MAX_CONNECTIONS};
 pub use filter::ClientFilter;
 pub use handle::SinkHandle;
 pub use hook::{Decision, Stage, StageContext, StageHook};

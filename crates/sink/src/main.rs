@@ -98,7 +98,10 @@ struct Args {
     /// Close with 421 4.4.2 sessions older than this; 0 = unlimited [default: 1h].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     max_session_duration: Option<Duration>,
-    /// Open connections in total; more get 421 4.7.0; 0 = unlimited [default: 0].
+    /// Open connections in total; more get 421 4.7.0; 0 = no limit of its
+    /// own. Never more than the open files limit leaves room for (it less
+    /// what the control API, DNS and listeners may hold): past that a
+    /// client would wait unanswered, so it gets the 421 too [default: 20000].
     #[arg(long, value_name = "N")]
     max_connections: Option<usize>,
     /// Open connections per client IP; more get 421 4.7.0; 0 = unlimited [default: 0].
@@ -358,12 +361,28 @@ fn error_text(e: &anyhow::Error) -> String {
 
 fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
     let quiet = config.quiet;
-    match mailstorm_sink::raise_nofile_limit() {
-        Ok(n) if n < 65536 && !quiet => {
-            eprintln!("mailstorm-sink: warning: open files limit is {n}; heavy load may hit it")
+    let open_files = match mailstorm_sink::raise_nofile_limit() {
+        Ok(n) => Some(n),
+        Err(e) => {
+            eprintln!("mailstorm-sink: warning: cannot read the open files limit: {e}");
+            None
         }
-        Ok(_) => {}
-        Err(e) => eprintln!("mailstorm-sink: warning: cannot read the open files limit: {e}"),
+    };
+    if let (Some(n), false) = (open_files, quiet) {
+        let room = mailstorm_sink::connection_ceiling(n, &config);
+        let max = config.max_connections;
+        if max == 0 || max > room {
+            let asked = if max == 0 {
+                "0 (no limit)".to_string()
+            } else {
+                max.to_string()
+            };
+            eprintln!(
+                "mailstorm-sink: warning: the open files limit ({n}) leaves room for {room} \
+                 connections, fewer than --max-connections {asked}: past them clients get \
+                 421 4.7.0 (raise it with `ulimit -Hn` as root)"
+            );
+        }
     }
     let stats_interval = config.stats_interval;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -396,9 +415,12 @@ fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
         .map_err(config_err)?;
     // Always installed, so `PUT /plan` works without --plan; with no plan a
     // decision is one atomic load.
-    let sink = Sink::from_config(config.clone())
-        .fault_engine(std::sync::Arc::new(mailstorm_sink::plan::Engine::new()))
-        .start()?;
+    let mut sink = Sink::from_config(config.clone())
+        .fault_engine(std::sync::Arc::new(mailstorm_sink::plan::Engine::new()));
+    if let Some(n) = open_files {
+        sink = sink.open_files_limit(n);
+    }
+    let sink = sink.start()?;
     if !quiet {
         if let Some(dir) = &config.capture {
             eprintln!("mailstorm-sink: capturing messages to {}", dir.display());

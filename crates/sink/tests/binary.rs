@@ -448,3 +448,78 @@ fn keep_bytes_caps_the_kept_messages_from_the_command_line() {
 fn rss_bytes_of(pid: u32) -> u64 {
     rss_kib(&pid.to_string()) * 1024
 }
+
+/// Under an open-files limit, connections past what it leaves room for get
+/// `421 4.7.0` at once. Before, the sink served them until `accept` failed
+/// (EMFILE) and the rest waited unanswered in the listen backlog; with the
+/// limits of a container (a million descriptors) nothing bounded them.
+#[test]
+fn connections_past_the_open_files_limit_get_421_not_silence() {
+    const LIMIT: u64 = 200;
+    const OVER: usize = 5;
+    let config = mailstorm_sink::SinkConfig {
+        listen: vec![SocketAddr::from(([127, 0, 0, 1], 0))],
+        threads: Some(1),
+        control: None,
+        ..mailstorm_sink::SinkConfig::default()
+    };
+    let room = mailstorm_sink::connection_ceiling(LIMIT, &config);
+    // Well under the limit, so a sink without the ceiling (about 20
+    // descriptors of its own) would greet every client this test opens.
+    assert!(
+        room + OVER + 40 < LIMIT as usize,
+        "room for {room} connections"
+    );
+    let run = Running::spawn_with_open_files(
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--threads",
+            "1",
+            "--no-pin",
+            "--control",
+            "off",
+            "--stats-interval",
+            "0",
+        ],
+        LIMIT,
+    );
+    // The default --max-connections (20,000) is over the room: the sink
+    // says so, with the figures.
+    let warning = run.line_with("open files limit");
+    assert!(
+        warning.contains(&format!("({LIMIT}) leaves room for {room} connections"))
+            && warning.contains("--max-connections 20000"),
+        "{warning}"
+    );
+    let addr = run.smtp_addr();
+    let served: Vec<Client> = (0..room).map(|_| Client::connect(addr)).collect();
+    for _ in 0..OVER {
+        let mut c = Client::connect_raw(addr);
+        c.reply().expect(421, "4.7.0");
+    }
+    // A slot given back serves the next client.
+    drop(served);
+    let mut refused = OVER;
+    let mut greeted = None;
+    wait_for("a slot given back", || {
+        let mut c = Client::connect_raw(addr);
+        match c.reply().code {
+            220 => greeted = Some(c),
+            _ => refused += 1,
+        }
+        greeted.is_some()
+    });
+    let mut c = greeted.unwrap();
+    assert_eq!(c.cmd("EHLO client.test").code, 250);
+    c.send_message("a@b.test", &["x@y.test"], "hi")
+        .expect(250, "2.0.0");
+    c.cmd("QUIT");
+    signal(&run, Signal::SIGTERM);
+    let (fin, json) = run.final_stats();
+    assert_eq!(
+        json["closed"]["too_many_connections"], refused as u64,
+        "{fin}"
+    );
+    assert_eq!(json["messages_accepted"], 1, "{fin}");
+}

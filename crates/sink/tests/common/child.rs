@@ -18,8 +18,31 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(args: &[&str]) -> Running {
-        let mut child = Command::new(BIN)
-            .args(args)
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        Running::start(cmd)
+    }
+
+    /// As [`Running::spawn`], under an open-files limit of `limit`
+    /// descriptors (soft and hard, so the sink cannot raise it).
+    pub fn spawn_with_open_files(args: &[&str], limit: u64) -> Running {
+        use nix::sys::resource::{setrlimit, Resource};
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(BIN);
+        cmd.args(args);
+        // SAFETY: the closure runs in the child between fork and exec; it
+        // only makes the setrlimit system call (async-signal-safe) and
+        // allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                setrlimit(Resource::RLIMIT_NOFILE, limit, limit).map_err(std::io::Error::from)
+            });
+        }
+        Running::start(cmd)
+    }
+
+    fn start(mut cmd: Command) -> Running {
+        let mut child = cmd
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -368,21 +368,11 @@ fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
             None
         }
     };
-    if let (Some(n), false) = (open_files, quiet) {
-        let room = mailstorm_sink::connection_ceiling(n, &config);
-        let max = config.max_connections;
-        if max == 0 || max > room {
-            let asked = if max == 0 {
-                "0 (no limit)".to_string()
-            } else {
-                max.to_string()
-            };
-            eprintln!(
-                "mailstorm-sink: warning: the open files limit ({n}) leaves room for {room} \
-                 connections, fewer than --max-connections {asked}: past them clients get \
-                 421 4.7.0 (raise it with `ulimit -Hn` as root)"
-            );
-        }
+    // Connections the descriptors leave room for, under this start's
+    // listeners and shards (a reload changes neither).
+    let room = open_files.map(|n| (n, mailstorm_sink::connection_ceiling(n, &config)));
+    if let (Some(room), false) = (room, quiet) {
+        warn_if_room_is_short(room, config.max_connections);
     }
     let stats_interval = config.stats_interval;
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -449,7 +439,7 @@ fn run(args: Args, config: SinkConfig) -> Result<(), Failure> {
     if let Some(f) = ready_fd {
         f.write(&info).map_err(Failure::runtime)?;
     }
-    rt.block_on(signals(sigs, &args, &sink, stats_interval, quiet));
+    rt.block_on(signals(sigs, &args, &sink, stats_interval, quiet, room));
     let grace = sink.config().shutdown_grace;
     if !quiet {
         eprintln!("mailstorm-sink: shutting down (grace {grace:?})");
@@ -489,8 +479,64 @@ impl Signals {
     }
 }
 
+/// SIGHUP: reloads the configuration file and flags, or keeps the old one
+/// and says why.
+fn reload(args: &Args, sink: &SinkHandle, quiet: bool, room: Option<(u64, usize)>) {
+    let config = match args.config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "mailstorm-sink: reload failed, keeping the old configuration: {}",
+                error_text(&e)
+            );
+            return;
+        }
+    };
+    let max_connections = config.max_connections;
+    match sink.reload(config) {
+        Ok(ignored) if ignored.is_empty() => eprintln!("mailstorm-sink: configuration reloaded"),
+        Ok(ignored) => eprintln!(
+            "mailstorm-sink: configuration reloaded; changes to {} need a restart",
+            ignored.join(", ")
+        ),
+        Err(e) => {
+            eprintln!("mailstorm-sink: reload failed, keeping the old configuration: {e}");
+            return;
+        }
+    }
+    if let (Some(room), false) = (room, quiet) {
+        warn_if_room_is_short(room, max_connections);
+    }
+}
+
+/// Warns when the open-files limit (`open_files`, leaving room for `room`
+/// connections) and not `--max-connections` is what limits connections.
+fn warn_if_room_is_short((open_files, room): (u64, usize), max_connections: usize) {
+    if max_connections != 0 && max_connections <= room {
+        return;
+    }
+    let asked = if max_connections == 0 {
+        "0 (no limit)".to_string()
+    } else {
+        max_connections.to_string()
+    };
+    eprintln!(
+        "mailstorm-sink: warning: the open files limit ({open_files}) leaves room for {room} \
+         connections, fewer than --max-connections {asked}: past them clients get 421 4.7.0 \
+         (raise it with `ulimit -Hn` as root)"
+    );
+}
+
 /// Waits for SIGINT/SIGTERM, reloading on SIGHUP and printing stats lines.
-async fn signals(sigs: Signals, args: &Args, sink: &SinkHandle, interval: Duration, quiet: bool) {
+/// `room`: the open-files limit and the connections it leaves room for.
+async fn signals(
+    sigs: Signals,
+    args: &Args,
+    sink: &SinkHandle,
+    interval: Duration,
+    quiet: bool,
+    room: Option<(u64, usize)>,
+) {
     let Signals {
         mut term,
         mut int,
@@ -508,17 +554,7 @@ async fn signals(sigs: Signals, args: &Args, sink: &SinkHandle, interval: Durati
         tokio::select! {
             _ = term.recv() => return,
             _ = int.recv() => return,
-            _ = hup.recv() => match args.config() {
-                Ok(c) => match sink.reload(c) {
-                    Ok(ignored) if ignored.is_empty() => eprintln!("mailstorm-sink: configuration reloaded"),
-                    Ok(ignored) => eprintln!(
-                        "mailstorm-sink: configuration reloaded; changes to {} need a restart",
-                        ignored.join(", ")
-                    ),
-                    Err(e) => eprintln!("mailstorm-sink: reload failed, keeping the old configuration: {e}"),
-                },
-                Err(e) => eprintln!("mailstorm-sink: reload failed, keeping the old configuration: {}", error_text(&e)),
-            },
+            _ = hup.recv() => reload(args, sink, quiet, room),
             _ = tick.tick(), if print => {
                 let now = sink.stats();
                 eprintln!("{}", stats_line(&prev, &now));

@@ -470,15 +470,16 @@ fn connections_past_the_open_files_limit_get_421_not_silence() {
         room + OVER + 40 < LIMIT as usize,
         "room for {room} connections"
     );
+    let dir = std::env::temp_dir().join(format!("mailstorm-sink-nofile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = dir.join("sink.yaml");
+    let yaml = "listen: ['127.0.0.1:0']\nthreads: 1\ncontrol: off\n";
+    std::fs::write(&cfg, yaml).unwrap();
     let run = Running::spawn_with_open_files(
         &[
-            "--listen",
-            "127.0.0.1:0",
-            "--threads",
-            "1",
+            "--config",
+            cfg.to_str().unwrap(),
             "--no-pin",
-            "--control",
-            "off",
             "--stats-interval",
             "0",
         ],
@@ -494,10 +495,20 @@ fn connections_past_the_open_files_limit_get_421_not_silence() {
     );
     let addr = run.smtp_addr();
     let served: Vec<Client> = (0..room).map(|_| Client::connect(addr)).collect();
-    for _ in 0..OVER {
+    for _ in 0..OVER - 1 {
         let mut c = Client::connect_raw(addr);
         c.reply().expect(421, "4.7.0");
     }
+    // No limit of its own (reloaded) is still under the room.
+    std::fs::write(&cfg, format!("{yaml}max_connections: 0\n")).unwrap();
+    signal(&run, Signal::SIGHUP);
+    run.line_with("configuration reloaded");
+    let warning = run.line_with("open files limit");
+    assert!(
+        warning.contains("--max-connections 0 (no limit)"),
+        "{warning}"
+    );
+    Client::connect_raw(addr).reply().expect(421, "4.7.0");
     // A slot given back serves the next client.
     drop(served);
     let mut refused = OVER;
@@ -522,4 +533,5 @@ fn connections_past_the_open_files_limit_get_421_not_silence() {
         "{fin}"
     );
     assert_eq!(json["messages_accepted"], 1, "{fin}");
+    let _ = std::fs::remove_dir_all(&dir);
 }

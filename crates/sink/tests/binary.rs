@@ -495,6 +495,7 @@ fn connections_past_the_open_files_limit_get_421_not_silence() {
     );
     let addr = run.smtp_addr();
     let served: Vec<Client> = (0..room).map(|_| Client::connect(addr)).collect();
+    // OVER refusals: all but one now, the last after the reload.
     for _ in 0..OVER - 1 {
         let mut c = Client::connect_raw(addr);
         c.reply().expect(421, "4.7.0");
@@ -511,6 +512,7 @@ fn connections_past_the_open_files_limit_get_421_not_silence() {
     Client::connect_raw(addr).reply().expect(421, "4.7.0");
     // A slot given back serves the next client.
     drop(served);
+    // Clients the sink refuses before it sees the closes count too.
     let mut refused = OVER;
     let mut greeted = None;
     wait_for("a slot given back", || {

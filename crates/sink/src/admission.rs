@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 use crate::SinkConfig;
 
 /// Descriptors kept for what is not an SMTP connection under `config`:
-/// the control API's and the DNS responder's connections (each capped at
-/// 256), a listener per address per shard (and one to claim the port),
+/// the control API's and the DNS responder's connections (at their caps),
+/// a listener per address per shard (and one to claim the port),
 /// each shard's runtime, and a margin for standard streams, capture,
 /// ledger and ready files.
 fn reserved_fds(config: &SinkConfig) -> u64 {
@@ -25,8 +25,15 @@ fn reserved_fds(config: &SinkConfig) -> u64 {
     const PER_SHARD_RUNTIME: u64 = 4;
     let shards = config.thread_count() as u64;
     let addrs = (config.listen.len() + config.tls_listen.len()) as u64;
-    let control = if config.control.is_some() { 256 } else { 0 };
-    let dns = if config.dns.is_some() { 256 + 1 } else { 0 };
+    let control = match config.control {
+        Some(_) => mailstorm_http::Limits::default().max_connections as u64,
+        None => 0,
+    };
+    // Its TCP connections and the UDP socket.
+    let dns = match config.dns {
+        Some(_) => crate::dns::MAX_DNS_TCP_CONNECTIONS as u64 + 1,
+        None => 0,
+    };
     MARGIN + shards * PER_SHARD_RUNTIME + addrs * (shards + 1) + control + dns
 }
 

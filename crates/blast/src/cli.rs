@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long)]
     pub time_scale: Option<f64>,
 
-    /// Shards (threads), each pinned to a CPU. Default: CPU count.
+    /// Shards (threads), each pinned to a CPU; at most 1024. Default: CPU count.
     #[arg(long, short = 't')]
     pub threads: Option<usize>,
     /// CPUs to pin shards to, e.g. `1` or `2,3`.

@@ -280,7 +280,9 @@ pub fn effective_config(cfg: &Config) -> Result<Config, BlastError> {
     }
     crate::ledger::pick_ids(&mut c);
     if c.threads == 0 {
-        c.threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        c.threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(config::MAX_THREADS);
     }
     // No more threads than this process's share of connections or messages.
     let own = |n: u64| c.shard.map_or(n, |s| s.share(n));

@@ -182,6 +182,12 @@ fn usage_and_configuration_errors_exit_2() {
         &["--sink-plan", "no-such-plan.yaml"],
         &["--tls", "--starttls", "required"],
         &["--time-scale", "0.1", "-n", "1"],
+        // Durations past 365d and absurd shard counts: each of these once
+        // reached the run and panicked (clock overflow) or spawned threads.
+        &["-d", "18446744073709551615"],
+        &["--timeout", "18446744073709551615", "-n", "1"],
+        &["--interval", "400d", "-n", "1"],
+        &["--threads", "5000", "-n", "1"],
     ] {
         let out = blast(args);
         assert_eq!(
@@ -202,6 +208,18 @@ fn usage_and_configuration_errors_exit_2() {
     let out = blast(&["--time-scale", "0.1", "-n", "1"]);
     assert!(
         text(&out.stderr).contains("policy"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = blast(&["--interval", "400d", "-n", "1"]);
+    assert!(
+        text(&out.stderr).contains("\"400d\"") && text(&out.stderr).contains("365d"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = blast(&["--threads", "5000", "-n", "1"]);
+    assert!(
+        text(&out.stderr).contains("--threads 5000: at most 1024"),
         "{}",
         text(&out.stderr)
     );

@@ -330,6 +330,16 @@ fn merge_refuses_what_is_not_one_run() {
     refused(&[p0], &["shard(s) 1/2 missing"]);
     let other_rate = edited("rate.json", &|v| v["config"]["messages"] = 21.into());
     refused(&[p0, &other_rate], &["rate.json", "config.messages"]);
+    // A length no run has (an old part without `elapsed_ns`) is refused,
+    // not turned into a clock overflow.
+    let endless = edited("endless.json", &|v| {
+        v["run"].as_object_mut().unwrap().remove("elapsed_ns");
+        v["duration_s"] = 1e300.into();
+    });
+    refused(
+        &[p0, &endless],
+        &["endless.json", "duration_s 1e+300", "longer than any run"],
+    );
     let garbage = dir.join("garbage.log");
     std::fs::write(&garbage, "not a report\n").unwrap();
     refused(

@@ -22,5 +22,7 @@ pub mod yaml;
 
 pub use expr::{Check, ExprError, Op, Value};
 pub use range::{parse_range, RangeError};
-pub use units::{format_duration, format_size, parse_duration, parse_size, UnitError};
+pub use units::{
+    format_duration, format_size, parse_duration, parse_size, UnitError, MAX_DURATION,
+};
 pub use yaml::{from_yaml_str, YamlError};

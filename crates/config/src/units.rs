@@ -5,7 +5,8 @@
 //! Sizes: a decimal number and a binary multiple, `k`, `m`, `g` in any case,
 //! optionally followed by `b` or `ib` (`4k` = `4KiB` = `4kb` = 4096); a plain
 //! number is bytes. Fractions are exact (`1.5s`, `1.5M`); a size must come
-//! out to whole bytes. Overflow is an error, never a wrap or a saturation.
+//! out to whole bytes. Overflow is an error, never a wrap or a saturation,
+//! and a duration longer than [`MAX_DURATION`] (365 days) is refused.
 
 use std::time::Duration;
 
@@ -89,8 +90,14 @@ impl Decimal<'_> {
     }
 }
 
+/// The longest duration the grammar accepts: 365 days. Every timeout,
+/// delay or run length a user means fits, and deadlines built from it
+/// (`now + d`, sums of stages, scaled backoffs) stay far from the clock's
+/// overflow, which would otherwise panic mid-run.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 86_400);
+
 /// Parses a duration: `300ms`, `2s`, `1.5s`, `1m`, `1h`, `1d`, `250us`, or a
-/// plain number of seconds.
+/// plain number of seconds; at most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
     let bad = |why| UnitError::Duration {
         value: s.to_owned(),
@@ -114,6 +121,9 @@ pub fn parse_duration(s: &str) -> Result<Duration, UnitError> {
             bad("finer than a nanosecond")
         }
     })?;
+    if nanos > MAX_DURATION.as_nanos() {
+        return Err(bad("longer than the limit of 365d"));
+    }
     let secs = u64::try_from(nanos / 1_000_000_000).map_err(|_| bad("too large"))?;
     Ok(Duration::new(secs, (nanos % 1_000_000_000) as u32))
 }

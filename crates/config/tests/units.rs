@@ -27,6 +27,8 @@ fn durations_accepted() {
         ("0s", Duration::ZERO),
         (" 5s ", s(5)),
         ("5 s", s(5)),
+        ("365d", s(365 * 86_400)),
+        ("8760h", s(365 * 86_400)),
     ];
     for (text, want) in table {
         assert_eq!(parse_duration(text).as_ref(), Ok(want), "{text}");
@@ -47,10 +49,25 @@ fn durations_rejected_name_the_value() {
         "abc",
         "99999999999999999999d",
         "1y",
+        // Past the 365-day limit, which keeps `now + d` from overflowing
+        // the clock (u64::MAX seconds used to panic mid-run).
+        "366d",
+        "365.000000001d",
+        "18446744073709551615",
     ] {
         let e = parse_duration(text).expect_err(text).to_string();
         assert!(e.contains(&format!("{text:?}")), "{text}: {e}");
     }
+}
+
+#[test]
+fn durations_past_the_limit_say_so() {
+    let e = parse_duration("400d").unwrap_err().to_string();
+    assert!(e.contains("limit of 365d"), "{e}");
+    assert_eq!(
+        mailstorm_config::MAX_DURATION,
+        parse_duration("365d").unwrap()
+    );
 }
 
 #[test]

@@ -34,7 +34,12 @@ fn reserved_fds(config: &SinkConfig) -> u64 {
         Some(_) => crate::dns::MAX_DNS_TCP_CONNECTIONS as u64 + 1,
         None => 0,
     };
-    MARGIN + shards * PER_SHARD_RUNTIME + addrs * (shards + 1) + control + dns
+    // Saturating: a library caller may pass an unvalidated config.
+    MARGIN
+        .saturating_add(shards.saturating_mul(PER_SHARD_RUNTIME))
+        .saturating_add(addrs.saturating_mul(shards.saturating_add(1)))
+        .saturating_add(control)
+        .saturating_add(dns)
 }
 
 /// SMTP connections an open-files limit of `open_files` leaves room for
@@ -154,6 +159,9 @@ mod tests {
         // A limit too small for the reserve keeps half for the rest.
         assert_eq!(connection_ceiling(64, &config), 32);
         assert_eq!(connection_ceiling(1, &config), 1);
+        // An unvalidated shard count saturates instead of overflowing.
+        config.threads = Some(usize::MAX);
+        assert_eq!(connection_ceiling(20_000, &config), 10_000);
     }
 
     #[test]

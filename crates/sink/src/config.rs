@@ -20,6 +20,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 /// flood of connections can make it hold (tens of KB each mid-message).
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 
+/// Most shards (threads) the sink runs: more than any machine's cores, and
+/// a bound on what a typo in `--threads` can spawn.
+pub const MAX_THREADS: usize = 1024;
+
 /// What to do with a DATA body that has a bare LF or bare CR (the raw
 /// material of SMTP smuggling).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -273,7 +277,9 @@ impl SinkConfig {
     /// Shards to run.
     pub fn thread_count(&self) -> usize {
         self.threads.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .min(MAX_THREADS)
         })
     }
 
@@ -296,6 +302,11 @@ impl SinkConfig {
         }
         if self.threads == Some(0) {
             return bad("threads must be at least 1".into());
+        }
+        if let Some(t) = self.threads.filter(|&t| t > MAX_THREADS) {
+            return bad(format!(
+                "threads {t}: at most {MAX_THREADS} shards (each is a thread with its own runtime)"
+            ));
         }
         if !(16..=1 << 20).contains(&self.max_line_length) {
             return bad(format!(

@@ -60,7 +60,7 @@ struct Args {
     /// Implicit-TLS listen address, repeatable (port-465 style) [default: none].
     #[arg(long, value_name = "ADDR")]
     tls_listen: Vec<SocketAddr>,
-    /// Shards (threads, each pinned to a CPU) [default: number of CPUs].
+    /// Shards (threads, each pinned to a CPU), at most 1024 [default: number of CPUs].
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
     /// Do not pin shard threads to CPUs.

@@ -231,6 +231,18 @@ fn exit_codes_match_help_and_errors_say_the_os_error_once() {
             2,
             vec!["capture directory /proc/self".into()],
         ),
+        // Past 365d: `now + idle timeout` once overflowed the clock and
+        // killed the shard at the first connection.
+        (
+            vec![
+                "--control".into(),
+                "off".into(),
+                "--idle-timeout".into(),
+                "18446744073709551615".into(),
+            ],
+            2,
+            vec!["\"18446744073709551615\"".into(), "limit of 365d".into()],
+        ),
     ];
     for (args, code, needles) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -247,6 +259,16 @@ fn exit_codes_match_help_and_errors_say_the_os_error_once() {
         let os_errors = err.matches("(os error").count();
         assert!(os_errors <= 1, "the OS error repeated: {err}");
     }
+    // An absurd shard count is refused before any thread is spawned (it
+    // once overflowed the descriptor reserve's arithmetic).
+    let out = Command::new(BIN)
+        .args(["--listen", "127.0.0.1:0", "--control", "off"])
+        .args(["--threads", "18446744073709551615"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("at most 1024 shards"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -289,6 +289,10 @@ impl Default for Config {
 /// Default run length when neither `--messages` nor `--duration` is given.
 pub const DEFAULT_DURATION: Duration = Duration::from_secs(5);
 
+/// Most shards (threads) one process runs: more than any machine's cores,
+/// and a bound on what a typo in `--threads` can spawn.
+pub const MAX_THREADS: usize = 1024;
+
 impl Config {
     /// Parses a profile (YAML with the report's `config` keys); errors give
     /// `origin:line:col`, the key path and the allowed keys or forms.
@@ -318,6 +322,12 @@ impl Config {
             }
         } else if self.time_scale.is_some() {
             return err("--time-scale scales a policy: give one (profile `policy:`)".into());
+        }
+        if self.threads > MAX_THREADS {
+            return err(format!(
+                "--threads {}: at most {MAX_THREADS} shards (each is a thread with its own runtime)",
+                self.threads
+            ));
         }
         if self.concurrency == 0 {
             return err("--concurrency must be at least 1".into());

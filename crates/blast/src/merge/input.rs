@@ -157,7 +157,14 @@ pub fn parse(text: &str, file: &str) -> Result<Part, MergeError> {
     };
     let elapsed = match elapsed_ns {
         Some(ns) => Duration::from_nanos(ns),
-        None => Duration::from_secs_f64(field("duration_s").as_f64().unwrap_or(0.0).max(0.0)),
+        None => {
+            let given = field("duration_s");
+            let secs = given.as_f64().unwrap_or(0.0).max(0.0);
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|d| *d <= mailstorm_config::MAX_DURATION)
+                .ok_or_else(|| bad(format!("duration_s {given}: longer than any run")))?
+        }
     };
     let target = json
         .pointer("/targets/0")

@@ -154,11 +154,15 @@ impl Backoff {
     }
 }
 
-/// `d × f`, saturating.
+/// `d × f`, saturating at [`mailstorm_config::MAX_DURATION`].
 pub fn scale(d: Duration, f: f64) -> Duration {
     let s = d.as_secs_f64() * f;
     if s.is_finite() && s >= 0.0 {
-        Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+        // Capped like any duration a user writes, so `now + d` cannot
+        // overflow the clock.
+        Duration::try_from_secs_f64(s)
+            .unwrap_or(mailstorm_config::MAX_DURATION)
+            .min(mailstorm_config::MAX_DURATION)
     } else {
         Duration::ZERO
     }
@@ -181,6 +185,15 @@ mod tests {
 
     fn s(x: u64) -> Duration {
         Duration::from_secs(x)
+    }
+
+    #[test]
+    fn a_huge_time_scale_stops_at_the_duration_limit() {
+        // `Instant::now() + d` panics past the clock's range; a scaled
+        // cooldown must stay where any written duration stays.
+        assert_eq!(scale(s(300), 1e300), mailstorm_config::MAX_DURATION);
+        assert_eq!(scale(s(300), 0.01), Duration::from_secs(3));
+        let _ = std::time::Instant::now() + scale(s(1), f64::MAX);
     }
 
     #[test]

@@ -127,6 +127,38 @@ fn profile_errors() {
             "rcpts: [1, 2]\n",
             &["f.yaml:1:8", "rcpts", "a range (1..3)"],
         ),
+        // The mapping forms get the text forms' checks: these once reached
+        // the run and panicked (an empty recipient list, a size overflow).
+        (
+            "rcpts: {min: 1, max: 0}\n",
+            &["f.yaml:1:", "rcpts", "1..0", "1 <= min <= max <= 1000"],
+        ),
+        (
+            "size: {kind: fixed, bytes: 18446744073709551615}\n",
+            &["f.yaml:1:", "size", "18446744073709551615 bytes", "64 MiB"],
+        ),
+        (
+            "size: {kind: uniform, min: 9k, max: 1k}\n",
+            &[
+                "f.yaml:1:",
+                "size",
+                "9216..1024 bytes",
+                "min must be at most max",
+            ],
+        ),
+        (
+            "size: {kind: lognormal, median: 2k, p99: 1k}\n",
+            &[
+                "f.yaml:1:",
+                "size",
+                "median 2048, p99 1024",
+                "at least the median",
+            ],
+        ),
+        (
+            "duration: 400d\n",
+            &["f.yaml:1:11", "duration", "\"400d\"", "365d"],
+        ),
         (
             "timeouts: {conect: 2s}\n",
             &[

@@ -69,10 +69,21 @@ impl SizeDist {
                 SizeDist::Uniform { min, max }
             }
         };
-        if d.max() > MAX_MESSAGE_SIZE {
-            return Err(bad("sizes are limited to 64 MiB"));
-        }
+        d.check().map_err(bad)?;
         Ok(d)
+    }
+
+    /// What makes this distribution unusable, if anything: the checks the
+    /// text form gets, for the mapping form (`{kind: fixed, bytes: …}`) too.
+    pub fn check(&self) -> Result<(), &'static str> {
+        match *self {
+            SizeDist::Uniform { min, max } if max < min => Err("min must be at most max"),
+            SizeDist::Lognormal { median, p99 } if p99 < median => {
+                Err("p99 must be at least the median")
+            }
+            _ if self.max() > MAX_MESSAGE_SIZE => Err("sizes are limited to 64 MiB"),
+            _ => Ok(()),
+        }
     }
 
     /// The largest size this distribution can produce.
@@ -117,25 +128,50 @@ impl RcptRange {
                 "--rcpts {s:?}: need 1 <= min <= max <= 1000"
             )));
         };
-        if min == 0 || max < min || max > 1000 {
-            return Err(BlastError::Config(format!(
-                "--rcpts {s:?}: need 1 <= min <= max <= 1000"
-            )));
+        let r = RcptRange { min, max };
+        r.check()
+            .map_err(|why| BlastError::Config(format!("--rcpts {s:?}: {why}")))?;
+        Ok(r)
+    }
+
+    /// The range's bounds, for the mapping form (`{min: 1, max: 3}`) as
+    /// for the text form.
+    pub fn check(&self) -> Result<(), &'static str> {
+        if self.min == 0 || self.max < self.min || self.max > RCPTS_LIMIT {
+            return Err("need 1 <= min <= max <= 1000");
         }
-        Ok(RcptRange { min, max })
+        Ok(())
     }
 }
 
+/// The most recipients one generated message has.
+const RCPTS_LIMIT: u32 = 1000;
+
 pub(super) fn rcpts_any<'de, D: Deserializer<'de>>(d: D) -> Result<RcptRange, D::Error> {
-    scalar_or_map(d, "a count (3), a range (1..3) or {min, max}", |s| {
+    let r = scalar_or_map(d, "a count (3), a range (1..3) or {min, max}", |s| {
         RcptRange::parse(s).map_err(|e| e.to_string().replace("--rcpts ", ""))
-    })
+    })?;
+    r.check().map_err(|why| {
+        serde::de::Error::custom(format!("recipients {}..{}: {why}", r.min, r.max))
+    })?;
+    Ok(r)
 }
 
 pub(super) fn size_any<'de, D: Deserializer<'de>>(d: D) -> Result<SizeDist, D::Error> {
-    scalar_or_map(
+    let size = scalar_or_map(
         d,
         "a size (4k), a range (1k..100k), lognormal:MEDIAN,P99 or a mapping with `kind`",
         |s| SizeDist::parse(s).map_err(|e| e.to_string().replace("--size ", "")),
-    )
+    )?;
+    size.check().map_err(|why| {
+        let text = match size {
+            SizeDist::Fixed { bytes } => format!("{bytes} bytes"),
+            SizeDist::Uniform { min, max } => format!("{min}..{max} bytes"),
+            SizeDist::Lognormal { median, p99 } => {
+                format!("lognormal median {median}, p99 {p99} bytes")
+            }
+        };
+        serde::de::Error::custom(format!("size {text}: {why}"))
+    })?;
+    Ok(size)
 }

@@ -43,7 +43,9 @@ impl BudgetSpec {
 
     /// Retries allowed after `first` first attempts.
     pub fn allowance(&self, first: u64) -> u64 {
-        self.min_retries + (self.ratio * first as f64 + 1e-9).floor() as u64
+        // Saturating: `min_retries: 18446744073709551615` means unlimited.
+        self.min_retries
+            .saturating_add((self.ratio * first as f64 + 1e-9).floor() as u64)
     }
 }
 
@@ -111,6 +113,17 @@ pub struct BudgetCounts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_huge_minimum_means_unlimited_not_an_overflow() {
+        let b = Budget::new(BudgetSpec {
+            ratio: 1e300,
+            min_retries: u64::MAX,
+        });
+        b.first_attempt();
+        assert_eq!(b.spec.allowance(1), u64::MAX);
+        assert!(b.try_retry() && b.try_retry());
+    }
 
     #[test]
     fn share_of_traffic() {

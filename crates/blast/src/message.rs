@@ -265,7 +265,7 @@ impl MessageFactory {
     pub fn new(cfg: &Config) -> Result<MessageFactory, BlastError> {
         let eml = match &cfg.eml {
             Some(p) => {
-                let bytes = std::fs::read(p)
+                let bytes = mailstorm_config::read_bounded(p, crate::config::MAX_MESSAGE_SIZE)
                     .map_err(|e| BlastError::Config(format!("--eml {}: {e}", p.display())))?;
                 Some(Eml::load(&bytes))
             }

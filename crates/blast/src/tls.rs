@@ -41,8 +41,10 @@ fn verifying_config(
     trusted_pem: Option<&[u8]>,
 ) -> Result<Arc<ClientConfig>, BlastError> {
     let pem = match (&cfg.ca, trusted_pem) {
-        (Some(path), _) => std::fs::read(path)
-            .map_err(|e| BlastError::Config(format!("--ca {}: {e}", path.display())))?,
+        (Some(path), _) => {
+            mailstorm_config::read_bounded(path, mailstorm_config::MAX_CONFIG_FILE_BYTES)
+                .map_err(|e| BlastError::Config(format!("--ca {}: {e}", path.display())))?
+        }
         (None, Some(pem)) => pem.to_vec(),
         (None, None) => {
             return Err(BlastError::Config(

@@ -188,6 +188,9 @@ fn usage_and_configuration_errors_exit_2() {
         &["--timeout", "18446744073709551615", "-n", "1"],
         &["--interval", "400d", "-n", "1"],
         &["--threads", "5000", "-n", "1"],
+        // Files are read bounded: a device never ends.
+        &["--eml", "/dev/zero", "-n", "1"],
+        &["--profile", "/dev/zero"],
     ] {
         let out = blast(args);
         assert_eq!(
@@ -220,6 +223,12 @@ fn usage_and_configuration_errors_exit_2() {
     let out = blast(&["--threads", "5000", "-n", "1"]);
     assert!(
         text(&out.stderr).contains("--threads 5000: at most 1024"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = blast(&["--eml", "/dev/zero", "-n", "1"]);
+    assert!(
+        text(&out.stderr).contains("--eml /dev/zero: larger than 64MiB"),
         "{}",
         text(&out.stderr)
     );

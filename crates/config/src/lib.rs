@@ -9,18 +9,22 @@
 //! - [`expr`]: the one expression language for judgements
 //!   (`metric op value`, `retry_4xx_min_interval>=1s`): parse, evaluate,
 //!   print back.
+//! - [`file`]: reading a file the user named, bounded, so a device or a
+//!   stray huge file cannot take the process's memory.
 //! - [`yaml`]: a loader that reports `file:line:col`, the key path and the
 //!   allowed keys or values, and never a Rust type name.
 
 #![deny(missing_docs)]
 
 pub mod expr;
+pub mod file;
 pub mod range;
 pub mod serde_units;
 pub mod units;
 pub mod yaml;
 
 pub use expr::{Check, ExprError, Op, Value};
+pub use file::{read_bounded, read_to_string_bounded, MAX_CONFIG_FILE_BYTES};
 pub use range::{parse_range, RangeError};
 pub use units::{
     format_duration, format_size, parse_duration, parse_size, UnitError, MAX_DURATION,

@@ -243,6 +243,17 @@ fn exit_codes_match_help_and_errors_say_the_os_error_once() {
             2,
             vec!["\"18446744073709551615\"".into(), "limit of 365d".into()],
         ),
+        // Files are read bounded: a device never ends.
+        (
+            vec![
+                "--control".into(),
+                "off".into(),
+                "--plan".into(),
+                "/dev/zero".into(),
+            ],
+            2,
+            vec!["plan /dev/zero: larger than 16MiB".into()],
+        ),
     ];
     for (args, code, needles) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();

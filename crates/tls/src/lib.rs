@@ -304,10 +304,12 @@ pub fn client_config_trusting(cert_pem: &[u8]) -> Result<Arc<ClientConfig>, TlsE
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_path_buf(),
-        source,
-    })
+    mailstorm_config::read_bounded(path, mailstorm_config::MAX_CONFIG_FILE_BYTES).map_err(
+        |source| TlsError::Read {
+            path: path.to_path_buf(),
+            source,
+        },
+    )
 }
 
 fn pem_error(source: &PemSource, e: rustls::pki_types::pem::Error) -> TlsError {

@@ -97,7 +97,9 @@ pub fn read(path: &Path) -> Result<Part, MergeError> {
             ),
         ));
     }
-    let text = std::fs::read_to_string(path).map_err(|e| MergeError::part(&file, e.to_string()))?;
+    // Bounded again: a pipe or device reports a length of 0.
+    let text = mailstorm_config::read_to_string_bounded(path, MAX_PART_BYTES)
+        .map_err(|e| MergeError::part(&file, e.to_string()))?;
     parse(&text, &file)
 }
 

@@ -54,7 +54,12 @@ impl Op {
     /// Whether `measured op limit` holds. `==` and `!=` compare with a
     /// relative tolerance of 1e-9, so `0.3` equals `0.1 + 0.2`.
     pub fn holds(self, measured: f64, limit: f64) -> bool {
-        let eq = (measured - limit).abs() <= 1e-9 * measured.abs().max(limit.abs()).max(1.0);
+        // The tolerance only between finite values: against an infinity it
+        // would be infinite too, and make `1 >= inf` hold.
+        let eq = measured == limit
+            || (measured.is_finite()
+                && limit.is_finite()
+                && (measured - limit).abs() <= 1e-9 * measured.abs().max(limit.abs()).max(1.0));
         match self {
             Op::Lt => measured < limit && !eq,
             Op::Le => measured <= limit || eq,
@@ -289,6 +294,11 @@ mod tests {
         assert!(!Check::parse("n<5").unwrap().holds(5.0));
         assert!(Check::parse("n>5").unwrap().holds(6.0));
         assert!(Check::parse("n<=0.3").unwrap().holds(0.1 + 0.2));
+        // No tolerance against an infinity (it made `1 >= inf` hold).
+        assert!(!Op::Ge.holds(1.0, f64::INFINITY));
+        assert!(!Op::Eq.holds(1.0, f64::INFINITY));
+        assert!(Op::Le.holds(1.0, f64::INFINITY));
+        assert!(Op::Eq.holds(f64::INFINITY, f64::INFINITY));
     }
 
     #[test]

@@ -260,7 +260,13 @@ pub fn parse_as(spec: &str, flag: &str, windows: bool) -> Result<Vec<Check>, Bla
             let d = parse_duration(value).map_err(|_| bad("bad duration"))?;
             (Metric::Named(name.into()), d.as_secs_f64() * 1e6)
         } else if NAMED.contains(&name) {
-            let v: f64 = value.parse().map_err(|_| bad("expected a number"))?;
+            // Finite only: `inf` and `1e400` parse as infinity, which no
+            // count or share can be compared with.
+            let v = value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| bad("expected a number"))?;
             (Metric::Named(name.into()), v)
         } else {
             return Err(bad(&format!(

@@ -151,6 +151,12 @@ fn impossible_checks_are_refused() {
     }
     let e = parse("accept_rate>1").unwrap_err().to_string();
     assert!(e.contains("a share between 0 and 1"), "{e}");
+    // Infinite limits are not numbers (they passed as `ok`, `1e400`
+    // parsing as infinity and the equality tolerance then being infinite).
+    for spec in ["accept_rate>=inf", "accepted>=1e400", "5xx<NaN"] {
+        let e = parse(spec).unwrap_err().to_string();
+        assert!(e.contains(spec) && e.contains("expected a number"), "{e}");
+    }
     let e = parse("p99<0ms").unwrap_err().to_string();
     assert!(e.contains("a latency, never below 0"), "{e}");
     // Possible, if only just (or always): accepted.

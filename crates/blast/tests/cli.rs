@@ -200,37 +200,29 @@ fn usage_and_configuration_errors_exit_2() {
             text(&out.stderr)
         );
     }
-    let out = blast(&["--target", "192.0.2.1:25", "-n", "1"]);
-    assert!(text(&out.stderr).contains("--allow-remote"));
-    let out = blast(&["--sink-plan", "no-such-plan.yaml"]);
-    assert!(
-        text(&out.stderr).contains("cannot read plan no-such-plan.yaml"),
-        "{}",
-        text(&out.stderr)
+    let says = |args: &[&str], needles: &[&str]| {
+        let err = text(&blast(args).stderr);
+        for n in needles {
+            assert!(err.contains(n), "{args:?}: {n:?} not in {err}");
+        }
+    };
+    says(
+        &["--target", "192.0.2.1:25", "-n", "1"],
+        &["--allow-remote"],
     );
-    let out = blast(&["--time-scale", "0.1", "-n", "1"]);
-    assert!(
-        text(&out.stderr).contains("policy"),
-        "{}",
-        text(&out.stderr)
+    says(
+        &["--sink-plan", "no-such-plan.yaml"],
+        &["cannot read plan no-such-plan.yaml"],
     );
-    let out = blast(&["--interval", "400d", "-n", "1"]);
-    assert!(
-        text(&out.stderr).contains("\"400d\"") && text(&out.stderr).contains("365d"),
-        "{}",
-        text(&out.stderr)
+    says(&["--time-scale", "0.1", "-n", "1"], &["policy"]);
+    says(&["--interval", "400d", "-n", "1"], &["\"400d\"", "365d"]);
+    says(
+        &["--threads", "5000", "-n", "1"],
+        &["--threads 5000: at most 1024"],
     );
-    let out = blast(&["--threads", "5000", "-n", "1"]);
-    assert!(
-        text(&out.stderr).contains("--threads 5000: at most 1024"),
-        "{}",
-        text(&out.stderr)
-    );
-    let out = blast(&["--eml", "/dev/zero", "-n", "1"]);
-    assert!(
-        text(&out.stderr).contains("--eml /dev/zero: larger than 64MiB"),
-        "{}",
-        text(&out.stderr)
+    says(
+        &["--eml", "/dev/zero", "-n", "1"],
+        &["--eml /dev/zero: larger than 64MiB"],
     );
     let help = blast(&["--help"]);
     let h = text(&help.stdout);

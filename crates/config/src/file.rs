@@ -31,6 +31,12 @@ pub fn read_bounded(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
+/// A configuration file's text (sink config, plan, profile, scenario,
+/// zone), at most [`MAX_CONFIG_FILE_BYTES`].
+pub fn read_config_file(path: &Path) -> io::Result<String> {
+    read_to_string_bounded(path, MAX_CONFIG_FILE_BYTES)
+}
+
 /// [`read_bounded`] for text: invalid UTF-8 is an
 /// [`io::ErrorKind::InvalidData`] error, as [`std::fs::read_to_string`]
 /// gives.

@@ -24,7 +24,7 @@ pub mod units;
 pub mod yaml;
 
 pub use expr::{Check, ExprError, Op, Value};
-pub use file::{read_bounded, read_to_string_bounded, MAX_CONFIG_FILE_BYTES};
+pub use file::{read_bounded, read_config_file, read_to_string_bounded, MAX_CONFIG_FILE_BYTES};
 pub use range::{parse_range, RangeError};
 pub use units::{
     format_duration, format_size, parse_duration, parse_size, UnitError, MAX_DURATION,

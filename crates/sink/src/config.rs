@@ -263,11 +263,10 @@ impl SinkConfig {
     /// Reads and parses a YAML file.
     pub fn from_yaml_file(path: &Path) -> Result<SinkConfig, ConfigError> {
         let text =
-            mailstorm_config::read_to_string_bounded(path, mailstorm_config::MAX_CONFIG_FILE_BYTES)
-                .map_err(|source| ConfigError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+            mailstorm_config::read_config_file(path).map_err(|source| ConfigError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         SinkConfig::from_yaml_str(&text, path)
     }
 

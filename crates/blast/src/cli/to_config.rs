@@ -23,11 +23,8 @@ impl Args {
     pub fn to_config(&self) -> Result<Config, BlastError> {
         let mut c = match &self.profile {
             Some(p) => {
-                let text = mailstorm_config::read_to_string_bounded(
-                    p,
-                    mailstorm_config::MAX_CONFIG_FILE_BYTES,
-                )
-                .map_err(|e| BlastError::Config(format!("--profile {}: {e}", p.display())))?;
+                let text = mailstorm_config::read_config_file(p)
+                    .map_err(|e| BlastError::Config(format!("--profile {}: {e}", p.display())))?;
                 Config::from_yaml_str(&text, &p.display().to_string())?
             }
             None => Config::default(),

@@ -158,16 +158,14 @@ impl Scenario {
             path: path.to_path_buf(),
             message: e.to_string(),
         };
-        let text =
-            mailstorm_config::read_to_string_bounded(path, mailstorm_config::MAX_CONFIG_FILE_BYTES)
-                .map_err(|e| err(e.to_string()))?;
+        let text = mailstorm_config::read_config_file(path).map_err(|e| err(e.to_string()))?;
         let spec: ScenarioSpec =
             mailstorm_config::from_yaml_str(&text, &path.display().to_string())
                 .map_err(yaml_err)?;
         let dir = path.parent().unwrap_or(Path::new("."));
         let read = |what: &str, p: &Path| -> Result<(String, String), ScenarioError> {
             let full = dir.join(p);
-            mailstorm_config::read_to_string_bounded(&full, mailstorm_config::MAX_CONFIG_FILE_BYTES)
+            mailstorm_config::read_config_file(&full)
                 .map(|t| (t, full.display().to_string()))
                 .map_err(|e| err(format!("{what} {}: {e}", full.display())))
         };

@@ -97,12 +97,10 @@ impl Plan {
 
     /// Reads a YAML (or JSON) plan file.
     pub fn from_file(path: &Path) -> Result<Plan, PlanError> {
-        let text =
-            mailstorm_config::read_to_string_bounded(path, mailstorm_config::MAX_CONFIG_FILE_BYTES)
-                .map_err(|source| PlanError::Read {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
+        let text = mailstorm_config::read_config_file(path).map_err(|source| PlanError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         Plan::from_bytes(text.as_bytes(), None, &path.display().to_string())
     }
 

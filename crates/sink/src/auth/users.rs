@@ -66,11 +66,12 @@ impl Users {
     /// non-empty and free of whitespace and control characters; passwords must be
     /// non-empty and free of control characters.
     pub fn load(path: &Path) -> Result<Users, AuthError> {
-        let bytes = mailstorm_config::read_bounded(path, mailstorm_config::MAX_CONFIG_FILE_BYTES)
-            .map_err(|source| AuthError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let limit = mailstorm_config::MAX_CONFIG_FILE_BYTES;
+        let bytes =
+            mailstorm_config::read_bounded(path, limit).map_err(|source| AuthError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Self::parse(&bytes, path)
     }
 

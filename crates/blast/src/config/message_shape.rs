@@ -56,9 +56,6 @@ impl SizeDist {
                 .split_once(',')
                 .ok_or_else(|| bad("expected lognormal:MEDIAN,P99"))?;
             let (median, p99) = (parse_bytes(m)?, parse_bytes(p)?);
-            if p99 < median {
-                return Err(bad("p99 must be at least the median"));
-            }
             SizeDist::Lognormal { median, p99 }
         } else {
             let (min, max) = mailstorm_config::parse_range(t, mailstorm_config::parse_size)
